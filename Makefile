@@ -1,0 +1,67 @@
+# Linkdesk — every set-up step lives here, so a fresh machine needs only `make run` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FRONTEND := components/moneykit_connect/frontend
+BUNDLE := $(FRONTEND)/dist/index.js
+SANDBOX_PORT ?= 8611
+DASHBOARD_PORT ?= 8501
+
+.PHONY: run test setup setup-dev lint typecheck unit contract app e2e bench chromium clean
+
+## run: set everything up, start the local MoneyKit sandbox and the dashboard (Ctrl-C stops both)
+run: setup
+	$(PY) scripts/run_local.py --sandbox-port $(SANDBOX_PORT) --dashboard-port $(DASHBOARD_PORT)
+
+## test: set everything up (incl. Debian chromium), then lint, type-check and run every test layer
+test: setup-dev chromium
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider
+
+setup: $(VENV)/.requirements $(BUNDLE)
+setup-dev: setup $(VENV)/.requirements-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.requirements: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.requirements-dev: requirements-dev.txt requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+# The Connect launcher comes from the npm registry at the exact version in package-lock.json;
+# the bundle is built here and never committed.
+$(BUNDLE): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/build.mjs $(wildcard $(FRONTEND)/src/*.js)
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
+
+# Browser tests use Debian's chromium; never a browser downloaded by a test tool.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: setup-dev
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+typecheck: setup-dev
+	$(PY) -m mypy
+unit: setup-dev
+	$(PY) -m pytest -q tests/unit
+contract: setup-dev
+	$(PY) -m pytest -q tests/contract tests/sandbox
+app: setup-dev
+	$(PY) -m pytest -q tests/app
+e2e: setup-dev chromium
+	$(PY) -m pytest -q tests/e2e
+
+bench: setup-dev
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(PY) $$b; done || echo "no benchmarks yet"
+
+clean:
+	rm -rf $(VENV) $(FRONTEND)/node_modules $(FRONTEND)/dist var test-output

@@ -1,0 +1,212 @@
+"""Links: every link of the application, its institution and its health, one page at a time."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from linkdesk.moneykit.errors import MoneyKitError
+from linkdesk.store.queries import Health, LinkFilters, LinkRow
+from ui.link_detail import render_link_detail
+from ui.render import (
+    ERROR_LABELS,
+    error_label,
+    health_label,
+    institution_avatar,
+    institution_colour,
+    swatch_data_uri,
+)
+from ui.wiring import get_services, theme_is_dark
+
+PAGE_SIZE = 50
+# Filter widgets mirror these query parameters, so a filtered view can be shared by URL.
+FILTER_PARAMS = ("health", "error", "institution", "customer", "q")
+
+services = get_services()
+queries = services.links
+dark = theme_is_dark()
+
+
+def _init_filters_from_url() -> None:
+    for name in FILTER_PARAMS:
+        key = f"links.filter.{name}"
+        if key not in st.session_state:
+            st.session_state[key] = st.query_params.get(name) or None
+
+
+def _sync_filters_to_url() -> None:
+    for name in FILTER_PARAMS:
+        value = st.session_state.get(f"links.filter.{name}")
+        if value:
+            st.query_params[name] = value
+        elif name in st.query_params:
+            del st.query_params[name]
+    st.session_state["links.cursors"] = [None]
+
+
+def _show_auth_expired() -> None:
+    st.session_state["links.filter.error"] = "auth_expired"
+    st.session_state["links.filter.health"] = None
+    _sync_filters_to_url()
+
+
+def _sync_now() -> None:
+    with st.status("Discovering links through the MoneyKit API…", expanded=True) as status:
+        bar = st.progress(0.0, text="Listing links")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total if total else 1.0, text=f"{done} of {total} links")
+
+        try:
+            report = services.discovery.sync_all(progress)
+        except MoneyKitError as error:
+            status.update(label="Sync failed", state="error")
+            st.error(f"MoneyKit could not be reached: {error.user_message}")
+            return
+        label = (
+            f"Synced {report.ok} of {report.listed} links "
+            f"({report.new} new, {report.state_changes} state changes, {report.deleted} deleted)"
+        )
+        if report.failed:
+            status.update(label=label + f", {report.failed} failed", state="error")
+            for failure in report.failures[:10]:
+                st.write(f"`{failure.link_id}`: {failure.error}")
+        else:
+            status.update(label=label, state="complete", expanded=False)
+
+
+def _table_rows(rows: list[LinkRow]) -> list[dict[str, object]]:
+    return [
+        {
+            "Logo": institution_avatar(row, dark=dark),
+            "Institution": row.institution_name,
+            "Colour": swatch_data_uri(institution_colour(row, dark=dark)),
+            "Customer": row.customer_id or "—",
+            "Health": health_label(row.health),
+            "State": row.state,
+            "Error": error_label(row.error_code),
+            "Last update": row.products_refreshed_at or row.last_synced_at or row.updated_at,
+            "Link ID": row.link_id,
+        }
+        for row in rows
+    ]
+
+
+_init_filters_from_url()
+st.session_state.setdefault("links.cursors", [None])
+
+header, action = st.columns([4, 1], vertical_alignment="bottom")
+header.title("Links")
+if action.button("Sync with MoneyKit", icon="🔄", width="stretch"):
+    _sync_now()
+
+counts = queries.counts_by_health()
+total = sum(counts.values())
+metrics = st.columns(5)
+metrics[0].metric("All links", total)
+metrics[1].metric("Healthy", counts[Health.HEALTHY])
+metrics[2].metric("Needs relink", counts[Health.NEEDS_RELINK])
+metrics[3].metric("Wait (MoneyKit retries)", counts[Health.WAIT])
+metrics[4].metric("Stuck", counts[Health.STUCK])
+
+expired = queries.count_links(LinkFilters(error_code="auth_expired"))
+if expired:
+    alert, button = st.columns([4, 1], vertical_alignment="center")
+    alert.error(f"**{expired}** links have an expired login (`auth_expired`).", icon="🔴")
+    button.button("Show them", on_click=_show_auth_expired, width="stretch")
+
+if total == 0:
+    st.info(
+        "No links in the store yet. Press **Sync with MoneyKit** to discover every link of "
+        "the application, or link a bank on the **Connect** page."
+    )
+    st.stop()
+
+institutions = {inst.institution_id: inst.name for inst in queries.list_institutions()}
+filters_row = st.columns([1.2, 1.2, 1.4, 1, 1.2])
+filters_row[0].selectbox(
+    "Health",
+    [None, *Health],
+    format_func=lambda value: "All" if value is None else health_label(Health(value)),
+    key="links.filter.health",
+    placeholder="All",
+    on_change=_sync_filters_to_url,
+)
+filters_row[1].selectbox(
+    "Error",
+    [None, *ERROR_LABELS],
+    format_func=lambda value: "Any" if value is None else error_label(value),
+    key="links.filter.error",
+    placeholder="Any",
+    on_change=_sync_filters_to_url,
+)
+filters_row[2].selectbox(
+    "Institution",
+    [None, *sorted(institutions, key=lambda key: institutions[key].lower())],
+    format_func=lambda value: "All" if value is None else institutions.get(value, value),
+    key="links.filter.institution",
+    placeholder="All",
+    on_change=_sync_filters_to_url,
+)
+filters_row[3].text_input(
+    "Customer",
+    key="links.filter.customer",
+    placeholder="id starts with…",
+    on_change=_sync_filters_to_url,
+)
+filters_row[4].text_input(
+    "Search",
+    key="links.filter.q",
+    placeholder="link id or bank name",
+    on_change=_sync_filters_to_url,
+)
+
+state = st.session_state
+health_value = state.get("links.filter.health")
+filters = LinkFilters(
+    health=Health(health_value) if health_value else None,
+    error_code=state.get("links.filter.error"),
+    institution_id=state.get("links.filter.institution"),
+    customer=(state.get("links.filter.customer") or "").strip() or None,
+    search=(state.get("links.filter.q") or "").strip() or None,
+)
+
+cursors: list[str | None] = state["links.cursors"]
+page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1])
+matching = queries.count_links(filters)
+first = (len(cursors) - 1) * PAGE_SIZE
+st.caption(
+    f"{matching} matching links · showing {first + 1 if page.rows else 0}–{first + len(page.rows)}"
+)
+
+selection = st.dataframe(
+    _table_rows(page.rows),
+    key="links.table",
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="single-row",
+    column_config={
+        "Logo": st.column_config.ImageColumn("Logo", width="small"),
+        "Colour": st.column_config.ImageColumn("Colour", width="small"),
+        "Last update": st.column_config.DatetimeColumn("Last update", format="YYYY-MM-DD HH:mm"),
+    },
+)
+
+pager = st.columns([1, 1, 6])
+if pager[0].button("← First page", disabled=len(cursors) == 1):
+    state["links.cursors"] = [None]
+    st.rerun()
+if pager[1].button("Next page →", disabled=page.next_cursor is None):
+    cursors.append(page.next_cursor)
+    st.rerun()
+
+selected_rows = selection.selection.rows if selection else []
+if selected_rows and selected_rows[0] < len(page.rows):
+    st.query_params["link"] = page.rows[selected_rows[0]].link_id
+
+selected_link = st.query_params.get("link")
+if selected_link:
+    st.divider()
+    render_link_detail(selected_link)
+else:
+    st.caption("Select a row to see its accounts, its history and the actions it allows.")

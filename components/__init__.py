@@ -1,0 +1,1 @@
+"""Streamlit custom components used by the Linkdesk dashboard."""

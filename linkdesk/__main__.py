@@ -1,0 +1,86 @@
+"""Command line: ``python -m linkdesk migrate`` and ``python -m linkdesk sync``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from linkdesk.moneykit.errors import APIConnectionError, AuthenticationError, MoneyKitError
+from linkdesk.settings import Settings
+from linkdesk.store.engine import migrate, sqlite_file_path
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_UNREACHABLE = 2
+
+
+def _migrate(settings: Settings) -> int:
+    path = sqlite_file_path(settings.database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    migrate(settings.database_url)
+    where = str(path) if path is not None else settings.database_url.split("@")[-1]
+    print(f"Database is at the latest schema ({where}).")
+    return EXIT_OK
+
+
+def _sync(settings: Settings) -> int:
+    from linkdesk.bootstrap import build_services
+
+    services = build_services(settings)
+    try:
+        interactive = sys.stdout.isatty()
+
+        def progress(done: int, total: int) -> None:
+            if interactive:
+                end = "\n" if done == total else ""
+                print(f"\rSyncing links: {done}/{total}", end=end, flush=True)
+                return
+            # Logs get a line per tenth, not one per link.
+            step = max(1, total // 10)
+            if done == total or done % step == 0:
+                print(f"Syncing links: {done}/{total}", flush=True)
+
+        try:
+            report = services.discovery.sync_all(progress, actor=settings.staff_user)
+        except APIConnectionError as exc:
+            print(
+                f"MoneyKit is unreachable at {settings.moneykit_base_url}: {exc.user_message}",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
+        except AuthenticationError as exc:
+            print(f"Sync failed: {exc.user_message}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except MoneyKitError as exc:
+            print(f"Sync failed: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        print(report.summary)
+        for failure in report.failures[:20]:
+            print(f"  {failure.link_id}: {failure.error}", file=sys.stderr)
+        if len(report.failures) > 20:
+            print(f"  … and {len(report.failures) - 20} more", file=sys.stderr)
+        return EXIT_PARTIAL if report.failed else EXIT_OK
+    finally:
+        services.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linkdesk", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    commands.add_parser("sync", help="read every link from MoneyKit into the store")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+
+    settings = Settings()
+    if args.command == "migrate":
+        return _migrate(settings)
+    return _sync(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,569 @@
+"""Synchronous MoneyKit REST client.
+
+Keyword-only constructor, an injectable ``httpx.Client``, one exception class per failure kind, a
+cached access token that is refreshed before it expires (and once after a 401), and jittered
+exponential backoff that honours ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pydantic
+from pydantic import SecretStr
+
+from linkdesk.moneykit.errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    LinkBadStateError,
+    RateLimitError,
+    status_error_class,
+)
+from linkdesk.moneykit.models import (
+    AccessToken,
+    AccountsResponse,
+    ExchangeResult,
+    Institution,
+    InstitutionPage,
+    Link,
+    LinkListItem,
+    LinkListPage,
+    LinkSession,
+)
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "INITIAL_RETRY_DELAY",
+    "MAX_IMAGE_BYTES",
+    "MAX_RETRY_AFTER",
+    "MAX_RETRY_DELAY",
+    "MoneyKitClient",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger("linkdesk.moneykit")
+
+DEFAULT_BASE_URL = "https://api.moneykit.com"
+API_VERSION = "2023-02-18"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+DEFAULT_MAX_RETRIES = 2
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# A server hint beyond this is not obeyed: a dashboard must not hang for ten minutes on one call.
+MAX_RETRY_AFTER = 60.0
+# Refresh the token this long before MoneyKit says it expires (capped at a tenth of its lifetime).
+TOKEN_REFRESH_MARGIN = 60.0
+MAX_IMAGE_BYTES = 64 * 1024
+LINKS_PAGE_MIN, LINKS_PAGE_MAX = 500, 5000
+
+_USER_AGENT = "linkdesk/0.1 (+httpx)"
+_RETRY_STATUSES = frozenset({408, 409, 429})
+
+_M = TypeVar("_M", bound=pydantic.BaseModel)
+
+
+class _Retry(enum.Enum):
+    # Safe to repeat: the server may have processed the request already and nothing bad happens.
+    ALWAYS = "always"
+    # Not safe to repeat once the server may have seen it (token exchange): retry only answers that
+    # say the request was not processed, and failures to connect at all.
+    UNSENT_ONLY = "unsent_only"
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | httpx.Headers | None, *, now: float | None = None
+) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be delta-seconds (floats tolerated) or an HTTP date. Returns None when
+    absent or unreadable; the value may be zero or negative for a date in the past.
+    """
+    if headers is None:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return float(millis) / 1000.0
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(raw)
+    if parsed is None:
+        return None
+    moment = email.utils.mktime_tz(parsed)
+    return float(moment - (time.time() if now is None else now))
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class MoneyKitClient:
+    """Client for MoneyKit's REST API (version ``2023-02-18``).
+
+    Credentials and base URL are taken from the arguments; only when an argument is not passed is
+    the environment consulted (``MONEYKIT_CLIENT_ID``, ``MONEYKIT_CLIENT_SECRET``,
+    ``MONEYKIT_BASE_URL``), and the base URL finally defaults to ``https://api.moneykit.com``.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str | None = None,
+        client_secret: str | SecretStr | None = None,
+        base_url: str | None = None,
+        http_client: httpx.Client | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float | httpx.Timeout | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if client_id is None:
+            client_id = os.environ.get("MONEYKIT_CLIENT_ID")
+        if client_secret is None:
+            client_secret = os.environ.get("MONEYKIT_CLIENT_SECRET")
+        if not client_id or not client_secret:
+            raise ValueError(
+                "MoneyKit credentials missing: pass client_id and client_secret or set "
+                "MONEYKIT_CLIENT_ID and MONEYKIT_CLIENT_SECRET."
+            )
+        if max_retries is None or not isinstance(max_retries, int) or max_retries < 0:
+            raise TypeError("max_retries must be an int >= 0; pass 0 to turn retries off.")
+        if http_client is not None and not isinstance(http_client, httpx.Client):
+            raise TypeError(
+                f"http_client must be an httpx.Client, got {type(http_client).__name__}."
+            )
+        self.client_id = client_id
+        self._secret = (
+            client_secret if isinstance(client_secret, SecretStr) else SecretStr(client_secret)
+        )
+        self.base_url = (
+            base_url or os.environ.get("MONEYKIT_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.max_retries = max_retries
+        self._owns_http = http_client is None
+        if http_client is None:
+            self._timeout: float | httpx.Timeout | Any = (
+                timeout if timeout is not None else DEFAULT_TIMEOUT
+            )
+            self._http = httpx.Client(timeout=self._timeout)
+        else:
+            # An injected client keeps its own timeout unless one is passed explicitly.
+            self._timeout = timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+            self._http = http_client
+        self._clock = clock or time.time
+        self._sleep = sleep or time.sleep
+        self._random = random.random
+        self._token_lock = threading.Lock()
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"MoneyKitClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP pool if this client created it (an injected one belongs to the caller)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> MoneyKitClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- access token ------------------------------------------------------------------------
+
+    def _access_token(self) -> str:
+        with self._token_lock:
+            if self._token is not None and self._clock() < self._token_expires_at:
+                return self._token
+            response = self._send(
+                "POST",
+                "/auth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.client_id,
+                    "client_secret": self._secret.get_secret_value(),
+                },
+                authenticated=False,
+                retry=_Retry.ALWAYS,
+            )
+            token = self._parse(response, AccessToken)
+            lifetime = max(float(token.expires_in), 0.0)
+            margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
+            self._token = token.access_token
+            self._token_expires_at = self._clock() + lifetime - margin
+            logger.debug("moneykit: new access token, valid for %.0f s", lifetime)
+            return self._token
+
+    def invalidate_token(self, token: str | None = None) -> None:
+        """Forget the cached token (only if it is still ``token``, when given)."""
+        with self._token_lock:
+            if token is None or token == self._token:
+                self._token = None
+                self._token_expires_at = 0.0
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _retry_delay(self, retries_taken: int, headers: httpx.Headers | None) -> float:
+        hint = parse_retry_after(headers, now=self._clock())
+        if hint is not None and 0 < hint <= MAX_RETRY_AFTER:
+            return hint
+        exponent = min(retries_taken, 30)  # keeps 2**n finite however many retries are set
+        base = min(INITIAL_RETRY_DELAY * (2.0**exponent), MAX_RETRY_DELAY)
+        return max(base * (1 - 0.25 * self._random()), 0.0)
+
+    @staticmethod
+    def _exception_retryable(exc: httpx.TransportError, retry: _Retry) -> bool:
+        if retry is _Retry.ALWAYS:
+            return True
+        # These fail before the request leaves the machine, so the server cannot have acted on it.
+        return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+    @staticmethod
+    def _status_retryable(response: httpx.Response, retry: _Retry) -> bool:
+        hint = response.headers.get("x-should-retry")
+        if hint == "true":
+            return True
+        if hint == "false":
+            return False
+        if retry is _Retry.UNSENT_ONLY:
+            return response.status_code in (408, 429)
+        return response.status_code in _RETRY_STATUSES or response.status_code >= 500
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        authenticated: bool = True,
+        retry: _Retry = _Retry.ALWAYS,
+    ) -> httpx.Response:
+        url = self.base_url + path
+        retries_taken = 0
+        refreshed_after_401 = False
+        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        while True:
+            headers = {
+                "Accept": "application/json",
+                "MoneyKit-Version": API_VERSION,
+                "User-Agent": _USER_AGENT,
+            }
+            token: str | None = None
+            if authenticated:
+                token = self._access_token()
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    params=clean_params or None,
+                    json=json,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+            except httpx.TransportError as exc:
+                if retries_taken < self.max_retries and self._exception_retryable(exc, retry):
+                    delay = self._retry_delay(retries_taken, None)
+                    logger.debug(
+                        "moneykit: %s %s failed (%s), retrying in %.2f s",
+                        method,
+                        path,
+                        type(exc).__name__,
+                        delay,
+                    )
+                    retries_taken += 1
+                    self._sleep(delay)
+                    continue
+                if isinstance(exc, httpx.TimeoutException):
+                    raise APITimeoutError(request=exc.request) from exc
+                raise APIConnectionError(request=exc.request) from exc
+
+            logger.debug("moneykit: %s %s -> %s", method, path, response.status_code)
+            if response.is_success:
+                return response
+            if response.status_code == 401 and authenticated and not refreshed_after_401:
+                # The token may have been revoked or expired early: fetch a new one, once.
+                refreshed_after_401 = True
+                response.close()
+                self.invalidate_token(token)
+                continue
+            if retries_taken < self.max_retries and self._status_retryable(response, retry):
+                delay = self._retry_delay(retries_taken, response.headers)
+                logger.debug(
+                    "moneykit: %s %s -> %s, retrying in %.2f s",
+                    method,
+                    path,
+                    response.status_code,
+                    delay,
+                )
+                response.close()
+                retries_taken += 1
+                self._sleep(delay)
+                continue
+            raise self._status_error(response)
+
+    def _status_error(self, response: httpx.Response) -> APIStatusError:
+        body: Any = None
+        try:
+            response.read()
+            body = response.json()
+        except (ValueError, httpx.HTTPError):
+            body = None
+        error_code = error_message = link_error_code = None
+        body_request_id = None
+        if isinstance(body, dict):
+            error_code = body.get("error_code") if isinstance(body.get("error_code"), str) else None
+            raw_message = body.get("error_message")
+            error_message = raw_message if isinstance(raw_message, str) else None
+            raw_link_code = body.get("link_error_code")
+            link_error_code = raw_link_code if isinstance(raw_link_code, str) else None
+            raw_request_id = body.get("request_id")
+            body_request_id = raw_request_id if isinstance(raw_request_id, str) else None
+        request_id = (
+            response.headers.get("x-request-id")
+            or response.headers.get("request-id")
+            or body_request_id
+        )
+        cls = status_error_class(response.status_code, error_code)
+        common: dict[str, Any] = {
+            "status_code": response.status_code,
+            "error_code": error_code,
+            "error_message": error_message,
+            "request_id": request_id,
+            "request": response.request,
+            "response": response,
+        }
+        if cls is LinkBadStateError:
+            return LinkBadStateError(link_error_code=link_error_code, **common)
+        if cls is RateLimitError:
+            hint = parse_retry_after(response.headers, now=self._clock())
+            return RateLimitError(retry_after=hint if hint and hint > 0 else None, **common)
+        return cls(**common)
+
+    @staticmethod
+    def _parse(response: httpx.Response, model: type[_M], *, transform: Any = None) -> _M:
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise APIResponseValidationError(
+                f"MoneyKit returned invalid JSON (HTTP {response.status_code}).",
+                request=response.request,
+                status_code=response.status_code,
+            ) from exc
+        if transform is not None:
+            payload = transform(payload)
+        try:
+            return model.model_validate(payload)
+        except pydantic.ValidationError as exc:
+            # Name the fields only: the offending values may be tokens.
+            where = sorted(
+                {".".join(str(p) for p in err["loc"]) or "<root>" for err in exc.errors()}
+            )
+            raise APIResponseValidationError(
+                f"MoneyKit response did not match {model.__name__} at: {', '.join(where[:5])}.",
+                request=response.request,
+                status_code=response.status_code,
+            ) from exc
+
+    # -- link sessions -----------------------------------------------------------------------
+
+    def create_link_session(
+        self,
+        *,
+        customer_user_id: str,
+        redirect_uri: str,
+        existing_link_id: str | None = None,
+        webhook: str | None = None,
+        link_tags: Sequence[str] | None = None,
+        institution_id: str | None = None,
+        products: Sequence[str] | None = None,
+    ) -> LinkSession:
+        """``POST /link-session``. With ``existing_link_id`` the session repairs that link."""
+        if not 4 <= len(customer_user_id) <= 150:
+            raise ValueError("customer_user_id must be 4 to 150 characters long.")
+        body: dict[str, Any] = {
+            "customer_user": {"id": customer_user_id},
+            "redirect_uri": redirect_uri,
+        }
+        if existing_link_id is not None:
+            body["existing_link_id"] = existing_link_id
+        if webhook:
+            body["webhook"] = webhook
+        if link_tags is not None:
+            body["link_tags"] = list(link_tags)
+        if institution_id is not None:
+            body["institution_id"] = institution_id
+        if products:
+            body["settings"] = {"products": {name: {} for name in products}}
+        response = self._send("POST", "/link-session", json=body)
+        return self._parse(response, LinkSession)
+
+    def exchange_token(self, exchangeable_token: str) -> ExchangeResult:
+        """``POST /link-session/exchange-token``.
+
+        Never repeated once MoneyKit may have seen it: a second exchange of the same token fails,
+        so an ambiguous failure is reported instead of retried.
+        """
+        response = self._send(
+            "POST",
+            "/link-session/exchange-token",
+            json={"exchangeable_token": exchangeable_token},
+            retry=_Retry.UNSENT_ONLY,
+        )
+        return self._parse(response, ExchangeResult)
+
+    # -- links -------------------------------------------------------------------------------
+
+    def get_link(self, link_id: str) -> Link:
+        return self._parse(self._send("GET", f"/links/{_quote(link_id)}"), Link)
+
+    def list_links(self, *, cursor: str | None = None, limit: int = LINKS_PAGE_MIN) -> LinkListPage:
+        """One page of ``GET /links`` (MoneyKit accepts 500 to 5000 per page)."""
+        if not LINKS_PAGE_MIN <= limit <= LINKS_PAGE_MAX:
+            raise ValueError(f"limit must be between {LINKS_PAGE_MIN} and {LINKS_PAGE_MAX}.")
+        response = self._send("GET", "/links", params={"cursor": cursor or None, "limit": limit})
+        return self._parse(response, LinkListPage)
+
+    def iter_links(self, *, limit: int = LINKS_PAGE_MIN) -> Iterator[LinkListItem]:
+        """Every link of the application, following ``next_cursor`` until it is empty."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = self.list_links(cursor=cursor, limit=limit)
+            yield from page.links
+            next_cursor = page.next_cursor or None
+            if next_cursor is None or not page.links:
+                return
+            if next_cursor in seen:
+                raise APIResponseValidationError("MoneyKit repeated a links cursor.")
+            seen.add(next_cursor)
+            cursor = next_cursor
+
+    def get_accounts(self, link_id: str) -> AccountsResponse:
+        return self._parse(
+            self._send("GET", f"/links/{_quote(link_id)}/accounts"), AccountsResponse
+        )
+
+    def reset_link(self, link_id: str) -> Link:
+        """``POST /links/{id}/reset`` (sandbox only): forces the link to need a relink."""
+        return self._parse(self._send("POST", f"/links/{_quote(link_id)}/reset"), Link)
+
+    # -- institutions ------------------------------------------------------------------------
+
+    def get_institution(self, institution_id: str) -> Institution:
+        return self._parse(
+            self._send("GET", f"/institutions/{_quote(institution_id)}"), Institution
+        )
+
+    def list_institutions(
+        self,
+        *,
+        name: str | None = None,
+        featured: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> InstitutionPage:
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000.")
+        params: dict[str, Any] = {"name": name, "cursor": cursor or None, "limit": limit}
+        if featured is not None:
+            params["featured"] = "true" if featured else "false"
+        response = self._send("GET", "/institutions", params=params)
+
+        def flatten(payload: Any) -> Any:
+            # The list response calls its cursor object ``cursors`` (plural).
+            if isinstance(payload, dict):
+                cursors = payload.get("cursors")
+                next_cursor = cursors.get("next") if isinstance(cursors, dict) else None
+                return {**payload, "next_cursor": next_cursor}
+            return payload
+
+        return self._parse(response, InstitutionPage, transform=flatten)
+
+    def iter_institutions(
+        self, *, name: str | None = None, featured: bool | None = None, limit: int = 100
+    ) -> Iterator[Institution]:
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = self.list_institutions(name=name, featured=featured, cursor=cursor, limit=limit)
+            yield from page.institutions
+            if not page.next_cursor or not page.institutions:
+                return
+            if page.next_cursor in seen:
+                raise APIResponseValidationError("MoneyKit repeated an institutions cursor.")
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+
+    # -- images ------------------------------------------------------------------------------
+
+    def fetch_image(self, url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[str, bytes]:
+        """Download an institution image; returns ``(content_type, body)``.
+
+        No credentials are sent (the URL may point anywhere), only http(s) is fetched, and the body
+        is read no further than ``max_bytes``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("Only http(s) image URLs can be fetched.")
+        try:
+            with self._http.stream(
+                "GET",
+                url,
+                headers={"Accept": "image/*", "User-Agent": _USER_AGENT},
+                timeout=self._timeout,
+                follow_redirects=True,
+            ) as response:
+                if not response.is_success:
+                    raise self._status_error(response)
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise APIResponseValidationError(
+                        f"Image larger than {max_bytes} bytes.", request=response.request
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise APIResponseValidationError(
+                            f"Image larger than {max_bytes} bytes.", request=response.request
+                        )
+                    chunks.append(chunk)
+                content_type = response.headers.get("content-type", "")
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(request=exc.request) from exc
+        except httpx.TransportError as exc:
+            raise APIConnectionError(request=exc.request) from exc
+        logger.debug("moneykit: fetched image from %s (%d bytes)", parts.netloc, size)
+        return content_type.split(";")[0].strip().lower(), b"".join(chunks)

@@ -1,0 +1,706 @@
+"""Connect sessions: start a link or relink, then apply the component's event log.
+
+Applying is idempotent. Events are stored once per ``(session_id, seq)`` (a unique constraint, so
+two threads cannot both insert one), and the session's end is claimed by one conditional UPDATE on
+the session row: only the caller that flips ``completion_claimed_at`` from NULL exchanges the token
+or completes the relink. A rerun, a double click or a second thread gets the recorded outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from linkdesk.connect_log import LogEntry, new_entries, terminal_entry
+from linkdesk.moneykit.client import MoneyKitClient
+from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError
+from linkdesk.services.audit import AuditLog
+from linkdesk.services.errors import (
+    InvalidCustomerId,
+    LeaseHeld,
+    LinkNotFound,
+    RelinkNotNeeded,
+    UnknownSession,
+)
+from linkdesk.services.ingest import LinkIngestor
+from linkdesk.services.institutions import InstitutionFetcher
+from linkdesk.settings import Settings
+from linkdesk.store.engine import Store
+from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
+from linkdesk.store.queries import Health, LinkQueries, SessionRow, link_health, session_row
+from linkdesk.store.repository import mark_link_deleted
+
+__all__ = [
+    "ApplyOutcome",
+    "ConnectService",
+    "Outcome",
+    "StartedSession",
+    "exit_message",
+]
+
+Outcome = Literal["pending", "success", "exit", "failed"]
+
+DEFAULT_LEASE_TTL = timedelta(minutes=15)
+# A completion (exchange + reads) takes seconds; one claimed this long ago was interrupted.
+STALE_COMPLETION = timedelta(minutes=5)
+SOURCE_TAG = "source:linkdesk"
+_CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{3,149}")
+_REDACTED = "[redacted]"
+_SECRET_KEY = re.compile(r"token|secret|password|passcode|otp", re.IGNORECASE)
+_MAX_PAYLOAD_CHARS = 32_000
+_MAX_TEXT = 500
+
+_EXIT_HINTS = {
+    "invalid_credentials": "The bank did not accept the username or password.",
+    "user_input_incorrect": "An answer or code entered in Connect was not accepted.",
+    "user_oauth_denied": "Access was refused on the bank's page.",
+    "user_setup_required": "The customer must fix something with their bank first.",
+    "institution_error": "The bank is not available right now; try again later.",
+    "provider_error": "The data provider failed; try again later.",
+    "system_error": "MoneyKit had an internal error; try again later.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSession:
+    session_id: str
+    link_session_token: str = field(repr=False)
+    mode: Literal["link", "relink"]
+    link_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    new: int
+    outcome: Outcome
+    link_id: str | None
+    message: str | None
+    gaps: tuple[int, ...] = ()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _text(value: Any, limit: int = _MAX_TEXT) -> str | None:
+    if not isinstance(value, str):
+        return None
+    cleaned = " ".join(value.split())
+    return cleaned[:limit] if cleaned else None
+
+
+def exit_message(error: Mapping[str, Any] | None) -> str:
+    """What to tell staff when Connect ended without linking, from Connect's exit error."""
+    if not error:
+        return "You closed Connect before finishing."
+    error_id = _text(error.get("error_id"), 100)
+    shown = _text(error.get("displayed_message"))
+    request_id = _text(error.get("request_id"), 200)
+    sentence = shown or _EXIT_HINTS.get(error_id or "", "Connect ended with an error.")
+    if not sentence.endswith((".", "!", "?")):
+        sentence += "."
+    details = [
+        part for part in (error_id, f"request id {request_id}" if request_id else None) if part
+    ]
+    return f"{sentence} ({', '.join(details)})" if details else sentence
+
+
+def _redact(value: Any, depth: int = 0) -> Any:
+    """Copy of an event payload with anything that looks like a credential removed."""
+    if depth > 8:
+        return None
+    if isinstance(value, Mapping):
+        return {
+            str(k): (_REDACTED if _SECRET_KEY.search(str(k)) else _redact(v, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v, depth + 1) for v in value[:200]]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _payload(entry: LogEntry) -> dict[str, Any]:
+    cleaned = _redact(entry.data)
+    encoded = json.dumps(cleaned, default=str)
+    if len(encoded) > _MAX_PAYLOAD_CHARS:
+        return {"truncated": True, "size": len(encoded)}
+    return cleaned if isinstance(cleaned, dict) else {}
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ConnectService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: MoneyKitClient,
+        settings: Settings,
+        audit: AuditLog,
+        clock: Callable[[], datetime] | None = None,
+        lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._settings = settings
+        self._audit = audit
+        self._clock = clock or _utcnow
+        self._lease_ttl = lease_ttl
+        self._queries = LinkQueries(store)
+        self._ingestor = LinkIngestor(
+            store=store,
+            client=client,
+            customer_tag_prefix=settings.customer_tag_prefix,
+            clock=self._clock,
+        )
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def _customer_tag(self, customer_id: str) -> str:
+        return f"{self._settings.customer_tag_prefix}{customer_id}"
+
+    def _record_start(
+        self,
+        *,
+        session_id: str,
+        mode: str,
+        customer_id: str | None,
+        link_id: str | None,
+        actor: str,
+        token: str | None,
+        error: MoneyKitError | None,
+    ) -> None:
+        now = self._clock()
+        with self._store.write() as session:
+            session.add(
+                ConnectSession(
+                    id=session_id,
+                    mode=mode,
+                    customer_id=customer_id,
+                    link_id=link_id,
+                    started_by=actor,
+                    started_at=now,
+                    outcome="failed" if error else "pending",
+                    failure_message=error.user_message if error else None,
+                    finished_at=now if error else None,
+                    token_sha256=_token_hash(token) if token else None,
+                )
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action=f"connect.start_{mode}",
+                outcome="failed" if error else "started",
+                link_id=link_id,
+                customer_id=customer_id,
+                detail=str(error) if error else f"session {session_id}",
+            )
+            if error is not None and link_id is not None:
+                self._release_lease(session, link_id, session_id)
+
+    def start_link(self, *, customer_external_id: str, actor: str) -> StartedSession:
+        """Create a MoneyKit link session for a new link of ``customer_external_id``."""
+        customer_id = (customer_external_id or "").strip()
+        if not _CUSTOMER_ID.fullmatch(customer_id):
+            raise InvalidCustomerId(
+                "use 4 to 150 letters, digits or . _ @ : + - (starting with a letter or digit)."
+            )
+        session_id = uuid.uuid4().hex
+        try:
+            created = self._client.create_link_session(
+                customer_user_id=customer_id,
+                redirect_uri=self._settings.redirect_uri,
+                webhook=self._settings.webhook_url,
+                link_tags=[self._customer_tag(customer_id), SOURCE_TAG],
+            )
+        except MoneyKitError as exc:
+            self._record_start(
+                session_id=session_id,
+                mode="link",
+                customer_id=customer_id,
+                link_id=None,
+                actor=actor,
+                token=None,
+                error=exc,
+            )
+            raise
+        self._record_start(
+            session_id=session_id,
+            mode="link",
+            customer_id=customer_id,
+            link_id=None,
+            actor=actor,
+            token=created.link_session_token,
+            error=None,
+        )
+        return StartedSession(
+            session_id=session_id, link_session_token=created.link_session_token, mode="link"
+        )
+
+    def _take_lease(self, link_id: str, actor: str, session_id: str) -> None:
+        now = self._clock()
+        with self._store.write() as session:
+            lease = session.get(RelinkLease, link_id)
+            if lease is not None and lease.expires_at > now and lease.holder != actor:
+                raise LeaseHeld(link_id, lease.holder, lease.expires_at)
+            if lease is None:
+                lease = RelinkLease(link_id=link_id)
+                session.add(lease)
+            lease.holder = actor
+            lease.session_id = session_id
+            lease.acquired_at = now
+            lease.expires_at = now + self._lease_ttl
+
+    @staticmethod
+    def _release_lease(session: Session, link_id: str, session_id: str) -> None:
+        session.execute(
+            sa.delete(RelinkLease).where(
+                RelinkLease.link_id == link_id, RelinkLease.session_id == session_id
+            )
+        )
+
+    def start_relink(self, *, link_id: str, actor: str) -> StartedSession:
+        """Create a link session that repairs ``link_id``.
+
+        The link is re-read from MoneyKit first, so a link that has meanwhile recovered is not
+        sent through Connect again. Raises ``RelinkNotNeeded`` unless the link needs the
+        customer, and ``LeaseHeld`` while another staff member is relinking it.
+        """
+        with self._store.read() as session:
+            stored = session.get(Link, link_id)
+            if stored is None:
+                raise LinkNotFound(link_id)
+            stored_customer = stored.customer_id
+
+        fetched_at = self._clock()
+        try:
+            live = self._client.get_link(link_id)
+        except (NotFoundError, GoneError) as exc:
+            with self._store.write() as session:
+                mark_link_deleted(session, link_id, now=self._clock(), source="relink")
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="connect.start_relink",
+                    outcome="refused",
+                    link_id=link_id,
+                    customer_id=stored_customer,
+                    detail=f"link is gone at MoneyKit: {exc}",
+                )
+            raise RelinkNotNeeded(link_id, Health.DELETED.value, "deleted", None) from exc
+        result = self._ingestor.ingest(
+            live,
+            source="relink",
+            fetcher=InstitutionFetcher(self._client),
+            fetched_at=fetched_at,
+            customer_id=stored_customer,
+        )
+        customer_id = result.customer_id
+        health = link_health(live.state, live.error_code)
+        if health is not Health.NEEDS_RELINK:
+            self._audit.record(
+                actor=actor,
+                action="connect.start_relink",
+                outcome="refused",
+                link_id=link_id,
+                customer_id=customer_id,
+                detail=f"link is {health.value} ({live.state}/{live.error_code or '-'})",
+            )
+            raise RelinkNotNeeded(link_id, health.value, live.state, live.error_code)
+
+        session_id = uuid.uuid4().hex
+        self._take_lease(link_id, actor, session_id)
+        # MoneyKit replaces a relinked link's webhook and tags with what this request carries
+        # (removing them if absent), so the link's current ones are sent again.
+        tags = list(live.all_tags)
+        if customer_id and self._customer_tag(customer_id) not in tags:
+            tags.append(self._customer_tag(customer_id))
+        webhook = self._settings.webhook_url or live.webhook
+        customer_user_id = customer_id if customer_id and len(customer_id) >= 4 else link_id
+        try:
+            created = self._client.create_link_session(
+                customer_user_id=customer_user_id[:150],
+                redirect_uri=self._settings.redirect_uri,
+                existing_link_id=link_id,
+                webhook=webhook,
+                link_tags=tags,
+            )
+        except MoneyKitError as exc:
+            self._record_start(
+                session_id=session_id,
+                mode="relink",
+                customer_id=customer_id,
+                link_id=link_id,
+                actor=actor,
+                token=None,
+                error=exc,
+            )
+            raise
+        self._record_start(
+            session_id=session_id,
+            mode="relink",
+            customer_id=customer_id,
+            link_id=link_id,
+            actor=actor,
+            token=created.link_session_token,
+            error=None,
+        )
+        return StartedSession(
+            session_id=session_id,
+            link_session_token=created.link_session_token,
+            mode="relink",
+            link_id=link_id,
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        with self._store.read() as session:
+            row = session.get(ConnectSession, session_id)
+            if row is None:
+                return None
+            count = session.execute(
+                sa.select(sa.func.count()).where(ConnectEvent.session_id == session_id)
+            ).scalar_one()
+            return session_row(row, int(count))
+
+    def latest_pending_session(self, *, actor: str) -> SessionRow | None:
+        """The newest unfinished session ``actor`` started (for the OAuth return page)."""
+        with self._store.read() as session:
+            row = session.scalars(
+                sa.select(ConnectSession)
+                .where(ConnectSession.started_by == actor, ConnectSession.outcome == "pending")
+                .order_by(ConnectSession.started_at.desc())
+                .limit(1)
+            ).first()
+            session_id = row.id if row is not None else None
+        return self.get_session(session_id) if session_id else None
+
+    # -- applying the log --------------------------------------------------------------------
+
+    def _insert_event(self, session: Session, session_id: str, entry: LogEntry) -> int:
+        values = {
+            "session_id": session_id,
+            "seq": entry.seq,
+            "type": entry.type,
+            "name": (entry.event_name or entry.type)[:100],
+            "payload": _payload(entry),
+            "at": entry.at,
+            "recorded_at": self._clock(),
+        }
+        dialect = session.get_bind().dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            stmt = (
+                insert(ConnectEvent)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["session_id", "seq"])
+            )
+            return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+        # Other databases: the unique constraint still guarantees one row; a savepoint keeps the
+        # surrounding transaction usable when the row exists already.
+        try:
+            with session.begin_nested():
+                session.add(ConnectEvent(**values))
+            return 1
+        except sa.exc.IntegrityError:
+            return 0
+
+    def _persist(self, session_id: str, entries: list[object]) -> tuple[int, tuple[int, ...]]:
+        with self._store.write() as session:
+            if session.get(ConnectSession, session_id) is None:
+                raise UnknownSession(session_id)
+            applied = set(
+                session.scalars(
+                    sa.select(ConnectEvent.seq).where(ConnectEvent.session_id == session_id)
+                ).all()
+            )
+            fresh = new_entries(entries, applied, session_id=session_id)
+            inserted = sum(self._insert_event(session, session_id, e) for e in fresh)
+        return inserted, fresh.gaps
+
+    def apply_log(
+        self, session_id: str, entries: Iterable[object] | None, *, actor: str
+    ) -> ApplyOutcome:
+        """Store new log entries and, once per session, act on its end (exchange, relink, exit).
+
+        ``entries`` is the component's cumulative log as received; malformed entries and
+        entries of other sessions are ignored.
+        """
+        entries = list(entries or [])
+        new, gaps = self._persist(session_id, entries)
+        self._fail_if_interrupted(session_id, actor)
+        # The end is looked for in the whole log, not only in new entries: a ``continue`` log
+        # starts numbering again, and its success must still be acted on once.
+        everything = new_entries(entries, (), session_id=session_id)
+        final = terminal_entry(everything)
+        if final is not None:
+            if final.type == "exit":
+                self._finish_exit(session_id, final, actor)
+            elif final.type == "success":
+                self._finish_success(session_id, final, actor)
+            else:
+                self._finish_relink(session_id, final, actor)
+        return self._outcome(session_id, new, gaps)
+
+    def _fail_if_interrupted(self, session_id: str, actor: str) -> None:
+        """Close a session whose finisher stopped half-way (process killed during the exchange).
+
+        Without this the session would say "finishing" forever; the link itself, if MoneyKit
+        made it, is picked up by the next sync.
+        """
+        now = self._clock()
+        with self._store.write() as session:
+            stopped = session.execute(
+                sa.update(ConnectSession)
+                .where(
+                    ConnectSession.id == session_id,
+                    ConnectSession.outcome == "pending",
+                    ConnectSession.completion_claimed_at < now - STALE_COMPLETION,
+                )
+                .values(
+                    outcome="failed",
+                    finished_at=now,
+                    failure_message=(
+                        "Linkdesk stopped while finishing this session; the next sync will "
+                        "show the link if MoneyKit created it."
+                    ),
+                )
+            )
+            if stopped.rowcount:  # type: ignore[attr-defined]
+                row = session.get(ConnectSession, session_id)
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="connect.interrupted",
+                    outcome="failed",
+                    link_id=row.link_id if row else None,
+                    customer_id=row.customer_id if row else None,
+                    detail="completion claimed but never finished",
+                )
+
+    @staticmethod
+    def _institution_name(session: Session, link_id: str | None) -> str | None:
+        if link_id is None:
+            return None
+        return session.scalar(
+            sa.select(Institution.name)
+            .join(Link, Link.institution_id == Institution.institution_id)
+            .where(Link.link_id == link_id)
+        )
+
+    def _outcome(self, session_id: str, new: int, gaps: tuple[int, ...]) -> ApplyOutcome:
+        with self._store.read() as session:
+            row = session.get(ConnectSession, session_id)
+            if row is None:
+                raise UnknownSession(session_id)
+            outcome: Outcome = row.outcome  # type: ignore[assignment]
+            message: str | None
+            if outcome == "success":
+                bank = self._institution_name(session, row.link_id) or "The bank"
+                message = (
+                    f"{bank} is connected again (link {row.link_id})."
+                    if row.mode == "relink"
+                    else f"{bank} linked for customer {row.customer_id} (link {row.link_id})."
+                )
+            elif outcome == "exit":
+                message = row.exit_message
+            elif outcome == "failed":
+                message = row.failure_message
+            elif row.completion_claimed_at is not None:
+                message = "Finishing the link…"
+            else:
+                message = None
+            return ApplyOutcome(
+                new=new, outcome=outcome, link_id=row.link_id, message=message, gaps=gaps
+            )
+
+    def _claim(self, session_id: str) -> ConnectSession | None:
+        """Win the right to finish the session; None if someone else already has."""
+        now = self._clock()
+        with self._store.write() as session:
+            won = session.execute(
+                sa.update(ConnectSession)
+                .where(
+                    ConnectSession.id == session_id,
+                    ConnectSession.outcome == "pending",
+                    ConnectSession.completion_claimed_at.is_(None),
+                )
+                .values(completion_claimed_at=now)
+            )
+            if not won.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = session.get(ConnectSession, session_id)
+            return row
+
+    def _finish(
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        action: str,
+        outcome: Outcome,
+        audit_outcome: str,
+        detail: str | None,
+        link_id: str | None = None,
+        exchanged: bool = False,
+        failure_message: str | None = None,
+        exit_fields: tuple[str | None, str | None, str | None] | None = None,
+    ) -> None:
+        now = self._clock()
+        with self._store.write() as session:
+            row = session.get(ConnectSession, session_id)
+            if row is None:
+                raise UnknownSession(session_id)
+            row.outcome = outcome
+            row.finished_at = now
+            if link_id is not None:
+                row.link_id = link_id
+            if exchanged:
+                row.exchanged_at = now
+            if failure_message is not None:
+                row.failure_message = failure_message
+            if exit_fields is not None:
+                row.exit_error_id, row.exit_message, row.exit_request_id = exit_fields
+            self._audit.add(
+                session,
+                actor=actor,
+                action=action,
+                outcome=audit_outcome,
+                link_id=row.link_id,
+                customer_id=row.customer_id,
+                detail=detail,
+            )
+            if row.mode == "relink" and row.link_id:
+                self._release_lease(session, row.link_id, session_id)
+
+    def _finish_exit(self, session_id: str, entry: LogEntry, actor: str) -> None:
+        if self._claim(session_id) is None:
+            return
+        error = entry.data.get("error")
+        error = error if isinstance(error, Mapping) else None
+        message = exit_message(error)
+        fields = (
+            (
+                _text(error.get("error_id"), 100),
+                _text(error.get("displayed_message")),
+                _text(error.get("request_id"), 200),
+            )
+            if error
+            else (None, None, None)
+        )
+        exit_fields = (fields[0], message, fields[2])
+        self._finish(
+            session_id,
+            actor=actor,
+            action="connect.exit",
+            outcome="exit",
+            audit_outcome=fields[0] or "closed",
+            detail=message,
+            exit_fields=exit_fields,
+        )
+
+    def _finish_success(self, session_id: str, entry: LogEntry, actor: str) -> None:
+        claimed = self._claim(session_id)
+        if claimed is None:
+            return
+        customer_id = claimed.customer_id
+        token = entry.data.get("exchangeable_token")
+        if not isinstance(token, str) or not token:
+            self._finish(
+                session_id,
+                actor=actor,
+                action="connect.exchange",
+                outcome="failed",
+                audit_outcome="failed",
+                detail="success without an exchangeable token",
+                failure_message="Connect reported success without a token; start again.",
+            )
+            return
+        fetched_at = self._clock()
+        try:
+            exchanged = self._client.exchange_token(token)
+        except MoneyKitError as exc:
+            # Not retried: whether MoneyKit consumed the token is unknown, and a second exchange
+            # of a consumed token fails anyway. The link, if made, is found by the next sync.
+            self._finish(
+                session_id,
+                actor=actor,
+                action="connect.exchange",
+                outcome="failed",
+                audit_outcome="failed",
+                detail=str(exc),
+                failure_message=f"The link could not be completed: {exc.user_message}",
+            )
+            return
+        link = exchanged.link
+        detail = f"exchanged; state {link.state}"
+        try:
+            result = self._ingestor.ingest(
+                link,
+                source="connect",
+                fetcher=InstitutionFetcher(self._client),
+                fetched_at=fetched_at,
+                customer_id=customer_id,
+            )
+            if result.accounts_error is not None:
+                detail += f"; accounts not read: {result.accounts_error}"
+        except MoneyKitError as exc:
+            detail += f"; details not stored: {exc}"
+        self._finish(
+            session_id,
+            actor=actor,
+            action="connect.exchange",
+            outcome="success",
+            audit_outcome="success",
+            detail=detail,
+            link_id=link.link_id,
+            exchanged=True,
+        )
+
+    def _finish_relink(self, session_id: str, entry: LogEntry, actor: str) -> None:
+        claimed = self._claim(session_id)
+        if claimed is None:
+            return
+        reported = entry.data.get("link_id")
+        link_id = claimed.link_id or (reported if isinstance(reported, str) and reported else None)
+        detail = "relink completed in Connect"
+        if link_id:
+            fetched_at = self._clock()
+            try:
+                link = self._client.get_link(link_id)
+                self._ingestor.ingest(
+                    link,
+                    source="relink",
+                    fetcher=InstitutionFetcher(self._client),
+                    fetched_at=fetched_at,
+                    customer_id=claimed.customer_id,
+                )
+                detail += f"; state now {link.state}"
+                if link.error_code:
+                    detail += f"/{link.error_code}"
+            except MoneyKitError as exc:
+                detail += f"; state not re-read: {exc}"
+        self._finish(
+            session_id,
+            actor=actor,
+            action="connect.relink",
+            outcome="success",
+            audit_outcome="success",
+            detail=detail,
+            link_id=link_id,
+        )

@@ -1,0 +1,47 @@
+"""Domain errors raised by the services (never HTTP- or UI-specific)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class ServiceError(Exception):
+    """Root of the service-layer errors; ``str()`` is a sentence safe to show staff."""
+
+
+class LinkNotFound(ServiceError):
+    def __init__(self, link_id: str) -> None:
+        self.link_id = link_id
+        super().__init__(f"Link {link_id} is not known to Linkdesk.")
+
+
+class RelinkNotNeeded(ServiceError):
+    def __init__(self, link_id: str, health: str, state: str, error_code: str | None) -> None:
+        self.link_id = link_id
+        self.health = health
+        self.state = state
+        self.error_code = error_code
+        detail = f"{state}/{error_code}" if error_code else state
+        super().__init__(f"Link {link_id} does not need a relink (it is {detail}).")
+
+
+class LeaseHeld(ServiceError):
+    def __init__(self, link_id: str, holder: str, expires_at: datetime) -> None:
+        self.link_id = link_id
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(
+            f"{holder} is already relinking link {link_id} "
+            f"(until {expires_at:%H:%M} UTC unless they finish earlier)."
+        )
+
+
+class UnknownSession(ServiceError):
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__("This Connect session is not known to Linkdesk.")
+
+
+class InvalidCustomerId(ServiceError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Invalid customer id: {reason}")

@@ -1,0 +1,272 @@
+"""Tables of the Linkdesk store (SQLAlchemy 2 typed mappings).
+
+The Alembic migrations in ``migrations/versions`` create exactly these tables; a unit test compares
+the two so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Account",
+    "AuditEntry",
+    "Base",
+    "ConnectEvent",
+    "ConnectSession",
+    "Customer",
+    "Institution",
+    "Link",
+    "LinkStateChange",
+    "RelinkLease",
+    "UTCDateTime",
+    "WebhookDelivery",
+]
+
+# Named constraints keep migrations reproducible across SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _utcnow() -> datetime:
+    # A Python-side default for code that builds rows directly (fixtures, scripts); services
+    # always pass their injected clock's time explicitly.
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC without an offset and hands back aware UTC datetimes.
+
+    SQLite has no timezone type; storing naive UTC everywhere keeps string order equal to time
+    order, which the keyset pagination relies on.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(150), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
+class Institution(Base):
+    __tablename__ = "institutions"
+
+    institution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    domain: Mapped[str | None] = mapped_column(String(300))
+    country: Mapped[str | None] = mapped_column(String(8))
+    # Only validated values are stored: hex colours and data: URIs (see linkdesk.validation).
+    color: Mapped[str | None] = mapped_column(String(7))
+    color_dark: Mapped[str | None] = mapped_column(String(7))
+    logo: Mapped[str | None] = mapped_column(Text)
+    logo_dark: Mapped[str | None] = mapped_column(Text)
+    avatar: Mapped[str | None] = mapped_column(Text)
+    avatar_dark: Mapped[str | None] = mapped_column(Text)
+    # Where each stored image came from, so an unchanged image is not downloaded again.
+    image_sources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fetched_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (Index("ix_institutions_name", "name"),)
+
+
+class Link(Base):
+    __tablename__ = "links"
+
+    link_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(
+        String(150), ForeignKey("customers.customer_id")
+    )
+    institution_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("institutions.institution_id")
+    )
+    state: Mapped[str] = mapped_column(String(40))
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    provider: Mapped[str | None] = mapped_column(String(40))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime | None]
+    last_synced_at: Mapped[datetime | None]
+    products_refreshed_at: Mapped[datetime | None]
+    discovered_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (
+        # Each filter of the Links page, followed by the default sort key, so a filtered page is
+        # an index range scan rather than a table scan.
+        Index("ix_links_updated", "updated_at", "link_id"),
+        Index("ix_links_state_updated", "state", "updated_at", "link_id"),
+        Index("ix_links_error_updated", "error_code", "updated_at", "link_id"),
+        Index("ix_links_institution_updated", "institution_id", "updated_at", "link_id"),
+        Index("ix_links_customer", "customer_id", "link_id"),
+    )
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    link_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("links.link_id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    account_type: Mapped[str | None] = mapped_column(String(80))
+    mask: Mapped[str | None] = mapped_column(String(16))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    balance_current: Mapped[float | None] = mapped_column(Float)
+    balance_available: Mapped[float | None] = mapped_column(Float)
+    closed: Mapped[bool | None]
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
+class ConnectSession(Base):
+    __tablename__ = "connect_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(10))  # link | relink
+    customer_id: Mapped[str | None] = mapped_column(String(150))
+    link_id: Mapped[str | None] = mapped_column(String(200))
+    started_by: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    # pending | success | exit | failed
+    outcome: Mapped[str] = mapped_column(String(10), default="pending")
+    exit_error_id: Mapped[str | None] = mapped_column(String(100))
+    exit_message: Mapped[str | None] = mapped_column(Text)
+    exit_request_id: Mapped[str | None] = mapped_column(String(200))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    # Set by the one apply that wins the right to finish the session (exchange or relink); the
+    # conditional UPDATE on this column is what makes the exchange happen exactly once.
+    completion_claimed_at: Mapped[datetime | None]
+    exchanged_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # SHA-256 of the link-session token: enough to correlate, useless to an attacker.
+    token_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_connect_sessions_started", "started_at"),
+        Index("ix_connect_sessions_link", "link_id", "started_at"),
+        Index("ix_connect_sessions_actor_outcome", "started_by", "outcome", "started_at"),
+    )
+
+
+class ConnectEvent(Base):
+    __tablename__ = "connect_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("connect_sessions.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_connect_events_session_seq"),)
+
+
+class LinkStateChange(Base):
+    __tablename__ = "link_state_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    link_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("links.link_id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(default=_utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(40))
+    from_error: Mapped[str | None] = mapped_column(String(60))
+    to_state: Mapped[str] = mapped_column(String(40))
+    to_error: Mapped[str | None] = mapped_column(String(60))
+    source: Mapped[str] = mapped_column(String(20))  # sync | connect | relink | webhook
+
+    __table_args__ = (Index("ix_link_state_changes_link_at", "link_id", "at"),)
+
+
+class AuditEntry(Base):
+    """Append-only (SQLite triggers refuse UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=_utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    link_id: Mapped[str | None] = mapped_column(String(200))
+    customer_id: Mapped[str | None] = mapped_column(String(150))
+    outcome: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_link_at", "link_id", "at"),
+    )
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_token: Mapped[str] = mapped_column(String(200), unique=True)
+    received_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    event: Mapped[str | None] = mapped_column(String(60))
+    link_id: Mapped[str | None] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(30))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_webhook_deliveries_received", "received_at"),)
+
+
+class RelinkLease(Base):
+    """Who is relinking a link right now; stops two staff members repairing the same link."""
+
+    __tablename__ = "relink_leases"
+
+    link_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    session_id: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

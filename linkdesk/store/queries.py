@@ -1,0 +1,624 @@
+"""Read side for the pages: plain SQL over the store, returning frozen rows.
+
+Lists use keyset pagination: a page asks for rows strictly after the last row of the previous page
+in the chosen order, so page 1000 costs the same as page 1 and nothing loads a whole table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.elements import ColumnElement
+
+from linkdesk.store.engine import Store
+from linkdesk.store.models import (
+    Account,
+    AuditEntry,
+    ConnectEvent,
+    ConnectSession,
+    Institution,
+    Link,
+    LinkStateChange,
+)
+from linkdesk.validation import safe_hex_color, safe_logo_url
+
+__all__ = [
+    "RELINK_ERRORS",
+    "STUCK_STATES",
+    "WAIT_ERRORS",
+    "AccountRow",
+    "AuditRow",
+    "CustomerRow",
+    "Health",
+    "InstitutionRow",
+    "InvalidCursor",
+    "LinkDetail",
+    "LinkFilters",
+    "LinkPage",
+    "LinkQueries",
+    "LinkRow",
+    "LinkSort",
+    "SessionRow",
+    "StateChangeRow",
+    "health_condition",
+    "link_health",
+]
+
+MAX_PAGE_SIZE = 1000
+
+# Errors the customer has to fix by going through Connect again (protocol doc §4.2).
+RELINK_ERRORS = frozenset(
+    {
+        "auth_expired",
+        "invalid_credentials",
+        "user_input_incorrect",
+        "user_oauth_denied",
+        "user_setup_required",
+        "incomplete",
+    }
+)
+# Errors on MoneyKit's, the provider's or the bank's side: waiting is the fix.
+WAIT_ERRORS = frozenset({"institution_error", "provider_error", "system_error"})
+# A link should not stay here: the user is gone or our exchange was lost.
+STUCK_STATES = frozenset({"connecting", "awaiting_token_exchange"})
+
+
+class Health(enum.StrEnum):
+    HEALTHY = "healthy"
+    NEEDS_RELINK = "needs_relink"
+    WAIT = "wait"
+    STUCK = "stuck"
+    DELETED = "deleted"
+    # Errors that neither a relink nor waiting repairs (user_error, no_accounts, unknown codes).
+    ATTENTION = "attention"
+
+
+def link_health(state: str, error_code: str | None) -> Health:
+    """What staff should do about a link, from its state and error code."""
+    if state == "deleted":
+        return Health.DELETED
+    if state in STUCK_STATES:
+        return Health.STUCK
+    if state == "connected":
+        return Health.HEALTHY
+    if state == "error" and error_code in RELINK_ERRORS:
+        return Health.NEEDS_RELINK
+    if state == "error" and error_code in WAIT_ERRORS:
+        return Health.WAIT
+    return Health.ATTENTION
+
+
+def health_condition(health: Health) -> ColumnElement[bool]:
+    """SQL twin of :func:`link_health` for filtering."""
+    state, error = Link.state, Link.error_code
+    if health is Health.DELETED:
+        return state == "deleted"
+    if health is Health.STUCK:
+        return state.in_(sorted(STUCK_STATES))
+    if health is Health.HEALTHY:
+        return state == "connected"
+    if health is Health.NEEDS_RELINK:
+        return sa.and_(state == "error", error.in_(sorted(RELINK_ERRORS)))
+    if health is Health.WAIT:
+        return sa.and_(state == "error", error.in_(sorted(WAIT_ERRORS)))
+    known = sorted(RELINK_ERRORS | WAIT_ERRORS)
+    return sa.and_(
+        state.notin_(["deleted", "connected", *sorted(STUCK_STATES)]),
+        sa.or_(state != "error", error.is_(None), error.notin_(known)),
+    )
+
+
+class LinkSort(enum.StrEnum):
+    UPDATED_DESC = "updated_desc"
+    UPDATED_ASC = "updated_asc"
+    LINK_ID = "link_id"
+    INSTITUTION = "institution"
+    CUSTOMER = "customer"
+    STATE = "state"
+
+
+class InvalidCursor(ValueError):
+    """The ``after`` cursor is not one this module produced for the requested sort."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFilters:
+    state: str | None = None
+    error_code: str | None = None
+    health: Health | None = None
+    institution_id: str | None = None
+    customer: str | None = None  # customer id prefix
+    search: str | None = None  # link id prefix, or part of the institution name
+    include_deleted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    link_id: str
+    customer_id: str | None
+    institution_id: str
+    institution_name: str
+    institution_color: str | None
+    institution_color_dark: str | None
+    institution_logo: str | None
+    institution_logo_dark: str | None
+    institution_avatar: str | None
+    institution_avatar_dark: str | None
+    state: str
+    error_code: str | None
+    health: Health
+    provider: str | None
+    tags: list[str]
+    created_at: datetime | None
+    last_synced_at: datetime | None
+    products_refreshed_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPage:
+    rows: list[LinkRow]
+    next_cursor: str | None  # None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    account_id: str
+    name: str
+    account_type: str | None
+    mask: str | None
+    currency: str | None
+    balance_current: float | None
+    balance_available: float | None
+    closed: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChangeRow:
+    at: datetime
+    from_state: str | None
+    from_error: str | None
+    to_state: str
+    to_error: str | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    session_id: str
+    mode: str
+    customer_id: str | None
+    link_id: str | None
+    started_by: str
+    started_at: datetime
+    outcome: str
+    exit_error_id: str | None
+    exit_message: str | None
+    exit_request_id: str | None
+    failure_message: str | None
+    exchanged_at: datetime | None
+    finished_at: datetime | None
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    link_id: str | None
+    customer_id: str | None
+    outcome: str
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionRow:
+    institution_id: str
+    name: str
+    country: str | None
+    domain: str | None
+    color: str | None
+    color_dark: str | None
+    logo: str | None
+    logo_dark: str | None
+    avatar: str | None
+    avatar_dark: str | None
+    link_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    customer_id: str
+    link_count: int
+    needs_relink: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDetail:
+    row: LinkRow
+    accounts: list[AccountRow] = field(default_factory=list)
+    state_changes: list[StateChangeRow] = field(default_factory=list)
+    sessions: list[SessionRow] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
+
+
+# -- keyset machinery ----------------------------------------------------------------------
+
+_ASC, _DESC = "asc", "desc"
+_Expr = ColumnElement[Any] | QueryableAttribute[Any]
+
+
+def _sort_keys(sort: LinkSort) -> list[tuple[_Expr, str, bool]]:
+    """(expression, direction, is_datetime) for each sort key; link_id always ends it."""
+    customer = sa.func.coalesce(Link.customer_id, "")
+    error = sa.func.coalesce(Link.error_code, "")
+    keys: dict[LinkSort, list[tuple[_Expr, str, bool]]] = {
+        LinkSort.UPDATED_DESC: [(Link.updated_at, _DESC, True), (Link.link_id, _DESC, False)],
+        LinkSort.UPDATED_ASC: [(Link.updated_at, _ASC, True), (Link.link_id, _ASC, False)],
+        LinkSort.LINK_ID: [(Link.link_id, _ASC, False)],
+        LinkSort.INSTITUTION: [(Institution.name, _ASC, False), (Link.link_id, _ASC, False)],
+        LinkSort.CUSTOMER: [(customer, _ASC, False), (Link.link_id, _ASC, False)],
+        LinkSort.STATE: [
+            (Link.state, _ASC, False),
+            (error, _ASC, False),
+            (Link.link_id, _ASC, False),
+        ],
+    }
+    return keys[sort]
+
+
+def _after_condition(
+    keys: Sequence[tuple[_Expr, str, bool]], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order given by ``keys`` (a lexicographic compare)."""
+    clauses: list[ColumnElement[bool]] = []
+    for i, (expr, direction, _) in enumerate(keys):
+        equal_prefix = [keys[j][0] == values[j] for j in range(i)]
+        beyond = expr > values[i] if direction == _ASC else expr < values[i]
+        clauses.append(sa.and_(*equal_prefix, beyond))
+    return sa.or_(*clauses)
+
+
+def _encode_cursor(sort: LinkSort, values: Sequence[Any]) -> str:
+    encoded = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    raw = json.dumps({"s": sort.value, "k": encoded}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: LinkSort) -> list[Any]:
+    keys = _sort_keys(sort)
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+        if not isinstance(data, dict) or data.get("s") != sort.value:
+            raise InvalidCursor("cursor belongs to another sort order")
+        raw_values = data.get("k")
+        if not isinstance(raw_values, list) or len(raw_values) != len(keys):
+            raise InvalidCursor("cursor has the wrong shape")
+        values: list[Any] = []
+        for (_, _, is_datetime), value in zip(keys, raw_values, strict=True):
+            if not isinstance(value, str):
+                raise InvalidCursor("cursor has the wrong shape")
+            values.append(datetime.fromisoformat(value) if is_datetime else value)
+        return values
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        if isinstance(exc, InvalidCursor):
+            raise
+        raise InvalidCursor("cursor is not readable") from exc
+
+
+def _prefix_range(column: _Expr, prefix: str) -> ColumnElement[bool]:
+    # A range instead of LIKE 'p%': SQLite's LIKE is case-insensitive and cannot use the index.
+    return sa.and_(column >= prefix, column < prefix + "\U0010ffff")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class LinkQueries:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- links -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _where(filters: LinkFilters) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if filters.state:
+            where.append(Link.state == filters.state)
+        if filters.error_code:
+            where.append(Link.error_code == filters.error_code)
+        if filters.health is not None:
+            where.append(health_condition(Health(filters.health)))
+        if filters.institution_id:
+            where.append(Link.institution_id == filters.institution_id)
+        if filters.customer:
+            where.append(_prefix_range(Link.customer_id, filters.customer.strip()))
+        if not filters.include_deleted:
+            where.append(Link.state != "deleted")
+        search = (filters.search or "").strip()
+        if search:
+            pattern = f"%{_escape_like(search.lower())}%"
+            matching_institutions = sa.select(Institution.institution_id).where(
+                sa.func.lower(Institution.name).like(pattern, escape="\\")
+            )
+            where.append(
+                sa.or_(
+                    _prefix_range(Link.link_id, search),
+                    Link.institution_id.in_(matching_institutions),
+                )
+            )
+        return where
+
+    @staticmethod
+    def _row(link: Link, institution: Institution) -> LinkRow:
+        return LinkRow(
+            link_id=link.link_id,
+            customer_id=link.customer_id,
+            institution_id=link.institution_id,
+            institution_name=institution.name,
+            institution_color=safe_hex_color(institution.color),
+            institution_color_dark=safe_hex_color(institution.color_dark),
+            institution_logo=safe_logo_url(institution.logo),
+            institution_logo_dark=safe_logo_url(institution.logo_dark),
+            institution_avatar=safe_logo_url(institution.avatar),
+            institution_avatar_dark=safe_logo_url(institution.avatar_dark),
+            state=link.state,
+            error_code=link.error_code,
+            health=link_health(link.state, link.error_code),
+            provider=link.provider,
+            tags=list(link.tags or []),
+            created_at=link.created_at,
+            last_synced_at=link.last_synced_at,
+            products_refreshed_at=link.products_refreshed_at,
+            updated_at=link.updated_at,
+        )
+
+    def list_links(
+        self,
+        filters: LinkFilters | None = None,
+        *,
+        limit: int = 50,
+        after: str | None = None,
+        sort: LinkSort | str = LinkSort.UPDATED_DESC,
+    ) -> LinkPage:
+        """One page of links; pass the returned ``next_cursor`` as ``after`` for the next one."""
+        filters = filters or LinkFilters()
+        sort = LinkSort(sort)
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        keys = _sort_keys(sort)
+        stmt = (
+            sa.select(Link, Institution)
+            .join(Institution, Institution.institution_id == Link.institution_id)
+            .where(*self._where(filters))
+        )
+        if after:
+            stmt = stmt.where(_after_condition(keys, _decode_cursor(after, sort)))
+        order = [expr.asc() if d == _ASC else expr.desc() for expr, d, _ in keys]
+        stmt = stmt.order_by(*order).limit(limit + 1)
+        with self._store.read() as session:
+            results = session.execute(stmt).all()
+            rows = [self._row(link, inst) for link, inst in results[:limit]]
+            next_cursor = None
+            if len(results) > limit:
+                last_link, last_inst = results[limit - 1]
+                values = [_key_value(sort, i, last_link, last_inst) for i in range(len(keys))]
+                next_cursor = _encode_cursor(sort, values)
+        return LinkPage(rows=rows, next_cursor=next_cursor)
+
+    def count_links(self, filters: LinkFilters | None = None) -> int:
+        filters = filters or LinkFilters()
+        stmt = sa.select(sa.func.count()).select_from(Link).where(*self._where(filters))
+        with self._store.read() as session:
+            return int(session.execute(stmt).scalar_one())
+
+    def counts_by_state(self) -> dict[str, int]:
+        stmt = sa.select(Link.state, sa.func.count()).group_by(Link.state)
+        with self._store.read() as session:
+            return {state: int(n) for state, n in session.execute(stmt).all()}
+
+    def counts_by_error(self) -> dict[str, int]:
+        stmt = (
+            sa.select(Link.error_code, sa.func.count())
+            .where(Link.state == "error")
+            .group_by(Link.error_code)
+        )
+        with self._store.read() as session:
+            return {code or "": int(n) for code, n in session.execute(stmt).all()}
+
+    def counts_by_health(self) -> dict[Health, int]:
+        counts = dict.fromkeys(Health, 0)
+        stmt = sa.select(Link.state, Link.error_code, sa.func.count()).group_by(
+            Link.state, Link.error_code
+        )
+        with self._store.read() as session:
+            for state, error_code, n in session.execute(stmt).all():
+                counts[link_health(state, error_code)] += int(n)
+        return counts
+
+    def get_link(self, link_id: str) -> LinkDetail | None:
+        with self._store.read() as session:
+            found = session.execute(
+                sa.select(Link, Institution)
+                .join(Institution, Institution.institution_id == Link.institution_id)
+                .where(Link.link_id == link_id)
+            ).first()
+            if found is None:
+                return None
+            link, institution = found
+            accounts = session.scalars(
+                sa.select(Account).where(Account.link_id == link_id).order_by(Account.name)
+            ).all()
+            changes = session.scalars(
+                sa.select(LinkStateChange)
+                .where(LinkStateChange.link_id == link_id)
+                .order_by(LinkStateChange.at.desc(), LinkStateChange.id.desc())
+                .limit(50)
+            ).all()
+            row = self._row(link, institution)
+            detail = LinkDetail(
+                row=row,
+                accounts=[
+                    AccountRow(
+                        account_id=a.account_id,
+                        name=a.name,
+                        account_type=a.account_type,
+                        mask=a.mask,
+                        currency=a.currency,
+                        balance_current=a.balance_current,
+                        balance_available=a.balance_available,
+                        closed=a.closed,
+                    )
+                    for a in accounts
+                ],
+                state_changes=[
+                    StateChangeRow(
+                        at=c.at,
+                        from_state=c.from_state,
+                        from_error=c.from_error,
+                        to_state=c.to_state,
+                        to_error=c.to_error,
+                        source=c.source,
+                    )
+                    for c in changes
+                ],
+            )
+        return replace(
+            detail,
+            sessions=self.recent_sessions(20, link_id=link_id),
+            audit=self.audit_entries(20, link_id=link_id),
+        )
+
+    # -- reference data ----------------------------------------------------------------------
+
+    def list_institutions(self) -> list[InstitutionRow]:
+        counts = (
+            sa.select(Link.institution_id, sa.func.count().label("n"))
+            .group_by(Link.institution_id)
+            .subquery()
+        )
+        stmt = (
+            sa.select(Institution, sa.func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.institution_id == Institution.institution_id)
+            .order_by(Institution.name, Institution.institution_id)
+        )
+        with self._store.read() as session:
+            return [
+                InstitutionRow(
+                    institution_id=inst.institution_id,
+                    name=inst.name,
+                    country=inst.country,
+                    domain=inst.domain,
+                    color=safe_hex_color(inst.color),
+                    color_dark=safe_hex_color(inst.color_dark),
+                    logo=safe_logo_url(inst.logo),
+                    logo_dark=safe_logo_url(inst.logo_dark),
+                    avatar=safe_logo_url(inst.avatar),
+                    avatar_dark=safe_logo_url(inst.avatar_dark),
+                    link_count=int(n),
+                )
+                for inst, n in session.execute(stmt).all()
+            ]
+
+    def list_customers(self, prefix: str = "", limit: int = 50) -> list[CustomerRow]:
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        needs_relink = sa.func.sum(sa.case((health_condition(Health.NEEDS_RELINK), 1), else_=0))
+        stmt = (
+            sa.select(Link.customer_id, sa.func.count(), needs_relink)
+            .where(Link.customer_id.is_not(None))
+            .group_by(Link.customer_id)
+            .order_by(Link.customer_id)
+            .limit(limit)
+        )
+        if prefix.strip():
+            stmt = stmt.where(_prefix_range(Link.customer_id, prefix.strip()))
+        with self._store.read() as session:
+            return [
+                CustomerRow(customer_id=cid, link_count=int(n), needs_relink=int(r or 0))
+                for cid, n, r in session.execute(stmt).all()
+            ]
+
+    # -- sessions and audit ------------------------------------------------------------------
+
+    def recent_sessions(self, limit: int = 20, *, link_id: str | None = None) -> list[SessionRow]:
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        events = (
+            sa.select(sa.func.count())
+            .where(ConnectEvent.session_id == ConnectSession.id)
+            .correlate(ConnectSession)
+            .scalar_subquery()
+        )
+        stmt = sa.select(ConnectSession, events)
+        if link_id is not None:
+            stmt = stmt.where(ConnectSession.link_id == link_id)
+        stmt = stmt.order_by(ConnectSession.started_at.desc(), ConnectSession.id.desc()).limit(
+            limit
+        )
+        with self._store.read() as session:
+            return [session_row(s, int(n)) for s, n in session.execute(stmt).all()]
+
+    def audit_entries(self, limit: int = 50, *, link_id: str | None = None) -> list[AuditRow]:
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        stmt = sa.select(AuditEntry)
+        if link_id is not None:
+            stmt = stmt.where(AuditEntry.link_id == link_id)
+        stmt = stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+        with self._store.read() as session:
+            return [audit_row(a) for a in session.scalars(stmt).all()]
+
+
+def _key_value(sort: LinkSort, index: int, link: Link, institution: Institution) -> Any:
+    """The value of sort key ``index`` for a row, as the SQL expression would compute it."""
+    columns: dict[LinkSort, list[Any]] = {
+        LinkSort.UPDATED_DESC: [link.updated_at, link.link_id],
+        LinkSort.UPDATED_ASC: [link.updated_at, link.link_id],
+        LinkSort.LINK_ID: [link.link_id],
+        LinkSort.INSTITUTION: [institution.name, link.link_id],
+        LinkSort.CUSTOMER: [link.customer_id or "", link.link_id],
+        LinkSort.STATE: [link.state, link.error_code or "", link.link_id],
+    }
+    return columns[sort][index]
+
+
+def session_row(s: ConnectSession, event_count: int = 0) -> SessionRow:
+    return SessionRow(
+        session_id=s.id,
+        mode=s.mode,
+        customer_id=s.customer_id,
+        link_id=s.link_id,
+        started_by=s.started_by,
+        started_at=s.started_at,
+        outcome=s.outcome,
+        exit_error_id=s.exit_error_id,
+        exit_message=s.exit_message,
+        exit_request_id=s.exit_request_id,
+        failure_message=s.failure_message,
+        exchanged_at=s.exchanged_at,
+        finished_at=s.finished_at,
+        event_count=event_count,
+    )
+
+
+def audit_row(a: AuditEntry) -> AuditRow:
+    return AuditRow(
+        id=a.id,
+        at=a.at,
+        actor=a.actor,
+        action=a.action,
+        link_id=a.link_id,
+        customer_id=a.customer_id,
+        outcome=a.outcome,
+        detail=a.detail,
+    )

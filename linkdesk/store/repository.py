@@ -1,0 +1,295 @@
+"""Write-side helpers that run inside a ``Store.write()`` unit of work.
+
+They take an open ``Session`` and never commit: the caller's unit of work decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from linkdesk.moneykit.models import Account as ApiAccount
+from linkdesk.moneykit.models import Link as ApiLink
+from linkdesk.store.models import (
+    Account,
+    Customer,
+    Institution,
+    Link,
+    LinkStateChange,
+)
+from linkdesk.validation import safe_hex_color, safe_logo_url
+
+__all__ = [
+    "IMAGE_SLOTS",
+    "InstitutionData",
+    "LinkUpsert",
+    "customer_from_tags",
+    "ensure_customer",
+    "ensure_institution",
+    "mark_link_deleted",
+    "replace_accounts",
+    "upsert_institution",
+    "upsert_link",
+]
+
+IMAGE_SLOTS = ("logo", "logo_dark", "avatar", "avatar_dark")
+
+
+def customer_from_tags(tags: Iterable[str], prefix: str) -> str | None:
+    """The customer id carried by a ``<prefix><id>`` link tag (first one wins)."""
+    for tag in tags:
+        if isinstance(tag, str) and tag.startswith(prefix):
+            value = tag[len(prefix) :].strip()
+            if value:
+                return value[:150]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionData:
+    """An institution ready to store: colours checked, images as data: URIs.
+
+    ``images`` maps a slot (``logo``…) to ``(source_url, data_uri)``; a slot that is absent keeps
+    whatever the store holds.
+    """
+
+    institution_id: str
+    name: str
+    domain: str | None = None
+    country: str | None = None
+    color: str | None = None
+    color_dark: str | None = None
+    images: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def ensure_customer(session: Session, customer_id: str | None, now: datetime) -> None:
+    if not customer_id:
+        return
+    existing = session.get(Customer, customer_id)
+    if existing is None:
+        session.add(Customer(customer_id=customer_id, first_seen_at=now, updated_at=now))
+        session.flush()
+    else:
+        existing.updated_at = now
+
+
+def ensure_institution(session: Session, institution_id: str, name: str, now: datetime) -> None:
+    """Make sure a row exists so a link can point at it, without touching a full record."""
+    if session.get(Institution, institution_id) is None:
+        session.add(
+            Institution(
+                institution_id=institution_id,
+                name=name or institution_id,
+                image_sources={},
+                updated_at=now,
+            )
+        )
+        session.flush()
+
+
+def upsert_institution(session: Session, data: InstitutionData, now: datetime) -> Institution:
+    row = session.get(Institution, data.institution_id)
+    if row is None:
+        row = Institution(institution_id=data.institution_id, image_sources={})
+        session.add(row)
+    row.name = data.name or data.institution_id
+    row.domain = data.domain
+    row.country = data.country
+    # Validated again here so nothing unchecked can reach the table whoever calls this.
+    row.color = safe_hex_color(data.color)
+    row.color_dark = safe_hex_color(data.color_dark)
+    sources = dict(row.image_sources or {})
+    for slot, (source, value) in data.images.items():
+        if slot not in IMAGE_SLOTS:
+            continue
+        safe = safe_logo_url(value) if value else None
+        if safe is None or not safe.startswith("data:"):
+            # Remote URLs are never stored (the dashboard must not hot-link); a failed download
+            # keeps the previous image and leaves the source unrecorded so the next run retries.
+            continue
+        setattr(row, slot, safe)
+        sources[slot] = source
+    row.image_sources = sources
+    row.fetched_at = now
+    row.updated_at = now
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUpsert:
+    created: bool
+    state_changed: bool
+    skipped_as_older: bool = False
+
+
+def _record_change(
+    session: Session,
+    link_id: str,
+    *,
+    from_state: str | None,
+    from_error: str | None,
+    to_state: str,
+    to_error: str | None,
+    at: datetime,
+    source: str,
+) -> None:
+    session.add(
+        LinkStateChange(
+            link_id=link_id,
+            at=at,
+            from_state=from_state,
+            from_error=from_error,
+            to_state=to_state,
+            to_error=to_error,
+            source=source,
+        )
+    )
+
+
+def upsert_link(
+    session: Session,
+    link: ApiLink,
+    *,
+    customer_id: str | None,
+    now: datetime,
+    source: str,
+    fetched_at: datetime | None = None,
+    created_at: datetime | None = None,
+) -> LinkUpsert:
+    """Insert or update a link from MoneyKit's view of it, recording any state change.
+
+    ``fetched_at`` is when that view was read. If the store already holds a view read later (an
+    exchange or relink finished while a sync was in flight), the older view is dropped.
+    """
+    fetched_at = fetched_at or now
+    ensure_customer(session, customer_id, now)
+    ensure_institution(session, link.institution_id, link.institution_name, now)
+    row = session.get(Link, link.link_id)
+    error_code = link.error_code or None
+    if row is None:
+        session.add(
+            Link(
+                link_id=link.link_id,
+                customer_id=customer_id,
+                institution_id=link.institution_id,
+                state=link.state,
+                error_code=error_code,
+                provider=link.provider,
+                tags=link.all_tags,
+                created_at=created_at,
+                last_synced_at=fetched_at,
+                products_refreshed_at=link.products_refreshed_at,
+                discovered_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+        _record_change(
+            session,
+            link.link_id,
+            from_state=None,
+            from_error=None,
+            to_state=link.state,
+            to_error=error_code,
+            at=now,
+            source=source,
+        )
+        return LinkUpsert(created=True, state_changed=True)
+
+    if row.last_synced_at is not None and row.last_synced_at > fetched_at:
+        return LinkUpsert(created=False, state_changed=False, skipped_as_older=True)
+
+    changed = (row.state, row.error_code) != (link.state, error_code)
+    if changed:
+        _record_change(
+            session,
+            row.link_id,
+            from_state=row.state,
+            from_error=row.error_code,
+            to_state=link.state,
+            to_error=error_code,
+            at=now,
+            source=source,
+        )
+    content_changed = changed or (
+        row.institution_id != link.institution_id
+        or row.provider != link.provider
+        or list(row.tags or []) != link.all_tags
+        or (customer_id is not None and row.customer_id != customer_id)
+        or row.products_refreshed_at != link.products_refreshed_at
+    )
+    row.state = link.state
+    row.error_code = error_code
+    row.institution_id = link.institution_id
+    row.provider = link.provider
+    row.tags = link.all_tags
+    if customer_id is not None:
+        row.customer_id = customer_id
+    if created_at is not None:
+        row.created_at = created_at
+    row.products_refreshed_at = link.products_refreshed_at
+    row.last_synced_at = fetched_at
+    if content_changed:
+        # updated_at means "something about this link changed", the Links page's default order.
+        row.updated_at = now
+    session.flush()
+    return LinkUpsert(created=False, state_changed=changed)
+
+
+def mark_link_deleted(session: Session, link_id: str, *, now: datetime, source: str) -> bool:
+    """Mark a stored link deleted; False if it is unknown or already deleted."""
+    row = session.get(Link, link_id)
+    if row is None or row.state == "deleted":
+        return False
+    _record_change(
+        session,
+        link_id,
+        from_state=row.state,
+        from_error=row.error_code,
+        to_state="deleted",
+        to_error=None,
+        at=now,
+        source=source,
+    )
+    row.state = "deleted"
+    row.error_code = None
+    row.updated_at = now
+    row.last_synced_at = now
+    session.flush()
+    return True
+
+
+def replace_accounts(
+    session: Session, link_id: str, accounts: Sequence[ApiAccount], now: datetime
+) -> None:
+    """Make the link's stored accounts exactly ``accounts``."""
+    keep = {a.account_id for a in accounts}
+    existing = {
+        a.account_id: a
+        for a in session.scalars(sa.select(Account).where(Account.link_id == link_id)).all()
+    }
+    for account_id, row in existing.items():
+        if account_id not in keep:
+            session.delete(row)
+    for account in accounts:
+        found = existing.get(account.account_id)
+        if found is None:
+            row = Account(link_id=link_id, account_id=account.account_id)
+            session.add(row)
+        else:
+            row = found
+        row.name = account.name
+        row.account_type = account.account_type
+        row.mask = account.account_mask[:16] if account.account_mask else None
+        currency = account.balances.currency
+        row.currency = currency[:3] if currency else None
+        row.balance_current = account.balances.current
+        row.balance_available = account.balances.available
+        row.closed = account.closed
+        row.updated_at = now
+    session.flush()

@@ -1,0 +1,107 @@
+"""Build the sandbox ASGI app. All state hangs off the returned app instance."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sandbox import api, api_data, assets, connect_ui, controls
+from sandbox.bank import create_bank_app
+from sandbox.errors import (
+    ConnectError,
+    MoneyKitError,
+    connect_error_handler,
+    moneykit_error_handler,
+)
+from sandbox.limits import SandboxMiddleware
+from sandbox.state import Clock, SandboxState
+from sandbox.webhooks import WebhookConfig
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Unknown paths and wrong methods answer like MoneyKit's framework does: {"detail": ...}.
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def default_bank_url(public_url: str) -> str:
+    """The bank origin next to ``public_url``: same host, port + 1."""
+    parts = urlsplit(public_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port + 1}"
+
+
+def create_app(
+    *,
+    client_id: str,
+    client_secret: str,
+    seed: int = 42,
+    demo_links: int = 300,
+    public_url: str | None = None,
+    clock: Clock | None = None,
+    bank_url: str | None = None,
+    webhook_config: WebhookConfig | None = None,
+    refresh_delay_s: float = 0.5,
+    rate_limits: bool = True,
+) -> Starlette:
+    """A fresh sandbox.
+
+    ``public_url`` is the origin clients use (``http://localhost:8611``); it prefixes image URLs
+    and is the ``iss`` of webhook signatures. Without it the origin of each request is used.
+    ``clock`` returns aware UTC datetimes and lets tests move time without sleeping.
+    ``bank_url`` is the origin of OAuth Bank's pages (default: port + 1); the bank app itself is
+    ``app.state.bank_app`` and must be served there. ``webhook_config`` sets the retry schedule
+    (``time_scale`` speeds it up for tests); ``refresh_delay_s`` is how long a product refresh
+    takes to land after its 202; ``rate_limits`` turns MoneyKit's limits on (the default).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.webhooks.start()
+        try:
+            yield
+        finally:
+            state.webhooks.stop()
+
+    app = Starlette(
+        routes=[
+            *api_data.routes(),
+            *api.routes(),
+            *assets.routes(),
+            *connect_ui.routes(),
+            *controls.routes(),
+        ],
+        middleware=[Middleware(SandboxMiddleware)],
+        exception_handlers={
+            MoneyKitError: moneykit_error_handler,
+            ConnectError: connect_error_handler,
+            HTTPException: _http_error,
+        },
+        lifespan=lifespan,
+    )
+    state = SandboxState(
+        client_id=client_id,
+        client_secret=client_secret,
+        seed=seed,
+        demo_links=demo_links,
+        clock=clock,
+        webhook_config=webhook_config,
+        refresh_delay_s=refresh_delay_s,
+    )
+    state.limiter.enabled = rate_limits
+    app.state.sandbox = state
+    app.state.public_url = public_url.rstrip("/") if public_url else None
+    if public_url:
+        state.issuer = app.state.public_url
+    app.state.bank_url = (
+        bank_url.rstrip("/") if bank_url else (default_bank_url(public_url) if public_url else None)
+    )
+    app.state.bank_app = create_bank_app(state)
+    return app

@@ -1,0 +1,66 @@
+"""AppTest fixtures: a store filled the way production fills it, through discovery.
+
+The sandbox app runs in-process (Starlette's TestClient is an httpx.Client), Linkdesk discovers
+its demo links through the real MoneyKit client, and the pages are then pointed at that store
+through the same environment variables production uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+from streamlit.testing.v1 import AppTest
+
+from linkdesk.bootstrap import build_services
+from linkdesk.settings import Settings
+from sandbox.app import create_app
+from ui.wiring import get_services
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_ID = "apptest_client"
+CLIENT_SECRET = "apptest_secret"  # credentials of an in-process sandbox
+SANDBOX_URL = "http://testserver"
+
+
+@pytest.fixture(scope="session")
+def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    database_url = f"sqlite:///{tmp_path_factory.mktemp('app') / 'linkdesk.db'}"
+    sandbox = create_app(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, demo_links=120, public_url=SANDBOX_URL
+    )
+    with TestClient(sandbox, base_url=SANDBOX_URL) as http_client:
+        settings = Settings(
+            moneykit_base_url=SANDBOX_URL,
+            moneykit_connect_host=SANDBOX_URL,
+            moneykit_client_id=CLIENT_ID,
+            moneykit_client_secret=SecretStr(CLIENT_SECRET),
+            database_url=database_url,
+        )
+        services = build_services(settings, http_client=http_client)
+        report = services.discovery.sync_all()
+        services.close()
+    assert report.failed == 0 and report.ok == 120
+    return database_url
+
+
+@pytest.fixture()
+def app_env(seeded_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("DATABASE_URL", seeded_database)
+    # Pages read the store only; MoneyKit must not be needed to draw them.
+    monkeypatch.setenv("MONEYKIT_BASE_URL", "http://localhost:9")
+    monkeypatch.setenv("MONEYKIT_CONNECT_HOST", "http://localhost:9")
+    monkeypatch.setenv("LINKDESK_STAFF_USER", "apptest-agent")
+    get_services.clear()
+    yield seeded_database
+    get_services.clear()
+
+
+def dashboard(**query_params: str) -> AppTest:
+    app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    for name, value in query_params.items():
+        app.query_params[name] = value
+    return app

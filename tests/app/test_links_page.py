@@ -1,0 +1,135 @@
+"""The Links page, drawn headless from a store that discovery filled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from streamlit.testing.v1 import AppTest
+
+from linkdesk.store import Store, create_engine
+from linkdesk.store.models import Institution, Link
+from linkdesk.store.queries import Health, LinkFilters, LinkQueries
+from tests.app.conftest import dashboard
+
+
+def queries(database_url: str) -> LinkQueries:
+    return LinkQueries(Store(create_engine(database_url)))
+
+
+def metric(app: AppTest, label: str) -> str:
+    return next(m.value for m in app.metric if m.label == label)
+
+
+def test_links_page_lists_discovered_links_with_logo_colour_and_flags(app_env: str) -> None:
+    app = dashboard().run()
+    assert not app.exception
+
+    counts = queries(app_env).counts_by_health()
+    assert metric(app, "All links") == str(sum(counts.values()))
+    assert metric(app, "Needs relink") == str(counts[Health.NEEDS_RELINK])
+    assert counts[Health.NEEDS_RELINK] > 0
+
+    table = app.dataframe[0].value
+    assert len(table) == 50  # one page, never the whole table
+    assert set(table.columns) >= {
+        "Logo",
+        "Institution",
+        "Colour",
+        "Customer",
+        "Health",
+        "State",
+        "Error",
+        "Last update",
+    }
+    assert table["Logo"].str.startswith("data:image/").all()
+    assert table["Colour"].str.startswith("data:image/svg+xml").all()
+    assert table["Customer"].str.startswith("cust_").all()
+    assert any("auth_expired" in error for error in table["Error"])
+
+
+def test_filtering_on_auth_expired_shows_only_expired_links(app_env: str) -> None:
+    expected = queries(app_env).count_links(LinkFilters(error_code="auth_expired"))
+    assert 0 < expected < 50
+
+    app = dashboard().run()
+    app.selectbox(key="links.filter.error").set_value("auth_expired").run()
+    assert not app.exception
+
+    table = app.dataframe[0].value
+    assert len(table) == expected
+    assert (table["Error"] == "Login expired (auth_expired)").all()
+    assert (table["Health"] == "🔴 Needs relink").all()
+    assert app.query_params["error"] in ("auth_expired", ["auth_expired"])
+    assert any(f"{expected} matching links" in caption.value for caption in app.caption)
+
+
+def test_the_auth_expired_banner_button_applies_the_filter(app_env: str) -> None:
+    app = dashboard().run()
+    app.button[[b.label for b in app.button].index("Show them")].click().run()
+    table = app.dataframe[0].value
+    assert (table["Error"] == "Login expired (auth_expired)").all()
+
+
+def test_a_shared_url_restores_the_filters(app_env: str) -> None:
+    app = dashboard(error="auth_expired").run()
+    assert app.selectbox(key="links.filter.error").value == "auth_expired"
+    assert (app.dataframe[0].value["Error"] == "Login expired (auth_expired)").all()
+
+
+def test_next_page_continues_where_the_first_page_ended(app_env: str) -> None:
+    app = dashboard().run()
+    first = list(app.dataframe[0].value["Link ID"])
+    app.button[[b.label for b in app.button].index("Next page →")].click().run()
+    second = list(app.dataframe[0].value["Link ID"])
+    assert len(second) == 50
+    assert not set(first) & set(second)
+
+
+def test_link_detail_offers_relink_only_when_the_link_needs_it(app_env: str) -> None:
+    store_queries = queries(app_env)
+    expired = store_queries.list_links(LinkFilters(error_code="auth_expired"), limit=1).rows[0]
+    healthy = store_queries.list_links(LinkFilters(health=Health.HEALTHY), limit=1).rows[0]
+
+    app = dashboard(link=expired.link_id).run()
+    assert not app.exception
+    assert "Relink" in [button.label for button in app.button]
+    assert any(expired.institution_name in element.proto.body for element in app.get("html"))
+
+    app = dashboard(link=healthy.link_id).run()
+    assert "Relink" not in [button.label for button in app.button]
+
+
+def test_hostile_institution_data_is_escaped_and_colours_validated(app_env: str) -> None:
+    store = Store(create_engine(app_env))
+    now = datetime.now(UTC)
+    with store.write() as session:
+        session.add(
+            Institution(
+                institution_id="hostile-bank",
+                name="<script>alert('x')</script> Bank",
+                country="US",
+                color="red;background:url(https://evil.example)",
+                color_dark="#12345",
+                logo="javascript:alert(1)",
+            )
+        )
+        session.add(
+            Link(
+                link_id="mk_hostile_link",
+                institution_id="hostile-bank",
+                state="error",
+                error_code="auth_expired",
+                provider="moneykit",
+                tags=[],
+                created_at=now,
+                discovered_at=now,
+                updated_at=now,
+            )
+        )
+    app = dashboard(link="mk_hostile_link").run()
+    assert not app.exception
+    card = next(element.proto.body for element in app.get("html"))
+    assert "<script>" not in card
+    assert "&lt;script&gt;" in card
+    assert "evil.example" not in card
+    assert "javascript:" not in card

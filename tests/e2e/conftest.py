@@ -1,0 +1,176 @@
+"""Browser end-to-end fixtures: a real sandbox, a real dashboard and Debian's chromium.
+
+Everything runs on free localhost ports. The Connect UI host is always `http://localhost:<port>`
+because the launcher compares it byte for byte with the browser's origin.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output" / "e2e"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+CLIENT_ID = "e2e_client"
+CLIENT_SECRET = "e2e_secret"  # credentials of a throwaway sandbox
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass(frozen=True)
+class Stack:
+    sandbox_url: str
+    dashboard_url: str
+    database_url: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: run `make test` (it installs it)")
+    work = tmp_path_factory.mktemp("e2e")
+    sandbox_port, dashboard_port = free_port(), free_port()
+    sandbox_url = f"http://localhost:{sandbox_port}"
+    dashboard_url = f"http://localhost:{dashboard_port}"
+    database_url = f"sqlite:///{work / 'linkdesk.db'}"
+    env = {
+        **os.environ,
+        "MONEYKIT_CLIENT_ID": CLIENT_ID,
+        "MONEYKIT_CLIENT_SECRET": CLIENT_SECRET,
+        "MONEYKIT_BASE_URL": sandbox_url,
+        "MONEYKIT_CONNECT_HOST": sandbox_url,
+        "DATABASE_URL": database_url,
+        "LINKDESK_REDIRECT_URI": f"{dashboard_url}/oauth_return",
+        "LINKDESK_STAFF_USER": "e2e-agent",
+    }
+    logs = OUTPUT / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "--port", str(sandbox_port), "--demo-links", "60"],
+            cwd=ROOT,
+            env=env,
+            stdout=(logs / "sandbox.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        processes.append(sandbox)
+        wait_for(f"{sandbox_url}/_sandbox/health", sandbox)
+        for command in ("migrate", "sync"):
+            subprocess.run(
+                [sys.executable, "-m", "linkdesk", command], cwd=ROOT, env=env, check=True
+            )
+        dashboard = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "dashboard.py",
+                "--server.port",
+                str(dashboard_port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=(logs / "dashboard.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        processes.append(dashboard)
+        wait_for(f"{dashboard_url}/_stcore/health", dashboard)
+        yield Stack(sandbox_url, dashboard_url, database_url, env)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUTPUT / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e" in str(item.path):
+            item.add_marker(pytest.mark.e2e)

@@ -1,0 +1,465 @@
+"""ConnectService against the fake MoneyKit (real client, real SQLite store, built by bootstrap)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+
+from linkdesk.bootstrap import Services
+from linkdesk.moneykit import APIConnectionError
+from linkdesk.services import (
+    InvalidCustomerId,
+    LeaseHeld,
+    LinkNotFound,
+    RelinkNotNeeded,
+    UnknownSession,
+    exit_message,
+)
+from linkdesk.store.models import ConnectEvent, ConnectSession
+from linkdesk.store.queries import Health
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import FakeMoneyKit
+
+ACTOR = "alice@example.com"
+
+
+def log_entry(session_id: str, seq: int, kind: str, **data: Any) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "seq": seq,
+        "type": kind,
+        "at": f"2025-01-01T12:00:{seq:02d}.000Z",
+        "data": data,
+    }
+
+
+def success_log(session_id: str, token: str = "ext_tok_1") -> list[dict[str, Any]]:
+    return [
+        log_entry(session_id, 1, "event", name="open", properties={}),
+        log_entry(
+            session_id,
+            2,
+            "event",
+            name="select_institution",
+            properties={"institution_id": "bank-a", "institution_name": "Bank A"},
+        ),
+        log_entry(
+            session_id,
+            3,
+            "success",
+            exchangeable_token=token,
+            institution={"id": "bank-a", "name": "Bank A"},
+            link_id="mk_new",
+        ),
+    ]
+
+
+def all_text_in_database(services: Services) -> str:
+    chunks: list[str] = []
+    with services.store.engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            for row in conn.exec_driver_sql(f'SELECT * FROM "{table}"'):
+                chunks.extend(str(v) for v in row)
+    return "\n".join(chunks)
+
+
+# -- start ---------------------------------------------------------------------------------------
+
+
+class TestStartLink:
+    def test_creates_a_session_with_customer_tags_and_webhook(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit
+    ):
+        started = core_services.sessions.start_link(customer_external_id="cust_0042", actor=ACTOR)
+
+        assert started.mode == "link" and started.link_session_token == "lst_1"
+        assert "lst_1" not in repr(started)
+        (body,) = fake_moneykit.link_sessions
+        assert body["customer_user"] == {"id": "cust_0042"}
+        assert body["redirect_uri"] == "http://localhost:8501/oauth_return"
+        assert body["webhook"] == "https://linkdesk.example/webhooks/moneykit"
+        assert body["link_tags"] == ["customer:cust_0042", "source:linkdesk"]
+        row = core_services.sessions.get_session(started.session_id)
+        assert row is not None
+        assert (row.mode, row.customer_id, row.started_by, row.outcome) == (
+            "link",
+            "cust_0042",
+            ACTOR,
+            "pending",
+        )
+        (audit,) = core_services.audit.entries()
+        assert (audit.actor, audit.action, audit.outcome) == (
+            ACTOR,
+            "connect.start_link",
+            "started",
+        )
+
+    def test_stores_only_a_hash_of_the_link_session_token(self, core_services: Services):
+        started = core_services.sessions.start_link(customer_external_id="cust_0042", actor=ACTOR)
+        with core_services.store.read() as session:
+            row = session.get(ConnectSession, started.session_id)
+            assert row is not None
+            assert row.token_sha256 == hashlib.sha256(b"lst_1").hexdigest()
+        assert "lst_1" not in all_text_in_database(core_services)
+
+    @pytest.mark.parametrize("bad", ["", "abc", "x" * 151, "has space", "-leading", "a<b>cd"])
+    def test_refuses_bad_customer_ids_before_calling_moneykit(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, bad: str
+    ):
+        with pytest.raises(InvalidCustomerId):
+            core_services.sessions.start_link(customer_external_id=bad, actor=ACTOR)
+        assert fake_moneykit.link_sessions == []
+
+    def test_moneykit_failure_is_recorded_and_raised(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit
+    ):
+        fake_moneykit.unreachable = True
+        with pytest.raises(APIConnectionError):
+            core_services.sessions.start_link(customer_external_id="cust_0042", actor=ACTOR)
+        (session,) = core_services.links.recent_sessions()
+        assert session.outcome == "failed" and session.failure_message
+        assert core_services.audit.entries()[0].outcome == "failed"
+
+
+# -- apply: success ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def started(core_services: Services, fake_moneykit: FakeMoneyKit):
+    fake_moneykit.add_institution("bank-a", "Bank A", color="#0A66C2")
+    fake_moneykit.add_link("mk_new", tags=["customer:cust_0042", "source:linkdesk"])
+    fake_moneykit.exchangeable["ext_tok_1"] = "mk_new"
+    return core_services.sessions.start_link(customer_external_id="cust_0042", actor=ACTOR)
+
+
+class TestApplySuccess:
+    def test_exchanges_and_stores_link_accounts_institution(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        outcome = core_services.sessions.apply_log(
+            started.session_id, success_log(started.session_id), actor=ACTOR
+        )
+
+        assert (outcome.new, outcome.outcome, outcome.link_id) == (3, "success", "mk_new")
+        assert "mk_new" in (outcome.message or "")
+        assert fake_moneykit.consumed == {"ext_tok_1"}
+        detail = core_services.links.get_link("mk_new")
+        assert detail is not None
+        assert detail.row.customer_id == "cust_0042"
+        assert detail.row.health is Health.HEALTHY
+        assert detail.row.institution_color == "#0a66c2"
+        assert (detail.row.institution_logo or "").startswith("data:image/svg+xml;base64,")
+        assert [a.account_id for a in detail.accounts] == ["mk_new-acc-1"]
+        session = core_services.sessions.get_session(started.session_id)
+        assert session is not None
+        assert session.exchanged_at is not None and session.finished_at is not None
+        assert session.event_count == 3
+        actions = [(a.action, a.outcome, a.link_id) for a in core_services.audit.entries()]
+        assert ("connect.exchange", "success", "mk_new") in actions
+
+    def test_applying_the_same_log_again_is_a_no_op(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        log = success_log(started.session_id)
+        core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+        again = core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+        longer = core_services.sessions.apply_log(
+            started.session_id,
+            [*log, log_entry(started.session_id, 4, "event", name="exit")],
+            actor=ACTOR,
+        )
+
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 1
+        assert (again.new, again.outcome, again.link_id) == (0, "success", "mk_new")
+        assert (longer.new, longer.outcome) == (1, "success")
+        exchanges = [a for a in core_services.audit.entries() if a.action == "connect.exchange"]
+        assert len(exchanges) == 1
+
+    def test_two_threads_applying_together_exchange_once(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        fake_moneykit.exchange_delay = lambda: time.sleep(0.2)
+        log = success_log(started.session_id)
+        barrier = threading.Barrier(2)
+        outcomes: list[Any] = []
+        errors: list[BaseException] = []
+
+        def apply() -> None:
+            try:
+                barrier.wait()
+                outcomes.append(
+                    core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+                )
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=apply) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert errors == []
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 1
+        assert sum(o.new for o in outcomes) == 3  # each event stored by exactly one thread
+        assert {o.outcome for o in outcomes} <= {"success", "pending"}
+        with core_services.store.read() as session:
+            seqs = session.scalars(
+                sa.select(ConnectEvent.seq).where(ConnectEvent.session_id == started.session_id)
+            ).all()
+        assert sorted(seqs) == [1, 2, 3]
+        final = core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+        assert final.outcome == "success"
+
+    def test_the_exchangeable_token_is_not_stored(self, core_services: Services, started):
+        core_services.sessions.apply_log(
+            started.session_id, success_log(started.session_id), actor=ACTOR
+        )
+        assert "ext_tok_1" not in all_text_in_database(core_services)
+
+    def test_exchange_failure_is_recorded_and_not_retried(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        log = success_log(started.session_id, token="ext_unknown")
+        first = core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+        second = core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+
+        assert first.outcome == second.outcome == "failed"
+        assert first.message and "could not be completed" in first.message
+        assert "ext_unknown" not in first.message
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 1
+        audit = [a for a in core_services.audit.entries() if a.action == "connect.exchange"]
+        assert [a.outcome for a in audit] == ["failed"]
+        assert "invalid_token_exchange" in (audit[0].detail or "")
+
+    def test_success_without_token_fails_cleanly(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        log = [log_entry(started.session_id, 1, "success", exchangeable_token="")]
+        outcome = core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
+        assert outcome.outcome == "failed"
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 0
+
+    def test_a_continue_log_that_restarts_numbering_still_completes_once(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        sid = started.session_id
+        before_oauth = [
+            log_entry(sid, 1, "event", name="open"),
+            log_entry(sid, 2, "event", name="open_oauth"),
+        ]
+        core_services.sessions.apply_log(sid, before_oauth, actor=ACTOR)
+        after_return = [
+            log_entry(sid, 1, "success", exchangeable_token="ext_tok_1", link_id="mk_new")
+        ]
+        outcome = core_services.sessions.apply_log(sid, after_return, actor=ACTOR)
+        core_services.sessions.apply_log(sid, after_return, actor=ACTOR)
+
+        assert outcome.outcome == "success" and outcome.new == 0
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 1
+
+    def test_malformed_and_foreign_entries_are_ignored_and_gaps_reported(
+        self, core_services: Services, started
+    ):
+        sid = started.session_id
+        log = [
+            log_entry(sid, 1, "event", name="open"),
+            "junk",
+            {"seq": 2},
+            log_entry("someone-else", 2, "success", exchangeable_token="ext_tok_1"),
+            log_entry(sid, 4, "event", name="change_screen"),
+        ]
+        outcome = core_services.sessions.apply_log(sid, log, actor=ACTOR)
+        assert (outcome.new, outcome.outcome, outcome.gaps) == (2, "pending", (2, 3))
+
+    def test_an_interrupted_completion_is_closed_later(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started, core_clock
+    ):
+        sid = started.session_id
+        with core_services.store.write() as session:  # as if the process died mid-exchange
+            row = session.get(ConnectSession, sid)
+            assert row is not None
+            row.completion_claimed_at = core_clock()
+        log = success_log(sid)
+        waiting = core_services.sessions.apply_log(sid, log, actor=ACTOR)
+        assert (waiting.outcome, waiting.message) == ("pending", "Finishing the link…")
+        core_clock.advance(6 * 60)
+        closed = core_services.sessions.apply_log(sid, log, actor=ACTOR)
+        assert closed.outcome == "failed" and "stopped" in (closed.message or "")
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 0
+
+    def test_unknown_session_is_refused(self, core_services: Services):
+        with pytest.raises(UnknownSession):
+            core_services.sessions.apply_log("nope", [], actor=ACTOR)
+
+
+# -- apply: exit ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (None, "You closed Connect before finishing."),
+        (
+            {
+                "error_id": "invalid_credentials",
+                "displayed_message": "Wrong username or password",
+                "request_id": "req_9",
+            },
+            "Wrong username or password. (invalid_credentials, request id req_9)",
+        ),
+        (
+            {"error_id": "institution_error", "displayed_message": None, "request_id": None},
+            "The bank is not available right now; try again later. (institution_error)",
+        ),
+        ({"error_id": "weird"}, "Connect ended with an error. (weird)"),
+    ],
+)
+def test_exit_message(error, expected):
+    assert exit_message(error) == expected
+
+
+class TestApplyExit:
+    def test_closed_connect(self, core_services: Services, started):
+        sid = started.session_id
+        outcome = core_services.sessions.apply_log(
+            sid,
+            [log_entry(sid, 1, "event", name="open"), log_entry(sid, 2, "exit", error=None)],
+            actor=ACTOR,
+        )
+        assert (outcome.outcome, outcome.message) == (
+            "exit",
+            "You closed Connect before finishing.",
+        )
+        audit = core_services.audit.entries()[0]
+        assert (audit.action, audit.outcome) == ("connect.exit", "closed")
+
+    def test_exit_with_error_records_the_error(self, core_services: Services, started):
+        sid = started.session_id
+        error = {
+            "error_id": "invalid_credentials",
+            "displayed_message": "Bad login",
+            "request_id": "req_77",
+        }
+        outcome = core_services.sessions.apply_log(
+            sid, [log_entry(sid, 1, "exit", error=error)], actor=ACTOR
+        )
+        assert outcome.outcome == "exit"
+        assert outcome.message == "Bad login. (invalid_credentials, request id req_77)"
+        row = core_services.sessions.get_session(sid)
+        assert row is not None
+        assert (row.exit_error_id, row.exit_request_id) == ("invalid_credentials", "req_77")
+        assert core_services.audit.entries()[0].outcome == "invalid_credentials"
+        again = core_services.sessions.apply_log(
+            sid, [log_entry(sid, 1, "exit", error=error)], actor=ACTOR
+        )
+        assert again.message == outcome.message and again.new == 0
+        assert len([a for a in core_services.audit.entries() if a.action == "connect.exit"]) == 1
+
+
+# -- relink --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stored_links(core_services: Services, fake_moneykit: FakeMoneyKit):
+    fake_moneykit.add_link("mk_ok", tags=["customer:cust_0001"])
+    fake_moneykit.add_link(
+        "mk_expired",
+        state="error",
+        error_code="auth_expired",
+        tags=["customer:cust_0002", "app:mobile"],
+    )
+    fake_moneykit.links["mk_expired"]["webhook"] = "https://old-hook.example/x"
+    core_services.discovery.sync_all()
+    return fake_moneykit
+
+
+class TestRelink:
+    def test_refused_for_a_healthy_link(self, core_services: Services, stored_links):
+        with pytest.raises(RelinkNotNeeded) as info:
+            core_services.sessions.start_relink(link_id="mk_ok", actor=ACTOR)
+        assert info.value.health == "healthy"
+        assert stored_links.link_sessions == []
+        audit = core_services.audit.entries()[0]
+        assert (audit.action, audit.outcome, audit.link_id) == (
+            "connect.start_relink",
+            "refused",
+            "mk_ok",
+        )
+
+    def test_refused_when_the_link_recovered_meanwhile(self, core_services: Services, stored_links):
+        stored_links.links["mk_expired"].update(state="connected", error_code=None)
+        with pytest.raises(RelinkNotNeeded):
+            core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        detail = core_services.links.get_link("mk_expired")
+        assert detail is not None and detail.row.health is Health.HEALTHY
+
+    def test_unknown_link(self, core_services: Services, stored_links):
+        with pytest.raises(LinkNotFound):
+            core_services.sessions.start_relink(link_id="mk_missing", actor=ACTOR)
+
+    def test_resends_tags_and_webhook_and_completes(
+        self, core_services: Services, stored_links: FakeMoneyKit
+    ):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+
+        assert (started.mode, started.link_id) == ("relink", "mk_expired")
+        (body,) = stored_links.link_sessions
+        assert body["existing_link_id"] == "mk_expired"
+        assert body["customer_user"] == {"id": "cust_0002"}
+        assert body["link_tags"] == ["customer:cust_0002", "app:mobile"]
+        assert body["webhook"] == "https://linkdesk.example/webhooks/moneykit"
+
+        stored_links.links["mk_expired"].update(state="connected", error_code=None)
+        sid = started.session_id
+        outcome = core_services.sessions.apply_log(
+            sid,
+            [
+                log_entry(sid, 1, "event", name="open"),
+                log_entry(
+                    sid, 2, "relink_success", institution={"id": "bank-a"}, link_id="mk_expired"
+                ),
+            ],
+            actor=ACTOR,
+        )
+        assert (outcome.outcome, outcome.link_id) == ("success", "mk_expired")
+        assert stored_links.calls["POST /link-session/exchange-token"] == 0
+        detail = core_services.links.get_link("mk_expired")
+        assert detail is not None and detail.row.health is Health.HEALTHY
+        assert detail.state_changes[0].source == "relink"
+        relink_audit = [a for a in core_services.audit.entries() if a.action == "connect.relink"]
+        assert len(relink_audit) == 1 and "connected" in (relink_audit[0].detail or "")
+
+    def test_lease_stops_a_second_agent_until_the_first_finishes(
+        self, core_services: Services, stored_links: FakeMoneyKit
+    ):
+        first = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        with pytest.raises(LeaseHeld) as info:
+            core_services.sessions.start_relink(link_id="mk_expired", actor="bob")
+        assert info.value.holder == ACTOR
+        # The holder may start again (e.g. after a page reload).
+        again = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        core_services.sessions.apply_log(
+            again.session_id, [log_entry(again.session_id, 1, "exit", error=None)], actor=ACTOR
+        )
+        bobs = core_services.sessions.start_relink(link_id="mk_expired", actor="bob")
+        assert bobs.session_id not in (first.session_id, again.session_id)
+
+    def test_lease_expires(self, core_services: Services, stored_links, core_clock):
+        core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        core_clock.advance(16 * 60)
+        assert core_services.sessions.start_relink(link_id="mk_expired", actor="bob")
+
+    def test_latest_pending_session_for_the_oauth_return(
+        self, core_services: Services, stored_links
+    ):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        found = core_services.sessions.latest_pending_session(actor=ACTOR)
+        assert found is not None and found.session_id == started.session_id
+        assert core_services.sessions.latest_pending_session(actor="bob") is None

@@ -1,0 +1,144 @@
+"""DiscoveryService: full reconciliation against a fake MoneyKit with several pages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from linkdesk.__main__ import main as cli_main
+from linkdesk.bootstrap import Services, build_services
+from linkdesk.moneykit import APIConnectionError
+from linkdesk.store.queries import Health, LinkFilters
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import FakeMoneyKit
+
+
+@pytest.fixture
+def populated(fake_moneykit: FakeMoneyKit) -> FakeMoneyKit:
+    fake_moneykit.add_institution("bank-a", "Bank A", color="#112233")
+    fake_moneykit.add_institution("bank-b", "Bank B", color="javascript:alert(1)")
+    fake_moneykit.add_link("mk_1", tags=["customer:cust_0001", "app:mobile"])
+    fake_moneykit.add_link(
+        "mk_2", tags=["customer:cust_0001"], state="error", error_code="auth_expired"
+    )
+    fake_moneykit.add_link(
+        "mk_3", institution_id="bank-b", institution_name="Bank B", tags=["customer:cust_0002"]
+    )
+    fake_moneykit.add_link("mk_4", institution_id="bank-b", institution_name="Bank B")
+    fake_moneykit.add_link(
+        "mk_5", tags=["customer:cust_0003"], state="error", error_code="institution_error"
+    )
+    fake_moneykit.failing_links.add("mk_4")
+    fake_moneykit.page_size = 2  # three pages
+    return fake_moneykit
+
+
+def test_first_sync_discovers_every_link_and_survives_a_failing_one(
+    core_services: Services, populated: FakeMoneyKit
+):
+    progress: list[tuple[int, int]] = []
+    report = core_services.discovery.sync_all(lambda done, total: progress.append((done, total)))
+
+    assert (report.listed, report.ok, report.failed, report.new) == (5, 4, 1, 4)
+    assert [f.link_id for f in report.failures] == ["mk_4"]
+    assert "500" in report.failures[0].error
+    assert progress[0] == (0, 5) and progress[-1] == (5, 5) and len(progress) == 6
+    assert populated.calls["GET /links"] == 3  # the cursor advanced through every page
+    assert populated.calls["GET /institutions/bank-a"] == 1  # once each, not once per link
+    assert populated.calls["GET /institutions/bank-b"] == 1
+    assert report.institutions_fetched == 2
+    # Four images per institution, each fetched once.
+    assert sum(n for k, n in populated.calls.items() if "/assets/" in k) == 8
+
+    links = core_services.links
+    assert {r.link_id for r in links.list_links(limit=100).rows} == {"mk_1", "mk_2", "mk_3", "mk_5"}
+    detail = links.get_link("mk_1")
+    assert detail is not None
+    assert detail.row.customer_id == "cust_0001"
+    assert detail.row.tags == ["customer:cust_0001", "app:mobile"]
+    assert detail.row.institution_color == "#112233"
+    assert (detail.row.institution_avatar or "").startswith("data:image/svg+xml;base64,")
+    assert len(detail.accounts) == 1
+    bank_b = links.get_link("mk_3")
+    assert bank_b is not None and bank_b.row.institution_color is None  # hostile colour dropped
+    assert links.counts_by_health()[Health.NEEDS_RELINK] == 1
+    assert links.counts_by_health()[Health.WAIT] == 1
+    assert [c.customer_id for c in links.list_customers()] == [
+        "cust_0001",
+        "cust_0002",
+        "cust_0003",
+    ]
+    audit = core_services.audit.entries()[0]
+    assert (audit.action, audit.outcome) == ("sync.run", "partial")
+
+
+def test_second_sync_records_changes_marks_vanished_links_and_reuses_images(
+    core_services: Services, populated: FakeMoneyKit
+):
+    core_services.discovery.sync_all()
+    images_before = sum(n for k, n in populated.calls.items() if "/assets/" in k)
+
+    populated.failing_links.clear()
+    del populated.links["mk_3"]
+    populated.links["mk_1"].update(state="error", error_code="auth_expired")
+    report = core_services.discovery.sync_all()
+
+    assert (report.listed, report.ok, report.failed) == (4, 4, 0)
+    assert report.new == 1  # mk_4, failing the first time
+    assert report.deleted == 1
+    assert report.state_changes == 2  # mk_1 broke, mk_3 vanished
+    assert sum(n for k, n in populated.calls.items() if "/assets/" in k) == images_before
+    gone = core_services.links.get_link("mk_3")
+    assert gone is not None and gone.row.health is Health.DELETED
+    assert gone.state_changes[0].to_state == "deleted"
+    broken = core_services.links.get_link("mk_1")
+    assert broken is not None and broken.row.error_code == "auth_expired"
+    assert [(c.from_state, c.to_error) for c in broken.state_changes][:1] == [
+        ("connected", "auth_expired")
+    ]
+    page = core_services.links.list_links(LinkFilters(error_code="auth_expired"))
+    assert {r.link_id for r in page.rows} == {"mk_1", "mk_2"}
+
+
+def test_unreachable_moneykit_raises_and_deletes_nothing(
+    core_services: Services, populated: FakeMoneyKit
+):
+    populated.failing_links.clear()
+    core_services.discovery.sync_all()
+    populated.unreachable = True
+    with pytest.raises(APIConnectionError):
+        core_services.discovery.sync_all()
+    assert core_services.links.counts_by_health()[Health.DELETED] == 0
+    assert core_services.audit.entries()[0].outcome == "failed"
+
+
+def test_parallel_sync_gives_the_same_result(core_settings, populated: FakeMoneyKit, core_clock):
+    http = populated.http_client()
+    services = build_services(
+        core_settings.model_copy(update={"sync_concurrency": 4}),
+        http_client=http,
+        clock=core_clock,
+        sleep=lambda _s: None,
+    )
+    try:
+        report = services.discovery.sync_all()
+        assert (report.ok, report.failed) == (4, 1)
+        assert services.links.count_links() == 4
+        assert populated.calls["GET /institutions/bank-a"] == 1
+    finally:
+        services.close()
+        http.close()
+
+
+def test_cli_sync_exits_non_zero_when_moneykit_is_unreachable(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("MONEYKIT_BASE_URL", "http://localhost:9")  # nothing listens there
+    monkeypatch.setenv("MONEYKIT_MAX_RETRIES", "0")
+    monkeypatch.setenv("MONEYKIT_CLIENT_SECRET", "cli-secret-value")
+    assert cli_main(["sync"]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "http://localhost:9" in err
+    assert "cli-secret-value" not in err

@@ -1,0 +1,107 @@
+"""Settings: documented fields, environment names, safe defaults, the secret never shown."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from linkdesk.settings import Settings
+
+ENV_NAMES = {
+    "moneykit_base_url": "MONEYKIT_BASE_URL",
+    "moneykit_connect_host": "MONEYKIT_CONNECT_HOST",
+    "moneykit_client_id": "MONEYKIT_CLIENT_ID",
+    "moneykit_client_secret": "MONEYKIT_CLIENT_SECRET",
+    "moneykit_timeout_seconds": "MONEYKIT_TIMEOUT_SECONDS",
+    "moneykit_max_retries": "MONEYKIT_MAX_RETRIES",
+    "database_url": "DATABASE_URL",
+    "redirect_uri": "LINKDESK_REDIRECT_URI",
+    "webhook_url": "LINKDESK_WEBHOOK_URL",
+    "customer_tag_prefix": "LINKDESK_CUSTOMER_TAG_PREFIX",
+    "staff_user": "LINKDESK_STAFF_USER",
+    "sync_concurrency": "LINKDESK_SYNC_CONCURRENCY",
+    "sync_links_per_minute": "LINKDESK_SYNC_LINKS_PER_MINUTE",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_suit_a_local_sandbox():
+    s = Settings()
+    assert s.moneykit_base_url == "http://localhost:8611"
+    assert s.moneykit_connect_host == "http://localhost:8611"
+    assert s.moneykit_client_id == "linkdesk_sandbox_client"
+    assert s.moneykit_client_secret.get_secret_value() == "linkdesk_sandbox_secret"
+    assert s.database_url == "sqlite:///var/linkdesk.db"
+    assert s.redirect_uri == "http://localhost:8501/oauth_return"
+    assert s.webhook_url is None
+    assert s.customer_tag_prefix == "customer:"
+    assert s.staff_user == "operator"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("moneykit_base_url", "https://api.moneykit.com", "https://api.moneykit.com"),
+        ("database_url", "postgresql://db/linkdesk", "postgresql://db/linkdesk"),
+        ("redirect_uri", "https://desk.example/oauth_return", "https://desk.example/oauth_return"),
+        (
+            "webhook_url",
+            "https://desk.example/webhooks/moneykit",
+            "https://desk.example/webhooks/moneykit",
+        ),
+        ("customer_tag_prefix", "cust=", "cust="),
+        ("staff_user", "night-shift", "night-shift"),
+        ("moneykit_max_retries", "0", 0),
+        ("sync_concurrency", "8", 8),
+    ],
+)
+def test_environment_names(monkeypatch, field, value, expected):
+    monkeypatch.setenv(ENV_NAMES[field], value)
+    assert getattr(Settings(), field) == expected
+
+
+def test_keyword_arguments_win_over_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///from-env.db")
+    assert Settings(database_url="sqlite://").database_url == "sqlite://"
+
+
+def test_every_field_is_documented_and_named():
+    assert set(Settings.model_fields) == set(ENV_NAMES)
+    documented = dict(Settings.fields_documentation())
+    assert set(documented) == set(ENV_NAMES.values())
+    assert all(len(text) > 10 for text in documented.values())
+
+
+def test_secret_is_never_shown(monkeypatch):
+    monkeypatch.setenv("MONEYKIT_CLIENT_SECRET", "top-secret-value")
+    s = Settings()
+    assert isinstance(s.moneykit_client_secret, SecretStr)
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        assert "top-secret-value" not in text
+    assert s.moneykit_client_secret.get_secret_value() == "top-secret-value"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("moneykit_max_retries", -1),
+        ("sync_concurrency", 0),
+        ("moneykit_timeout_seconds", 0),
+        ("customer_tag_prefix", ""),
+    ],
+)
+def test_unsafe_values_are_refused(field, value):
+    with pytest.raises(ValidationError):
+        Settings(**{field: value})
+
+
+def test_settings_are_immutable_and_hashable():
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.staff_user = "x"
+    hash(s)

@@ -1,0 +1,586 @@
+"""Store: migrations on a real SQLite file, writer locking, keyset pagination, read queries."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from linkdesk.__main__ import main as cli_main
+from linkdesk.moneykit.models import Account as ApiAccount
+from linkdesk.moneykit.models import Link as ApiLink
+from linkdesk.store import Store, create_engine, downgrade, migrate
+from linkdesk.store.models import AuditEntry, Base, ConnectEvent, ConnectSession
+from linkdesk.store.queries import (
+    Health,
+    InvalidCursor,
+    LinkFilters,
+    LinkQueries,
+    LinkSort,
+    link_health,
+)
+from linkdesk.store.repository import (
+    InstitutionData,
+    mark_link_deleted,
+    replace_accounts,
+    upsert_institution,
+    upsert_link,
+)
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+EXPECTED_TABLES = {
+    "customers",
+    "institutions",
+    "links",
+    "accounts",
+    "connect_sessions",
+    "connect_events",
+    "link_state_changes",
+    "audit_log",
+    "webhook_deliveries",
+    "relink_leases",
+}
+
+
+def api_link(
+    link_id: str,
+    *,
+    institution_id: str = "bank-a",
+    institution_name: str = "Bank A",
+    state: str = "connected",
+    error_code: str | None = None,
+    tags: list[str] | None = None,
+) -> ApiLink:
+    return ApiLink.model_validate(
+        {
+            "link_id": link_id,
+            "institution_id": institution_id,
+            "institution_name": institution_name,
+            "state": state,
+            "error_code": error_code,
+            "link_tags": tags or [],
+            "provider": "moneykit",
+        }
+    )
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+def test_migration_creates_schema_matching_the_models(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'nested' / 'db.sqlite'}"
+    migrate(url)  # creates the folder, like var/ for the default path
+    engine = create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        assert set(inspector.get_table_names()) >= EXPECTED_TABLES
+        link_indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("links")}
+        assert link_indexes["ix_links_state_updated"][0] == "state"
+        assert link_indexes["ix_links_error_updated"][0] == "error_code"
+        assert link_indexes["ix_links_institution_updated"][0] == "institution_id"
+        assert link_indexes["ix_links_customer"][0] == "customer_id"
+        uniques = inspector.get_unique_constraints("connect_events")
+        assert any(u["column_names"] == ["session_id", "seq"] for u in uniques)
+        with engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+            )
+            assert diff == []
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
+            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            assert version == "0001"
+    finally:
+        engine.dispose()
+    migrate(url)  # a second run is a no-op
+
+
+def test_migration_downgrade_and_upgrade_again(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    downgrade(url, "base")
+    engine = create_engine(url)
+    assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
+    engine.dispose()
+    migrate(url)
+
+
+def test_cli_migrate_creates_the_database(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert cli_main(["migrate"]) == 0
+    assert (tmp_path / "var" / "linkdesk.db").exists()
+    assert "latest schema" in capsys.readouterr().out
+
+
+def test_alembic_ini_points_at_the_migrations():
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "alembic.ini").read_text()
+    assert "linkdesk/store/migrations" in text
+    assert (root / "linkdesk/store/migrations/env.py").exists()
+
+
+def test_audit_log_is_append_only(memory_store: Store):
+    with memory_store.write() as session:
+        session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
+    refused = pytest.raises(sa.exc.DatabaseError, match="append-only")
+    with refused, memory_store.write() as session:
+        session.execute(sa.update(AuditEntry).values(actor="someone else"))
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), memory_store.write() as s2:
+        s2.execute(sa.delete(AuditEntry))
+
+
+def test_event_sequence_is_unique_per_session(memory_store: Store):
+    with memory_store.write() as session:
+        session.add(ConnectSession(id="s", mode="link", started_by="a", started_at=T0))
+        session.flush()
+        session.add(ConnectEvent(session_id="s", seq=1, type="event", payload={}, recorded_at=T0))
+    with pytest.raises(sa.exc.IntegrityError), memory_store.write() as session:
+        session.add(ConnectEvent(session_id="s", seq=1, type="event", payload={}, recorded_at=T0))
+
+
+def test_naive_datetimes_are_refused(memory_store: Store):
+    with pytest.raises(sa.exc.StatementError), memory_store.write() as session:
+        session.add(AuditEntry(at=datetime(2025, 1, 1), actor="a", action="x", outcome="ok"))
+
+
+# -- writer locking --------------------------------------------------------------------------
+
+
+def test_writers_begin_immediate_so_read_then_write_does_not_deadlock(tmp_path: Path):
+    """Two threads each read a counter then write it back. With a deferred BEGIN one of them
+    fails with "database is locked" at its write; BEGIN IMMEDIATE serialises them instead."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    store = Store(create_engine(url))
+    with store.write() as session:
+        session.add(ConnectSession(id="c", mode="link", started_by="0", started_at=T0))
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        try:
+            barrier.wait()
+            for _ in range(10):
+                with store.write() as session:
+                    row = session.get(ConnectSession, "c")
+                    assert row is not None
+                    row.started_by = str(int(row.started_by) + 1)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with store.read() as session:
+        assert session.get(ConnectSession, "c").started_by == "40"  # type: ignore[union-attr]
+    store.dispose()
+
+
+def test_write_rolls_back_on_error(memory_store: Store):
+    with pytest.raises(RuntimeError), memory_store.write() as session:
+        session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
+        session.flush()
+        raise RuntimeError("boom")
+    assert LinkQueries(memory_store).audit_entries() == []
+
+
+def test_in_memory_store_is_shared_between_sessions(memory_store: Store):
+    with memory_store.write() as session:
+        session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
+    seen: list[int] = []
+    thread = threading.Thread(
+        target=lambda: seen.append(len(LinkQueries(memory_store).audit_entries()))
+    )
+    thread.start()
+    thread.join()
+    assert seen == [1]
+
+
+# -- write helpers ---------------------------------------------------------------------------
+
+
+def test_upsert_link_records_state_changes_and_refuses_older_views(memory_store: Store):
+    with memory_store.write() as session:
+        first = upsert_link(
+            session,
+            api_link("l1", tags=["customer:c_1"]),
+            customer_id="c_1",
+            now=T0,
+            source="sync",
+        )
+    assert first.created
+    later = T0 + timedelta(minutes=5)
+    with memory_store.write() as session:
+        changed = upsert_link(
+            session,
+            api_link("l1", state="error", error_code="auth_expired"),
+            customer_id=None,
+            now=later,
+            source="sync",
+        )
+    assert changed.state_changed and not changed.created
+    with memory_store.write() as session:
+        stale = upsert_link(
+            session,
+            api_link("l1"),
+            customer_id=None,
+            now=later + timedelta(minutes=1),
+            source="sync",
+            fetched_at=T0 + timedelta(minutes=1),  # read before the last stored view
+        )
+    assert stale.skipped_as_older
+    detail = LinkQueries(memory_store).get_link("l1")
+    assert detail is not None
+    assert (detail.row.state, detail.row.error_code) == ("error", "auth_expired")
+    assert detail.row.health is Health.NEEDS_RELINK
+    assert detail.row.customer_id == "c_1"  # kept though the later view had no customer
+    assert [(c.from_state, c.to_state, c.to_error) for c in detail.state_changes] == [
+        ("connected", "error", "auth_expired"),
+        (None, "connected", None),
+    ]
+
+
+def test_institution_upsert_stores_only_validated_values(memory_store: Store):
+    with memory_store.write() as session:
+        upsert_institution(
+            session,
+            InstitutionData(
+                institution_id="bank-a",
+                name="Bank <b>A</b>",
+                color="red;background:url(x)",
+                color_dark="#ABCDEF",
+                images={
+                    "logo": ("https://x/logo.svg", "data:image/svg+xml;base64,PHN2Zy8+"),
+                    "logo_dark": ("https://x/d.svg", "https://x/d.svg"),  # never stored remote
+                    "avatar": ("https://x/a.svg", "javascript:alert(1)"),
+                },
+            ),
+            T0,
+        )
+        upsert_link(session, api_link("l1"), customer_id=None, now=T0, source="sync")
+    (inst,) = LinkQueries(memory_store).list_institutions()
+    assert inst.color is None and inst.color_dark == "#abcdef"
+    assert inst.logo == "data:image/svg+xml;base64,PHN2Zy8+"
+    assert inst.logo_dark is None and inst.avatar is None
+    assert inst.name == "Bank <b>A</b>"  # names are escaped where rendered, stored as given
+    assert inst.link_count == 1
+
+
+def test_replace_accounts_and_mark_deleted(memory_store: Store):
+    acc = [
+        ApiAccount.model_validate(
+            {"account_id": f"a{i}", "name": f"Acc {i}", "balances": {"current": i}}
+        )
+        for i in range(3)
+    ]
+    with memory_store.write() as session:
+        upsert_link(session, api_link("l1"), customer_id=None, now=T0, source="sync")
+        replace_accounts(session, "l1", acc, T0)
+    with memory_store.write() as session:
+        replace_accounts(session, "l1", acc[1:], T0)
+    with memory_store.write() as session:
+        assert mark_link_deleted(session, "l1", now=T0 + timedelta(1), source="sync")
+        assert not mark_link_deleted(session, "l1", now=T0 + timedelta(2), source="sync")
+        assert not mark_link_deleted(session, "nope", now=T0, source="sync")
+    detail = LinkQueries(memory_store).get_link("l1")
+    assert detail is not None
+    assert [a.account_id for a in detail.accounts] == ["a1", "a2"]
+    assert detail.row.health is Health.DELETED
+
+
+# -- health ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "error_code", "health"),
+    [
+        ("connected", None, Health.HEALTHY),
+        ("error", "auth_expired", Health.NEEDS_RELINK),
+        ("error", "invalid_credentials", Health.NEEDS_RELINK),
+        ("error", "user_input_incorrect", Health.NEEDS_RELINK),
+        ("error", "user_oauth_denied", Health.NEEDS_RELINK),
+        ("error", "user_setup_required", Health.NEEDS_RELINK),
+        ("error", "incomplete", Health.NEEDS_RELINK),
+        ("error", "institution_error", Health.WAIT),
+        ("error", "provider_error", Health.WAIT),
+        ("error", "system_error", Health.WAIT),
+        ("connecting", None, Health.STUCK),
+        ("awaiting_token_exchange", None, Health.STUCK),
+        ("deleted", None, Health.DELETED),
+        ("error", "user_error", Health.ATTENTION),
+        ("error", "no_accounts", Health.ATTENTION),
+        ("error", None, Health.ATTENTION),
+        ("something_new", None, Health.ATTENTION),
+    ],
+)
+def test_link_health_and_its_sql_twin_agree(memory_store: Store, state, error_code, health):
+    assert link_health(state, error_code) is health
+    with memory_store.write() as session:
+        upsert_link(
+            session,
+            api_link("l1", state=state, error_code=error_code),
+            customer_id=None,
+            now=T0,
+            source="sync",
+        )
+        upsert_link(session, api_link("other"), customer_id=None, now=T0, source="sync")
+    queries = LinkQueries(memory_store)
+    page = queries.list_links(LinkFilters(health=health))
+    expected = {"l1", "other"} if health is Health.HEALTHY else {"l1"}
+    assert {r.link_id for r in page.rows} == expected
+    counts = queries.counts_by_health()
+    assert set(counts) == set(Health)
+    assert counts[health] == len(expected)
+
+
+# -- list queries ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seeded(memory_store: Store) -> LinkQueries:
+    specs = [
+        ("mk_001", "bank-a", "Alpha Bank", "connected", None, "cust_0001"),
+        ("mk_002", "bank-a", "Alpha Bank", "error", "auth_expired", "cust_0001"),
+        ("mk_003", "bank-b", "Beta Credit Union", "error", "auth_expired", "cust_0002"),
+        ("mk_004", "bank-b", "Beta Credit Union", "error", "institution_error", "cust_0010"),
+        ("mk_005", "bank-c", "Gamma_%Bank", "awaiting_token_exchange", None, None),
+        ("zz_006", "bank-c", "Gamma_%Bank", "deleted", None, "cust_0100"),
+    ]
+    for i, (lid, iid, name, state, err, cust) in enumerate(specs):
+        tags = [f"customer:{cust}"] if cust else []
+        with memory_store.write() as session:
+            upsert_link(
+                session,
+                api_link(
+                    lid,
+                    institution_id=iid,
+                    institution_name=name,
+                    state=state,
+                    error_code=err,
+                    tags=tags,
+                ),
+                customer_id=cust,
+                now=T0 + timedelta(minutes=i),
+                source="sync",
+            )
+    return LinkQueries(memory_store)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (LinkFilters(), {"mk_001", "mk_002", "mk_003", "mk_004", "mk_005", "zz_006"}),
+        (LinkFilters(state="error"), {"mk_002", "mk_003", "mk_004"}),
+        (LinkFilters(error_code="auth_expired"), {"mk_002", "mk_003"}),
+        (LinkFilters(institution_id="bank-b"), {"mk_003", "mk_004"}),
+        (LinkFilters(customer="cust_000"), {"mk_001", "mk_002", "mk_003"}),
+        (LinkFilters(customer="cust_0001"), {"mk_001", "mk_002"}),
+        (LinkFilters(customer="CUST"), set()),
+        (LinkFilters(search="mk_00"), {"mk_001", "mk_002", "mk_003", "mk_004", "mk_005"}),
+        (LinkFilters(search="credit"), {"mk_003", "mk_004"}),
+        (LinkFilters(search="_%"), {"zz_006", "mk_005"}),  # LIKE wildcards are literal
+        (LinkFilters(search="%"), {"zz_006", "mk_005"}),
+        (LinkFilters(health=Health.STUCK), {"mk_005"}),
+        (LinkFilters(health=Health.WAIT), {"mk_004"}),
+        (LinkFilters(include_deleted=False, institution_id="bank-c"), {"mk_005"}),
+        (LinkFilters(error_code="auth_expired", institution_id="bank-a"), {"mk_002"}),
+    ],
+)
+def test_filters(seeded: LinkQueries, filters: LinkFilters, expected: set[str]):
+    rows = seeded.list_links(filters, limit=100).rows
+    assert {r.link_id for r in rows} == expected
+    assert seeded.count_links(filters) == len(expected)
+
+
+def test_rows_carry_institution_and_customer(seeded: LinkQueries):
+    page = seeded.list_links(LinkFilters(search="mk_003"))
+    (row,) = page.rows
+    assert (row.institution_name, row.customer_id, row.state, row.error_code) == (
+        "Beta Credit Union",
+        "cust_0002",
+        "error",
+        "auth_expired",
+    )
+    assert row.health is Health.NEEDS_RELINK
+    assert row.tags == ["customer:cust_0002"]
+    assert row.updated_at.tzinfo is not None
+
+
+def test_default_sort_is_most_recently_updated_first(seeded: LinkQueries):
+    ids = [r.link_id for r in seeded.list_links().rows]
+    assert ids == ["zz_006", "mk_005", "mk_004", "mk_003", "mk_002", "mk_001"]
+
+
+def test_counts(seeded: LinkQueries):
+    assert seeded.counts_by_state() == {
+        "connected": 1,
+        "error": 3,
+        "awaiting_token_exchange": 1,
+        "deleted": 1,
+    }
+    health = seeded.counts_by_health()
+    assert health[Health.NEEDS_RELINK] == 2 and health[Health.HEALTHY] == 1
+    assert seeded.counts_by_error() == {"auth_expired": 2, "institution_error": 1}
+
+
+def test_list_customers(seeded: LinkQueries):
+    rows = seeded.list_customers("cust_000")
+    assert [(c.customer_id, c.link_count, c.needs_relink) for c in rows] == [
+        ("cust_0001", 2, 1),
+        ("cust_0002", 1, 1),
+    ]
+    assert [c.customer_id for c in seeded.list_customers(limit=2)] == ["cust_0001", "cust_0002"]
+
+
+@pytest.mark.parametrize(
+    "cursor", ["garbage", "", "eyJzIjoibGlua19pZCIsImsiOlsxXX0", "eyJzIjoieCJ9"]
+)
+def test_bad_cursors_are_refused(seeded: LinkQueries, cursor: str):
+    if not cursor:
+        assert seeded.list_links(after=cursor).rows  # empty cursor means first page
+        return
+    with pytest.raises(InvalidCursor):
+        seeded.list_links(after=cursor, sort=LinkSort.LINK_ID)
+
+
+def test_cursor_of_one_sort_is_refused_by_another(seeded: LinkQueries):
+    page = seeded.list_links(limit=2, sort=LinkSort.LINK_ID)
+    assert page.next_cursor
+    with pytest.raises(InvalidCursor):
+        seeded.list_links(limit=2, after=page.next_cursor, sort=LinkSort.INSTITUTION)
+
+
+def test_pages_are_fetched_with_a_bounded_query(seeded: LinkQueries, memory_store: Store):
+    """A page asks the database for limit + 1 rows, never for the whole table or an OFFSET."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    sa.event.listen(memory_store.engine, "before_cursor_execute", record)
+    try:
+        first = seeded.list_links(limit=2)
+        seeded.list_links(limit=2, after=first.next_cursor)
+    finally:
+        sa.event.remove(memory_store.engine, "before_cursor_execute", record)
+    selects = [(s, p) for s, p in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+    for statement, parameters in selects:
+        # SQLite's compiler always writes "LIMIT ? OFFSET ?"; the offset must stay 0.
+        assert statement.upper().rstrip().endswith("LIMIT ? OFFSET ?")
+        assert tuple(parameters[-2:]) == (3, 0)
+
+
+# -- keyset pagination property ---------------------------------------------------------------
+
+NAMES = ["Alpha", "alpha", "Beta", "Zeta Bank", "Ä Bank"]
+STATES = [
+    ("connected", None),
+    ("error", "auth_expired"),
+    ("error", "system_error"),
+    ("deleted", None),
+    ("connecting", None),
+]
+
+link_specs = st.lists(
+    st.tuples(
+        st.integers(0, len(NAMES) - 1),  # institution
+        st.integers(0, len(STATES) - 1),
+        st.one_of(st.none(), st.sampled_from(["c_1", "c_2", "c_10", "C_3"])),
+        st.integers(0, 5),  # minute of update: many ties on purpose
+    ),
+    min_size=0,
+    max_size=40,
+)
+
+
+def _sort_key(sort: LinkSort, row: dict[str, Any]) -> tuple[Any, ...]:
+    return {
+        LinkSort.UPDATED_DESC: (row["updated"], row["id"]),
+        LinkSort.UPDATED_ASC: (row["updated"], row["id"]),
+        LinkSort.LINK_ID: (row["id"],),
+        LinkSort.INSTITUTION: (row["name"], row["id"]),
+        LinkSort.CUSTOMER: (row["customer"] or "", row["id"]),
+        LinkSort.STATE: (row["state"], row["error"] or "", row["id"]),
+    }[sort]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=link_specs,
+    sort=st.sampled_from(list(LinkSort)),
+    page_size=st.integers(1, 7),
+    state_filter=st.sampled_from([None, "error", "connected"]),
+)
+def test_keyset_pages_cover_every_row_exactly_once(specs, sort, page_size, state_filter):
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    store = Store(engine)
+    rows: list[dict[str, Any]] = []
+    for i, (inst, state_index, customer, minute) in enumerate(specs):
+        state, error = STATES[state_index]
+        updated = T0 + timedelta(minutes=minute)
+        link = api_link(
+            f"mk_{i:03d}",
+            institution_id=f"inst_{inst}",
+            institution_name=NAMES[inst],
+            state=state,
+            error_code=error,
+        )
+        with store.write() as session:
+            upsert_link(session, link, customer_id=customer, now=updated, source="sync")
+        rows.append(
+            {
+                "id": link.link_id,
+                "name": NAMES[inst],
+                "state": state,
+                "error": error,
+                "customer": customer,
+                "updated": updated,
+            }
+        )
+
+    queries = LinkQueries(store)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page = queries.list_links(
+            LinkFilters(state=state_filter), limit=page_size, after=cursor, sort=sort
+        )
+        assert len(page.rows) <= page_size
+        seen.extend(r.link_id for r in page.rows)
+        pages += 1
+        assert pages <= len(rows) + 2, "pagination does not terminate"
+        if page.next_cursor is None:
+            break
+        assert len(page.rows) == page_size
+        cursor = page.next_cursor
+
+    wanted = [r for r in rows if state_filter is None or r["state"] == state_filter]
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert set(seen) == {r["id"] for r in wanted}  # nothing missed
+    reverse = sort is LinkSort.UPDATED_DESC
+    expected = [r["id"] for r in sorted(wanted, key=lambda r: _sort_key(sort, r), reverse=reverse)]
+    assert seen == expected
+    engine.dispose()
+
+
+def test_sqlite_version_supports_what_we_use():
+    # ON CONFLICT DO NOTHING (3.24) and RETURNING-free rowcounts are all the store relies on.
+    assert sqlite3.sqlite_version_info >= (3, 24)

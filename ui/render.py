@@ -1,0 +1,113 @@
+"""How links and institutions look: labels, colour swatches, institution cards.
+
+Every value drawn here comes from outside (MoneyKit or the customer's bank): colours are already
+validated hex by the store's read side and are checked again here before they reach CSS or SVG,
+logos must be `data:image/...` or `https:` URLs, and names are HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import quote
+
+from linkdesk.store.queries import Health, LinkRow
+from linkdesk.validation import safe_hex_color, safe_logo_url
+
+HEALTH_LABELS: dict[Health, str] = {
+    Health.HEALTHY: "✅ Healthy",
+    Health.NEEDS_RELINK: "🔴 Needs relink",
+    Health.WAIT: "🟡 Wait — MoneyKit retries",
+    Health.STUCK: "🟠 Stuck",
+    Health.ATTENTION: "⚪ Needs attention",
+    Health.DELETED: "⚫ Deleted",
+}
+
+# What a person would call each MoneyKit error; the code itself is shown beside it.
+ERROR_LABELS: dict[str, str] = {
+    "auth_expired": "Login expired",
+    "invalid_credentials": "Wrong credentials",
+    "user_input_incorrect": "Wrong MFA answer",
+    "user_oauth_denied": "Consent denied at the bank",
+    "user_setup_required": "Action needed at the bank",
+    "incomplete": "Link not finished",
+    "user_error": "Abandoned in Connect",
+    "no_accounts": "No eligible accounts",
+    "institution_error": "Bank unavailable",
+    "provider_error": "Data provider failed",
+    "system_error": "MoneyKit error",
+}
+
+NEUTRAL_SWATCH = "#9aa0a6"
+
+
+def health_label(health: Health) -> str:
+    return HEALTH_LABELS.get(health, str(health))
+
+
+def error_label(error_code: str | None) -> str:
+    if not error_code:
+        return ""
+    return f"{ERROR_LABELS.get(error_code, 'Error')} ({error_code})"
+
+
+def institution_colour(row: LinkRow, *, dark: bool) -> str | None:
+    preferred = row.institution_color_dark if dark else row.institution_color
+    return safe_hex_color(preferred) or safe_hex_color(row.institution_color)
+
+
+def _first_safe_image(*candidates: str | None) -> str | None:
+    for candidate in candidates:
+        image = safe_logo_url(candidate)
+        if image:
+            return image
+    return None
+
+
+def institution_logo(row: LinkRow, *, dark: bool) -> str | None:
+    """The wide logo, for cards; the dark variant first when the theme is dark."""
+    if dark:
+        return _first_safe_image(
+            row.institution_logo_dark, row.institution_logo, row.institution_avatar_dark
+        )
+    return _first_safe_image(row.institution_logo, row.institution_avatar)
+
+
+def institution_avatar(row: LinkRow, *, dark: bool) -> str | None:
+    """The square avatar, for table cells where a wide logo would be squeezed unreadable."""
+    if dark:
+        return _first_safe_image(
+            row.institution_avatar_dark, row.institution_avatar, row.institution_logo_dark
+        )
+    return _first_safe_image(row.institution_avatar, row.institution_logo)
+
+
+def swatch_data_uri(colour: str | None) -> str:
+    """A small SVG chip in the given colour, for an image column of a dataframe."""
+    fill = safe_hex_color(colour) or NEUTRAL_SWATCH
+    svg = (
+        "<svg xmlns='http://www.w3.org/2000/svg' width='40' height='16'>"
+        f"<rect width='40' height='16' rx='4' fill='{fill}'/></svg>"
+    )
+    return "data:image/svg+xml;charset=utf-8," + quote(svg)
+
+
+def institution_card_html(row: LinkRow, *, dark: bool) -> str:
+    """An institution header: logo, escaped name and a brand-coloured accent bar."""
+    colour = institution_colour(row, dark=dark) or NEUTRAL_SWATCH
+    logo = institution_logo(row, dark=dark)
+    name = html.escape(row.institution_name or row.institution_id)
+    logo_html = (
+        f'<img src="{html.escape(logo, quote=True)}" alt="" '
+        'style="height:48px;max-width:160px;border-radius:8px;flex:none">'
+        if logo
+        else ""
+    )
+    return (
+        f'<div data-testid="institution-card" data-colour="{colour}" '
+        f'style="display:flex;gap:14px;align-items:center;padding:12px 14px;'
+        f'border-left:6px solid {colour};border-radius:8px;">'
+        f"{logo_html}"
+        f'<div><div style="font-size:1.15rem;font-weight:600">{name}</div>'
+        f'<div style="opacity:.7;font-size:.85rem">{html.escape(row.institution_id)} · '
+        f"brand colour <code>{colour}</code></div></div></div>"
+    )

@@ -40,12 +40,14 @@ $(VENV)/.requirements-dev: requirements-dev.txt requirements.txt | $(VENV)/bin/p
 $(BUNDLE): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/build.mjs $(wildcard $(FRONTEND)/src/*.js)
 	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
 
-# Browser tests use Debian's chromium; never a browser downloaded by a test tool.
+# Browser tests use Debian's chromium (never a browser downloaded by a test tool), with an
+# emoji font so screenshots show the health flags as people see them.
 chromium:
-	@command -v chromium >/dev/null || { \
-	  echo "Installing Debian's chromium for the browser tests"; \
+	@{ command -v chromium >/dev/null && dpkg -s fonts-noto-color-emoji >/dev/null 2>&1; } || { \
+	  echo "Installing Debian's chromium and fonts for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium fonts-noto-color-emoji >/dev/null; }
 
 lint: setup-dev
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

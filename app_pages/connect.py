@@ -7,7 +7,8 @@ import streamlit as st
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import InvalidCustomerId
 from ui import connect_flow
-from ui.wiring import current_actor, get_services
+from ui.auth import require_actor
+from ui.wiring import get_services
 
 SLOT = "new-link"
 NEW_CUSTOMER = "➕ New customer…"
@@ -40,7 +41,7 @@ customer_id = (
 if st.button("Open MoneyKit Connect", type="primary", disabled=busy or not customer_id):
     try:
         started = services.sessions.start_link(
-            customer_external_id=customer_id, actor=current_actor()
+            customer_external_id=customer_id, actor=require_actor()
         )
     except InvalidCustomerId as error:
         st.error(str(error))

@@ -1,15 +1,22 @@
-"""Command line: ``python -m linkdesk migrate`` and ``python -m linkdesk sync``."""
+"""Command line: ``python -m linkdesk migrate``, ``sync`` and ``worker``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from linkdesk.moneykit.errors import APIConnectionError, AuthenticationError, MoneyKitError
 from linkdesk.settings import Settings
 from linkdesk.store.engine import migrate, sqlite_file_path
+
+if TYPE_CHECKING:
+    from linkdesk.services.worker import RoundReport
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -67,18 +74,65 @@ def _sync(settings: Settings) -> int:
         services.close()
 
 
+def _worker(settings: Settings, *, once: bool) -> int:
+    from linkdesk.bootstrap import build_services
+
+    services = build_services(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        print(f"Stopping the worker ({signal.Signals(signum).name}).", flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    last_line = 0.0
+
+    def progress(report: RoundReport) -> None:
+        nonlocal last_line
+        quiet = report.claimed == 0 and not report.discovery and not report.paused
+        # One line per busy round, and a heartbeat a minute when idle.
+        if quiet and time.monotonic() - last_line < 60:
+            return
+        last_line = time.monotonic()
+        status = services.worker.status()
+        print(
+            f"{status.now:%Y-%m-%d %H:%M:%S} worker {services.worker.worker_id}: "
+            f"{report.summary}; due {status.jobs_due}, lag {int(status.lag.total_seconds())} s, "
+            f"{status.links_synced_last_hour} links synced in the last hour",
+            flush=True,
+        )
+
+    try:
+        if once:
+            progress(services.worker.run_once())
+            return EXIT_OK
+        print(f"Worker {services.worker.worker_id} started; Ctrl-C or SIGTERM stops it.")
+        services.worker.run_forever(stop, on_round=progress)
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        services.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linkdesk", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="create or upgrade the database schema")
     commands.add_parser("sync", help="read every link from MoneyKit into the store")
+    worker = commands.add_parser(
+        "worker", help="keep links in step with MoneyKit until stopped (SIGTERM/SIGINT)"
+    )
+    worker.add_argument("--once", action="store_true", help="run a single round and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
 
     settings = Settings()
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "worker":
+        return _worker(settings, once=args.once)
     return _sync(settings)
 
 

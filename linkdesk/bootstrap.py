@@ -10,19 +10,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy.engine import Engine
 
+from linkdesk.health import HealthThresholds
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
+from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
 from linkdesk.services.discovery import DiscoveryService
-from linkdesk.services.ratelimit import RateLimiter
+from linkdesk.services.jobs import JobQueue
+from linkdesk.services.ratelimit import RateLimiter, RequestBudget
+from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
 from linkdesk.store.queries import LinkQueries
+from linkdesk.webhooks.receiver import WebhookReceiver
+from linkdesk.webhooks.verify import JwksCache, WebhookVerifier
 
 __all__ = ["Services", "build_services"]
 
@@ -36,6 +42,12 @@ class Services:
     sessions: ConnectService
     discovery: DiscoveryService
     audit: AuditLog
+    health: HealthThresholds
+    jobs: JobQueue
+    budget: RequestBudget  # MoneyKit's limits, shared by the worker and the webhook receiver
+    webhooks: WebhookReceiver
+    worker: SyncWorker
+    customer_links: CustomerLinkService
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -57,14 +69,20 @@ def build_services(
     sleep: Callable[[float], None] | None = None,
     client: MoneyKitClient | None = None,
     migrate_schema: bool = True,
+    worker_id: str | None = None,
 ) -> Services:
     """Build settings, store, MoneyKit client and services.
 
     ``clock`` returns an aware UTC datetime and drives every timestamp, including the client's
     token expiry. ``migrate_schema`` brings the database to the latest migration (a no-op when it
-    is current).
+    is current). ``worker_id`` names this process's worker in claims and history.
     """
     settings = settings if settings is not None else Settings()
+    # Rate windows follow the injected clock (tests move time); the real one uses a monotonic
+    # clock, which wall-clock adjustments cannot disturb.
+    monotonic: Callable[[], float] = (
+        time.monotonic if clock is None else (lambda: clock().timestamp())  # type: ignore[misc]
+    )
     clock = clock or _utcnow
     closers: list[Callable[[], None]] = []
 
@@ -92,14 +110,64 @@ def build_services(
         closers.append(client.close)
 
     audit = AuditLog(store, clock=clock)
+    health = HealthThresholds.from_settings(settings)
+    sessions = ConnectService(
+        store=store, client=client, settings=settings, audit=audit, clock=clock
+    )
+    jobs = JobQueue(store, clock=clock, thresholds=health)
+    budget = RequestBudget.from_settings(settings, monotonic=monotonic)
+    # Background reads must not sit in the client's retry sleeps: a 429 or 5xx comes straight
+    # back and the job is rescheduled (Retry-After, backoff) while other links go ahead.
+    background_client = client.with_options(max_retries=0)
+    jwks = JwksCache.for_base_url(
+        settings.moneykit_base_url,
+        http_client=http_client,
+        clock=clock,
+        max_age=timedelta(hours=settings.jwks_cache_hours),
+        min_refetch=timedelta(seconds=settings.jwks_min_refetch_seconds),
+    )
+    closers.append(jwks.close)
+    verifier = WebhookVerifier(
+        jwks,
+        clock=clock,
+        issuer=settings.webhook_issuer,
+        max_age=timedelta(seconds=settings.webhook_max_age_seconds),
+        max_skew=timedelta(seconds=settings.webhook_max_skew_seconds),
+    )
+    webhooks = WebhookReceiver(
+        store=store,
+        verifier=verifier,
+        client=background_client,
+        jobs=jobs,
+        customer_tag_prefix=settings.customer_tag_prefix,
+        clock=clock,
+        budget=budget,
+    )
+    worker = SyncWorker(
+        store=store,
+        client=background_client,
+        settings=settings,
+        audit=audit,
+        clock=clock,
+        sleep=sleep,
+        budget=budget,
+        receiver=webhooks,
+        worker_id=worker_id,
+    )
+    customer_links = CustomerLinkService(
+        store=store,
+        sessions=sessions,
+        audit=audit,
+        settings=settings,
+        key=lambda: load_signing_key(settings),
+        clock=clock,
+    )
     return Services(
         settings=settings,
         store=store,
         client=client,
-        links=LinkQueries(store),
-        sessions=ConnectService(
-            store=store, client=client, settings=settings, audit=audit, clock=clock
-        ),
+        links=LinkQueries(store, clock=clock, thresholds=health),
+        sessions=sessions,
         discovery=DiscoveryService(
             store=store,
             client=client,
@@ -109,5 +177,11 @@ def build_services(
             limiter=RateLimiter(settings.sync_links_per_minute, sleep=sleep or time.sleep),
         ),
         audit=audit,
+        health=health,
+        jobs=jobs,
+        budget=budget,
+        webhooks=webhooks,
+        worker=worker,
+        customer_links=customer_links,
         _closers=closers,
     )

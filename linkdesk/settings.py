@@ -103,6 +103,231 @@ class Settings(BaseSettings):
         description="Links a sync reads per minute (two calls each; under MoneyKit's 600/min).",
     )
 
+    # -- link health ---------------------------------------------------------------------------
+    health_stuck_after_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=7 * 24 * 60,
+        validation_alias=_env("LINKDESK_HEALTH_STUCK_AFTER_MINUTES", "health_stuck_after_minutes"),
+        description=(
+            "Minutes a link may stay 'connecting' or 'awaiting_token_exchange' (counted from its "
+            "creation) before it is flagged as stuck."
+        ),
+    )
+    health_stale_after_hours: int = Field(
+        default=48,
+        ge=1,
+        le=90 * 24,
+        validation_alias=_env("LINKDESK_HEALTH_STALE_AFTER_HOURS", "health_stale_after_hours"),
+        description=(
+            "Hours without a successful data refresh (MoneyKit's products refreshed_at, else the "
+            "link's creation) after which a connected link is flagged as stale."
+        ),
+    )
+
+    # -- webhooks ------------------------------------------------------------------------------
+    webhook_issuer: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_WEBHOOK_ISSUER", "webhook_issuer"),
+        description=(
+            "Expected 'iss' claim of webhook signatures (https://api.moneykit.com in production); "
+            "empty: not checked."
+        ),
+    )
+    webhook_max_age_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        validation_alias=_env("LINKDESK_WEBHOOK_MAX_AGE_SECONDS", "webhook_max_age_seconds"),
+        description="Oldest accepted webhook signature ('iat'), in seconds.",
+    )
+    webhook_max_skew_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=300,
+        validation_alias=_env("LINKDESK_WEBHOOK_MAX_SKEW_SECONDS", "webhook_max_skew_seconds"),
+        description="How far in the future a webhook signature's 'iat' may be (clock skew).",
+    )
+    jwks_cache_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24,
+        validation_alias=_env("LINKDESK_JWKS_CACHE_HOURS", "jwks_cache_hours"),
+        description="How long MoneyKit's webhook signing keys (JWKS) are cached, in hours.",
+    )
+    jwks_min_refetch_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        validation_alias=_env("LINKDESK_JWKS_MIN_REFETCH_SECONDS", "jwks_min_refetch_seconds"),
+        description=(
+            "Minimum seconds between JWKS fetches caused by unknown key ids (stops forged kids "
+            "from making Linkdesk hammer MoneyKit)."
+        ),
+    )
+
+    # -- reconciliation worker -------------------------------------------------------------------
+    worker_link_interval_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=7 * 24 * 60,
+        validation_alias=_env(
+            "LINKDESK_WORKER_LINK_INTERVAL_MINUTES", "worker_link_interval_minutes"
+        ),
+        description="Minutes between two reads of a healthy link by the worker.",
+    )
+    worker_unhealthy_interval_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=24 * 60,
+        validation_alias=_env(
+            "LINKDESK_WORKER_UNHEALTHY_INTERVAL_MINUTES", "worker_unhealthy_interval_minutes"
+        ),
+        description="Minutes between two reads of a link that is not healthy (errors, stuck).",
+    )
+    worker_discovery_interval_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=7 * 24 * 60,
+        validation_alias=_env(
+            "LINKDESK_WORKER_DISCOVERY_INTERVAL_MINUTES", "worker_discovery_interval_minutes"
+        ),
+        description=(
+            "Minutes between two listings of every link (finds links made or deleted elsewhere)."
+        ),
+    )
+    worker_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        validation_alias=_env("LINKDESK_WORKER_POLL_SECONDS", "worker_poll_seconds"),
+        description="Longest pause of the worker between two rounds when nothing is due.",
+    )
+    worker_batch_size: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        validation_alias=_env("LINKDESK_WORKER_BATCH_SIZE", "worker_batch_size"),
+        description="Jobs one worker claims per round.",
+    )
+    worker_claim_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        validation_alias=_env("LINKDESK_WORKER_CLAIM_SECONDS", "worker_claim_seconds"),
+        description=(
+            "Lease of a claimed job; a worker that dies leaves its jobs to others after this long."
+        ),
+    )
+    worker_link_reads_per_link_per_minute: int = Field(
+        default=15,
+        ge=1,
+        le=1000,
+        validation_alias=_env(
+            "LINKDESK_WORKER_LINK_READS_PER_LINK_PER_MINUTE",
+            "worker_link_reads_per_link_per_minute",
+        ),
+        description="GET /links/{id} calls per link per minute (MoneyKit allows 15).",
+    )
+    worker_link_reads_per_minute: int = Field(
+        default=900,
+        ge=1,
+        le=100_000,
+        validation_alias=_env(
+            "LINKDESK_WORKER_LINK_READS_PER_MINUTE", "worker_link_reads_per_minute"
+        ),
+        description=(
+            "GET /links/{id} calls per minute for the whole app (MoneyKit allows 1000; the rest "
+            "is left to staff actions)."
+        ),
+    )
+    worker_account_reads_per_link_per_minute: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        validation_alias=_env(
+            "LINKDESK_WORKER_ACCOUNT_READS_PER_LINK_PER_MINUTE",
+            "worker_account_reads_per_link_per_minute",
+        ),
+        description="GET /links/{id}/accounts calls per link per minute (MoneyKit allows 4).",
+    )
+    worker_account_reads_per_minute: int = Field(
+        default=540,
+        ge=1,
+        le=100_000,
+        validation_alias=_env(
+            "LINKDESK_WORKER_ACCOUNT_READS_PER_MINUTE", "worker_account_reads_per_minute"
+        ),
+        description="GET /links/{id}/accounts calls per minute for the whole app (MoneyKit: 600).",
+    )
+    worker_list_pages_per_minute: int = Field(
+        default=540,
+        ge=1,
+        le=100_000,
+        validation_alias=_env(
+            "LINKDESK_WORKER_LIST_PAGES_PER_MINUTE", "worker_list_pages_per_minute"
+        ),
+        description="GET /links pages per minute for discovery (MoneyKit allows 600).",
+    )
+    worker_max_backoff_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        validation_alias=_env("LINKDESK_WORKER_MAX_BACKOFF_MINUTES", "worker_max_backoff_minutes"),
+        description="Longest wait before retrying a link after MoneyKit errors (5xx, timeouts).",
+    )
+
+    # -- relink and customer links ---------------------------------------------------------------
+    relink_lease_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=24 * 60,
+        validation_alias=_env("LINKDESK_RELINK_LEASE_MINUTES", "relink_lease_minutes"),
+        description=(
+            "How long a started relink reserves the link for its staff member (or customer link); "
+            "an abandoned reservation expires after this."
+        ),
+    )
+    customer_link_ttl_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 14,
+        validation_alias=_env("LINKDESK_CUSTOMER_LINK_TTL_HOURS", "customer_link_ttl_hours"),
+        description="Lifetime of a customer relink link, in hours (each link works once).",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SIGNING_KEY", "signing_key"),
+        description=(
+            "Secret for signing customer relink links (at least 32 characters). Unset: a random "
+            "key is created once in signing_key_file. Never logged or rendered."
+        ),
+    )
+    signing_key_file: str = Field(
+        default="var/signing.key",
+        validation_alias=_env("LINKDESK_SIGNING_KEY_FILE", "signing_key_file"),
+        description=(
+            "File holding the generated signing key when LINKDESK_SIGNING_KEY is unset (created "
+            "with owner-only permissions)."
+        ),
+    )
+    users: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_USERS", "users"),
+        description=(
+            'Local staff accounts as JSON: {"alice": {"role": "support", "password_sha256": '
+            '"<hex>"}}; roles viewer, support, admin. Never logged or rendered.'
+        ),
+    )
+    default_role: str = Field(
+        default="support",
+        validation_alias=_env("LINKDESK_DEFAULT_ROLE", "default_role"),
+        description=(
+            "Role given to an actor passed as a bare name (older callers without sign-in): "
+            "viewer, support or admin."
+        ),
+    )
+
     @classmethod
     def fields_documentation(cls) -> list[tuple[str, str]]:
         """(environment variable, description) for every field, for docs and their test."""

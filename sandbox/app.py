@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox import api, api_data, assets, connect_ui, controls
-from sandbox.bank import create_bank_app
+from sandbox.bank import create_bank_app, default_bank_url
 from sandbox.errors import (
     ConnectError,
     MoneyKitError,
@@ -29,13 +28,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # Unknown paths and wrong methods answer like MoneyKit's framework does: {"detail": ...}.
     assert isinstance(exc, HTTPException)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
-def default_bank_url(public_url: str) -> str:
-    """The bank origin next to ``public_url``: same host, port + 1."""
-    parts = urlsplit(public_url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{parts.hostname}:{port + 1}"
 
 
 def create_app(

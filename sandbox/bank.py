@@ -14,7 +14,7 @@ popup, as some real banks do.
 from __future__ import annotations
 
 import html
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +36,13 @@ button { flex: 1; height: 44px; border-radius: 10px; font-size: 1rem; cursor: po
 .allow { background: #0b3d91; color: #fff; border: none; }
 .deny { background: #fff; color: #0b3d91; border: 1px solid #0b3d91; }
 """
+
+
+def default_bank_url(public_url: str) -> str:
+    """The bank origin next to ``public_url``: same host, port + 1."""
+    parts = urlsplit(public_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port + 1}"
 
 
 def _page(title: str, body: str, *, status: int = 200, cut_opener: bool = False) -> Response:

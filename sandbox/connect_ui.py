@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.api import backend, base_url
+from sandbox.bank import default_bank_url
 from sandbox.errors import ConnectError
 from sandbox.institutions import Institution
 from sandbox.models import Account, LinkSession
@@ -103,8 +104,6 @@ def _bank_url(request: Request) -> str:
     configured: str | None = request.app.state.bank_url
     if configured:
         return configured
-    from sandbox.app import default_bank_url
-
     return default_bank_url(base_url(request))
 
 
@@ -171,11 +170,14 @@ async def finish_oauth(request: Request) -> Response:
 
 async def oauth_status(request: Request) -> Response:
     """Polled by a page waiting on the bank, to notice a flow finished in another window."""
-    _state, session = _session(request, allow_completed=True)
-    return JSONResponse(
-        {"answered": session.oauth_outcome is not None, "completed": session.status == "completed"},
-        headers={"Cache-Control": "no-store"},
-    )
+    state, session = _session(request, allow_completed=True)
+    completed = session.status == "completed"
+    body: dict[str, Any] = {"answered": session.oauth_outcome is not None, "completed": completed}
+    if completed:
+        body["completion"] = _completion(
+            request, state.connect_result(session), relink=session.is_relink
+        )
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 async def complete(request: Request) -> Response:

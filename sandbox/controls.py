@@ -5,6 +5,7 @@ Every control is listed in the README. They change the app instance's state only
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.api import backend, base_url
+from sandbox.errors import validation_error
 from sandbox.limits import FaultRule
 from sandbox.schemas import (
     ClockIn,
@@ -51,8 +53,6 @@ async def seed(request: Request) -> Response:
     state = backend(request)
     body = await parse_body(request, ResetIn)
     if body.seed is None:
-        from sandbox.errors import validation_error
-
         raise validation_error(["body", "seed"], "Field required", "missing")
     state.reset(seed=body.seed, demo_links=body.demo_links)
     return JSONResponse(_summary(state))
@@ -96,9 +96,7 @@ async def set_faults(request: Request) -> Response:
     body = await parse_body(request, FaultsIn)
     try:
         rules = [FaultRule(**rule.model_dump()) for rule in body.rules]
-    except Exception as exc:  # a bad regular expression
-        from sandbox.errors import validation_error
-
+    except re.error as exc:
         raise validation_error(["body", "rules"], f"Invalid pattern: {exc}", "value_error") from exc
     state.faults.configure(rules, body.seed)
     return JSONResponse(_faults_body(state))

@@ -60,7 +60,8 @@ RULES: tuple[LimitRule, ...] = (
     _rule("GET", f"/links/{_ID}/accounts/[^/]+", 15, 600),
     _rule("GET", f"/links/{_ID}/identity", 3, 600),
     # Not in MoneyKit's readable table: the conservative per-link/per-app default (§6.2).
-    _rule("GET", f"/links/{_ID}/transactions(/sync)?", 4, 600),
+    _rule("GET", f"/links/{_ID}/transactions", 4, 600),
+    _rule("GET", f"/links/{_ID}/transactions/sync", 4, 600),
     _rule("GET", f"/links/{_ID}/investments/.*", 4, 600),
     _rule("GET", "/users/[^/]+/.*", None, 600),
     _rule("POST", f"/webhooks/test/link/{_ID}", 4, 600),

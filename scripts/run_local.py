@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,14 @@ def main() -> int:
         if sandbox is not None:
             wait_until_healthy(f"{sandbox_url}/_sandbox/health", sandbox, timeout=60)
         (ROOT / "var").mkdir(exist_ok=True)
+        secrets = ROOT / ".streamlit" / "secrets.toml"
+        if not secrets.exists():
+            shutil.copyfile(ROOT / ".streamlit" / "secrets.example.toml", secrets)
+            print(
+                "==> Created .streamlit/secrets.toml with the local demo users "
+                "(admin / support / viewer; passwords in the README)",
+                flush=True,
+            )
         run_step("Upgrading the database", [sys.executable, "-m", "linkdesk", "migrate"], env)
         run_step(
             "Discovering links through the MoneyKit API",

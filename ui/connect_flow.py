@@ -9,12 +9,15 @@ which session is open and the outcome to show.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import streamlit as st
 
 from components.moneykit_connect import moneykit_connect
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import ApplyOutcome, StartedSession
-from ui.wiring import current_actor, get_services, theme_is_dark
+from ui.auth import require_actor
+from ui.wiring import get_services, theme_is_dark
 
 
 def _active_key(slot: str) -> str:
@@ -40,24 +43,31 @@ def clear(slot: str) -> None:
     st.session_state.pop(_result_key(slot), None)
 
 
+def mount_connect(
+    started: StartedSession, *, color_scheme: Literal["light", "dark"]
+) -> list[dict[str, Any]]:
+    """Mount Connect for a started session and return its event log so far."""
+    return moneykit_connect(
+        mode=started.mode,
+        session_id=started.session_id,
+        connect_host=get_services().settings.moneykit_connect_host,
+        link_session_token=started.link_session_token,
+        color_scheme=color_scheme,
+        key=f"moneykit-connect-{started.session_id}",
+    )
+
+
 def render(slot: str) -> ApplyOutcome | None:
     """Mount Connect for the slot's open session, apply what it reported, show the outcome."""
     services = get_services()
     started: StartedSession | None = st.session_state.get(_active_key(slot))
     if started is not None:
-        log = moneykit_connect(
-            mode=started.mode,
-            session_id=started.session_id,
-            connect_host=services.settings.moneykit_connect_host,
-            link_session_token=started.link_session_token,
-            color_scheme="dark" if theme_is_dark() else "light",
-            key=f"moneykit-connect-{started.session_id}",
-        )
+        log = mount_connect(started, color_scheme="dark" if theme_is_dark() else "light")
         outcome: ApplyOutcome | None = None
         if log:
             try:
                 outcome = services.sessions.apply_log(
-                    started.session_id, log, actor=current_actor()
+                    started.session_id, log, actor=require_actor()
                 )
             except MoneyKitError as error:
                 st.error(f"MoneyKit could not complete this step: {error.user_message}")

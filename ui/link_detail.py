@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from linkdesk.auth import Permission
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import LeaseHeld, LinkNotFound, RelinkNotNeeded
 from linkdesk.store.queries import Health, LinkDetail
 from ui import connect_flow
+from ui.auth import require_actor
 from ui.render import error_label, health_label, institution_card_html
-from ui.wiring import current_actor, get_services, theme_is_dark
+from ui.wiring import get_services, theme_is_dark
 
 
 def render_link_detail(link_id: str) -> None:
@@ -114,15 +116,18 @@ def _relink_action(detail: LinkDetail) -> None:
     services = get_services()
     row = detail.row
     slot = f"relink-{row.link_id}"
+    actor = require_actor()
     if row.health is Health.NEEDS_RELINK and not connect_flow.is_open(slot):
         st.error(
             f"This link needs the customer: {error_label(row.error_code)}. "
             "Relink opens MoneyKit Connect for this same link.",
             icon="🔴",
         )
-        if st.button("Relink", type="primary", key=f"relink-button-{row.link_id}"):
+        if not actor.can(Permission.RELINK):
+            st.caption("A support agent can relink it; your role can only look.")
+        elif st.button("Relink", type="primary", key=f"relink-button-{row.link_id}"):
             try:
-                started = services.sessions.start_relink(link_id=row.link_id, actor=current_actor())
+                started = services.sessions.start_relink(link_id=row.link_id, actor=actor)
             except RelinkNotNeeded:
                 st.info("This link no longer needs a relink.")
             except LeaseHeld as held:

@@ -18,11 +18,6 @@ def get_services() -> Services:
     return build_services()
 
 
-def current_actor() -> str:
-    """The staff user on whose behalf actions are taken and audited."""
-    return get_services().settings.staff_user
-
-
 def theme_is_dark() -> bool:
     # st.context.theme.type is None before the browser has reported its theme (and in AppTest).
     return st.context.theme.type == "dark"

@@ -7,6 +7,7 @@ exponential backoff that honours ``Retry-After``.
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import enum
 import logging
@@ -266,6 +267,7 @@ class MoneyKitClient:
         data: Mapping[str, str] | None = None,
         authenticated: bool = True,
         retry: _Retry = _Retry.ALWAYS,
+        retry_rate_limit: bool = True,
     ) -> httpx.Response:
         url = self.base_url + path
         retries_taken = 0
@@ -317,7 +319,10 @@ class MoneyKitClient:
                 response.close()
                 self.invalidate_token(token)
                 continue
-            if retries_taken < self.max_retries and self._status_retryable(response, retry):
+            retryable = self._status_retryable(response, retry) and (
+                retry_rate_limit or response.status_code != 429
+            )
+            if retries_taken < self.max_retries and retryable:
                 delay = self._retry_delay(retries_taken, response.headers)
                 logger.debug(
                     "moneykit: %s %s -> %s, retrying in %.2f s",
@@ -473,6 +478,33 @@ class MoneyKitClient:
         return self._parse(
             self._send("GET", f"/links/{_quote(link_id)}/accounts"), AccountsResponse
         )
+
+    def refresh_products(self, link_id: str, products: Sequence[str]) -> None:
+        """``POST /links/{id}/products`` (202): ask MoneyKit to fetch fresh data asynchronously.
+
+        Not retried on 429: refreshes are limited per link per hour or day, and some banks only
+        allow them in certain hours, so waiting a few seconds would not help.
+        """
+        if not products:
+            raise ValueError("name at least one product to refresh.")
+        self._send(
+            "POST",
+            f"/links/{_quote(link_id)}/products",
+            json={"products": list(products)},
+            retry=_Retry.UNSENT_ONLY,
+            retry_rate_limit=False,
+        ).close()
+
+    def with_options(self, *, max_retries: int | None = None) -> MoneyKitClient:
+        """A client sharing this one's connection pool, with other options (e.g. no retries)."""
+        other = copy.copy(self)
+        other._owns_http = False
+        other._token_lock = threading.Lock()
+        if max_retries is not None:
+            if not isinstance(max_retries, int) or max_retries < 0:
+                raise TypeError("max_retries must be an int >= 0; pass 0 to turn retries off.")
+            other.max_retries = max_retries
+        return other
 
     def reset_link(self, link_id: str) -> Link:
         """``POST /links/{id}/reset`` (sandbox only): forces the link to need a relink."""

@@ -21,9 +21,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from linkdesk.auth import Actor, Permission, as_actor, require
 from linkdesk.connect_log import LogEntry, new_entries, terminal_entry
+from linkdesk.health import Health, link_health
 from linkdesk.moneykit.client import MoneyKitClient
-from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError
+from linkdesk.moneykit.errors import (
+    GoneError,
+    MoneyKitError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.errors import (
     InvalidCustomerId,
@@ -37,7 +46,7 @@ from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
-from linkdesk.store.queries import Health, LinkQueries, SessionRow, link_health, session_row
+from linkdesk.store.queries import LinkQueries, SessionRow, session_row
 from linkdesk.store.repository import mark_link_deleted
 
 __all__ = [
@@ -51,6 +60,9 @@ __all__ = [
 Outcome = Literal["pending", "success", "exit", "failed"]
 
 DEFAULT_LEASE_TTL = timedelta(minutes=15)
+# Products a relink asks MoneyKit to refresh at once (the ones staff look at first); others wait
+# for their normal schedule, since refreshes are limited per link and per day.
+REFRESH_AFTER_RELINK = ("accounts", "transactions")
 # A completion (exchange + reads) takes seconds; one claimed this long ago was interrupted.
 STALE_COMPLETION = timedelta(minutes=5)
 SOURCE_TAG = "source:linkdesk"
@@ -152,14 +164,14 @@ class ConnectService:
         settings: Settings,
         audit: AuditLog,
         clock: Callable[[], datetime] | None = None,
-        lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+        lease_ttl: timedelta | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._settings = settings
         self._audit = audit
         self._clock = clock or _utcnow
-        self._lease_ttl = lease_ttl
+        self._lease_ttl = lease_ttl or timedelta(minutes=settings.relink_lease_minutes)
         self._queries = LinkQueries(store)
         self._ingestor = LinkIngestor(
             store=store,
@@ -173,6 +185,9 @@ class ConnectService:
     def _customer_tag(self, customer_id: str) -> str:
         return f"{self._settings.customer_tag_prefix}{customer_id}"
 
+    def _actor(self, actor: Actor | str) -> Actor:
+        return as_actor(actor, self._settings.default_role)
+
     def _record_start(
         self,
         *,
@@ -180,11 +195,13 @@ class ConnectService:
         mode: str,
         customer_id: str | None,
         link_id: str | None,
-        actor: str,
+        actor: Actor | str,
         token: str | None,
         error: MoneyKitError | None,
+        reason: str | None = None,
     ) -> None:
         now = self._clock()
+        actor_name = actor.name if isinstance(actor, Actor) else actor
         with self._store.write() as session:
             session.add(
                 ConnectSession(
@@ -192,7 +209,7 @@ class ConnectService:
                     mode=mode,
                     customer_id=customer_id,
                     link_id=link_id,
-                    started_by=actor,
+                    started_by=actor_name,
                     started_at=now,
                     outcome="failed" if error else "pending",
                     failure_message=error.user_message if error else None,
@@ -208,12 +225,20 @@ class ConnectService:
                 link_id=link_id,
                 customer_id=customer_id,
                 detail=str(error) if error else f"session {session_id}",
+                reason=reason,
             )
             if error is not None and link_id is not None:
                 self._release_lease(session, link_id, session_id)
 
-    def start_link(self, *, customer_external_id: str, actor: str) -> StartedSession:
-        """Create a MoneyKit link session for a new link of ``customer_external_id``."""
+    def start_link(
+        self, *, customer_external_id: str, actor: Actor | str, reason: str | None = None
+    ) -> StartedSession:
+        """Create a MoneyKit link session for a new link of ``customer_external_id``.
+
+        Needs the ``link.start`` permission (support or admin).
+        """
+        actor = self._actor(actor)
+        require(actor, Permission.START_LINK)
         customer_id = (customer_external_id or "").strip()
         if not _CUSTOMER_ID.fullmatch(customer_id):
             raise InvalidCustomerId(
@@ -236,6 +261,7 @@ class ConnectService:
                 actor=actor,
                 token=None,
                 error=exc,
+                reason=reason,
             )
             raise
         self._record_start(
@@ -246,24 +272,63 @@ class ConnectService:
             actor=actor,
             token=created.link_session_token,
             error=None,
+            reason=reason,
         )
         return StartedSession(
             session_id=session_id, link_session_token=created.link_session_token, mode="link"
         )
 
-    def _take_lease(self, link_id: str, actor: str, session_id: str) -> None:
+    def _take_lease(self, link_id: str, holder: str, session_id: str) -> None:
+        """Reserve ``link_id`` for ``holder``, atomically in the database.
+
+        Two statements, each decided by the database rather than by a read beforehand: an
+        INSERT that only succeeds when nobody holds the link, then an UPDATE that only succeeds
+        when the existing lease has expired or is the holder's own. Two processes racing for
+        the same link cannot both win.
+        """
         now = self._clock()
+        values = {
+            "link_id": link_id,
+            "holder": holder[:200],
+            "session_id": session_id,
+            "acquired_at": now,
+            "expires_at": now + self._lease_ttl,
+        }
         with self._store.write() as session:
+            if self._insert_lease(session, values):
+                return
+            won = session.execute(
+                sa.update(RelinkLease)
+                .where(
+                    RelinkLease.link_id == link_id,
+                    sa.or_(RelinkLease.expires_at <= now, RelinkLease.holder == values["holder"]),
+                )
+                .values(**{k: v for k, v in values.items() if k != "link_id"})
+            )
+            if won.rowcount == 1:  # type: ignore[attr-defined]
+                return
             lease = session.get(RelinkLease, link_id)
-            if lease is not None and lease.expires_at > now and lease.holder != actor:
-                raise LeaseHeld(link_id, lease.holder, lease.expires_at)
-            if lease is None:
-                lease = RelinkLease(link_id=link_id)
-                session.add(lease)
-            lease.holder = actor
-            lease.session_id = session_id
-            lease.acquired_at = now
-            lease.expires_at = now + self._lease_ttl
+            if lease is None:  # pragma: no cover - released between the two statements
+                raise LeaseHeld(link_id, "someone else", now + self._lease_ttl)
+            raise LeaseHeld(link_id, lease.holder, lease.expires_at)
+
+    @staticmethod
+    def _insert_lease(session: Session, values: dict[str, Any]) -> bool:
+        dialect = session.get_bind().dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            stmt = (
+                insert(RelinkLease)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["link_id"])
+            )
+            return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+        try:
+            with session.begin_nested():
+                session.add(RelinkLease(**values))
+            return True
+        except sa.exc.IntegrityError:
+            return False
 
     @staticmethod
     def _release_lease(session: Session, link_id: str, session_id: str) -> None:
@@ -273,12 +338,30 @@ class ConnectService:
             )
         )
 
-    def start_relink(self, *, link_id: str, actor: str) -> StartedSession:
+    def start_relink(
+        self, *, link_id: str, actor: Actor | str, reason: str | None = None
+    ) -> StartedSession:
         """Create a link session that repairs ``link_id``.
 
-        The link is re-read from MoneyKit first, so a link that has meanwhile recovered is not
-        sent through Connect again. Raises ``RelinkNotNeeded`` unless the link needs the
-        customer, and ``LeaseHeld`` while another staff member is relinking it.
+        Needs the ``link.relink`` permission (support or admin). The link is re-read from
+        MoneyKit first, so a link that has meanwhile recovered is not sent through Connect
+        again. Raises ``RelinkNotNeeded`` unless the link needs the customer, and ``LeaseHeld``
+        while someone else is relinking it. ``reason`` (typed by the agent) goes to the audit.
+        """
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK)
+        return self.start_relink_as(link_id=link_id, actor=actor, holder=actor.name, reason=reason)
+
+    def start_relink_as(
+        self,
+        *,
+        link_id: str,
+        actor: Actor | str,
+        holder: str,
+        reason: str | None = None,
+    ) -> StartedSession:
+        """:meth:`start_relink` without the role check, for callers that authorised it already
+        (a customer redeeming a signed relink link). ``holder`` names the lease holder.
         """
         with self._store.read() as session:
             stored = session.get(Link, link_id)
@@ -300,6 +383,7 @@ class ConnectService:
                     link_id=link_id,
                     customer_id=stored_customer,
                     detail=f"link is gone at MoneyKit: {exc}",
+                    reason=reason,
                 )
             raise RelinkNotNeeded(link_id, Health.DELETED.value, "deleted", None) from exc
         result = self._ingestor.ingest(
@@ -319,11 +403,24 @@ class ConnectService:
                 link_id=link_id,
                 customer_id=customer_id,
                 detail=f"link is {health.value} ({live.state}/{live.error_code or '-'})",
+                reason=reason,
             )
             raise RelinkNotNeeded(link_id, health.value, live.state, live.error_code)
 
         session_id = uuid.uuid4().hex
-        self._take_lease(link_id, actor, session_id)
+        try:
+            self._take_lease(link_id, holder, session_id)
+        except LeaseHeld as held:
+            self._audit.record(
+                actor=actor,
+                action="connect.start_relink",
+                outcome="refused",
+                link_id=link_id,
+                customer_id=customer_id,
+                detail=f"{held.holder} is relinking it",
+                reason=reason,
+            )
+            raise
         # MoneyKit replaces a relinked link's webhook and tags with what this request carries
         # (removing them if absent), so the link's current ones are sent again.
         tags = list(live.all_tags)
@@ -348,6 +445,7 @@ class ConnectService:
                 actor=actor,
                 token=None,
                 error=exc,
+                reason=reason,
             )
             raise
         self._record_start(
@@ -358,6 +456,7 @@ class ConnectService:
             actor=actor,
             token=created.link_session_token,
             error=None,
+            reason=reason,
         )
         return StartedSession(
             session_id=session_id,
@@ -378,8 +477,9 @@ class ConnectService:
             ).scalar_one()
             return session_row(row, int(count))
 
-    def latest_pending_session(self, *, actor: str) -> SessionRow | None:
+    def latest_pending_session(self, *, actor: Actor | str) -> SessionRow | None:
         """The newest unfinished session ``actor`` started (for the OAuth return page)."""
+        actor = actor.name if isinstance(actor, Actor) else actor
         with self._store.read() as session:
             row = session.scalars(
                 sa.select(ConnectSession)
@@ -434,13 +534,27 @@ class ConnectService:
         return inserted, fresh.gaps
 
     def apply_log(
-        self, session_id: str, entries: Iterable[object] | None, *, actor: str
+        self, session_id: str, entries: Iterable[object] | None, *, actor: Actor | str
     ) -> ApplyOutcome:
         """Store new log entries and, once per session, act on its end (exchange, relink, exit).
 
         ``entries`` is the component's cumulative log as received; malformed entries and
-        entries of other sessions are ignored.
+        entries of other sessions are ignored. Finishing a session needs the permission that
+        starting it needed (``link.start`` or ``link.relink``).
         """
+        actor = self._actor(actor)
+        with self._store.read() as session:
+            row = session.get(ConnectSession, session_id)
+            if row is None:
+                raise UnknownSession(session_id)
+            mode = row.mode
+        require(actor, Permission.RELINK if mode == "relink" else Permission.START_LINK)
+        return self.apply_log_as(session_id, entries, actor=actor)
+
+    def apply_log_as(
+        self, session_id: str, entries: Iterable[object] | None, *, actor: Actor | str
+    ) -> ApplyOutcome:
+        """:meth:`apply_log` without the role check (the customer-link flow authorised it)."""
         entries = list(entries or [])
         new, gaps = self._persist(session_id, entries)
         self._fail_if_interrupted(session_id, actor)
@@ -457,7 +571,7 @@ class ConnectService:
                 self._finish_relink(session_id, final, actor)
         return self._outcome(session_id, new, gaps)
 
-    def _fail_if_interrupted(self, session_id: str, actor: str) -> None:
+    def _fail_if_interrupted(self, session_id: str, actor: Actor | str) -> None:
         """Close a session whose finisher stopped half-way (process killed during the exchange).
 
         Without this the session would say "finishing" forever; the link itself, if MoneyKit
@@ -551,7 +665,7 @@ class ConnectService:
         self,
         session_id: str,
         *,
-        actor: str,
+        actor: Actor | str,
         action: str,
         outcome: Outcome,
         audit_outcome: str,
@@ -588,7 +702,7 @@ class ConnectService:
             if row.mode == "relink" and row.link_id:
                 self._release_lease(session, row.link_id, session_id)
 
-    def _finish_exit(self, session_id: str, entry: LogEntry, actor: str) -> None:
+    def _finish_exit(self, session_id: str, entry: LogEntry, actor: Actor | str) -> None:
         if self._claim(session_id) is None:
             return
         error = entry.data.get("error")
@@ -614,7 +728,7 @@ class ConnectService:
             exit_fields=exit_fields,
         )
 
-    def _finish_success(self, session_id: str, entry: LogEntry, actor: str) -> None:
+    def _finish_success(self, session_id: str, entry: LogEntry, actor: Actor | str) -> None:
         claimed = self._claim(session_id)
         if claimed is None:
             return
@@ -672,7 +786,23 @@ class ConnectService:
             exchanged=True,
         )
 
-    def _finish_relink(self, session_id: str, entry: LogEntry, actor: str) -> None:
+    def _refresh_after_relink(self, link_id: str) -> str:
+        """Ask MoneyKit to fetch fresh data now; a refusal is noted, never fatal.
+
+        429 (refresh limits or the bank's refresh window), 422 (link not ready yet) and 403
+        (product not on the link) are expected answers here.
+        """
+        try:
+            self._client.refresh_products(link_id, REFRESH_AFTER_RELINK)
+        except RateLimitError:
+            return "refresh not possible now (rate limited)"
+        except (UnprocessableEntityError, PermissionDeniedError) as exc:
+            return f"refresh refused ({exc.error_code or exc.status_code})"
+        except MoneyKitError as exc:
+            return f"refresh failed: {exc}"
+        return "refresh requested"
+
+    def _finish_relink(self, session_id: str, entry: LogEntry, actor: Actor | str) -> None:
         claimed = self._claim(session_id)
         if claimed is None:
             return
@@ -680,8 +810,10 @@ class ConnectService:
         link_id = claimed.link_id or (reported if isinstance(reported, str) and reported else None)
         detail = "relink completed in Connect"
         if link_id:
+            detail += "; " + self._refresh_after_relink(link_id)
             fetched_at = self._clock()
             try:
+                # Verify instead of trusting Connect: the state MoneyKit reports now is stored.
                 link = self._client.get_link(link_id)
                 self._ingestor.ingest(
                     link,

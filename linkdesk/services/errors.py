@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-
-class ServiceError(Exception):
-    """Root of the service-layer errors; ``str()`` is a sentence safe to show staff."""
+from linkdesk.errors import ServiceError
 
 
 class LinkNotFound(ServiceError):
@@ -45,3 +43,18 @@ class UnknownSession(ServiceError):
 class InvalidCustomerId(ServiceError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Invalid customer id: {reason}")
+
+
+class LinkExpired(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("This relink link has expired. Ask support for a new one.")
+
+
+class LinkAlreadyUsed(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("This relink link has already been used. Ask support for a new one.")
+
+
+class LinkTampered(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("This relink link is not valid.")

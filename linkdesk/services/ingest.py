@@ -84,10 +84,14 @@ class LinkIngestor:
         fetched_at: datetime,
         customer_id: str | None = None,
         created_at: datetime | None = None,
+        read_accounts: bool = True,
     ) -> IngestResult:
-        """Fetch accounts and institution for ``link`` and store everything in one transaction."""
+        """Fetch accounts and institution for ``link`` and store everything in one transaction.
+
+        ``read_accounts=False`` keeps the stored accounts (the caller is out of accounts budget).
+        """
         customer = customer_id or customer_from_tags(link.all_tags, self._prefix)
-        accounts, accounts_error = self._accounts(link)
+        accounts, accounts_error = self._accounts(link) if read_accounts else (None, None)
         institution = None
         if fetcher.first_store(link.institution_id):
             institution = fetcher.data(

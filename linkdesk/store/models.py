@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -28,16 +29,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Account",
     "AuditEntry",
+    "AuditLogIsAppendOnly",
     "Base",
     "ConnectEvent",
     "ConnectSession",
     "Customer",
+    "CustomerLinkToken",
     "Institution",
     "Link",
     "LinkStateChange",
     "RelinkLease",
+    "SyncAttempt",
+    "SyncJob",
     "UTCDateTime",
     "WebhookDelivery",
+    "WebhookEvent",
+    "WorkerState",
 ]
 
 # Named constraints keep migrations reproducible across SQLite and PostgreSQL.
@@ -54,6 +61,10 @@ def _utcnow() -> datetime:
     # A Python-side default for code that builds rows directly (fixtures, scripts); services
     # always pass their injected clock's time explicitly.
     return datetime.now(UTC)
+
+
+class AuditLogIsAppendOnly(RuntimeError):
+    """Raised when code tries to change or remove an audit entry."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -133,6 +144,10 @@ class Link(Base):
     products_refreshed_at: Mapped[datetime | None]
     discovered_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    # How recent the stored state is: the time it was read from MoneyKit, or the timestamp of
+    # the webhook it came from. An event older than this never overwrites the state.
+    state_as_of: Mapped[datetime | None]
+    last_webhook_at: Mapped[datetime | None]
 
     __table_args__ = (
         # Each filter of the Links page, followed by the default sort key, so a filtered page is
@@ -239,25 +254,80 @@ class AuditEntry(Base):
     customer_id: Mapped[str | None] = mapped_column(String(150))
     outcome: Mapped[str] = mapped_column(String(30))
     detail: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(String(20))
+    # The reason the staff member typed (why they relinked, why they sent a customer link).
+    reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_audit_log_at", "at"),
         Index("ix_audit_log_link_at", "link_id", "at"),
+        Index("ix_audit_log_actor_at", "actor", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
+        Index("ix_audit_log_customer_at", "customer_id", "at"),
     )
 
 
+@event.listens_for(AuditEntry, "before_update")
+def _refuse_audit_update(*_args: Any) -> None:
+    # The database refuses too (triggers); failing here gives a clear error before any SQL.
+    raise AuditLogIsAppendOnly("audit_log is append-only: entries cannot be changed")
+
+
+@event.listens_for(AuditEntry, "before_delete")
+def _refuse_audit_delete(*_args: Any) -> None:
+    raise AuditLogIsAppendOnly("audit_log is append-only: entries cannot be removed")
+
+
 class WebhookDelivery(Base):
+    """Every webhook request received, whatever its verdict (evidence for support)."""
+
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    delivery_token: Mapped[str] = mapped_column(String(200), unique=True)
+    # Not unique: every attempt of a delivery is recorded, duplicates included.
+    delivery_token: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(default=_utcnow)
     event: Mapped[str | None] = mapped_column(String(60))
     link_id: Mapped[str | None] = mapped_column(String(200))
-    verdict: Mapped[str] = mapped_column(String(30))
+    verdict: Mapped[str] = mapped_column(String(30))  # accepted | duplicate | rejected
+    # Only verified payloads are kept; a forged body is never stored.
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(40))
+    event_timestamp: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_webhook_deliveries_received", "received_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_received", "received_at"),
+        Index("ix_webhook_deliveries_delivery_token", "delivery_token"),
+        Index("ix_webhook_deliveries_link_received", "link_id", "received_at"),
+    )
+
+
+class WebhookEvent(Base):
+    """A verified event, once per idempotency key: the durable queue of work to apply."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    delivery_token: Mapped[str | None] = mapped_column(String(200), unique=True)
+    event: Mapped[str] = mapped_column(String(60))
+    link_id: Mapped[str] = mapped_column(String(200))
+    webhook_timestamp: Mapped[datetime]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    # pending | applied | stale_ignored | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None]
+    applied_at: Mapped[datetime | None]
+    detail: Mapped[str | None] = mapped_column(String(300))
+
+    __table_args__ = (
+        Index("ix_webhook_events_status_ts", "status", "webhook_timestamp", "id"),
+        Index("ix_webhook_events_link", "link_id", "webhook_timestamp"),
+    )
 
 
 class RelinkLease(Base):
@@ -270,3 +340,83 @@ class RelinkLease(Base):
     session_id: Mapped[str] = mapped_column(String(64))
     acquired_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class SyncJob(Base):
+    """The worker's durable queue: one row per link (``link:<id>``) plus ``discovery``.
+
+    A job is claimed by setting ``claimed_by``/``claimed_until`` with a conditional UPDATE; a
+    worker that dies leaves the claim to expire, and another worker retakes the job.
+    """
+
+    __tablename__ = "sync_jobs"
+
+    id: Mapped[str] = mapped_column(String(220), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # link | discovery
+    link_id: Mapped[str | None] = mapped_column(String(200))
+    due_at: Mapped[datetime]
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_run_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (
+        Index("ix_sync_jobs_due", "due_at", "priority"),
+        Index("ix_sync_jobs_link", "link_id"),
+    )
+
+
+class SyncAttempt(Base):
+    """History: one row per job run (for the dashboard's worker panel and link timeline)."""
+
+    __tablename__ = "sync_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    link_id: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(default=_utcnow)
+    # ok | error | rate_limited | deleted | skipped
+    outcome: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        Index("ix_sync_attempts_at", "at"),
+        Index("ix_sync_attempts_link_at", "link_id", "at"),
+    )
+
+
+class WorkerState(Base):
+    """Small named facts about the worker (pause switch, last round), shared by all workers."""
+
+    __tablename__ = "worker_state"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
+class CustomerLinkToken(Base):
+    """A relink link sent to a customer. Only a hash of the token is kept."""
+
+    __tablename__ = "customer_link_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    link_id: Mapped[str] = mapped_column(String(200))
+    customer_id: Mapped[str | None] = mapped_column(String(150))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    used_at: Mapped[datetime | None]
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(20))
+
+    __table_args__ = (Index("ix_customer_link_tokens_link", "link_id", "created_at"),)

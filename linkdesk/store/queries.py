@@ -10,24 +10,43 @@ import base64
 import binascii
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
+from linkdesk.health import (
+    RELINK_ERRORS,
+    STUCK_STATES,
+    WAIT_ERRORS,
+    Health,
+    HealthThresholds,
+    assess,
+    health_case,
+    health_condition,
+    health_condition_at,
+    link_health,
+)
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     Account,
     AuditEntry,
     ConnectEvent,
     ConnectSession,
+    CustomerLinkToken,
     Institution,
     Link,
     LinkStateChange,
+    RelinkLease,
+    SyncAttempt,
+    SyncJob,
+    WebhookDelivery,
+    WebhookEvent,
+    WorkerState,
 )
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
@@ -37,8 +56,11 @@ __all__ = [
     "WAIT_ERRORS",
     "AccountRow",
     "AuditRow",
+    "CustomerLinkRow",
     "CustomerRow",
+    "DeliveryRow",
     "Health",
+    "HealthThresholds",
     "InstitutionRow",
     "InvalidCursor",
     "LinkDetail",
@@ -47,74 +69,16 @@ __all__ = [
     "LinkQueries",
     "LinkRow",
     "LinkSort",
+    "RelinkInProgress",
     "SessionRow",
     "StateChangeRow",
+    "SyncAttemptRow",
+    "WorkerStatus",
     "health_condition",
     "link_health",
 ]
 
 MAX_PAGE_SIZE = 1000
-
-# Errors the customer has to fix by going through Connect again (protocol doc §4.2).
-RELINK_ERRORS = frozenset(
-    {
-        "auth_expired",
-        "invalid_credentials",
-        "user_input_incorrect",
-        "user_oauth_denied",
-        "user_setup_required",
-        "incomplete",
-    }
-)
-# Errors on MoneyKit's, the provider's or the bank's side: waiting is the fix.
-WAIT_ERRORS = frozenset({"institution_error", "provider_error", "system_error"})
-# A link should not stay here: the user is gone or our exchange was lost.
-STUCK_STATES = frozenset({"connecting", "awaiting_token_exchange"})
-
-
-class Health(enum.StrEnum):
-    HEALTHY = "healthy"
-    NEEDS_RELINK = "needs_relink"
-    WAIT = "wait"
-    STUCK = "stuck"
-    DELETED = "deleted"
-    # Errors that neither a relink nor waiting repairs (user_error, no_accounts, unknown codes).
-    ATTENTION = "attention"
-
-
-def link_health(state: str, error_code: str | None) -> Health:
-    """What staff should do about a link, from its state and error code."""
-    if state == "deleted":
-        return Health.DELETED
-    if state in STUCK_STATES:
-        return Health.STUCK
-    if state == "connected":
-        return Health.HEALTHY
-    if state == "error" and error_code in RELINK_ERRORS:
-        return Health.NEEDS_RELINK
-    if state == "error" and error_code in WAIT_ERRORS:
-        return Health.WAIT
-    return Health.ATTENTION
-
-
-def health_condition(health: Health) -> ColumnElement[bool]:
-    """SQL twin of :func:`link_health` for filtering."""
-    state, error = Link.state, Link.error_code
-    if health is Health.DELETED:
-        return state == "deleted"
-    if health is Health.STUCK:
-        return state.in_(sorted(STUCK_STATES))
-    if health is Health.HEALTHY:
-        return state == "connected"
-    if health is Health.NEEDS_RELINK:
-        return sa.and_(state == "error", error.in_(sorted(RELINK_ERRORS)))
-    if health is Health.WAIT:
-        return sa.and_(state == "error", error.in_(sorted(WAIT_ERRORS)))
-    known = sorted(RELINK_ERRORS | WAIT_ERRORS)
-    return sa.and_(
-        state.notin_(["deleted", "connected", *sorted(STUCK_STATES)]),
-        sa.or_(state != "error", error.is_(None), error.notin_(known)),
-    )
 
 
 class LinkSort(enum.StrEnum):
@@ -162,6 +126,10 @@ class LinkRow:
     last_synced_at: datetime | None
     products_refreshed_at: datetime | None
     updated_at: datetime
+    # Why the row has its health: an error code, stuck_<state>, stale… (a PLAYBOOKS key when one
+    # exists, see linkdesk.health.playbook_for).
+    health_reason: str = ""
+    last_webhook_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +188,84 @@ class AuditRow:
     customer_id: str | None
     outcome: str
     detail: str | None
+    role: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelinkInProgress:
+    """Someone (a staff member, or a customer through a relink link) is relinking this link."""
+
+    link_id: str
+    holder: str
+    since: datetime
+    expires_at: datetime
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncAttemptRow:
+    at: datetime
+    link_id: str | None
+    kind: str
+    outcome: str
+    error: str | None
+    duration_ms: int
+    worker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """Progress and lag of the reconciliation worker, for the dashboard."""
+
+    now: datetime
+    last_run_at: datetime | None
+    last_run_by: str | None
+    paused: bool
+    jobs_total: int
+    jobs_due: int
+    jobs_claimed: int
+    oldest_due_at: datetime | None
+    links_synced_last_hour: int
+    errors_last_hour: int
+    rate_limited_last_hour: int
+    last_error: str | None
+    last_discovery_at: datetime | None
+    webhooks_pending: int
+
+    @property
+    def lag(self) -> timedelta:
+        """How long the most overdue job has been waiting (zero when nothing is due)."""
+        if self.oldest_due_at is None:
+            return timedelta(0)
+        return max(self.now - self.oldest_due_at, timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: int
+    received_at: datetime
+    delivery_token: str | None
+    attempt: int | None
+    event: str | None
+    link_id: str | None
+    verdict: str
+    reason: str | None
+    event_timestamp: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLinkRow:
+    id: str
+    link_id: str
+    customer_id: str | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +297,8 @@ class LinkDetail:
     state_changes: list[StateChangeRow] = field(default_factory=list)
     sessions: list[SessionRow] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
+    relink_in_progress: RelinkInProgress | None = None
+    sync_attempts: list[SyncAttemptRow] = field(default_factory=list)
 
 
 # -- keyset machinery ----------------------------------------------------------------------
@@ -327,21 +375,38 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class LinkQueries:
-    def __init__(self, store: Store) -> None:
+    """Read side. ``clock`` and ``thresholds`` decide the time-dependent verdicts (stuck, stale)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        thresholds: HealthThresholds | None = None,
+    ) -> None:
         self._store = store
+        self._clock = clock or _utcnow
+        self._thresholds = thresholds or HealthThresholds()
+
+    @property
+    def thresholds(self) -> HealthThresholds:
+        return self._thresholds
 
     # -- links -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _where(filters: LinkFilters) -> list[ColumnElement[bool]]:
+    def _where(self, filters: LinkFilters, now: datetime) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
         if filters.state:
             where.append(Link.state == filters.state)
         if filters.error_code:
             where.append(Link.error_code == filters.error_code)
         if filters.health is not None:
-            where.append(health_condition(Health(filters.health)))
+            where.append(health_condition_at(Health(filters.health), now, self._thresholds))
         if filters.institution_id:
             where.append(Link.institution_id == filters.institution_id)
         if filters.customer:
@@ -362,8 +427,16 @@ class LinkQueries:
             )
         return where
 
-    @staticmethod
-    def _row(link: Link, institution: Institution) -> LinkRow:
+    def _row(self, link: Link, institution: Institution, now: datetime) -> LinkRow:
+        verdict = assess(
+            link.state,
+            link.error_code,
+            now=now,
+            created_at=link.created_at,
+            discovered_at=link.discovered_at,
+            products_refreshed_at=link.products_refreshed_at,
+            thresholds=self._thresholds,
+        )
         return LinkRow(
             link_id=link.link_id,
             customer_id=link.customer_id,
@@ -377,13 +450,15 @@ class LinkQueries:
             institution_avatar_dark=safe_logo_url(institution.avatar_dark),
             state=link.state,
             error_code=link.error_code,
-            health=link_health(link.state, link.error_code),
+            health=verdict.health,
             provider=link.provider,
             tags=list(link.tags or []),
             created_at=link.created_at,
             last_synced_at=link.last_synced_at,
             products_refreshed_at=link.products_refreshed_at,
             updated_at=link.updated_at,
+            health_reason=verdict.reason,
+            last_webhook_at=link.last_webhook_at,
         )
 
     def list_links(
@@ -399,10 +474,11 @@ class LinkQueries:
         sort = LinkSort(sort)
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
         keys = _sort_keys(sort)
+        now = self._clock()
         stmt = (
             sa.select(Link, Institution)
             .join(Institution, Institution.institution_id == Link.institution_id)
-            .where(*self._where(filters))
+            .where(*self._where(filters, now))
         )
         if after:
             stmt = stmt.where(_after_condition(keys, _decode_cursor(after, sort)))
@@ -410,7 +486,7 @@ class LinkQueries:
         stmt = stmt.order_by(*order).limit(limit + 1)
         with self._store.read() as session:
             results = session.execute(stmt).all()
-            rows = [self._row(link, inst) for link, inst in results[:limit]]
+            rows = [self._row(link, inst, now) for link, inst in results[:limit]]
             next_cursor = None
             if len(results) > limit:
                 last_link, last_inst = results[limit - 1]
@@ -420,7 +496,8 @@ class LinkQueries:
 
     def count_links(self, filters: LinkFilters | None = None) -> int:
         filters = filters or LinkFilters()
-        stmt = sa.select(sa.func.count()).select_from(Link).where(*self._where(filters))
+        now = self._clock()
+        stmt = sa.select(sa.func.count()).select_from(Link).where(*self._where(filters, now))
         with self._store.read() as session:
             return int(session.execute(stmt).scalar_one())
 
@@ -440,12 +517,11 @@ class LinkQueries:
 
     def counts_by_health(self) -> dict[Health, int]:
         counts = dict.fromkeys(Health, 0)
-        stmt = sa.select(Link.state, Link.error_code, sa.func.count()).group_by(
-            Link.state, Link.error_code
-        )
+        verdict = health_case(self._clock(), self._thresholds).label("verdict")
+        stmt = sa.select(verdict, sa.func.count()).select_from(Link).group_by(verdict)
         with self._store.read() as session:
-            for state, error_code, n in session.execute(stmt).all():
-                counts[link_health(state, error_code)] += int(n)
+            for value, n in session.execute(stmt).all():
+                counts[Health(value)] += int(n)
         return counts
 
     def get_link(self, link_id: str) -> LinkDetail | None:
@@ -458,6 +534,7 @@ class LinkQueries:
             if found is None:
                 return None
             link, institution = found
+            now = self._clock()
             accounts = session.scalars(
                 sa.select(Account).where(Account.link_id == link_id).order_by(Account.name)
             ).all()
@@ -467,7 +544,7 @@ class LinkQueries:
                 .order_by(LinkStateChange.at.desc(), LinkStateChange.id.desc())
                 .limit(50)
             ).all()
-            row = self._row(link, institution)
+            row = self._row(link, institution, now)
             detail = LinkDetail(
                 row=row,
                 accounts=[
@@ -499,6 +576,8 @@ class LinkQueries:
             detail,
             sessions=self.recent_sessions(20, link_id=link_id),
             audit=self.audit_entries(20, link_id=link_id),
+            relink_in_progress=self.relink_in_progress(link_id),
+            sync_attempts=self.sync_attempts(20, link_id=link_id),
         )
 
     # -- reference data ----------------------------------------------------------------------
@@ -569,14 +648,187 @@ class LinkQueries:
         with self._store.read() as session:
             return [session_row(s, int(n)) for s, n in session.execute(stmt).all()]
 
-    def audit_entries(self, limit: int = 50, *, link_id: str | None = None) -> list[AuditRow]:
+    def audit_entries(
+        self,
+        limit: int = 50,
+        *,
+        link_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AuditRow]:
+        """Newest first. ``action`` ending in ``.`` or ``*`` matches a prefix (``connect.``)."""
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
         stmt = sa.select(AuditEntry)
         if link_id is not None:
             stmt = stmt.where(AuditEntry.link_id == link_id)
+        if actor is not None:
+            stmt = stmt.where(AuditEntry.actor == actor)
+        if action:
+            if action.endswith(("*", ".")):
+                stmt = stmt.where(_prefix_range(AuditEntry.action, action.rstrip("*")))
+            else:
+                stmt = stmt.where(AuditEntry.action == action)
+        if customer_id is not None:
+            stmt = stmt.where(AuditEntry.customer_id == customer_id)
+        if since is not None:
+            stmt = stmt.where(AuditEntry.at >= since)
+        if until is not None:
+            stmt = stmt.where(AuditEntry.at < until)
         stmt = stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
         with self._store.read() as session:
             return [audit_row(a) for a in session.scalars(stmt).all()]
+
+    # -- relink, worker, webhooks, customer links ----------------------------------------------
+
+    def relink_in_progress(self, link_id: str) -> RelinkInProgress | None:
+        """Who is relinking ``link_id`` right now (an expired lease counts as nobody)."""
+        now = self._clock()
+        with self._store.read() as session:
+            lease = session.get(RelinkLease, link_id)
+            if lease is None or lease.expires_at <= now:
+                return None
+            return RelinkInProgress(
+                link_id=lease.link_id,
+                holder=lease.holder,
+                since=lease.acquired_at,
+                expires_at=lease.expires_at,
+                session_id=lease.session_id,
+            )
+
+    def sync_attempts(self, limit: int = 50, *, link_id: str | None = None) -> list[SyncAttemptRow]:
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        stmt = sa.select(SyncAttempt)
+        if link_id is not None:
+            stmt = stmt.where(SyncAttempt.link_id == link_id)
+        stmt = stmt.order_by(SyncAttempt.at.desc(), SyncAttempt.id.desc()).limit(limit)
+        with self._store.read() as session:
+            return [
+                SyncAttemptRow(
+                    at=a.at,
+                    link_id=a.link_id,
+                    kind=a.kind,
+                    outcome=a.outcome,
+                    error=a.error,
+                    duration_ms=a.duration_ms,
+                    worker=a.worker,
+                )
+                for a in session.scalars(stmt).all()
+            ]
+
+    def worker_status(self) -> WorkerStatus:
+        now = self._clock()
+        hour_ago = now - timedelta(hours=1)
+        free = sa.or_(SyncJob.claimed_until.is_(None), SyncJob.claimed_until < now)
+        with self._store.read() as session:
+            total = session.scalar(sa.select(sa.func.count()).select_from(SyncJob)) or 0
+            due, oldest = session.execute(
+                sa.select(sa.func.count(), sa.func.min(SyncJob.due_at)).where(
+                    SyncJob.due_at <= now, free
+                )
+            ).one()
+            claimed = session.scalar(sa.select(sa.func.count()).where(SyncJob.claimed_until >= now))
+            recent = dict(
+                session.execute(
+                    sa.select(SyncAttempt.outcome, sa.func.count())
+                    .where(SyncAttempt.at >= hour_ago, SyncAttempt.kind == "link")
+                    .group_by(SyncAttempt.outcome)
+                ).all()
+            )
+            synced = session.scalar(
+                sa.select(sa.func.count(sa.distinct(SyncAttempt.link_id))).where(
+                    SyncAttempt.at >= hour_ago,
+                    SyncAttempt.kind == "link",
+                    SyncAttempt.outcome.in_(["ok", "deleted"]),
+                )
+            )
+            last_error = session.scalar(
+                sa.select(SyncAttempt.error)
+                .where(SyncAttempt.outcome == "error")
+                .order_by(SyncAttempt.at.desc(), SyncAttempt.id.desc())
+                .limit(1)
+            )
+            discovery = session.get(SyncJob, "discovery")
+            last_run = session.get(WorkerState, "last_run")
+            paused = session.get(WorkerState, "paused")
+            pending = session.scalar(
+                sa.select(sa.func.count()).where(WebhookEvent.status == "pending")
+            )
+            last_run_value = dict(last_run.value or {}) if last_run is not None else {}
+        oldest_due: Any = oldest
+        if isinstance(oldest_due, str):
+            oldest_due = datetime.fromisoformat(oldest_due)
+        if isinstance(oldest_due, datetime) and oldest_due.tzinfo is None:
+            oldest_due = oldest_due.replace(tzinfo=UTC)
+        return WorkerStatus(
+            now=now,
+            last_run_at=last_run.updated_at if last_run is not None else None,
+            last_run_by=last_run_value.get("worker") if last_run_value else None,
+            paused=bool(paused is not None and (paused.value or {}).get("paused")),
+            jobs_total=int(total),
+            jobs_due=int(due or 0),
+            jobs_claimed=int(claimed or 0),
+            oldest_due_at=oldest_due,
+            links_synced_last_hour=int(synced or 0),
+            errors_last_hour=int(recent.get("error", 0)),
+            rate_limited_last_hour=int(recent.get("rate_limited", 0)),
+            last_error=last_error,
+            last_discovery_at=discovery.last_success_at if discovery is not None else None,
+            webhooks_pending=int(pending or 0),
+        )
+
+    def webhook_deliveries(
+        self, limit: int = 50, *, link_id: str | None = None, verdict: str | None = None
+    ) -> list[DeliveryRow]:
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        stmt = sa.select(WebhookDelivery)
+        if link_id is not None:
+            stmt = stmt.where(WebhookDelivery.link_id == link_id)
+        if verdict is not None:
+            stmt = stmt.where(WebhookDelivery.verdict == verdict)
+        stmt = stmt.order_by(WebhookDelivery.received_at.desc(), WebhookDelivery.id.desc())
+        with self._store.read() as session:
+            return [
+                DeliveryRow(
+                    id=d.id,
+                    received_at=d.received_at,
+                    delivery_token=d.delivery_token,
+                    attempt=d.attempt,
+                    event=d.event,
+                    link_id=d.link_id,
+                    verdict=d.verdict,
+                    reason=d.reason,
+                    event_timestamp=d.event_timestamp,
+                )
+                for d in session.scalars(stmt.limit(limit)).all()
+            ]
+
+    def customer_links(self, link_id: str, limit: int = 20) -> list[CustomerLinkRow]:
+        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+        stmt = (
+            sa.select(CustomerLinkToken)
+            .where(CustomerLinkToken.link_id == link_id)
+            .order_by(CustomerLinkToken.created_at.desc())
+            .limit(limit)
+        )
+        with self._store.read() as session:
+            return [
+                CustomerLinkRow(
+                    id=t.id,
+                    link_id=t.link_id,
+                    customer_id=t.customer_id,
+                    created_by=t.created_by,
+                    created_at=t.created_at,
+                    expires_at=t.expires_at,
+                    used_at=t.used_at,
+                    finished_at=t.finished_at,
+                    outcome=t.outcome,
+                    reason=t.reason,
+                )
+                for t in session.scalars(stmt).all()
+            ]
 
 
 def _key_value(sort: LinkSort, index: int, link: Link, institution: Institution) -> Any:
@@ -621,4 +873,6 @@ def audit_row(a: AuditEntry) -> AuditRow:
         customer_id=a.customer_id,
         outcome=a.outcome,
         detail=a.detail,
+        role=a.role,
+        reason=a.reason,
     )

@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_SLOTS",
     "InstitutionData",
     "LinkUpsert",
+    "apply_event_state",
     "customer_from_tags",
     "ensure_customer",
     "ensure_institution",
@@ -186,6 +187,7 @@ def upsert_link(
                 products_refreshed_at=link.products_refreshed_at,
                 discovered_at=now,
                 updated_at=now,
+                state_as_of=fetched_at,
             )
         )
         session.flush()
@@ -234,6 +236,7 @@ def upsert_link(
         row.created_at = created_at
     row.products_refreshed_at = link.products_refreshed_at
     row.last_synced_at = fetched_at
+    row.state_as_of = _later(row.state_as_of, fetched_at)
     if content_changed:
         # updated_at means "something about this link changed", the Links page's default order.
         row.updated_at = now
@@ -260,6 +263,47 @@ def mark_link_deleted(session: Session, link_id: str, *, now: datetime, source: 
     row.error_code = None
     row.updated_at = now
     row.last_synced_at = now
+    row.state_as_of = _later(row.state_as_of, now)
+    session.flush()
+    return True
+
+
+def _later(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+def apply_event_state(
+    session: Session,
+    link_id: str,
+    *,
+    state: str,
+    error_code: str | None,
+    as_of: datetime,
+    now: datetime,
+) -> bool:
+    """Apply a state MoneyKit announced at ``as_of`` (a webhook), unless newer state is stored.
+
+    Used only when MoneyKit cannot be asked directly. Returns True when the state was applied.
+    """
+    row = session.get(Link, link_id)
+    if row is None or (row.state_as_of is not None and row.state_as_of >= as_of):
+        return False
+    error_code = error_code or None
+    if (row.state, row.error_code) != (state, error_code):
+        _record_change(
+            session,
+            link_id,
+            from_state=row.state,
+            from_error=row.error_code,
+            to_state=state,
+            to_error=error_code,
+            at=now,
+            source="webhook",
+        )
+        row.state = state
+        row.error_code = error_code
+        row.updated_at = now
+    row.state_as_of = as_of
     session.flush()
     return True
 

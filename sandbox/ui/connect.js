@@ -586,14 +586,11 @@
     flow.oauthPoll = setInterval(function () {
       if (flow.resuming || flow.finished) return stopOAuthPoll();
       api("GET", "oauth/status").then(function (status) {
-        if (!status.completed || flow.resuming || flow.finished) return;
+        if (!status.completed || !status.completion || flow.resuming || flow.finished) return;
         stopOAuthPoll();
-        api("GET", "session").then(function (session) {
-          if (!session.completion) return;
-          closePopup();
-          flow.completion = session.completion;
-          showSuccess(true);
-        });
+        closePopup();
+        flow.completion = status.completion;
+        showSuccess(true);
       }, function () {});
     }, 1000);
   }

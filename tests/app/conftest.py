@@ -15,9 +15,11 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
+from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import build_services
 from linkdesk.settings import Settings
 from sandbox.app import create_app
+from ui.auth import ACTOR_KEY
 from ui.wiring import get_services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +61,11 @@ def app_env(seeded_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     get_services.clear()
 
 
-def dashboard(**query_params: str) -> AppTest:
+def dashboard(*, role: Role | None = Role.SUPPORT, **query_params: str) -> AppTest:
+    """The dashboard, signed in with ``role`` (or signed out when ``role`` is None)."""
     app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    if role is not None:
+        app.session_state[ACTOR_KEY] = Actor(f"apptest-{role.value}", role)
     for name, value in query_params.items():
         app.query_params[name] = value
     return app

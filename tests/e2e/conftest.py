@@ -6,6 +6,8 @@ because the launcher compares it byte for byte with the browser's origin.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "e2e"
@@ -30,8 +33,14 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--no-first-run",
 ]
+AGENT = "e2e-agent"
+AGENT_PASSWORD = "e2e-agent-password"
 CLIENT_ID = "e2e_client"
 CLIENT_SECRET = "e2e_secret"  # credentials of a throwaway sandbox
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def free_port() -> int:
@@ -88,7 +97,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "MONEYKIT_CONNECT_HOST": sandbox_url,
         "DATABASE_URL": database_url,
         "LINKDESK_REDIRECT_URI": f"{dashboard_url}/oauth_return",
-        "LINKDESK_STAFF_USER": "e2e-agent",
+        "LINKDESK_USERS": json.dumps(
+            {AGENT: {"role": "support", "password_sha256": sha256(AGENT_PASSWORD)}}
+        ),
     }
     logs = OUTPUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -146,9 +157,22 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
+def open_signed_in(page: Page, stack: Stack, path: str = "/") -> None:
+    """Open a dashboard URL as a person would: sign in first when the dashboard asks."""
+    page.goto(stack.dashboard_url + path)
+    sign_in_button = page.get_by_role("button", name="Sign in")
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sign_in_button.or_(sidebar)).to_be_visible()
+    if sign_in_button.is_visible():
+        page.get_by_label("Username").fill(AGENT)
+        page.get_by_role("textbox", name="Password").fill(AGENT_PASSWORD)
+        sign_in_button.click()
+        expect(sidebar).to_be_visible()
+
+
 @pytest.fixture()
 def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
-    from playwright.sync_api import Browser, expect
+    from playwright.sync_api import Browser
 
     assert isinstance(browser, Browser)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import AuditEntry, ConnectSession
 from linkdesk.store.queries import Health, LinkFilters, LinkQueries
-from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, OUTPUT, Stack
+from tests.e2e.conftest import AGENT, CLIENT_ID, CLIENT_SECRET, OUTPUT, Stack, open_signed_in
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ def sandbox_get(stack: Stack, path: str) -> dict[str, object]:
 
 
 def open_connect_for_new_customer(page: Page, stack: Stack, customer_id: str) -> FrameLocator:
-    page.goto(f"{stack.dashboard_url}/connect")
+    open_signed_in(page, stack, "/connect")
     field = page.get_by_label("New customer id")
     field.fill(customer_id)
     field.press("Enter")
@@ -119,7 +119,7 @@ def test_link_credentials_bank_shows_the_new_row_with_logo_and_colour(
     expect(card.locator("img")).to_have_attribute("src", re.compile(r"^data:image/svg\+xml"))
     expect(card).to_contain_text("Credentials Bank")
 
-    page.goto(f"{stack.dashboard_url}/?customer={customer_id}")
+    open_signed_in(page, stack, f"/?customer={customer_id}")
     expect(page.get_by_text("1 matching links")).to_be_visible()
     # The grid draws on a canvas; its accessible cells carry the text.
     cells = page.locator("[role=gridcell]")
@@ -133,7 +133,7 @@ def test_relink_an_expired_link_makes_it_healthy(page: Page, stack: Stack) -> No
     assert expired, "the demo data must hold auth_expired links"
     link_id = expired[0].link_id
 
-    page.goto(f"{stack.dashboard_url}/?link={link_id}")
+    open_signed_in(page, stack, f"/?link={link_id}")
     expect(page.get_by_text("Login expired (auth_expired)").first).to_be_visible()
     page.get_by_role("button", name="Relink").click()
     expect(page.locator(CONNECT_FRAME)).to_be_visible()
@@ -163,7 +163,7 @@ def test_relink_an_expired_link_makes_it_healthy(page: Page, stack: Stack) -> No
                 AuditEntry.link_id == link_id, AuditEntry.action == "connect.relink"
             )
         ).all()
-    assert [(entry.actor, entry.outcome) for entry in relinks] == [("e2e-agent", "success")]
+    assert [(entry.actor, entry.outcome) for entry in relinks] == [(AGENT, "success")]
 
 
 def test_closing_connect_or_failing_sign_in_tells_the_user_and_is_recorded(

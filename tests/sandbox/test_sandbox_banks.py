@@ -1,4 +1,4 @@
-"""Bank logins behind the Connect page: failing credentials, MFA, OAuth consent on the bank origin."""
+"""Bank logins behind Connect: failing credentials, MFA, OAuth consent on the bank origin."""
 
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def test_mfa(
     step = driver.login("moneykit-creds-bank", "user_mfa", "pass_good")
     assert step.json() == {"mfa": {"institution_id": "moneykit-creds-bank"}}
     mfa = {"params": {"mode": "start"}, "headers": driver.headers}
-    wrong = client.post("/connect-api/mfa", json={"code": "000000"}, **mfa)  # type: ignore[arg-type]
+    wrong = client.post("/connect-api/mfa", json={"code": "000000"}, **mfa)
     assert wrong.status_code == 400
     assert wrong.json()["error"]["error_id"] == "user_input_incorrect"
-    right = client.post("/connect-api/mfa", json={"code": "123456"}, **mfa)  # type: ignore[arg-type]
+    right = client.post("/connect-api/mfa", json={"code": "123456"}, **mfa)
     assert right.status_code == 200
     assert right.json()["accounts"]
 
@@ -103,7 +103,8 @@ def test_oauth_allow_then_resume(
     status = client.get(
         "/connect-api/oauth/status", params={"mode": "start"}, headers=driver.headers
     ).json()
-    assert status == {"answered": True, "completed": True}
+    assert (status["answered"], status["completed"]) == (True, True)
+    assert status["completion"]["link_id"] == done.json()["completion"]["link_id"]
 
 
 def test_oauth_deny(

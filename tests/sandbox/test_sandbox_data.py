@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from tests.sandbox.conftest import ConnectDriver, FakeClock
 
-ALL_PRODUCTS = {
+ALL_PRODUCTS: dict[str, dict[str, Any]] = {
     "account_numbers": {},
     "identity": {},
     "transactions": {},
@@ -43,7 +43,11 @@ def linked(
                     "account_number": "123456789",
                     "routing_number": "011000015",
                 },
-                {"account_type": "investment.brokerage", "name": "Invest", "account_number": "99887766"},
+                {
+                    "account_type": "investment.brokerage",
+                    "name": "Invest",
+                    "account_number": "99887766",
+                },
             ],
             "owners": [
                 {
@@ -57,7 +61,8 @@ def linked(
     )
     completion = connect(token).link_all()
     exchanged = api.post(
-        "/link-session/exchange-token", json={"exchangeable_token": completion["exchangeable_token"]}
+        "/link-session/exchange-token",
+        json={"exchangeable_token": completion["exchangeable_token"]},
     )
     assert exchanged.status_code == 201, exchanged.text
     link_id: str = exchanged.json()["link"]["link_id"]
@@ -69,7 +74,11 @@ def test_account_numbers_identity_and_single_account(api: TestClient, linked: st
     assert numbers.status_code == 200, numbers.text
     checking = next(a for a in numbers.json()["accounts"] if a["name"] == "Main")
     assert checking["numbers"]["ach"] == [
-        {"account_number": "123456789", "routing_number": "011000015", "wire_routing_number": "011000015"}
+        {
+            "account_number": "123456789",
+            "routing_number": "011000015",
+            "wire_routing_number": "011000015",
+        }
     ]
     assert set(checking["numbers"]) == {"ach", "eft", "bacs", "international"}
 
@@ -107,9 +116,9 @@ def test_transactions_legacy_paging_is_newest_first(api: TestClient, linked: str
         assert txn["type"] in ("credit", "debit")
 
 
-def _sync_all(api: TestClient, link_id: str, cursor: str | None, size: int = 25) -> tuple[
-    list[dict[str, Any]], str
-]:
+def _sync_all(
+    api: TestClient, link_id: str, cursor: str | None, size: int = 25
+) -> tuple[list[dict[str, Any]], str]:
     pages = []
     while True:
         params: dict[str, Any] = {"size": size}
@@ -135,7 +144,10 @@ def test_sync_replays_history_then_only_changes(api: TestClient, linked: str) ->
     assert again[0]["transactions"] == {"created": [], "updated": [], "removed": []}
 
     old_pending = {t["transaction_id"] for t in created if t["pending"]}
-    assert api.post(f"/links/{linked}/products", json={"products": ["transactions"]}).status_code == 202
+    assert (
+        api.post(f"/links/{linked}/products", json={"products": ["transactions"]}).status_code
+        == 202
+    )
     after, _ = _sync_all(api, linked, cursor)
     changes = [p["transactions"] for p in after]
     removed = {r for c in changes for r in c["removed"]}
@@ -156,7 +168,9 @@ def test_same_seed_gives_same_transactions(make_app: Callable[..., Starlette]) -
                 for row in client.get("/links", params={"limit": 500}).json()["links"]
                 if "transactions" in client.get(f"/links/{row['link_id']}").json()["products"]
             )
-            bodies.append(client.get(f"/links/{link_id}/transactions", params={"size": 1000}).json())
+            bodies.append(
+                client.get(f"/links/{link_id}/transactions", params={"size": 1000}).json()
+            )
     assert bodies[0]["transactions"] == bodies[1]["transactions"]
     assert bodies[0]["total"] > 0
 
@@ -197,7 +211,12 @@ def test_import_link_accepts_plain_and_quoted_dates(api: TestClient, date_value:
             }
         ],
         "transactions": [
-            {"account_id": "their-1", "transaction_id": "t-1", "amount": "-12.50", "date": date_value},
+            {
+                "account_id": "their-1",
+                "transaction_id": "t-1",
+                "amount": "-12.50",
+                "date": date_value,
+            },
             {"account_id": "their-1", "amount": "100", "date": "2024-01-03"},
         ],
     }

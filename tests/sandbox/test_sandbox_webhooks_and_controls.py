@@ -83,7 +83,8 @@ def _hooked_link(
     token = new_session(webhook=url, link_tags=["customer:cust_hook"])
     completion = connect(token).link_all()
     api.post(
-        "/link-session/exchange-token", json={"exchangeable_token": completion["exchangeable_token"]}
+        "/link-session/exchange-token",
+        json={"exchangeable_token": completion["exchangeable_token"]},
     ).raise_for_status()
     link_id: str = completion["link_id"]
     return link_id
@@ -136,7 +137,10 @@ def test_refresh_sends_product_refresh_and_updates_available(
 ) -> None:
     link_id = _hooked_link(api, new_session, connect, receiver.url)
     receiver.wait_for(2)
-    assert api.post(f"/links/{link_id}/products", json={"products": ["transactions"]}).status_code == 202
+    assert (
+        api.post(f"/links/{link_id}/products", json={"products": ["transactions"]}).status_code
+        == 202
+    )
     requests = receiver.wait_for(4)
     events = [json.loads(r["body"]) for r in requests[2:]]
     assert events[0]["webhook_event"] == "link.product_refresh"
@@ -164,7 +168,8 @@ def test_retries_back_off_then_give_up(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         records = [
-            r for r in client.get("/_sandbox/webhooks").json()["deliveries"]
+            r
+            for r in client.get("/_sandbox/webhooks").json()["deliveries"]
             if r["delivery_token"] == token
         ]
         if records and records[-1]["outcome"] == "gave_up":
@@ -205,7 +210,9 @@ def test_key_rotation_keeps_old_kid(
     assert old < kids and rotated["kid"] in kids
     _hooked_link(api, new_session, connect, receiver.url)
     request = receiver.wait_for(1)[0]
-    assert jwt.get_unverified_header(request["headers"]["MoneyKit-Signature"])["kid"] == rotated["kid"]
+    assert (
+        jwt.get_unverified_header(request["headers"]["MoneyKit-Signature"])["kid"] == rotated["kid"]
+    )
     _verify(api, request)
 
 
@@ -221,7 +228,10 @@ def test_webhook_faults_drop_and_duplicate(
     client.post("/_sandbox/webhooks/settings", json={"duplicate_rate": 1.0}).raise_for_status()
     api.post(f"/links/{link_id}/reset").raise_for_status()
     dupes = receiver.wait_for(4)[2:]
-    assert dupes[0]["headers"]["MoneyKit-Delivery-Token"] == dupes[1]["headers"]["MoneyKit-Delivery-Token"]
+    assert (
+        dupes[0]["headers"]["MoneyKit-Delivery-Token"]
+        == dupes[1]["headers"]["MoneyKit-Delivery-Token"]
+    )
 
     client.post("/_sandbox/webhooks/settings", json={"drop_rate": 1.0}).raise_for_status()
     client.post(f"/_sandbox/links/{link_id}/state", json={"state": "connected"}).raise_for_status()
@@ -252,8 +262,14 @@ def test_rate_limits_can_be_turned_off(api: TestClient, client: TestClient) -> N
 
 def test_product_refresh_is_limited_per_product(api: TestClient) -> None:
     rows = api.get("/links", params={"limit": 500}).json()["links"]
-    link_id = next(r["link_id"] for r in rows if api.get(f"/links/{r['link_id']}").json()["state"] == "connected")
-    assert api.post(f"/links/{link_id}/products", json={"products": ["accounts"]}).status_code == 202
+    link_id = next(
+        r["link_id"]
+        for r in rows
+        if api.get(f"/links/{r['link_id']}").json()["state"] == "connected"
+    )
+    assert (
+        api.post(f"/links/{link_id}/products", json={"products": ["accounts"]}).status_code == 202
+    )
     again = api.post(f"/links/{link_id}/products", json={"products": ["accounts"]})
     assert again.status_code == 429
     assert int(again.headers["retry-after"]) > 3000

@@ -111,6 +111,11 @@ class FakeMoneyKit:
     page_size: int = 2
     exchange_delay: Callable[[], None] | None = None
     link_sessions: list[dict[str, Any]] = field(default_factory=list)
+    refreshes: list[tuple[str, list[str]]] = field(default_factory=list)
+    refresh_status: int = 202
+    # link id -> (status, extra headers) answered instead of the link, e.g. (429, Retry-After)
+    link_faults: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    signer: Any = None  # a WebhookSigner whose keys /.well-known/jwks.json publishes
     calls: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -156,6 +161,9 @@ class FakeMoneyKit:
         method = request.method
         with self._lock:
             self.calls[f"{method} {path}"] += 1
+        if path == "/.well-known/jwks.json" and self.signer is not None:
+            response: httpx.Response = self.signer.handle(request)
+            return response
         if path.startswith("/assets/"):
             return httpx.Response(200, content=SVG, headers={"content-type": "image/svg+xml"})
         if method == "POST" and path == "/auth/token":
@@ -194,6 +202,13 @@ class FakeMoneyKit:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[0] == "links" and len(parts) >= 2:
             link_id = parts[1]
+            if link_id in self.link_faults:
+                status, headers = self.link_faults[link_id]
+                return httpx.Response(
+                    status,
+                    json={"error_code": "api_error.rate_limit_exceeded", "error_message": "Slow"},
+                    headers=headers,
+                )
             if link_id in self.failing_links:
                 return self._error(500, "api_error.internal", "Internal error")
             stored = self.links.get(link_id)
@@ -205,6 +220,12 @@ class FakeMoneyKit:
                 return httpx.Response(
                     200, json={"accounts": self.accounts[link_id], "link": stored}
                 )
+            if method == "POST" and parts[2:] == ["products"]:
+                if self.refresh_status != 202:
+                    return self._error(self.refresh_status, "api_error.rate_limit_exceeded", "No")
+                with self._lock:
+                    self.refreshes.append((link_id, json.loads(request.content)["products"]))
+                return httpx.Response(202, json=stored)
             if method == "POST" and parts[2:] == ["reset"]:
                 stored.update(state="error", error_code="auth_expired")
                 return httpx.Response(200, json=stored)
@@ -236,6 +257,8 @@ def core_settings(tmp_path: Path) -> Settings:
         redirect_uri="http://localhost:8501/oauth_return",
         webhook_url="https://linkdesk.example/webhooks/moneykit",
         sync_concurrency=1,
+        # Never the installation's var/signing.key.
+        signing_key_file=str(tmp_path / "signing.key"),
     )
 
 
@@ -267,3 +290,116 @@ def core_services(
     yield services
     services.close()
     http.close()
+
+
+# -- webhook signing ---------------------------------------------------------------------------
+
+
+class WebhookSigner:
+    """Plays MoneyKit's side of webhooks: ES256 keys, a JWKS endpoint, signed deliveries.
+
+    ``jwks_transport()`` serves the published keys and counts fetches; ``rotate()`` publishes a
+    new key (keeping the old one listed, as MoneyKit does for a while).
+    """
+
+    def __init__(self, issuer: str = FAKE_BASE) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.issuer = issuer
+        self.keys: dict[str, Any] = {}
+        self.kid = ""
+        self.jwks_fetches = 0
+        self.jwks_down = False
+        self._ec = ec
+        self.rotate()
+
+    def rotate(self) -> str:
+        self.kid = f"key-{len(self.keys) + 1}"
+        self.keys[self.kid] = self._ec.generate_private_key(self._ec.SECP256R1())
+        return self.kid
+
+    def jwks(self) -> dict[str, Any]:
+        import jwt
+
+        published = []
+        for kid, key in self.keys.items():
+            jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+            published.append({**jwk, "kid": kid, "use": "sig", "alg": "ES256"})
+        return {"keys": published}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/jwks.json":
+            self.jwks_fetches += 1
+            if self.jwks_down:
+                return httpx.Response(503, json={"error_code": "api_error.internal"})
+            return httpx.Response(200, json=self.jwks())
+        return httpx.Response(404)
+
+    def http_client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self.handle), base_url=FAKE_BASE)
+
+    def signature(
+        self,
+        body: bytes,
+        *,
+        iat: datetime,
+        kid: str | None = None,
+        key: Any = None,
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        import hashlib
+
+        import jwt
+
+        payload = {
+            "iss": self.issuer,
+            "iat": int(iat.timestamp()),
+            "request_body_sha256": hashlib.sha256(body).hexdigest(),
+            **(claims or {}),
+        }
+        return jwt.encode(
+            payload,
+            key if key is not None else self.keys[kid or self.kid],
+            algorithm="ES256",
+            headers={"kid": kid or self.kid, **(headers or {})},
+        )
+
+    def delivery(
+        self,
+        *,
+        link_id: str,
+        iat: datetime,
+        event: str = "link.state_changed",
+        timestamp: datetime | None = None,
+        key: str | None = None,
+        token: str | None = None,
+        attempt: int = 1,
+        **fields: Any,
+    ) -> tuple[bytes, dict[str, str]]:
+        """(raw body, headers) of a signed delivery as MoneyKit would send it."""
+        ts = timestamp or iat
+        body = json.dumps(
+            {
+                "webhook_event": event,
+                "webhook_major_version": 1,
+                "webhook_minor_version": 0,
+                "webhook_idempotency_key": key or f"idem-{link_id}-{ts.timestamp()}",
+                "webhook_timestamp": ts.isoformat().replace("+00:00", "Z"),
+                "link_id": link_id,
+                "link_tags": [],
+                **fields,
+            }
+        ).encode()
+        headers = {
+            "MoneyKit-Signature": self.signature(body, iat=iat),
+            "MoneyKit-Delivery-Token": token or f"dt-{key or link_id}-{ts.timestamp()}",
+            "MoneyKit-Delivery-Attempt": str(attempt),
+            "Content-Type": "application/json",
+        }
+        return body, headers
+
+
+@pytest.fixture
+def signer() -> WebhookSigner:
+    return WebhookSigner()

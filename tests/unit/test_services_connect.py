@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
+from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services
 from linkdesk.moneykit import APIConnectionError
 from linkdesk.services import (
@@ -26,7 +27,8 @@ from linkdesk.store.queries import Health
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeMoneyKit
 
-ACTOR = "alice@example.com"
+ACTOR = Actor("alice@example.com", Role.SUPPORT)
+BOB = Actor("bob", Role.SUPPORT)
 
 
 def log_entry(session_id: str, seq: int, kind: str, **data: Any) -> dict[str, Any]:
@@ -90,12 +92,13 @@ class TestStartLink:
         assert (row.mode, row.customer_id, row.started_by, row.outcome) == (
             "link",
             "cust_0042",
-            ACTOR,
+            ACTOR.name,
             "pending",
         )
         (audit,) = core_services.audit.entries()
-        assert (audit.actor, audit.action, audit.outcome) == (
-            ACTOR,
+        assert (audit.actor, audit.role, audit.action, audit.outcome) == (
+            ACTOR.name,
+            "support",
             "connect.start_link",
             "started",
         )
@@ -435,26 +438,54 @@ class TestRelink:
         assert detail.state_changes[0].source == "relink"
         relink_audit = [a for a in core_services.audit.entries() if a.action == "connect.relink"]
         assert len(relink_audit) == 1 and "connected" in (relink_audit[0].detail or "")
+        # Fresh data was requested once, and the state verified by a read after it.
+        assert stored_links.refreshes == [("mk_expired", ["accounts", "transactions"])]
+        assert "refresh requested" in (relink_audit[0].detail or "")
+
+    def test_a_refused_refresh_does_not_spoil_the_relink(
+        self, core_services: Services, stored_links: FakeMoneyKit
+    ):
+        stored_links.refresh_status = 429
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        stored_links.links["mk_expired"].update(state="connected", error_code=None)
+        sid = started.session_id
+        outcome = core_services.sessions.apply_log(
+            sid, [log_entry(sid, 1, "relink_success", link_id="mk_expired")], actor=ACTOR
+        )
+        assert outcome.outcome == "success"
+        # Not retried: refresh limits are per hour, a retry in seconds would only fail again.
+        assert stored_links.calls["POST /links/mk_expired/products"] == 1
+        relink_audit = [a for a in core_services.audit.entries() if a.action == "connect.relink"]
+        assert "rate limited" in (relink_audit[0].detail or "")
+
+    def test_a_bare_actor_name_still_works_as_the_configured_role(
+        self, core_services: Services, stored_links: FakeMoneyKit
+    ):
+        with pytest.warns(DeprecationWarning):
+            started = core_services.sessions.start_relink(link_id="mk_expired", actor="carol")
+        assert started.mode == "relink"
+        (entry,) = core_services.audit.entries(action="connect.start_relink")
+        assert (entry.actor, entry.role) == ("carol", "support")
 
     def test_lease_stops_a_second_agent_until_the_first_finishes(
         self, core_services: Services, stored_links: FakeMoneyKit
     ):
         first = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         with pytest.raises(LeaseHeld) as info:
-            core_services.sessions.start_relink(link_id="mk_expired", actor="bob")
-        assert info.value.holder == ACTOR
+            core_services.sessions.start_relink(link_id="mk_expired", actor=BOB)
+        assert info.value.holder == ACTOR.name
         # The holder may start again (e.g. after a page reload).
         again = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         core_services.sessions.apply_log(
             again.session_id, [log_entry(again.session_id, 1, "exit", error=None)], actor=ACTOR
         )
-        bobs = core_services.sessions.start_relink(link_id="mk_expired", actor="bob")
+        bobs = core_services.sessions.start_relink(link_id="mk_expired", actor=BOB)
         assert bobs.session_id not in (first.session_id, again.session_id)
 
     def test_lease_expires(self, core_services: Services, stored_links, core_clock):
         core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         core_clock.advance(16 * 60)
-        assert core_services.sessions.start_relink(link_id="mk_expired", actor="bob")
+        assert core_services.sessions.start_relink(link_id="mk_expired", actor=BOB)
 
     def test_latest_pending_session_for_the_oauth_return(
         self, core_services: Services, stored_links
@@ -462,4 +493,4 @@ class TestRelink:
         started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         found = core_services.sessions.latest_pending_session(actor=ACTOR)
         assert found is not None and found.session_id == started.session_id
-        assert core_services.sessions.latest_pending_session(actor="bob") is None
+        assert core_services.sessions.latest_pending_session(actor=BOB) is None

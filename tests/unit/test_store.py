@@ -49,6 +49,11 @@ EXPECTED_TABLES = {
     "audit_log",
     "webhook_deliveries",
     "relink_leases",
+    "webhook_events",
+    "sync_jobs",
+    "sync_attempts",
+    "worker_state",
+    "customer_link_tokens",
 }
 
 
@@ -100,7 +105,7 @@ def test_migration_creates_schema_matching_the_models(tmp_path: Path):
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            assert version == "0001"
+            assert version == "0002"
     finally:
         engine.dispose()
     migrate(url)  # a second run is a no-op
@@ -339,7 +344,8 @@ def test_link_health_and_its_sql_twin_agree(memory_store: Store, state, error_co
             source="sync",
         )
         upsert_link(session, api_link("other"), customer_id=None, now=T0, source="sync")
-    queries = LinkQueries(memory_store)
+    # An hour later: long enough to count a connecting link as stuck, too soon for stale.
+    queries = LinkQueries(memory_store, clock=lambda: T0 + timedelta(hours=1))
     page = queries.list_links(LinkFilters(health=health))
     expected = {"l1", "other"} if health is Health.HEALTHY else {"l1"}
     assert {r.link_id for r in page.rows} == expected
@@ -378,7 +384,7 @@ def seeded(memory_store: Store) -> LinkQueries:
                 now=T0 + timedelta(minutes=i),
                 source="sync",
             )
-    return LinkQueries(memory_store)
+    return LinkQueries(memory_store, clock=lambda: T0 + timedelta(hours=1))
 
 
 @pytest.mark.parametrize(

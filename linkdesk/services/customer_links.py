@@ -1,0 +1,339 @@
+"""Relink links for customers: support sends a link, the customer repairs their bank connection.
+
+A token is ``<payload>.<signature>``: the payload (base64url JSON) names the token id, the one
+link it may relink and its expiry; the signature is HMAC-SHA256 over it with the installation's
+signing key. The store keeps only a SHA-256 of the whole token, so a copy of the database cannot
+be turned into working links. A token works once: redeeming it flips ``used_at`` with one
+conditional UPDATE, so two clicks on the same link cannot both start a relink.
+
+The signing key is ``LINKDESK_SIGNING_KEY`` when set (at least 32 characters). Otherwise a random
+key is created once in ``LINKDESK_SIGNING_KEY_FILE`` (default ``var/signing.key``) with
+owner-only permissions; every process of the installation reads the same file. Deleting or
+replacing the key invalidates every link already sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from linkdesk.auth import Actor, Permission, as_actor, require
+from linkdesk.health import Health, link_health
+from linkdesk.moneykit.errors import MoneyKitError
+from linkdesk.services.audit import AuditLog
+from linkdesk.services.connect import ApplyOutcome, ConnectService, StartedSession
+from linkdesk.services.errors import (
+    LeaseHeld,
+    LinkAlreadyUsed,
+    LinkExpired,
+    LinkNotFound,
+    LinkTampered,
+    RelinkNotNeeded,
+    ServiceError,
+)
+from linkdesk.settings import Settings
+from linkdesk.store.engine import Store
+from linkdesk.store.models import CustomerLinkToken, Link
+
+__all__ = ["CustomerLink", "CustomerLinkService", "load_signing_key"]
+
+_DOMAIN = b"linkdesk-relink-v1."  # binds signatures to this use of the key
+_MIN_KEY_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLink:
+    id: str
+    token: str = field(repr=False)
+    link_id: str
+    expires_at: datetime
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode())
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_signing_key(settings: Settings) -> bytes:
+    """The installation's signing key (see the module docstring for where it comes from)."""
+    if settings.signing_key is not None:
+        value = settings.signing_key.get_secret_value()
+        if len(value) < _MIN_KEY_CHARS:
+            raise ValueError(f"LINKDESK_SIGNING_KEY must have at least {_MIN_KEY_CHARS} characters")
+        return value.encode()
+    path = Path(settings.signing_key_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: when two processes start together, one creates the key and the other reads it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    value = path.read_text().strip()
+    if len(value) < _MIN_KEY_CHARS:
+        raise ValueError(f"the signing key in {path} is too short; delete it to create a new one")
+    return value.encode()
+
+
+class CustomerLinkService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        sessions: ConnectService,
+        audit: AuditLog,
+        settings: Settings,
+        key: bytes | Callable[[], bytes],
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._audit = audit
+        self._settings = settings
+        self._key_source = key
+        self._key: bytes | None = key if isinstance(key, bytes) else None
+        self._clock = clock or _utcnow
+        self._ttl = timedelta(hours=settings.customer_link_ttl_hours)
+
+    def _signing_key(self) -> bytes:
+        # Loaded on first use, so that building the services never touches the key file.
+        if self._key is None:
+            assert callable(self._key_source)
+            self._key = self._key_source()
+        return self._key
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._signing_key(), _DOMAIN + payload.encode(), "sha256").digest())
+
+    # -- creating --------------------------------------------------------------------------------
+
+    def create(
+        self, link_id: str, actor: Actor | str, *, reason: str | None = None
+    ) -> CustomerLink:
+        """A single-use relink link for ``link_id``, valid for the configured TTL.
+
+        Needs ``customer_link.create`` (support or admin) and a link that needs a relink.
+        """
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.CUSTOMER_LINK)
+        with self._store.read() as session:
+            link = session.get(Link, link_id)
+            if link is None:
+                raise LinkNotFound(link_id)
+            customer_id, state, error_code = link.customer_id, link.state, link.error_code
+        health = link_health(state, error_code)
+        if health is not Health.NEEDS_RELINK:
+            self._audit.record(
+                actor=actor,
+                action="customer_link.create",
+                outcome="refused",
+                link_id=link_id,
+                customer_id=customer_id,
+                detail=f"link is {health.value}",
+                reason=reason,
+            )
+            raise RelinkNotNeeded(link_id, health.value, state, error_code)
+
+        now = self._clock()
+        expires_at = now + self._ttl
+        token_id = uuid.uuid4().hex
+        payload = _b64(
+            json.dumps(
+                {"v": 1, "t": token_id, "l": link_id, "e": int(expires_at.timestamp())},
+                separators=(",", ":"),
+            ).encode()
+        )
+        token = f"{payload}.{self._sign(payload)}"
+        # The stored expiry is the one inside the token (whole seconds).
+        expires_at = datetime.fromtimestamp(int(expires_at.timestamp()), UTC)
+        with self._store.write() as session:
+            session.add(
+                CustomerLinkToken(
+                    id=token_id,
+                    token_sha256=_sha256(token),
+                    link_id=link_id,
+                    customer_id=customer_id,
+                    created_by=actor.name,
+                    created_at=now,
+                    expires_at=expires_at,
+                    reason=(reason or "").strip()[:1000] or None,
+                )
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="customer_link.create",
+                outcome="created",
+                link_id=link_id,
+                customer_id=customer_id,
+                detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
+                reason=reason,
+            )
+        return CustomerLink(id=token_id, token=token, link_id=link_id, expires_at=expires_at)
+
+    # -- redeeming -------------------------------------------------------------------------------
+
+    def _open(self, token: str, *, check_expiry: bool) -> CustomerLinkToken:
+        """The stored record of a genuine token; raises LinkTampered / LinkExpired."""
+        try:
+            payload, signature = token.strip().split(".")
+            expected = self._sign(payload)
+            if not hmac.compare_digest(signature.encode(), expected.encode()):
+                raise LinkTampered()
+            data = json.loads(_unb64(payload))
+            token_id, link_id, expiry = data["t"], data["l"], data["e"]
+            if data.get("v") != 1 or not isinstance(expiry, int):
+                raise LinkTampered()
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as exc:
+            raise LinkTampered() from exc
+        with self._store.read() as session:
+            row = session.get(CustomerLinkToken, str(token_id))
+        genuine = row is not None and hmac.compare_digest(
+            row.token_sha256.encode(), _sha256(token.strip()).encode()
+        )
+        if row is None or not genuine or row.link_id != link_id:
+            raise LinkTampered()
+        if check_expiry and self._clock().timestamp() >= expiry:
+            raise LinkExpired()
+        return row
+
+    def _machine_actor(self, row: CustomerLinkToken) -> str:
+        return f"customer-link:{row.id[:12]}"
+
+    def redeem_begin(self, token: str) -> StartedSession:
+        """Start the customer's relink; the token is used up from here on.
+
+        Raises LinkTampered, LinkExpired, LinkAlreadyUsed, RelinkNotNeeded (the link recovered)
+        or LeaseHeld (staff are relinking it right now; the token stays usable).
+        """
+        try:
+            row = self._open(token, check_expiry=True)
+        except (LinkTampered, LinkExpired) as exc:
+            self._audit.record(
+                actor="customer-link",
+                action="customer_link.redeem",
+                outcome="expired" if isinstance(exc, LinkExpired) else "tampered",
+            )
+            raise
+        who = self._machine_actor(row)
+        now = self._clock()
+        with self._store.write() as session:
+            won = session.execute(
+                sa.update(CustomerLinkToken)
+                .where(CustomerLinkToken.id == row.id, CustomerLinkToken.used_at.is_(None))
+                .values(used_at=now)
+            )
+            if won.rowcount != 1:  # type: ignore[attr-defined]
+                self._audit.add(
+                    session,
+                    actor=who,
+                    action="customer_link.redeem",
+                    outcome="reused",
+                    link_id=row.link_id,
+                    customer_id=row.customer_id,
+                )
+        if won.rowcount != 1:  # type: ignore[attr-defined]
+            raise LinkAlreadyUsed()
+        try:
+            started = self._sessions.start_relink_as(
+                link_id=row.link_id,
+                actor=who,
+                holder=f"customer (relink link {row.id[:8]})",
+                reason=row.reason,
+            )
+        except (LeaseHeld, MoneyKitError) as exc:
+            # Nothing happened for the customer: give the token back so they can try again.
+            self._set(row.id, used_at=None)
+            self._audit.record(
+                actor=who,
+                action="customer_link.redeem",
+                outcome="failed",
+                link_id=row.link_id,
+                customer_id=row.customer_id,
+                detail=str(exc),
+            )
+            raise
+        except ServiceError as exc:
+            self._set(row.id, finished_at=self._clock(), outcome="not_needed")
+            self._audit.record(
+                actor=who,
+                action="customer_link.redeem",
+                outcome="refused",
+                link_id=row.link_id,
+                customer_id=row.customer_id,
+                detail=str(exc),
+            )
+            raise
+        self._set(row.id, session_id=started.session_id)
+        self._audit.record(
+            actor=who,
+            action="customer_link.redeem",
+            outcome="started",
+            link_id=row.link_id,
+            customer_id=row.customer_id,
+            detail=f"session {started.session_id}",
+        )
+        return started
+
+    def redeem_finish(self, token: str, entries: Iterable[object] | None) -> ApplyOutcome:
+        """Apply the customer's Connect log for the session :meth:`redeem_begin` started.
+
+        Works after the expiry as long as the relink was started in time.
+        """
+        row = self._open(token, check_expiry=False)
+        if row.session_id is None:
+            raise LinkTampered()
+        outcome = self._sessions.apply_log_as(
+            row.session_id, entries, actor=self._machine_actor(row)
+        )
+        if outcome.outcome != "pending" and row.finished_at is None:
+            with self._store.write() as session:
+                done = session.execute(
+                    sa.update(CustomerLinkToken)
+                    .where(CustomerLinkToken.id == row.id, CustomerLinkToken.finished_at.is_(None))
+                    .values(finished_at=self._clock(), outcome=outcome.outcome)
+                )
+                if done.rowcount == 1:  # type: ignore[attr-defined]
+                    self._audit.add(
+                        session,
+                        actor=self._machine_actor(row),
+                        action="customer_link.finish",
+                        outcome=outcome.outcome,
+                        link_id=row.link_id,
+                        customer_id=row.customer_id,
+                        detail=outcome.message,
+                    )
+        return outcome
+
+    def _set(self, token_id: str, **values: object) -> None:
+        with self._store.write() as session:
+            session.execute(
+                sa.update(CustomerLinkToken)
+                .where(CustomerLinkToken.id == token_id)
+                .values(**values)
+            )

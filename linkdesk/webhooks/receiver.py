@@ -1,0 +1,403 @@
+"""Receive MoneyKit webhooks fast, apply them later, in the order they happened.
+
+``receive`` does only what must happen before answering: verify, record the attempt, drop
+duplicates, and put a verified event in the durable queue (``webhook_events``). MoneyKit retries
+anything that is not 2xx for about two hours and does not keep order, so:
+
+* every attempt is recorded (``webhook_deliveries``), with its verdict and reason;
+* an event is queued once per ``webhook_idempotency_key`` (and per delivery token), enforced by
+  unique constraints, so two concurrent retries cannot both be queued;
+* ``apply_pending`` takes queued events oldest ``webhook_timestamp`` first, and an event older
+  than the state already stored for its link is recorded as ``stale_ignored`` instead of applied;
+* applying re-reads the link from MoneyKit rather than trusting the payload (MoneyKit's advice);
+  only when MoneyKit cannot be reached is a ``link.state_changed`` payload applied, and the link
+  is queued for the worker to read as soon as it can.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from linkdesk.moneykit.client import MoneyKitClient
+from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError
+from linkdesk.services.ingest import LinkIngestor
+from linkdesk.services.institutions import InstitutionFetcher
+from linkdesk.services.jobs import PRIORITY_WEBHOOK, JobQueue
+from linkdesk.services.ratelimit import RequestBudget
+from linkdesk.store.engine import Store
+from linkdesk.store.models import Link, WebhookDelivery, WebhookEvent
+from linkdesk.store.repository import apply_event_state, mark_link_deleted
+from linkdesk.webhooks.verify import Reason, Verdict, WebhookVerifier
+
+__all__ = ["ApplyReport", "ReceiveResult", "WebhookReceiver"]
+
+logger = logging.getLogger("linkdesk.webhooks")
+
+MAX_BODY_BYTES = 256 * 1024
+CLAIM_TTL = timedelta(minutes=2)
+_STATE_EVENT = "link.state_changed"
+
+# Refusals caused by the request itself get 4xx (MoneyKit would retry them in vain, and a forger
+# learns nothing from the status); a problem on our side gets 503 so MoneyKit tries again later.
+_STATUS = {
+    Reason.OK: 200,
+    Reason.DUPLICATE: 200,
+    Reason.JWKS_UNAVAILABLE: 503,
+    Reason.MALFORMED: 400,
+    Reason.BAD_PAYLOAD: 400,
+    Reason.TOO_LARGE: 413,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveResult:
+    status_code: int
+    verdict: str  # accepted | duplicate | rejected
+    reason: Reason
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    applied: int = 0
+    stale_ignored: int = 0
+    queued_for_worker: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    event: str
+    idempotency_key: str
+    timestamp: datetime
+    link_id: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _parse_event(payload: Any) -> _Event | None:
+    if not isinstance(payload, dict):
+        return None
+    event = payload.get("webhook_event")
+    key = payload.get("webhook_idempotency_key")
+    link_id = payload.get("link_id")
+    timestamp = _parse_time(payload.get("webhook_timestamp"))
+    if not (isinstance(event, str) and event and len(event) <= 60):
+        return None
+    if not (isinstance(key, str) and key and len(key) <= 200):
+        return None
+    if not (isinstance(link_id, str) and link_id and len(link_id) <= 200) or timestamp is None:
+        return None
+    return _Event(event=event, idempotency_key=key, timestamp=timestamp, link_id=link_id)
+
+
+def _short(value: str | None, limit: int = 200) -> str | None:
+    if value is None:
+        return None
+    cleaned = "".join(ch for ch in value.strip() if ch.isprintable())
+    return cleaned[:limit] or None
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        verifier: WebhookVerifier,
+        client: MoneyKitClient,
+        jobs: JobQueue,
+        customer_tag_prefix: str = "customer:",
+        clock: Callable[[], datetime] | None = None,
+        budget: RequestBudget | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._store = store
+        self._verifier = verifier
+        self._client = client
+        self._jobs = jobs
+        self._clock = clock or _utcnow
+        self._budget = budget
+        self.max_body_bytes = max_body_bytes
+        self._ingestor = LinkIngestor(
+            store=store, client=client, customer_tag_prefix=customer_tag_prefix, clock=self._clock
+        )
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def receive(self, raw_body: bytes, headers: Mapping[str, str]) -> ReceiveResult:
+        """Verify, record, deduplicate and queue one delivery; never raises for bad input."""
+        token = _short(_header(headers, "MoneyKit-Delivery-Token"))
+        attempt_text = _header(headers, "MoneyKit-Delivery-Attempt") or ""
+        attempt = int(attempt_text) if attempt_text.strip().isdigit() else None
+        if attempt is not None and attempt > 1_000_000:
+            attempt = None
+
+        if len(raw_body) > self.max_body_bytes:
+            return self._reject(Reason.TOO_LARGE, token, attempt)
+        verdict = self._verifier.verify(raw_body, _header(headers, "MoneyKit-Signature"))
+        if not verdict.ok:
+            return self._reject(verdict.reason, token, attempt)
+        try:
+            payload = json.loads(raw_body)
+        except ValueError:
+            payload = None
+        event = _parse_event(payload)
+        if event is None:
+            return self._reject(Reason.BAD_PAYLOAD, token, attempt)
+        assert isinstance(payload, dict)
+        return self._accept(event, payload, verdict, token, attempt)
+
+    def _record(
+        self,
+        *,
+        verdict: str,
+        reason: Reason,
+        token: str | None,
+        attempt: int | None,
+        event: _Event | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> WebhookDelivery:
+        return WebhookDelivery(
+            delivery_token=token,
+            received_at=self._clock(),
+            event=event.event if event else None,
+            link_id=event.link_id if event else None,
+            verdict=verdict,
+            payload=payload,
+            idempotency_key=event.idempotency_key if event else None,
+            attempt=attempt,
+            reason=reason.value,
+            event_timestamp=event.timestamp if event else None,
+        )
+
+    def _reject(self, reason: Reason, token: str | None, attempt: int | None) -> ReceiveResult:
+        # The body of a refused request is not stored: it may be forged, or not ours at all.
+        with self._store.write() as session:
+            session.add(
+                self._record(verdict="rejected", reason=reason, token=token, attempt=attempt)
+            )
+        status = _STATUS.get(reason, 401)
+        logger.info("webhook refused: %s (delivery %s)", reason.value, token or "-")
+        return ReceiveResult(status, "rejected", reason)
+
+    def _duplicate(self, event: _Event, token: str | None, attempt: int | None) -> ReceiveResult:
+        with self._store.write() as session:
+            session.add(
+                self._record(
+                    verdict="duplicate",
+                    reason=Reason.DUPLICATE,
+                    token=token,
+                    attempt=attempt,
+                    event=event,
+                )
+            )
+        return ReceiveResult(200, "duplicate", Reason.DUPLICATE)
+
+    def _accept(
+        self,
+        event: _Event,
+        payload: dict[str, Any],
+        verdict: Verdict,
+        token: str | None,
+        attempt: int | None,
+    ) -> ReceiveResult:
+        now = self._clock()
+        seen = sa.or_(
+            WebhookEvent.idempotency_key == event.idempotency_key,
+            *([WebhookEvent.delivery_token == token] if token else []),
+        )
+        try:
+            with self._store.write() as session:
+                if session.scalar(sa.select(sa.func.count()).where(seen)):
+                    raise _AlreadyQueued
+                session.add(
+                    WebhookEvent(
+                        idempotency_key=event.idempotency_key,
+                        delivery_token=token,
+                        event=event.event,
+                        link_id=event.link_id,
+                        webhook_timestamp=event.timestamp,
+                        payload=payload,
+                        received_at=now,
+                        status="pending",
+                    )
+                )
+                session.add(
+                    self._record(
+                        verdict="accepted",
+                        reason=Reason.OK,
+                        token=token,
+                        attempt=attempt,
+                        event=event,
+                        payload=payload,
+                    )
+                )
+                session.execute(
+                    sa.update(Link).where(Link.link_id == event.link_id).values(last_webhook_at=now)
+                )
+        except (_AlreadyQueued, sa.exc.IntegrityError):
+            # IntegrityError: a concurrent retry queued the same event a moment earlier.
+            return self._duplicate(event, token, attempt)
+        return ReceiveResult(202, "accepted", Reason.OK)
+
+    # -- applying --------------------------------------------------------------------------------
+
+    def _claim(self, worker: str, limit: int) -> list[int]:
+        now = self._clock()
+        token = f"{worker[:80]}:{uuid.uuid4().hex[:12]}"
+        free = sa.or_(WebhookEvent.claimed_until.is_(None), WebhookEvent.claimed_until < now)
+        candidates = (
+            sa.select(WebhookEvent.id)
+            .where(WebhookEvent.status == "pending", free)
+            .order_by(WebhookEvent.webhook_timestamp.asc(), WebhookEvent.id.asc())
+            .limit(limit)
+        )
+        if self._store.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        claimed: list[int] = []
+        with self._store.write() as session:
+            for event_id in session.scalars(candidates).all():
+                won = session.execute(
+                    sa.update(WebhookEvent)
+                    .where(WebhookEvent.id == event_id, WebhookEvent.status == "pending", free)
+                    .values(claimed_by=token, claimed_until=now + CLAIM_TTL)
+                )
+                if won.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(event_id)
+        return claimed
+
+    def _close(self, event_id: int, status: str, detail: str | None = None) -> None:
+        with self._store.write() as session:
+            session.execute(
+                sa.update(WebhookEvent)
+                .where(WebhookEvent.id == event_id, WebhookEvent.status == "pending")
+                .values(
+                    status=status,
+                    applied_at=self._clock(),
+                    claimed_until=None,
+                    detail=(detail or "")[:300] or None,
+                )
+            )
+
+    def apply_pending(self, limit: int = 200, *, worker: str = "webhooks") -> ApplyReport:
+        """Apply queued events, oldest event time first; each is applied at most once."""
+        counts = {"applied": 0, "stale_ignored": 0, "queued_for_worker": 0, "failed": 0}
+        read_at: dict[str, datetime] = {}  # links already re-read in this pass
+        fetcher = InstitutionFetcher(self._client)
+        for event_id in self._claim(worker, limit):
+            with self._store.read() as session:
+                row = session.get(WebhookEvent, event_id)
+                if row is None or row.status != "pending":
+                    continue
+                link_id, kind, at = row.link_id, row.event, row.webhook_timestamp
+                payload = dict(row.payload or {})
+                stored = session.get(Link, link_id)
+                as_of = stored.state_as_of if stored is not None else None
+            try:
+                status, detail = self._apply_one(
+                    link_id, kind, at, payload, as_of, read_at, fetcher
+                )
+            except Exception as exc:
+                logger.exception("webhook event %s could not be applied", event_id)
+                status, detail = "failed", f"internal error ({type(exc).__name__})"
+            counts[status if status in counts else "applied"] += 1
+            self._close(event_id, status if status != "queued_for_worker" else "applied", detail)
+        return ApplyReport(**counts)
+
+    def _apply_one(
+        self,
+        link_id: str,
+        kind: str,
+        at: datetime,
+        payload: dict[str, Any],
+        as_of: datetime | None,
+        read_at: dict[str, datetime],
+        fetcher: InstitutionFetcher,
+    ) -> tuple[str, str]:
+        if kind == _STATE_EVENT and as_of is not None and at < as_of:
+            return "stale_ignored", f"older than the stored state ({as_of.isoformat()})"
+        if link_id in read_at and at <= read_at[link_id]:
+            return "applied", "covered by this pass's read of the link"
+        if self._budget is not None and self._budget.try_acquire("link", link_id) > 0:
+            self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)
+            return "queued_for_worker", "rate budget spent; the worker reads the link"
+        fetched_at = self._clock()
+        try:
+            link = self._client.get_link(link_id)
+        except (NotFoundError, GoneError):
+            with self._store.write() as session:
+                mark_link_deleted(session, link_id, now=self._clock(), source="webhook")
+            return "applied", "link is gone at MoneyKit"
+        except MoneyKitError as exc:
+            applied = False
+            if kind == _STATE_EVENT and isinstance(payload.get("state"), str):
+                error = payload.get("error")
+                with self._store.write() as session:
+                    applied = apply_event_state(
+                        session,
+                        link_id,
+                        state=str(payload["state"])[:40],
+                        error_code=str(error)[:60] if isinstance(error, str) else None,
+                        as_of=at,
+                        now=self._clock(),
+                    )
+            self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)
+            how = "payload state applied" if applied else "nothing applied"
+            return "queued_for_worker", f"MoneyKit not reachable ({exc.user_message}); {how}"
+        self._ingestor.ingest(link, source="webhook", fetcher=fetcher, fetched_at=fetched_at)
+        with self._store.write() as session:
+            # The state read now is at least as new as the event that caused the read.
+            session.execute(
+                sa.update(Link)
+                .where(
+                    Link.link_id == link_id,
+                    sa.or_(Link.state_as_of.is_(None), Link.state_as_of < at),
+                )
+                .values(state_as_of=at)
+            )
+        read_at[link_id] = max(fetched_at, at)
+        return "applied", f"re-read from MoneyKit: {link.state}" + (
+            f"/{link.error_code}" if link.error_code else ""
+        )
+
+
+class _AlreadyQueued(Exception):
+    pass

@@ -1,0 +1,169 @@
+"""Fixtures for integration tests: the real sandbox in its own process, and Linkdesk's webhook
+receiver on a real HTTP port, so signed webhooks travel over real HTTP between them.
+
+* ``sandbox`` (module): ``Sandbox(url, client_id, client_secret)`` of a ``python -m sandbox``
+  started on a free port with a few demo links and an accelerated webhook retry schedule.
+* ``services``: Linkdesk wired to that sandbox over a temporary SQLite file, with real clocks.
+* ``receiver_url``: ``http://localhost:<port>/webhooks/moneykit`` served by uvicorn in a thread
+  from ``services.webhooks``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from linkdesk.bootstrap import Services, build_services
+from linkdesk.settings import Settings
+from linkdesk.webhooks.asgi import webhook_route
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLIENT_ID = "integration_client"
+CLIENT_SECRET = "integration_secret"
+STARTUP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("localhost", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    url: str
+
+    def token(self) -> str:
+        response = httpx.post(
+            f"{self.url}/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+            },
+            timeout=10,
+        )
+        response.raise_for_status()
+        token: str = response.json()["access_token"]
+        return token
+
+    def api(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def control(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        response = httpx.request(method, f"{self.url}/_sandbox{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+        response.raise_for_status()
+        return response
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    env = {"MONEYKIT_CLIENT_ID": CLIENT_ID, "MONEYKIT_CLIENT_SECRET": CLIENT_SECRET}
+    import os
+
+    env = {**os.environ, **env}
+    with tempfile.TemporaryFile() as log:
+        for _attempt in range(3):
+            port = free_port()
+            url = f"http://localhost:{port}"
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sandbox",
+                    "--host",
+                    "localhost",
+                    "--port",
+                    str(port),
+                    "--demo-links",
+                    "6",
+                    "--webhook-time-scale",
+                    "3600",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                if _healthy(url, proc):
+                    yield Sandbox(url)
+                    return
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        log.seek(0)
+        output = log.read().decode("utf-8", "replace")[-2000:]
+    pytest.fail(f"sandbox did not start; last output:\n{output}")
+
+
+@pytest.fixture
+def services(sandbox: Sandbox, tmp_path: Path) -> Iterator[Services]:
+    sandbox.control("POST", "/reset")
+    sandbox.control("DELETE", "/faults")
+    settings = Settings(
+        moneykit_base_url=sandbox.url,
+        moneykit_connect_host=sandbox.url,
+        moneykit_client_id=CLIENT_ID,
+        moneykit_client_secret=CLIENT_SECRET,
+        database_url=f"sqlite:///{tmp_path / 'linkdesk.db'}",
+        signing_key_file=str(tmp_path / "signing.key"),
+        webhook_issuer=sandbox.url,  # the sandbox signs with its own URL as issuer
+        jwks_min_refetch_seconds=1,
+        moneykit_max_retries=0,
+    )
+    built = build_services(settings, worker_id="integration")
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def receiver_url(services: Services) -> Iterator[str]:
+    app = Starlette(routes=[webhook_route(services.webhooks)])
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="localhost", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "webhook receiver did not start"
+    yield f"http://localhost:{port}/webhooks/moneykit"
+    server.should_exit = True
+    thread.join(timeout=10)

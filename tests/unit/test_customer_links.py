@@ -1,0 +1,233 @@
+"""Customer relink links: signed, single-use, expiring, bound to one link, every step audited."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from linkdesk.auth import Actor, Role
+from linkdesk.bootstrap import Services
+from linkdesk.services import LeaseHeld, RelinkNotNeeded
+from linkdesk.services.customer_links import load_signing_key
+from linkdesk.services.errors import LinkAlreadyUsed, LinkExpired, LinkTampered
+from linkdesk.store.models import CustomerLinkToken
+from tests.unit.conftest import FakeMoneyKit
+
+SUPPORT = Actor("sam", Role.SUPPORT)
+
+
+@pytest.fixture
+def ready(core_services: Services, fake_moneykit: FakeMoneyKit) -> Services:
+    fake_moneykit.add_link(
+        "mk_expired", state="error", error_code="auth_expired", tags=["customer:cust_0002"]
+    )
+    fake_moneykit.add_link(
+        "mk_other", state="error", error_code="auth_expired", tags=["customer:cust_0003"]
+    )
+    fake_moneykit.add_link("mk_ok", tags=["customer:cust_0004"])
+    core_services.discovery.sync_all()
+    return core_services
+
+
+def finish_log(session_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "session_id": session_id,
+            "seq": 1,
+            "type": "relink_success",
+            "data": {"link_id": "mk_expired"},
+        }
+    ]
+
+
+def test_the_whole_journey(ready: Services, fake_moneykit: FakeMoneyKit):
+    made = ready.customer_links.create("mk_expired", SUPPORT, reason="customer emailed")
+    assert made.token not in repr(made)
+    assert made.expires_at > ready.worker._clock()
+
+    started = ready.customer_links.redeem_begin(made.token)
+    assert (started.mode, started.link_id) == ("relink", "mk_expired")
+    progress = ready.links.relink_in_progress("mk_expired")
+    assert progress is not None and "customer" in progress.holder
+
+    fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
+    outcome = ready.customer_links.redeem_finish(made.token, finish_log(started.session_id))
+    assert outcome.outcome == "success"
+    (row,) = ready.links.customer_links("mk_expired")
+    assert (row.created_by, row.outcome, row.reason) == ("sam", "success", "customer emailed")
+    assert row.used_at is not None and row.finished_at is not None
+
+    actions = [(e.action, e.outcome) for e in ready.audit.entries(link_id="mk_expired")]
+    for step in [
+        ("customer_link.create", "created"),
+        ("customer_link.redeem", "started"),
+        ("connect.relink", "success"),
+        ("customer_link.finish", "success"),
+    ]:
+        assert step in actions
+
+
+def test_only_a_hash_of_the_token_is_stored(ready: Services):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    with ready.store.read() as session:
+        stored = session.scalars(sa.select(CustomerLinkToken)).one()
+        dump = json.dumps(
+            {c.name: str(getattr(stored, c.name)) for c in CustomerLinkToken.__table__.columns}
+        )
+    assert made.token not in dump
+    assert made.token.split(".")[1] not in dump  # not even the signature part
+
+
+def test_an_expired_link_is_refused(ready: Services, core_clock):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    core_clock.advance(ready.settings.customer_link_ttl_hours * 3600 + 1)
+    with pytest.raises(LinkExpired):
+        ready.customer_links.redeem_begin(made.token)
+    assert ready.audit.entries(action="customer_link.redeem")[0].outcome == "expired"
+
+
+def test_a_link_works_once(ready: Services):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    ready.customer_links.redeem_begin(made.token)
+    with pytest.raises(LinkAlreadyUsed):
+        ready.customer_links.redeem_begin(made.token)
+    assert ready.audit.entries(action="customer_link.redeem")[0].outcome == "reused"
+
+
+def test_two_clicks_at_once_start_one_relink(ready: Services, fake_moneykit: FakeMoneyKit):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    barrier = threading.Barrier(4)
+    results: list[str] = []
+
+    def click() -> None:
+        barrier.wait()
+        try:
+            ready.customer_links.redeem_begin(made.token)
+            results.append("started")
+        except LinkAlreadyUsed:
+            results.append("used")
+
+    threads = [threading.Thread(target=click) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["started", "used", "used", "used"]
+    assert len(fake_moneykit.link_sessions) == 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def tampered_variants(token: str, other_token: str) -> dict[str, str]:
+    payload, signature = token.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    retargeted = _b64(json.dumps({**data, "l": "mk_other"}, separators=(",", ":")).encode())
+    extended = _b64(json.dumps({**data, "e": data["e"] + 86400}, separators=(",", ":")).encode())
+    flipped = signature[:-2] + ("AA" if not signature.endswith("AA") else "BB")
+    return {
+        "retargeted to another link": f"{retargeted}.{signature}",
+        "expiry extended": f"{extended}.{signature}",
+        "signature altered": f"{payload}.{flipped}",
+        "signature of another token": f"{payload}.{other_token.split('.')[1]}",
+        "garbage": "not-a-token",
+        "empty": "",
+        "three parts": f"{payload}.{signature}.x",
+    }
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "retargeted to another link",
+        "expiry extended",
+        "signature altered",
+        "signature of another token",
+        "garbage",
+        "empty",
+        "three parts",
+    ],
+)
+def test_a_tampered_link_is_refused(ready: Services, fake_moneykit: FakeMoneyKit, variant: str):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    other = ready.customer_links.create("mk_other", SUPPORT)
+    forged = tampered_variants(made.token, other.token)[variant]
+    with pytest.raises(LinkTampered):
+        ready.customer_links.redeem_begin(forged)
+    assert fake_moneykit.link_sessions == []
+    # The genuine token is untouched by the attempt.
+    assert ready.customer_links.redeem_begin(made.token).link_id == "mk_expired"
+
+
+def test_a_token_signed_with_another_key_is_refused(ready: Services, core_settings):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    from linkdesk.services.customer_links import CustomerLinkService
+
+    stranger = CustomerLinkService(
+        store=ready.store,
+        sessions=ready.sessions,
+        audit=ready.audit,
+        settings=core_settings,
+        key=b"x" * 40,
+        clock=ready.worker._clock,
+    )
+    with pytest.raises(LinkTampered):
+        stranger.redeem_begin(made.token)
+
+
+def test_links_only_for_links_that_need_a_relink(ready: Services):
+    with pytest.raises(RelinkNotNeeded):
+        ready.customer_links.create("mk_ok", SUPPORT)
+
+
+def test_staff_relinking_keeps_the_token_usable(ready: Services):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    ready.sessions.start_relink(link_id="mk_expired", actor=Actor("other", Role.SUPPORT))
+    with pytest.raises(LeaseHeld):
+        ready.customer_links.redeem_begin(made.token)
+    (row,) = ready.links.customer_links("mk_expired")
+    assert row.used_at is None
+
+
+def test_a_link_that_recovered_meanwhile_uses_the_token_up(
+    ready: Services, fake_moneykit: FakeMoneyKit
+):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
+    with pytest.raises(RelinkNotNeeded):
+        ready.customer_links.redeem_begin(made.token)
+    (row,) = ready.links.customer_links("mk_expired")
+    assert row.outcome == "not_needed"
+
+
+def test_finish_needs_a_started_token(ready: Services):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    with pytest.raises(LinkTampered):
+        ready.customer_links.redeem_finish(made.token, [])
+
+
+class TestSigningKey:
+    def test_a_configured_key_is_used(self, core_settings):
+        settings = core_settings.model_copy(update={"signing_key": SecretStr("k" * 40)})
+        assert load_signing_key(settings) == b"k" * 40
+
+    def test_a_short_configured_key_is_refused(self, core_settings):
+        settings = core_settings.model_copy(update={"signing_key": SecretStr("short")})
+        with pytest.raises(ValueError):
+            load_signing_key(settings)
+
+    def test_a_generated_key_is_created_once_with_owner_only_access(self, core_settings, tmp_path):
+        path = tmp_path / "var" / "signing.key"
+        settings = core_settings.model_copy(update={"signing_key_file": str(path)})
+        first = load_signing_key(settings)
+        assert load_signing_key(settings) == first and len(first) >= 32
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

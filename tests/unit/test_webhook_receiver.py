@@ -1,0 +1,320 @@
+"""Webhook receiver: every attempt recorded, duplicates dropped, events applied once, in order."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from linkdesk.bootstrap import Services
+from linkdesk.services.jobs import PRIORITY_WEBHOOK, link_job_id
+from linkdesk.store.models import Link, SyncJob, WebhookDelivery, WebhookEvent
+from linkdesk.webhooks.asgi import webhook_route
+from linkdesk.webhooks.verify import Reason
+from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
+
+
+@pytest.fixture
+def wired(fake_moneykit: FakeMoneyKit, signer: WebhookSigner, core_services: Services) -> Services:
+    fake_moneykit.signer = signer
+    fake_moneykit.add_link("mk_1", state="error", error_code="auth_expired")
+    core_services.discovery.sync_all()
+    return core_services
+
+
+def deliveries(services: Services) -> list[WebhookDelivery]:
+    with services.store.read() as session:
+        return list(session.scalars(sa.select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+def events(services: Services) -> list[WebhookEvent]:
+    with services.store.read() as session:
+        return list(session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id)))
+
+
+def stored_link(services: Services, link_id: str) -> Link:
+    with services.store.read() as session:
+        link = session.get(Link, link_id)
+        assert link is not None
+        return link
+
+
+class TestReceive:
+    def test_a_genuine_delivery_is_recorded_and_queued(self, wired, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
+        result = wired.webhooks.receive(body, headers)
+        assert (result.status_code, result.verdict, result.reason) == (202, "accepted", Reason.OK)
+        (delivery,) = deliveries(wired)
+        assert (delivery.verdict, delivery.reason, delivery.attempt) == ("accepted", "ok", 1)
+        assert delivery.payload is not None and delivery.payload["state"] == "connected"
+        assert delivery.event_timestamp is not None
+        (event,) = events(wired)
+        assert (event.status, event.link_id) == ("pending", "mk_1")
+        assert stored_link(wired, "mk_1").last_webhook_at is not None
+
+    def test_a_forged_delivery_is_recorded_without_its_body(self, wired, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
+        result = wired.webhooks.receive(body.replace(b"connected", b"connectee"), headers)
+        assert (result.status_code, result.reason) == (401, Reason.BODY_MISMATCH)
+        (delivery,) = deliveries(wired)
+        assert (delivery.verdict, delivery.reason, delivery.payload) == (
+            "rejected",
+            "body_mismatch",
+            None,
+        )
+        assert events(wired) == []
+
+    def test_a_missing_signature_is_refused(self, wired, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        del headers["MoneyKit-Signature"]
+        result = wired.webhooks.receive(body, headers)
+        assert (result.status_code, result.reason) == (401, Reason.MISSING_SIGNATURE)
+
+    def test_header_names_are_case_insensitive(self, wired, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        assert wired.webhooks.receive(body, lowered).verdict == "accepted"
+
+    def test_retries_of_one_delivery_are_duplicates_but_every_attempt_is_recorded(
+        self, wired, signer, core_clock
+    ):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-1")
+        first = wired.webhooks.receive(body, headers)
+        retry = dict(headers, **{"MoneyKit-Delivery-Attempt": "2"})
+        second = wired.webhooks.receive(body, retry)
+        assert first.verdict == "accepted"
+        assert (second.status_code, second.verdict, second.reason) == (
+            200,
+            "duplicate",
+            Reason.DUPLICATE,
+        )
+        assert [(d.verdict, d.attempt) for d in deliveries(wired)] == [
+            ("accepted", 1),
+            ("duplicate", 2),
+        ]
+        assert len(events(wired)) == 1
+
+    def test_same_idempotency_key_under_a_new_delivery_token_is_a_duplicate(
+        self, wired, signer, core_clock
+    ):
+        a = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-1", token="dt-a")
+        b = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-1", token="dt-b")
+        assert wired.webhooks.receive(*a).verdict == "accepted"
+        assert wired.webhooks.receive(*b).verdict == "duplicate"
+        assert len(events(wired)) == 1
+
+    def test_concurrent_retries_queue_one_event(self, wired, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-race")
+        results: list[str] = []
+        barrier = threading.Barrier(6)
+
+        def send() -> None:
+            barrier.wait()
+            results.append(wired.webhooks.receive(body, headers).verdict)
+
+        threads = [threading.Thread(target=send) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["accepted"] + ["duplicate"] * 5
+        assert len(events(wired)) == 1
+        assert len(deliveries(wired)) == 6
+
+    def test_a_verified_but_unreadable_payload_is_refused(self, wired, signer, core_clock):
+        body = b'{"hello": "world"}'
+        headers = {"MoneyKit-Signature": signer.signature(body, iat=core_clock.now)}
+        result = wired.webhooks.receive(body, headers)
+        assert (result.status_code, result.reason) == (400, Reason.BAD_PAYLOAD)
+
+    def test_keys_unreachable_asks_moneykit_to_retry(self, wired, signer, core_clock):
+        signer.jwks_down = True
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        result = wired.webhooks.receive(body, headers)
+        assert (result.status_code, result.reason) == (503, Reason.JWKS_UNAVAILABLE)
+
+
+class TestApply:
+    def test_applying_rereads_the_link_instead_of_trusting_the_payload(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        # The payload says error, but MoneyKit now says connected: MoneyKit's answer wins.
+        fake_moneykit.links["mk_1"].update(state="connected", error_code=None)
+        body, headers = signer.delivery(
+            link_id="mk_1", iat=core_clock.now, state="error", error="auth_expired"
+        )
+        wired.webhooks.receive(body, headers)
+        report = wired.webhooks.apply_pending()
+        assert report.applied == 1
+        link = stored_link(wired, "mk_1")
+        assert (link.state, link.error_code) == ("connected", None)
+        assert [e.status for e in events(wired)] == ["applied"]
+
+    def test_an_event_is_applied_once(self, wired, signer, core_clock, fake_moneykit):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        wired.webhooks.receive(body, headers)
+        before = fake_moneykit.calls["GET /links/mk_1"]
+        wired.webhooks.apply_pending()
+        wired.webhooks.apply_pending()
+        wired.webhooks.receive(body, headers)  # a late retry after applying
+        wired.webhooks.apply_pending()
+        assert fake_moneykit.calls["GET /links/mk_1"] == before + 1
+
+    def test_two_appliers_at_once_apply_each_event_once(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        for i in range(8):
+            fake_moneykit.add_link(f"mk_p{i}")
+        wired.discovery.sync_all()
+        for i in range(8):
+            body, headers = signer.delivery(link_id=f"mk_p{i}", iat=core_clock.now)
+            wired.webhooks.receive(body, headers)
+        before = sum(fake_moneykit.calls[f"GET /links/mk_p{i}"] for i in range(8))
+        barrier = threading.Barrier(3)
+        reports = []
+
+        def apply() -> None:
+            barrier.wait()
+            reports.append(wired.webhooks.apply_pending(worker=threading.current_thread().name))
+
+        threads = [threading.Thread(target=apply) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(r.applied for r in reports) == 8
+        after = sum(fake_moneykit.calls[f"GET /links/mk_p{i}"] for i in range(8))
+        assert after - before == 8
+        assert {e.status for e in events(wired)} == {"applied"}
+
+    def test_an_older_event_never_overwrites_newer_state(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        t0 = core_clock.now
+        newer = signer.delivery(link_id="mk_1", iat=t0, timestamp=t0, key="new", state="connected")
+        older = signer.delivery(
+            link_id="mk_1",
+            iat=t0,
+            timestamp=t0 - timedelta(seconds=30),
+            key="old",
+            state="error",
+            error="auth_expired",
+        )
+        wired.webhooks.receive(*newer)
+        # MoneyKit becomes unreachable (the keys are cached), so payloads are all there is:
+        # order must come from the events' own timestamps, not from when they arrived.
+        fake_moneykit.unreachable = True
+        wired.webhooks.apply_pending()
+        assert stored_link(wired, "mk_1").state == "connected"
+        wired.webhooks.receive(*older)  # arrives late, after a MoneyKit retry
+        report = wired.webhooks.apply_pending()
+        assert report.stale_ignored == 1
+        link = stored_link(wired, "mk_1")
+        assert (link.state, link.error_code) == ("connected", None)
+        statuses = {e.idempotency_key: e.status for e in events(wired)}
+        assert statuses == {"new": "applied", "old": "stale_ignored"}
+
+    def test_events_queued_together_are_applied_oldest_first(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        t0 = core_clock.now  # after the initial sync
+        first, second = t0 + timedelta(seconds=1), t0 + timedelta(seconds=2)
+        wired.webhooks.receive(
+            *signer.delivery(link_id="mk_1", iat=t0, timestamp=second, key="b", state="connected")
+        )
+        wired.webhooks.receive(
+            *signer.delivery(
+                link_id="mk_1",
+                iat=t0,
+                timestamp=first,
+                key="a",
+                state="error",
+                error="institution_error",
+            )
+        )
+        fake_moneykit.unreachable = True
+        wired.webhooks.apply_pending()
+        link = stored_link(wired, "mk_1")
+        assert (link.state, link.error_code) == ("connected", None)
+        with wired.store.read() as session:
+            changes = session.execute(
+                sa.text(
+                    "SELECT to_state, to_error, source FROM link_state_changes "
+                    "WHERE link_id='mk_1' ORDER BY id"
+                )
+            ).all()
+        assert [tuple(r) for r in changes] == [
+            ("error", "auth_expired", "sync"),
+            ("error", "institution_error", "webhook"),
+            ("connected", None, "webhook"),
+        ]
+
+    def test_an_event_older_than_the_last_read_is_stale(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        old = core_clock.now - timedelta(seconds=30)  # before the initial sync read the link
+        wired.webhooks.receive(
+            *signer.delivery(link_id="mk_1", iat=core_clock.now, timestamp=old, state="connected")
+        )
+        calls = fake_moneykit.calls["GET /links/mk_1"]
+        assert wired.webhooks.apply_pending().stale_ignored == 1
+        assert fake_moneykit.calls["GET /links/mk_1"] == calls
+        assert stored_link(wired, "mk_1").state == "error"
+
+    def test_unreachable_moneykit_queues_the_link_for_the_worker(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        wired.webhooks.receive(
+            *signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
+        )
+        fake_moneykit.unreachable = True
+        report = wired.webhooks.apply_pending()
+        assert report.queued_for_worker == 1
+        with wired.store.read() as session:
+            job = session.get(SyncJob, link_job_id("mk_1"))
+            assert job is not None and job.priority == PRIORITY_WEBHOOK
+
+    def test_a_webhook_for_an_unknown_link_brings_it_in(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        fake_moneykit.add_link("mk_new", tags=["customer:cust_9"])
+        wired.webhooks.receive(*signer.delivery(link_id="mk_new", iat=core_clock.now))
+        wired.webhooks.apply_pending()
+        assert stored_link(wired, "mk_new").customer_id == "cust_9"
+
+
+class TestHttpRoute:
+    @pytest.fixture
+    def http(self, wired: Services) -> TestClient:
+        return TestClient(Starlette(routes=[webhook_route(wired.webhooks)]))
+
+    def test_a_genuine_post_is_accepted(self, http, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        response = http.post("/webhooks/moneykit", content=body, headers=headers)
+        assert response.status_code == 202
+        assert response.json() == {"ok": True, "reason": "ok"}
+
+    def test_a_forged_post_is_refused_without_echoing_the_body(self, http, signer, core_clock):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="secret-ish")
+        headers["MoneyKit-Signature"] = "garbage"
+        response = http.post("/webhooks/moneykit", content=body, headers=headers)
+        assert response.status_code == 400
+        assert response.json() == {"ok": False, "reason": "malformed"}
+        assert b"secret-ish" not in response.content
+
+    def test_an_oversized_body_is_refused(self, http, wired):
+        big = b"x" * (wired.webhooks.max_body_bytes + 1)
+        response = http.post("/webhooks/moneykit", content=big)
+        assert (response.status_code, response.json()["reason"]) == (413, "too_large")
+
+    def test_only_post_is_routed(self, http):
+        assert http.get("/webhooks/moneykit").status_code == 405
+
+
+def test_clock_fixture_is_shared(core_clock: FakeClock, wired: Services):
+    # The receiver judges signature age with the services' clock, not the wall clock.
+    assert wired.webhooks._clock is core_clock

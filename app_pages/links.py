@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import streamlit as st
 
-from linkdesk.moneykit.errors import MoneyKitError
+from linkdesk.auth import Permission
+from linkdesk.services.errors import ServiceError
 from linkdesk.store.queries import Health, LinkFilters, LinkRow
+from ui.auth import require_actor
 from ui.link_detail import render_link_detail
 from ui.render import (
     ERROR_LABELS,
@@ -23,6 +27,7 @@ FILTER_PARAMS = ("health", "error", "institution", "customer", "q")
 
 services = get_services()
 queries = services.links
+actor = require_actor()
 dark = theme_is_dark()
 
 
@@ -49,29 +54,57 @@ def _show_auth_expired() -> None:
     _sync_filters_to_url()
 
 
-def _sync_now() -> None:
-    with st.status("Discovering links through the MoneyKit API…", expanded=True) as status:
-        bar = st.progress(0.0, text="Listing links")
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
 
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total if total else 1.0, text=f"{done} of {total} links")
 
-        try:
-            report = services.discovery.sync_all(progress)
-        except MoneyKitError as error:
-            status.update(label="Sync failed", state="error")
-            st.error(f"MoneyKit could not be reached: {error.user_message}")
-            return
-        label = (
-            f"Synced {report.ok} of {report.listed} links "
-            f"({report.new} new, {report.state_changes} state changes, {report.deleted} deleted)"
+@st.fragment(run_every="10s")
+def _worker_panel() -> None:
+    """Sync and webhook lag, refreshed on its own without rerunning the page."""
+    status = queries.worker_status()
+    now = status.now
+    with st.container(border=True):
+        cols = st.columns([1.2, 1, 1, 1, 1, 1.3])
+        state = "paused" if status.paused else ("running" if status.last_run_at else "not started")
+        cols[0].metric("Sync worker", state, help=f"Last round {_ago(status.last_run_at, now)}")
+        lag = int(status.lag.total_seconds())
+        cols[1].metric("Lag", f"{lag} s", help="Age of the oldest job that is due")
+        cols[2].metric("Jobs due", status.jobs_due)
+        cols[3].metric("Synced (1 h)", status.links_synced_last_hour)
+        cols[4].metric(
+            "Errors (1 h)",
+            status.errors_last_hour,
+            help=f"{status.rate_limited_last_hour} rate-limited by MoneyKit",
         )
-        if report.failed:
-            status.update(label=label + f", {report.failed} failed", state="error")
-            for failure in report.failures[:10]:
-                st.write(f"`{failure.link_id}`: {failure.error}")
-        else:
-            status.update(label=label, state="complete", expanded=False)
+        cols[5].metric("Webhooks queued", status.webhooks_pending)
+        st.caption(
+            f"Last discovery of new links {_ago(status.last_discovery_at, now)}"
+            + (f" · last error: {status.last_error}" if status.last_error else "")
+        )
+        if actor.can(Permission.WORKER_CONTROL):
+            if status.paused:
+                if st.button("Resume the sync worker", key="worker.resume"):
+                    services.worker.resume(actor)
+                    st.rerun(scope="fragment")
+            elif st.button("Pause the sync worker", key="worker.pause"):
+                services.worker.pause(actor)
+                st.rerun(scope="fragment")
+
+
+def _sync_now() -> None:
+    try:
+        touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
+    except ServiceError as refused:
+        st.warning(str(refused))
+    else:
+        st.toast(f"{touched} links queued for the sync worker; watch the lag below.")
 
 
 def _table_rows(rows: list[LinkRow]) -> list[dict[str, object]]:
@@ -96,8 +129,11 @@ st.session_state.setdefault("links.cursors", [None])
 
 header, action = st.columns([4, 1], vertical_alignment="bottom")
 header.title("Links")
-if action.button("Sync with MoneyKit", icon="🔄", width="stretch"):
+if actor.can(Permission.SYNC_TRIGGER) and action.button(
+    "Sync now", icon="🔄", width="stretch", help="Queue every link for the sync worker"
+):
     _sync_now()
+_worker_panel()
 
 counts = queries.counts_by_health()
 total = sum(counts.values())
@@ -116,8 +152,8 @@ if expired:
 
 if total == 0:
     st.info(
-        "No links in the store yet. Press **Sync with MoneyKit** to discover every link of "
-        "the application, or link a bank on the **Connect** page."
+        "No links in the store yet. The sync worker discovers every link of the application "
+        "within a few minutes; you can also link a bank on the **Connect a bank** page."
     )
     st.stop()
 

@@ -328,6 +328,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    run_worker: bool = Field(
+        default=True,
+        validation_alias=_env("LINKDESK_RUN_WORKER", "run_worker"),
+        description=(
+            "Run the sync worker inside the dashboard process (server.py). Set to false when "
+            "workers run as their own processes (python -m linkdesk worker)."
+        ),
+    )
+
     @classmethod
     def fields_documentation(cls) -> list[tuple[str, str]]:
         """(environment variable, description) for every field, for docs and their test."""

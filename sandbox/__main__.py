@@ -68,6 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-rate-limits", action="store_true", help="start with MoneyKit's rate limits off"
     )
+    parser.add_argument(
+        "--demo-webhook-url",
+        default=os.environ.get("MONEYKIT_DEMO_WEBHOOK_URL"),
+        help="webhook URL of the demo links, as the customer app sets it "
+        "(default: $MONEYKIT_DEMO_WEBHOOK_URL, else none)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     return parser.parse_args(argv)
 
@@ -106,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             time_scale=args.webhook_time_scale,
         ),
         rate_limits=not args.no_rate_limits,
+        demo_webhook_url=args.demo_webhook_url,
     )
     logging.getLogger("uvicorn.access").addFilter(_DropQueryString())
     print(f"MoneyKit sandbox: {public_url}  (API base URL and Connect UI host)", flush=True)

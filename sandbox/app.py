@@ -42,6 +42,7 @@ def create_app(
     webhook_config: WebhookConfig | None = None,
     refresh_delay_s: float = 0.5,
     rate_limits: bool = True,
+    demo_webhook_url: str | None = None,
 ) -> Starlette:
     """A fresh sandbox.
 
@@ -52,6 +53,7 @@ def create_app(
     ``app.state.bank_app`` and must be served there. ``webhook_config`` sets the retry schedule
     (``time_scale`` speeds it up for tests); ``refresh_delay_s`` is how long a product refresh
     takes to land after its 202; ``rate_limits`` turns MoneyKit's limits on (the default).
+    ``demo_webhook_url`` is the webhook URL the customer app gave the demo links (default none).
     """
 
     @contextlib.asynccontextmanager
@@ -86,6 +88,7 @@ def create_app(
         clock=clock,
         webhook_config=webhook_config,
         refresh_delay_s=refresh_delay_s,
+        demo_webhook_url=demo_webhook_url,
     )
     state.limiter.enabled = rate_limits
     app.state.sandbox = state

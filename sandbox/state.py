@@ -150,8 +150,11 @@ class SandboxState:
         app_name: str = "Linkdesk Sandbox",
         webhook_config: WebhookConfig | None = None,
         refresh_delay_s: float = 0.5,
+        demo_webhook_url: str | None = None,
     ) -> None:
         self.client_id = client_id
+        # The webhook URL the company's customer app gave its links (None: no webhooks).
+        self.demo_webhook_url = demo_webhook_url
         self._client_secret = client_secret
         self.app_name = app_name
         self._base_clock: Clock = clock or utcnow
@@ -212,6 +215,7 @@ class SandboxState:
             self.rng, list(self.institutions.values()), self.demo_link_count, self.clock()
         )
         for link in demo:
+            link.webhook = self.demo_webhook_url
             self.links[link.link_id] = link
         self._next_seq = len(demo) + 1
 

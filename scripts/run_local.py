@@ -69,6 +69,9 @@ def main() -> int:
     sandbox_url = f"http://localhost:{args.sandbox_port}"
     dashboard_url = f"http://localhost:{args.dashboard_port}"
     env.setdefault("LINKDESK_REDIRECT_URI", f"{dashboard_url}/oauth_return")
+    # MoneyKit (here the sandbox) sends each link's webhooks to the dashboard process.
+    env.setdefault("LINKDESK_WEBHOOK_URL", f"{dashboard_url}/webhooks/moneykit")
+    env.setdefault("MONEYKIT_DEMO_WEBHOOK_URL", env["LINKDESK_WEBHOOK_URL"])
     sandbox: subprocess.Popen[bytes] | None = None
 
     if not args.no_sandbox:
@@ -117,7 +120,7 @@ def main() -> int:
                 "-m",
                 "streamlit",
                 "run",
-                "dashboard.py",
+                "server.py",
                 "--server.port",
                 str(args.dashboard_port),
                 "--server.headless",

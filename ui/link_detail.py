@@ -1,12 +1,17 @@
-"""The detail panel of one link: institution card, accounts, history and the relink action."""
+"""The detail panel of one link: institution card, verdict and playbook, actions, history."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
 import streamlit as st
 
-from linkdesk.auth import Permission
+from linkdesk.auth import Actor, Permission
+from linkdesk.health import playbook_for
 from linkdesk.moneykit.errors import MoneyKitError
-from linkdesk.services import LeaseHeld, LinkNotFound, RelinkNotNeeded
+from linkdesk.services.errors import ServiceError
 from linkdesk.store.queries import Health, LinkDetail
 from ui import connect_flow
 from ui.auth import require_actor
@@ -20,6 +25,7 @@ def render_link_detail(link_id: str) -> None:
     if detail is None:
         st.warning(f"No link with id {link_id} is in the store. It may not be synced yet.")
         return
+    actor = require_actor()
     row = detail.row
     st.html(institution_card_html(row, dark=theme_is_dark()))
 
@@ -32,111 +38,205 @@ def render_link_detail(link_id: str) -> None:
     if row.error_code:
         st.caption(f"Error: {error_label(row.error_code)}")
 
-    _relink_action(detail)
+    _playbook(row.health_reason)
+    _relink_action(detail, actor)
+    _customer_link_action(detail, actor)
 
     st.subheader("Accounts", divider="gray")
-    if detail.accounts:
-        st.dataframe(
-            [
-                {
-                    "Name": account.name,
-                    "Type": account.account_type,
-                    "Number": f"•••• {account.mask}" if account.mask else "—",
-                    "Balance": account.balance_current,
-                    "Available": account.balance_available,
-                    "Currency": account.currency,
-                }
-                for account in detail.accounts
-            ],
-            hide_index=True,
-            width="stretch",
-        )
-    else:
-        st.caption("No accounts stored for this link.")
-
-    history, sessions, audit = st.tabs(["State history", "Connect sessions", "Audit"])
-    with history:
-        if detail.state_changes:
-            st.dataframe(
-                [
-                    {
-                        "When": change.at,
-                        "From": f"{change.from_state or '—'} {change.from_error or ''}".strip(),
-                        "To": f"{change.to_state} {change.to_error or ''}".strip(),
-                        "Source": change.source,
-                    }
-                    for change in detail.state_changes
-                ],
-                hide_index=True,
-                width="stretch",
-            )
-        else:
-            st.caption("No state change recorded yet.")
-    with sessions:
-        if detail.sessions:
-            st.dataframe(
-                [
-                    {
-                        "Started": session.started_at,
-                        "Mode": session.mode,
-                        "By": session.started_by,
-                        "Outcome": session.outcome,
-                        "Error": session.exit_error_id or "",
-                        "Events": session.event_count,
-                    }
-                    for session in detail.sessions
-                ],
-                hide_index=True,
-                width="stretch",
-            )
-        else:
-            st.caption("No Connect session for this link yet.")
-    with audit:
-        entries = services.audit.entries(20, link_id=link_id)
-        if entries:
-            st.dataframe(
-                [
-                    {
-                        "When": entry.at,
-                        "Who": entry.actor,
-                        "Action": entry.action,
-                        "Outcome": entry.outcome,
-                        "Detail": entry.detail or "",
-                    }
-                    for entry in entries
-                ],
-                hide_index=True,
-                width="stretch",
-            )
-        else:
-            st.caption("No staff action on this link yet.")
+    _table(
+        [
+            {
+                "Name": account.name,
+                "Type": account.account_type,
+                "Number": f"•••• {account.mask}" if account.mask else "—",
+                "Balance": account.balance_current,
+                "Available": account.balance_available,
+                "Currency": account.currency,
+            }
+            for account in detail.accounts
+        ],
+        empty="No accounts stored for this link (MoneyKit gives none while it needs a relink).",
+    )
+    _history(detail, actor)
 
 
-def _relink_action(detail: LinkDetail) -> None:
+def _playbook(reason: str | None) -> None:
+    playbook = playbook_for(reason)
+    if playbook is None:
+        return
+    with st.container(border=True):
+        st.markdown(f"**{playbook.title}**")
+        meaning, customer, action = st.columns(3)
+        meaning.caption("What it means")
+        meaning.write(playbook.meaning)
+        customer.caption("Tell the customer")
+        customer.write(playbook.tell_the_customer)
+        action.caption("Do this")
+        action.write(playbook.action)
+
+
+def _relink_action(detail: LinkDetail, actor: Actor) -> None:
     services = get_services()
     row = detail.row
     slot = f"relink-{row.link_id}"
-    actor = require_actor()
-    if row.health is Health.NEEDS_RELINK and not connect_flow.is_open(slot):
-        st.error(
-            f"This link needs the customer: {error_label(row.error_code)}. "
-            "Relink opens MoneyKit Connect for this same link.",
-            icon="🔴",
+    lease = detail.relink_in_progress
+    if lease is not None and not connect_flow.is_open(slot):
+        st.warning(
+            f"Relink in progress by **{lease.holder}** since {lease.since:%H:%M} UTC "
+            f"(released at {lease.expires_at:%H:%M} UTC if abandoned).",
+            icon="⏳",
         )
+    elif row.health is Health.NEEDS_RELINK and not connect_flow.is_open(slot):
         if not actor.can(Permission.RELINK):
-            st.caption("A support agent can relink it; your role can only look.")
-        elif st.button("Relink", type="primary", key=f"relink-button-{row.link_id}"):
-            try:
-                started = services.sessions.start_relink(link_id=row.link_id, actor=actor)
-            except RelinkNotNeeded:
-                st.info("This link no longer needs a relink.")
-            except LeaseHeld as held:
-                st.warning(str(held))
-            except LinkNotFound:
-                st.warning("This link is no longer known to Linkdesk.")
-            except MoneyKitError as error:
-                st.error(f"MoneyKit could not start a relink: {error.user_message}")
-            else:
-                connect_flow.begin(slot, started)
-                st.rerun()
+            st.caption("A support agent can relink this link; your role can only look.")
+        else:
+            reason = st.text_input(
+                "Reason for the relink (kept in the audit log)",
+                key=f"relink-reason-{row.link_id}",
+                placeholder="e.g. customer called about missing transactions",
+            )
+            if st.button("Relink", type="primary", key=f"relink-button-{row.link_id}"):
+                try:
+                    started = services.sessions.start_relink(
+                        link_id=row.link_id, actor=actor, reason=reason.strip() or None
+                    )
+                except ServiceError as refused:
+                    st.warning(str(refused))
+                except MoneyKitError as error:
+                    st.error(f"MoneyKit could not start a relink: {error.user_message}")
+                else:
+                    connect_flow.begin(slot, started)
+                    st.rerun()
     connect_flow.render(slot)
+
+
+def _customer_link_action(detail: LinkDetail, actor: Actor) -> None:
+    """Support can send the customer a single-use URL that repairs this one link."""
+    row = detail.row
+    if row.health is not Health.NEEDS_RELINK or not actor.can(Permission.CUSTOMER_LINK):
+        return
+    created_key = f"customer-link-{row.link_id}"
+    with st.expander("Send the customer a relink link"):
+        reason = st.text_input(
+            "Reason (kept in the audit log)", key=f"customer-link-reason-{row.link_id}"
+        )
+        if st.button("Create a relink link", key=f"customer-link-button-{row.link_id}"):
+            try:
+                created = get_services().customer_links.create(
+                    row.link_id, actor, reason=reason.strip() or None
+                )
+            except ServiceError as refused:
+                st.warning(str(refused))
+            else:
+                st.session_state[created_key] = (created.token, created.expires_at)
+        if created_key in st.session_state:
+            token, expires_at = st.session_state[created_key]
+            st.code(f"{_dashboard_origin()}/repair?token={token}", language=None)
+            st.caption(
+                f"Works once, until {expires_at:%d %b %H:%M} UTC. Send it to the customer only; "
+                "it is not shown again."
+            )
+
+
+def _dashboard_origin() -> str:
+    url = urlsplit(st.context.url or "")
+    return f"{url.scheme}://{url.netloc}" if url.scheme and url.netloc else ""
+
+
+def _history(detail: LinkDetail, actor: Actor) -> None:
+    services = get_services()
+    link_id = detail.row.link_id
+    tabs = st.tabs(
+        ["State history", "Connect sessions", "Sync attempts", "Webhooks", "Audit and notes"]
+    )
+    with tabs[0]:
+        _table(
+            [
+                {
+                    "When": change.at,
+                    "From": f"{change.from_state or '—'} {change.from_error or ''}".strip(),
+                    "To": f"{change.to_state} {change.to_error or ''}".strip(),
+                    "Source": change.source,
+                }
+                for change in detail.state_changes
+            ],
+            empty="No state change recorded yet.",
+        )
+    with tabs[1]:
+        _table(
+            [
+                {
+                    "Started": session.started_at,
+                    "Mode": session.mode,
+                    "By": session.started_by,
+                    "Outcome": session.outcome,
+                    "Error": session.exit_error_id or "",
+                    "Events": session.event_count,
+                }
+                for session in detail.sessions
+            ],
+            empty="No Connect session for this link yet.",
+        )
+    with tabs[2]:
+        _table(
+            [
+                {
+                    "When": attempt.at,
+                    "Kind": attempt.kind,
+                    "Outcome": attempt.outcome,
+                    "Error": attempt.error or "",
+                    "ms": attempt.duration_ms,
+                }
+                for attempt in detail.sync_attempts
+            ],
+            empty="The sync worker has not read this link yet.",
+        )
+    with tabs[3]:
+        _table(
+            [
+                {
+                    "Received": delivery.received_at,
+                    "Event": delivery.event or "",
+                    "Verdict": delivery.verdict,
+                    "Reason": delivery.reason,
+                    "Attempt": delivery.attempt,
+                }
+                for delivery in services.links.webhook_deliveries(20, link_id=link_id)
+            ],
+            empty="No webhook received for this link yet.",
+        )
+    with tabs[4]:
+        _table(
+            [
+                {
+                    "When": entry.at,
+                    "Who": entry.actor,
+                    "Role": entry.role or "",
+                    "Action": entry.action,
+                    "Outcome": entry.outcome,
+                    "Reason": entry.reason or "",
+                    "Detail": entry.detail or "",
+                }
+                for entry in services.audit.entries(30, link_id=link_id)
+            ],
+            empty="No staff action on this link yet.",
+        )
+        if actor.can(Permission.NOTE):
+            with st.form(f"note-{link_id}", clear_on_submit=True):
+                note = st.text_area("Add a note", max_chars=2000)
+                if st.form_submit_button("Save note") and note.strip():
+                    services.audit.add_note(
+                        actor,
+                        link_id=link_id,
+                        text=note.strip(),
+                        customer_id=detail.row.customer_id,
+                    )
+                    st.toast("Note saved")
+                    st.rerun()
+
+
+def _table(rows: Sequence[dict[str, Any]], *, empty: str) -> None:
+    if rows:
+        st.dataframe(list(rows), hide_index=True, width="stretch")
+    else:
+        st.caption(empty)

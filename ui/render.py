@@ -18,6 +18,8 @@ HEALTH_LABELS: dict[Health, str] = {
     Health.NEEDS_RELINK: "🔴 Needs relink",
     Health.WAIT: "🟡 Wait — MoneyKit retries",
     Health.STUCK: "🟠 Stuck",
+    Health.STALE: "🟤 Stale",
+    Health.PENDING: "🔵 Linking",
     Health.ATTENTION: "⚪ Needs attention",
     Health.DELETED: "⚫ Deleted",
 }

@@ -42,6 +42,10 @@ __all__ = ["ApplyReport", "ReceiveResult", "WebhookReceiver"]
 logger = logging.getLogger("linkdesk.webhooks")
 
 MAX_BODY_BYTES = 256 * 1024
+# webhook_timestamp may have whole-second precision: an event stamped within a second before a
+# read may still be newer than that read, so it is re-read rather than ignored (a re-read never
+# stores older state; only a clearly older event is ignored).
+TIMESTAMP_SLACK = timedelta(seconds=1)
 CLAIM_TTL = timedelta(minutes=2)
 _STATE_EVENT = "link.state_changed"
 
@@ -352,9 +356,9 @@ class WebhookReceiver:
         read_at: dict[str, datetime],
         fetcher: InstitutionFetcher,
     ) -> tuple[str, str]:
-        if kind == _STATE_EVENT and as_of is not None and at < as_of:
+        if kind == _STATE_EVENT and as_of is not None and at < as_of - TIMESTAMP_SLACK:
             return "stale_ignored", f"older than the stored state ({as_of.isoformat()})"
-        if link_id in read_at and at <= read_at[link_id]:
+        if link_id in read_at and at < read_at[link_id] - TIMESTAMP_SLACK:
             return "applied", "covered by this pass's read of the link"
         if self._budget is not None and self._budget.try_acquire("link", link_id) > 0:
             self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)

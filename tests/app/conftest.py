@@ -52,6 +52,7 @@ def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture()
 def app_env(seeded_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("DATABASE_URL", seeded_database)
+    monkeypatch.setenv("LINKDESK_SIGNING_KEY", "apptest-signing-key-" + "x" * 32)
     # Pages read the store only; MoneyKit must not be needed to draw them.
     monkeypatch.setenv("MONEYKIT_BASE_URL", "http://localhost:9")
     monkeypatch.setenv("MONEYKIT_CONNECT_HOST", "http://localhost:9")

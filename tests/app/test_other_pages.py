@@ -39,7 +39,12 @@ def test_activity_page_renders_sessions_and_audit(app_env: str) -> None:
     app = dashboard().run()
     app.switch_page("app_pages/activity.py").run()
     assert not app.exception
-    assert [tab.label for tab in app.tabs] == ["Connect sessions", "Audit log"]
+    assert [tab.label for tab in app.tabs] == [
+        "Audit log",
+        "Connect sessions",
+        "Webhooks",
+        "Sync attempts",
+    ]
 
 
 def test_signed_out_people_see_only_the_sign_in_page(app_env: str) -> None:

@@ -97,6 +97,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "MONEYKIT_CONNECT_HOST": sandbox_url,
         "DATABASE_URL": database_url,
         "LINKDESK_REDIRECT_URI": f"{dashboard_url}/oauth_return",
+        "LINKDESK_WEBHOOK_URL": f"{dashboard_url}/webhooks/moneykit",
+        "MONEYKIT_DEMO_WEBHOOK_URL": f"{dashboard_url}/webhooks/moneykit",
+        "LINKDESK_SIGNING_KEY_FILE": str(work / "signing.key"),
         "LINKDESK_USERS": json.dumps(
             {AGENT: {"role": "support", "password_sha256": sha256(AGENT_PASSWORD)}}
         ),
@@ -124,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "-m",
                 "streamlit",
                 "run",
-                "dashboard.py",
+                "server.py",
                 "--server.port",
                 str(dashboard_port),
                 "--server.headless",

@@ -10,6 +10,7 @@ receiver on a real HTTP port, so signed webhooks travel over real HTTP between t
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from linkdesk.bootstrap import Services, build_services
@@ -86,10 +88,7 @@ def _healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    env = {"MONEYKIT_CLIENT_ID": CLIENT_ID, "MONEYKIT_CLIENT_SECRET": CLIENT_SECRET}
-    import os
-
-    env = {**os.environ, **env}
+    env = {**os.environ, "MONEYKIT_CLIENT_ID": CLIENT_ID, "MONEYKIT_CLIENT_SECRET": CLIENT_SECRET}
     with tempfile.TemporaryFile() as log:
         for _attempt in range(3):
             port = free_port()
@@ -139,7 +138,7 @@ def services(sandbox: Sandbox, tmp_path: Path) -> Iterator[Services]:
         moneykit_base_url=sandbox.url,
         moneykit_connect_host=sandbox.url,
         moneykit_client_id=CLIENT_ID,
-        moneykit_client_secret=CLIENT_SECRET,
+        moneykit_client_secret=SecretStr(CLIENT_SECRET),
         database_url=f"sqlite:///{tmp_path / 'linkdesk.db'}",
         signing_key_file=str(tmp_path / "signing.key"),
         webhook_issuer=sandbox.url,  # the sandbox signs with its own URL as issuer

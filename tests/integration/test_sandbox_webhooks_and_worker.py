@@ -4,6 +4,7 @@ meeting injected 429s and 5xx."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from tests.integration.conftest import Sandbox
 ADMIN = Actor("integration-admin", Role.ADMIN)
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -182,7 +182,12 @@ class TestLeaseRace:
             won: list[str] = []
             held: list[str] = []
 
-            def go(agent: Actor) -> None:
+            def go(
+                agent: Actor,
+                barrier: threading.Barrier = barrier,
+                won: list[str] = won,
+                held: list[str] = held,
+            ) -> None:
                 barrier.wait()
                 try:
                     ready.sessions.start_relink(link_id="mk_expired", actor=agent)

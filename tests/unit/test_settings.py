@@ -46,6 +46,7 @@ ENV_NAMES = {
     "signing_key_file": "LINKDESK_SIGNING_KEY_FILE",
     "users": "LINKDESK_USERS",
     "default_role": "LINKDESK_DEFAULT_ROLE",
+    "run_worker": "LINKDESK_RUN_WORKER",
 }
 
 

@@ -590,3 +590,51 @@ def test_keyset_pages_cover_every_row_exactly_once(specs, sort, page_size, state
 def test_sqlite_version_supports_what_we_use():
     # ON CONFLICT DO NOTHING (3.24) and RETURNING-free rowcounts are all the store relies on.
     assert sqlite3.sqlite_version_info >= (3, 24)
+
+
+def test_the_orm_refuses_to_change_or_remove_audit_entries(memory_store: Store):
+    from linkdesk.store.models import AuditLogIsAppendOnly
+
+    with memory_store.write() as session:
+        session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok", role="admin"))
+    with pytest.raises(AuditLogIsAppendOnly), memory_store.write() as session:
+        entry = session.scalars(sa.select(AuditEntry)).one()
+        entry.outcome = "rewritten"
+    with pytest.raises(AuditLogIsAppendOnly), memory_store.write() as session:
+        session.delete(session.scalars(sa.select(AuditEntry)).one())
+    with memory_store.read() as session:
+        assert session.scalars(sa.select(AuditEntry.outcome)).all() == ["ok"]
+
+
+def test_migration_0002_keeps_data_and_the_append_only_triggers(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url, "0001")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO audit_log (at, actor, action, outcome) "
+                "VALUES ('2025-01-01 00:00:00', 'a', 'x', 'ok')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO webhook_deliveries (delivery_token, received_at, verdict) "
+                "VALUES ('dt-1', '2025-01-01 00:00:00', 'accepted')"
+            )
+        migrate(url)
+        with engine.begin() as conn:
+            # Attempts of one delivery may now repeat the token.
+            conn.exec_driver_sql(
+                "INSERT INTO webhook_deliveries (delivery_token, received_at, verdict, attempt) "
+                "VALUES ('dt-1', '2025-01-01 00:00:01', 'duplicate', 2)"
+            )
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE audit_log SET actor = 'b'")
+        downgrade(url, "0001")
+        with engine.connect() as conn:
+            tokens = conn.exec_driver_sql("SELECT delivery_token FROM webhook_deliveries").all()
+            assert [t for (t,) in tokens] == ["dt-1"]
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM audit_log")
+    finally:
+        engine.dispose()
+    migrate(url)

@@ -229,7 +229,7 @@ class TestJwksCache:
             document["keys"].append({**rsa_jwk, "kid": "rsa-1", "use": "sig"})
             return document
 
-        signer.jwks = with_rsa  # type: ignore[method-assign]
+        signer.jwks = with_rsa
         cache = JwksCache.for_base_url(FAKE_BASE, http_client=signer.http_client(), clock=clock)
         assert cache.key("rsa-1") is None
         assert cache.key(signer.kid) is not None

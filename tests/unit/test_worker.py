@@ -235,7 +235,8 @@ class TestMoneyKitPushback:
         assert services.worker.run_once().deleted == 1
         assert job(services, "mk_000") is None
         with services.store.read() as session:
-            assert session.get(Link, "mk_000").state == "deleted"  # type: ignore[union-attr]
+            gone = session.get(Link, "mk_000")
+            assert gone is not None and gone.state == "deleted"
 
 
 class TestPriorities:
@@ -318,7 +319,7 @@ def test_request_budget_never_exceeds_any_limit(seed):
                 taken.setdefault((endpoint, link), []).append(now[0])
         else:
             assert wait > 0
-    limits = {("link", None): 20, ("list", None): 5}
+    limits: dict[tuple[str, str | None], int] = {("link", None): 20, ("list", None): 5}
     for key, times in taken.items():
         limit = limits.get(key, 3)
         for i, start in enumerate(times):

@@ -1,0 +1,86 @@
+"""Linkdesk's process: the dashboard, MoneyKit's webhooks and the sync worker in one ASGI app.
+
+`streamlit run server.py` (what `make run` does) serves:
+
+* the dashboard (`dashboard.py`) at `/`;
+* `POST /webhooks/moneykit`, MoneyKit's signed webhooks, verified and queued by the core;
+* `GET /healthz`, a liveness probe for the process and its store;
+* the reconciliation worker in a background thread, unless `LINKDESK_RUN_WORKER=false` (then run
+  `python -m linkdesk worker` as its own process, e.g. one worker beside several dashboards).
+
+Everything is built by `ui.wiring.get_services`, the same object the pages use.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import streamlit as st
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
+from ui.wiring import get_services
+
+logger = logging.getLogger("linkdesk.server")
+
+
+@functools.cache
+def _webhook_endpoint() -> Callable[[Request], Awaitable[Response]]:
+    # Built on first use, from the services the pages use (created once per process).
+    endpoint: Callable[[Request], Awaitable[Response]] = webhook_route(
+        get_services().webhooks, WEBHOOK_PATH
+    ).endpoint
+    return endpoint
+
+
+async def receive_webhook(request: Request) -> Response:
+    return await _webhook_endpoint()(request)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    def probe() -> bool:
+        return get_services().links.count_links() >= 0
+
+    try:
+        ok = await run_in_threadpool(probe)
+    except Exception:
+        logger.exception("health probe failed")
+        ok = False
+    return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
+
+
+@asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    services = get_services()
+    stop = threading.Event()
+    worker: threading.Thread | None = None
+    if services.settings.run_worker:
+        worker = threading.Thread(
+            target=services.worker.run_forever, args=(stop,), name="linkdesk-worker", daemon=True
+        )
+        worker.start()
+        logger.info("sync worker started")
+    try:
+        yield
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=15)
+
+
+app = st.App(
+    "dashboard.py",
+    routes=[
+        Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ],
+    lifespan=lifespan,
+)

@@ -33,6 +33,7 @@ from linkdesk.moneykit.errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from linkdesk.moneykit.models import LinkSession
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.errors import (
     InvalidCustomerId,
@@ -230,6 +231,49 @@ class ConnectService:
             if error is not None and link_id is not None:
                 self._release_lease(session, link_id, session_id)
 
+    def _open_session(
+        self,
+        *,
+        session_id: str,
+        mode: Literal["link", "relink"],
+        customer_id: str | None,
+        link_id: str | None,
+        actor: Actor | str,
+        reason: str | None,
+        create: Callable[[], LinkSession],
+    ) -> StartedSession:
+        """Create the link session at MoneyKit and record the start, whether it worked or not."""
+        try:
+            created = create()
+        except MoneyKitError as exc:
+            self._record_start(
+                session_id=session_id,
+                mode=mode,
+                customer_id=customer_id,
+                link_id=link_id,
+                actor=actor,
+                token=None,
+                error=exc,
+                reason=reason,
+            )
+            raise
+        self._record_start(
+            session_id=session_id,
+            mode=mode,
+            customer_id=customer_id,
+            link_id=link_id,
+            actor=actor,
+            token=created.link_session_token,
+            error=None,
+            reason=reason,
+        )
+        return StartedSession(
+            session_id=session_id,
+            link_session_token=created.link_session_token,
+            mode=mode,
+            link_id=link_id,
+        )
+
     def start_link(
         self, *, customer_external_id: str, actor: Actor | str, reason: str | None = None
     ) -> StartedSession:
@@ -244,38 +288,19 @@ class ConnectService:
             raise InvalidCustomerId(
                 "use 4 to 150 letters, digits or . _ @ : + - (starting with a letter or digit)."
             )
-        session_id = uuid.uuid4().hex
-        try:
-            created = self._client.create_link_session(
-                customer_user_id=customer_id,
-                redirect_uri=self._settings.redirect_uri,
-                webhook=self._settings.webhook_url,
-                link_tags=[self._customer_tag(customer_id), SOURCE_TAG],
-            )
-        except MoneyKitError as exc:
-            self._record_start(
-                session_id=session_id,
-                mode="link",
-                customer_id=customer_id,
-                link_id=None,
-                actor=actor,
-                token=None,
-                error=exc,
-                reason=reason,
-            )
-            raise
-        self._record_start(
-            session_id=session_id,
+        return self._open_session(
+            session_id=uuid.uuid4().hex,
             mode="link",
             customer_id=customer_id,
             link_id=None,
             actor=actor,
-            token=created.link_session_token,
-            error=None,
             reason=reason,
-        )
-        return StartedSession(
-            session_id=session_id, link_session_token=created.link_session_token, mode="link"
+            create=lambda: self._client.create_link_session(
+                customer_user_id=customer_id,
+                redirect_uri=self._settings.redirect_uri,
+                webhook=self._settings.webhook_url,
+                link_tags=[self._customer_tag(customer_id), SOURCE_TAG],
+            ),
         )
 
     def _take_lease(self, link_id: str, holder: str, session_id: str) -> None:
@@ -428,41 +453,20 @@ class ConnectService:
             tags.append(self._customer_tag(customer_id))
         webhook = self._settings.webhook_url or live.webhook
         customer_user_id = customer_id if customer_id and len(customer_id) >= 4 else link_id
-        try:
-            created = self._client.create_link_session(
-                customer_user_id=customer_user_id[:150],
-                redirect_uri=self._settings.redirect_uri,
-                existing_link_id=link_id,
-                webhook=webhook,
-                link_tags=tags,
-            )
-        except MoneyKitError as exc:
-            self._record_start(
-                session_id=session_id,
-                mode="relink",
-                customer_id=customer_id,
-                link_id=link_id,
-                actor=actor,
-                token=None,
-                error=exc,
-                reason=reason,
-            )
-            raise
-        self._record_start(
+        return self._open_session(
             session_id=session_id,
             mode="relink",
             customer_id=customer_id,
             link_id=link_id,
             actor=actor,
-            token=created.link_session_token,
-            error=None,
             reason=reason,
-        )
-        return StartedSession(
-            session_id=session_id,
-            link_session_token=created.link_session_token,
-            mode="relink",
-            link_id=link_id,
+            create=lambda: self._client.create_link_session(
+                customer_user_id=customer_user_id[:150],
+                redirect_uri=self._settings.redirect_uri,
+                existing_link_id=link_id,
+                webhook=webhook,
+                link_tags=tags,
+            ),
         )
 
     # -- reading -----------------------------------------------------------------------------

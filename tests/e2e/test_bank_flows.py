@@ -13,11 +13,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,18 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(__file__).resolve().parent / "bank_harness" / "app.py"
 BUNDLE = REPO / "components" / "moneykit_connect" / "frontend" / "dist" / "index.js"
 OUTPUT_DIR = REPO / "test-output"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CLIENT_ID = "bank_e2e_client"
 CLIENT_SECRET = "bank_e2e_secret"
 FRAME = "iframe#moneykit-connect-frame"
@@ -50,36 +42,6 @@ pytestmark = [
         reason=f"the Connect component is not built ({BUNDLE} is missing): run `make setup`",
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -129,8 +91,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("bank_e2e")
     output_dir = work / "received"
     output_dir.mkdir()
-    sandbox_port, harness_port = _free_port(), _free_port()
-    bank_port = _free_port()
+    sandbox_port, harness_port = free_port(), free_port()
+    bank_port = free_port()
     sandbox_url = f"http://localhost:{sandbox_port}"
     harness_url = f"http://localhost:{harness_port}"
     env = {
@@ -166,7 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stderr=subprocess.STDOUT,
         )
         processes.append(sandbox)
-        _wait_http(f"{sandbox_url}/_sandbox/health", sandbox)
+        wait_for(f"{sandbox_url}/_sandbox/health", sandbox)
         harness = subprocess.Popen(
             [
                 sys.executable,
@@ -191,7 +153,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stderr=subprocess.STDOUT,
         )
         processes.append(harness)
-        _wait_http(f"{harness_url}/_stcore/health", harness)
+        wait_for(f"{harness_url}/_stcore/health", harness)
         token = httpx.post(
             f"{sandbox_url}/auth/token",
             data={
@@ -211,7 +173,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         raise
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop(process)
 
 
 def _keep_logs(logs: Path) -> None:

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -34,14 +35,30 @@ from linkdesk.moneykit.errors import (
 )
 from linkdesk.moneykit.models import (
     AccessToken,
+    AccountNumbersResponse,
+    AccountResponse,
     AccountsResponse,
+    AppClient,
+    EnrichmentCorrection,
     ExchangeResult,
+    HoldingsResponse,
+    IdentityResponse,
+    ImportAccount,
+    ImportTransaction,
     Institution,
     InstitutionPage,
+    InvestmentTransactionsPage,
+    JWKSet,
     Link,
     LinkListItem,
     LinkListPage,
     LinkSession,
+    TransactionsPage,
+    TransactionSyncPage,
+    UserAccounts,
+    UserLinks,
+    UserTransactionsPage,
+    WebhookTestResult,
 )
 
 __all__ = [
@@ -53,7 +70,9 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_RETRY_AFTER",
     "MAX_RETRY_DELAY",
+    "UNSET",
     "MoneyKitClient",
+    "Unset",
     "parse_retry_after",
 ]
 
@@ -71,6 +90,9 @@ MAX_RETRY_AFTER = 60.0
 TOKEN_REFRESH_MARGIN = 60.0
 MAX_IMAGE_BYTES = 64 * 1024
 LINKS_PAGE_MIN, LINKS_PAGE_MAX = 500, 5000
+PAGE_SIZE_MAX = 1000  # transactions, investment transactions, user transactions
+SYNC_SIZE_MAX = 500
+DEFAULT_SYNC_SIZE = 100
 
 _USER_AGENT = "linkdesk/0.1 (+httpx)"
 _RETRY_STATUSES = frozenset({408, 409, 429})
@@ -84,6 +106,18 @@ class _Retry(enum.Enum):
     # Not safe to repeat once the server may have seen it (token exchange): retry only answers that
     # say the request was not processed, and failures to connect at all.
     UNSENT_ONLY = "unsent_only"
+
+
+class Unset(enum.Enum):
+    """Marks an argument that was not passed, where ``None`` has a meaning of its own."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset.UNSET
 
 
 def parse_retry_after(
@@ -119,6 +153,37 @@ def parse_retry_after(
 
 def _quote(segment: str) -> str:
     return quote(segment, safe="")
+
+
+def _ids(values: Sequence[str] | None) -> list[str] | None:
+    # httpx repeats the key for a list (``?account_ids=a&account_ids=b``), as MoneyKit expects.
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise TypeError("pass a sequence of ids, not a single string")
+    return list(values) or None
+
+
+def _day(value: date | None) -> str | None:
+    if value is None:
+        return None
+    return (value.date() if isinstance(value, datetime) else value).isoformat()
+
+
+def _paging(
+    page: int | None, size: int | None, start_date: date | None, end_date: date | None
+) -> dict[str, Any]:
+    # Checked here as MoneyKit's SDK does: a bad value would only come back as a 422.
+    if page is not None and page < 1:
+        raise ValueError("page must be 1 or more.")
+    if size is not None and not 1 <= size <= PAGE_SIZE_MAX:
+        raise ValueError(f"size must be between 1 and {PAGE_SIZE_MAX}.")
+    return {
+        "page": page,
+        "size": size,
+        "start_date": _day(start_date),
+        "end_date": _day(end_date),
+    }
 
 
 class MoneyKitClient:
@@ -228,6 +293,19 @@ class MoneyKitClient:
             if token is None or token == self._token:
                 self._token = None
                 self._token_expires_at = 0.0
+
+    def introspect(self) -> AppClient:
+        """``GET /auth/introspect``: the client and application behind the credentials."""
+        return self._parse(self._send("GET", "/auth/introspect"), AppClient)
+
+    def get_jwks(self) -> JWKSet:
+        """``GET /.well-known/jwks.json``: the keys MoneyKit signs webhooks with.
+
+        Sent without a bearer token: the keys are public, and the call must keep working when
+        the credentials do not (a webhook receiver needs it either way).
+        """
+        response = self._send("GET", "/.well-known/jwks.json", authenticated=False)
+        return self._parse(response, JWKSet)
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -412,8 +490,14 @@ class MoneyKitClient:
         link_tags: Sequence[str] | None = None,
         institution_id: str | None = None,
         products: Sequence[str] | None = None,
+        custom_sandbox_data: Mapping[str, Any] | None = None,
     ) -> LinkSession:
-        """``POST /link-session``. With ``existing_link_id`` the session repairs that link."""
+        """``POST /link-session``. With ``existing_link_id`` the session repairs that link.
+
+        ``custom_sandbox_data`` (sandbox keys only) sets the accounts and owners the link returns.
+        Retried only when MoneyKit cannot have created the session (429, no connection): a
+        repeated request would leave a second session behind.
+        """
         if not 4 <= len(customer_user_id) <= 150:
             raise ValueError("customer_user_id must be 4 to 150 characters long.")
         body: dict[str, Any] = {
@@ -430,7 +514,9 @@ class MoneyKitClient:
             body["institution_id"] = institution_id
         if products:
             body["settings"] = {"products": {name: {} for name in products}}
-        response = self._send("POST", "/link-session", json=body)
+        if custom_sandbox_data is not None:
+            body["custom_sandbox_data"] = dict(custom_sandbox_data)
+        response = self._send("POST", "/link-session", json=body, retry=_Retry.UNSENT_ONLY)
         return self._parse(response, LinkSession)
 
     def exchange_token(self, exchangeable_token: str) -> ExchangeResult:
@@ -509,6 +595,247 @@ class MoneyKitClient:
     def reset_link(self, link_id: str) -> Link:
         """``POST /links/{id}/reset`` (sandbox only): forces the link to need a relink."""
         return self._parse(self._send("POST", f"/links/{_quote(link_id)}/reset"), Link)
+
+    def update_link(
+        self,
+        link_id: str,
+        *,
+        webhook: str | Unset | None = UNSET,
+        link_tags: Sequence[str] | None = None,
+    ) -> Link:
+        """``PATCH /links/{id}``. ``webhook=None`` clears the webhook; leaving it out keeps it.
+
+        ``link_tags`` replaces the link's tags when given.
+        """
+        body: dict[str, Any] = {}
+        if webhook is not UNSET:
+            # An explicit JSON null is how MoneyKit is told to drop the webhook.
+            body["webhook"] = webhook
+        if link_tags is not None:
+            if isinstance(link_tags, str):
+                raise TypeError("link_tags must be a sequence of tags, not a single string")
+            body["link_tags"] = list(link_tags)
+        if not body:
+            raise ValueError("nothing to update: pass webhook and/or link_tags.")
+        response = self._send("PATCH", f"/links/{_quote(link_id)}", json=body)
+        return self._parse(response, Link)
+
+    def delete_link(self, link_id: str) -> None:
+        """``DELETE /links/{id}``.
+
+        Retried like a read, since deleting twice deletes nothing more. A ``GoneError`` means the
+        link was already deleted (possibly by an earlier attempt of this very call).
+        """
+        self._send("DELETE", f"/links/{_quote(link_id)}").close()
+
+    def import_link(
+        self,
+        *,
+        customer_user_id: str,
+        institution_id: str,
+        accounts: Sequence[ImportAccount | Mapping[str, Any]],
+        transactions: Sequence[ImportTransaction | Mapping[str, Any]] = (),
+        provider: str | None = None,
+    ) -> Link:
+        """``POST /links/import``: a link made from data we already hold.
+
+        The new link is readable but needs a relink (``error`` / ``auth_expired``). Not retried
+        once MoneyKit may have seen it: a repeat would create a second link.
+        """
+        if not 4 <= len(customer_user_id) <= 150:
+            raise ValueError("customer_user_id must be 4 to 150 characters long.")
+        body: dict[str, Any] = {
+            "customer_user": {"id": customer_user_id},
+            "institution_id": institution_id,
+            "accounts": [ImportAccount.model_validate(a).to_json() for a in accounts],
+            "transactions": [ImportTransaction.model_validate(t).to_json() for t in transactions],
+        }
+        if provider is not None:
+            body["provider"] = provider
+        response = self._send("POST", "/links/import", json=body, retry=_Retry.UNSENT_ONLY)
+        return self._parse(response, Link)
+
+    def import_transactions(
+        self, link_id: str, transactions: Sequence[ImportTransaction | Mapping[str, Any]]
+    ) -> Link:
+        """``POST /links/{id}/import/transactions``: append transactions to an imported link.
+
+        Not retried once MoneyKit may have seen it: the rows would be appended twice.
+        """
+        body = {
+            "transactions": [ImportTransaction.model_validate(t).to_json() for t in transactions]
+        }
+        response = self._send(
+            "POST",
+            f"/links/{_quote(link_id)}/import/transactions",
+            json=body,
+            retry=_Retry.UNSENT_ONLY,
+        )
+        return self._parse(response, Link)
+
+    # -- link data ---------------------------------------------------------------------------
+
+    def get_account(self, link_id: str, account_id: str) -> AccountResponse:
+        path = f"/links/{_quote(link_id)}/accounts/{_quote(account_id)}"
+        return self._parse(self._send("GET", path), AccountResponse)
+
+    def get_account_numbers(self, link_id: str) -> AccountNumbersResponse:
+        return self._parse(
+            self._send("GET", f"/links/{_quote(link_id)}/accounts/numbers"),
+            AccountNumbersResponse,
+        )
+
+    def get_identities(
+        self, link_id: str, account_ids: Sequence[str] | None = None
+    ) -> IdentityResponse:
+        response = self._send(
+            "GET", f"/links/{_quote(link_id)}/identity", params={"account_ids": _ids(account_ids)}
+        )
+        return self._parse(response, IdentityResponse)
+
+    def get_transactions(
+        self,
+        link_id: str,
+        *,
+        page: int | None = None,
+        size: int | None = None,
+        start_date: date | None = None,
+        end_date: date | None = None,
+        account_ids: Sequence[str] | None = None,
+    ) -> TransactionsPage:
+        """``GET /links/{id}/transactions``: one page, newest first (MoneyKit's defaults: page 1,
+        50 rows, the 90 days up to today)."""
+        params = _paging(page, size, start_date, end_date)
+        params["account_ids"] = _ids(account_ids)
+        response = self._send("GET", f"/links/{_quote(link_id)}/transactions", params=params)
+        return self._parse(response, TransactionsPage)
+
+    def sync_transactions(
+        self, link_id: str, cursor: str | None = None, size: int = DEFAULT_SYNC_SIZE
+    ) -> TransactionSyncPage:
+        """One page of ``GET /links/{id}/transactions/sync``; no cursor replays the history."""
+        if not 1 <= size <= SYNC_SIZE_MAX:
+            raise ValueError(f"size must be between 1 and {SYNC_SIZE_MAX}.")
+        response = self._send(
+            "GET",
+            f"/links/{_quote(link_id)}/transactions/sync",
+            params={"cursor": cursor or None, "size": size},
+        )
+        return self._parse(response, TransactionSyncPage)
+
+    def iter_transactions_sync(
+        self, link_id: str, *, cursor: str | None = None, size: int = DEFAULT_SYNC_SIZE
+    ) -> Iterator[TransactionSyncPage]:
+        """Pages of changes since ``cursor``, following ``cursor.next`` while ``has_more``.
+
+        Store the last page's ``next_cursor`` only after its changes are saved: it is the point
+        the next sync starts from.
+        """
+        seen: set[str] = set()
+        while True:
+            page = self.sync_transactions(link_id, cursor, size)
+            yield page
+            if not page.has_more:
+                return
+            next_cursor = page.next_cursor
+            # Without a fresh cursor the loop would fetch the same page forever.
+            if next_cursor is None or next_cursor == cursor or next_cursor in seen:
+                raise APIResponseValidationError(
+                    "MoneyKit said more transactions follow but did not advance the cursor."
+                )
+            seen.add(next_cursor)
+            cursor = next_cursor
+
+    def correct_enrichment(
+        self,
+        link_id: str,
+        transaction_id: str,
+        category: str,
+        subcategory: str | None = None,
+    ) -> EnrichmentCorrection:
+        """``POST /links/{id}/transactions/{txn_id}/enrichment``: set the transaction's category.
+
+        Retried like a write that sets a value: repeating it sets the same category again.
+        """
+        body: dict[str, Any] = {"category": category}
+        if subcategory is not None:
+            body["subcategory"] = subcategory
+        path = f"/links/{_quote(link_id)}/transactions/{_quote(transaction_id)}/enrichment"
+        return self._parse(self._send("POST", path, json=body), EnrichmentCorrection)
+
+    def get_holdings(
+        self, link_id: str, account_ids: Sequence[str] | None = None
+    ) -> HoldingsResponse:
+        response = self._send(
+            "GET",
+            f"/links/{_quote(link_id)}/investments/holdings",
+            params={"account_ids": _ids(account_ids)},
+        )
+        return self._parse(response, HoldingsResponse)
+
+    def get_investment_transactions(
+        self,
+        link_id: str,
+        *,
+        page: int | None = None,
+        size: int | None = None,
+        start_date: date | None = None,
+        end_date: date | None = None,
+        account_ids: Sequence[str] | None = None,
+    ) -> InvestmentTransactionsPage:
+        params = _paging(page, size, start_date, end_date)
+        params["account_ids"] = _ids(account_ids)
+        response = self._send(
+            "GET", f"/links/{_quote(link_id)}/investments/transactions", params=params
+        )
+        return self._parse(response, InvestmentTransactionsPage)
+
+    # -- users (``user_id`` is our customer_user.id) -------------------------------------------
+
+    def get_user_links(self, user_id: str) -> UserLinks:
+        return self._parse(self._send("GET", f"/users/{_quote(user_id)}/links"), UserLinks)
+
+    def get_user_accounts(
+        self, user_id: str, account_ids: Sequence[str] | None = None
+    ) -> UserAccounts:
+        response = self._send(
+            "GET", f"/users/{_quote(user_id)}/accounts", params={"account_ids": _ids(account_ids)}
+        )
+        return self._parse(response, UserAccounts)
+
+    def get_user_transactions(
+        self,
+        user_id: str,
+        *,
+        page: int | None = None,
+        size: int | None = None,
+        start_date: date | None = None,
+        end_date: date | None = None,
+        account_ids: Sequence[str] | None = None,
+    ) -> UserTransactionsPage:
+        params = _paging(page, size, start_date, end_date)
+        # This endpoint spells its filter in the singular.
+        params["account_id"] = _ids(account_ids)
+        response = self._send("GET", f"/users/{_quote(user_id)}/transactions", params=params)
+        return self._parse(response, UserTransactionsPage)
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def trigger_test_webhook(
+        self, link_id: str, *, webhook_event: str, idempotency_key: str
+    ) -> WebhookTestResult:
+        """``POST /webhooks/test/link/{id}`` (sandbox links): deliver a fake event to the link's
+        webhook carrying ``idempotency_key``.
+
+        Not retried once MoneyKit may have seen it, so a test sends exactly one event.
+        """
+        response = self._send(
+            "POST",
+            f"/webhooks/test/link/{_quote(link_id)}",
+            json={"webhook_event": webhook_event, "webhook_idempotency_key": idempotency_key},
+            retry=_Retry.UNSENT_ONLY,
+        )
+        return self._parse(response, WebhookTestResult)
 
     # -- institutions ------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ instead of breaking a sync.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -161,3 +162,391 @@ class AccessToken(_Model):
     access_token: str = Field(repr=False)
     token_type: str | None = None
     expires_in: float = 3600.0
+
+
+# -- access token introspection and signing keys ----------------------------------------------
+
+
+class AppInfo(_Model):
+    app_id: str | None = None
+    name: str | None = None
+    id: str | None = None
+    app_name: str | None = None
+
+
+class AppClient(_Model):
+    """``GET /auth/introspect``: which client and application the credentials belong to."""
+
+    client_id: str
+    client_name: str | None = None
+    scope: str | None = None
+    app: AppInfo | None = None
+    disabled_at: UTCDateTime | None = None
+
+
+class JWKSet(_Model):
+    """``GET /.well-known/jwks.json``; keys stay plain dicts so any JWK library can load them."""
+
+    keys: list[dict[str, Any]] = Field(default_factory=list)
+
+    _keys = field_validator("keys", mode="before")(_none_to_list)
+
+    def key(self, kid: str) -> dict[str, Any] | None:
+        return next((k for k in self.keys if k.get("kid") == kid), None)
+
+
+# -- account details ---------------------------------------------------------------------------
+
+
+class AccountResponse(_Model):
+    """``GET /links/{id}/accounts/{account_id}``."""
+
+    account: Account
+    link: Link | None = None
+
+
+class AchNumber(_Model):
+    account_number: str
+    routing_number: str
+    wire_routing_number: str | None = None
+
+
+class EftNumber(_Model):
+    account_number: str
+    institution_number: str
+    branch_number: str
+
+
+class BacsNumber(_Model):
+    account_number: str
+    sort_code: str
+
+
+class InternationalNumber(_Model):
+    iban: str
+    bic: str
+
+
+class AccountNumbers(_Model):
+    ach: list[AchNumber] = Field(default_factory=list)
+    eft: list[EftNumber] = Field(default_factory=list)
+    bacs: list[BacsNumber] = Field(default_factory=list)
+    international: list[InternationalNumber] = Field(default_factory=list)
+
+    _lists = field_validator("ach", "eft", "bacs", "international", mode="before")(_none_to_list)
+
+
+class AccountWithNumbers(Account):
+    numbers: AccountNumbers = Field(default_factory=AccountNumbers)
+
+
+class AccountNumbersResponse(_Model):
+    accounts: list[AccountWithNumbers] = Field(default_factory=list)
+    link: Link | None = None
+
+    _accounts = field_validator("accounts", mode="before")(_none_to_list)
+
+
+class OwnerAddress(_Model):
+    city: str | None = None
+    country: str | None = None
+    postal_code: str | None = None
+    region: str | None = None
+    street: str | None = None
+    primary: bool | None = None
+
+
+class OwnerPhoneNumber(_Model):
+    number: str
+    primary: bool | None = None
+    type: str | None = None
+
+
+class OwnerEmail(_Model):
+    address: str
+    primary: bool | None = None
+
+
+class Owner(_Model):
+    names: list[str] = Field(default_factory=list)
+    addresses: list[OwnerAddress] = Field(default_factory=list)
+    phone_numbers: list[OwnerPhoneNumber] = Field(default_factory=list)
+    emails: list[OwnerEmail] = Field(default_factory=list)
+
+    _lists = field_validator("names", "addresses", "phone_numbers", "emails", mode="before")(
+        _none_to_list
+    )
+
+
+class AccountIdentity(Account):
+    owners: list[Owner] = Field(default_factory=list)
+
+    _owners = field_validator("owners", mode="before")(_none_to_list)
+
+
+class IdentityResponse(_Model):
+    accounts: list[AccountIdentity] = Field(default_factory=list)
+    link: Link | None = None
+
+    _accounts = field_validator("accounts", mode="before")(_none_to_list)
+
+
+# -- transactions ------------------------------------------------------------------------------
+
+
+class EnrichmentValue(_Model):
+    value: str
+    confidence: float | None = None
+
+
+class EnrichmentParty(_Model):
+    id: str | None = None
+    name: str | None = None
+    logo: str | None = None
+    confidence: float | None = None
+
+
+class EnrichmentRecurrence(_Model):
+    frequency: str | None = None
+    next_predicted_date: date | None = None
+
+
+class TransactionEnrichment(_Model):
+    category: EnrichmentValue | None = None
+    subcategory: EnrichmentValue | None = None
+    merchant: EnrichmentParty | None = None
+    processor: EnrichmentParty | None = None
+    recurrence: EnrichmentRecurrence | None = None
+
+
+class Transaction(_Model):
+    """A bank transaction. ``amount`` is a decimal string, never negative; ``type`` (``credit`` =
+    money in, ``debit`` = money out) gives the direction."""
+
+    transaction_id: str
+    account_id: str
+    amount: str
+    type: str
+    currency: str | None = None
+    date: date
+    datetime: UTCDateTime | None = None
+    description: str | None = None
+    raw_description: str | None = None
+    pending: bool = False
+    category: str | None = None
+    enrichment: TransactionEnrichment | None = None
+    original_id: str | None = None
+
+    @property
+    def signed_amount(self) -> Decimal:
+        """The amount as a Decimal, negative for money going out."""
+        value = Decimal(self.amount)
+        return -value if self.type == "debit" else value
+
+
+class TransactionsPage(_Model):
+    """``GET /links/{id}/transactions`` (page/size paging, newest first)."""
+
+    total: int
+    page: int
+    size: int
+    transactions: list[Transaction] = Field(default_factory=list)
+    accounts: list[Account] = Field(default_factory=list)
+    link: Link | None = None
+
+    _lists = field_validator("transactions", "accounts", mode="before")(_none_to_list)
+
+
+class SyncCursor(_Model):
+    next: str | None = None
+
+
+class TransactionChanges(_Model):
+    created: list[Transaction] = Field(default_factory=list)
+    updated: list[Transaction] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+
+    _lists = field_validator("created", "updated", "removed", mode="before")(_none_to_list)
+
+
+class TransactionSyncPage(_Model):
+    """``GET /links/{id}/transactions/sync``: keep ``cursor.next`` and pass it back next time."""
+
+    transactions: TransactionChanges = Field(default_factory=TransactionChanges)
+    accounts: list[Account] = Field(default_factory=list)
+    cursor: SyncCursor = Field(default_factory=SyncCursor)
+    has_more: bool = False
+    link: Link | None = None
+
+    _accounts = field_validator("accounts", mode="before")(_none_to_list)
+
+    @property
+    def next_cursor(self) -> str | None:
+        return self.cursor.next or None
+
+
+class EnrichmentCorrection(_Model):
+    """``POST /links/{id}/transactions/{txn_id}/enrichment``: the corrected transaction."""
+
+    transactions: list[Transaction] = Field(default_factory=list)
+    accounts: list[Account] = Field(default_factory=list)
+    link: Link | None = None
+    cursor: SyncCursor | None = None
+
+    _lists = field_validator("transactions", "accounts", mode="before")(_none_to_list)
+
+
+# -- investments -------------------------------------------------------------------------------
+
+
+class Security(_Model):
+    security_id: str
+    name: str | None = None
+    type: str | None = None
+    currency: str | None = None
+    ticker: str | None = None
+    isin: str | None = None
+    sedol: str | None = None
+    close_price: str | None = None
+    close_date: date | None = None
+
+
+class Holding(_Model):
+    """Money values are decimal strings, as MoneyKit sends them."""
+
+    account_id: str
+    security_id: str
+    quantity: str
+    price: str | None = None
+    price_datetime: UTCDateTime | None = None
+    value: str | None = None
+    cost_basis: str | None = None
+
+
+class HoldingsResponse(_Model):
+    holdings: list[Holding] = Field(default_factory=list)
+    securities: list[Security] = Field(default_factory=list)
+    accounts: list[Account] = Field(default_factory=list)
+    link: Link | None = None
+
+    _lists = field_validator("holdings", "securities", "accounts", mode="before")(_none_to_list)
+
+
+class InvestmentTransaction(_Model):
+    """``amount`` is a decimal string; positive means money out (a buy or a withdrawal)."""
+
+    investment_transaction_id: str
+    account_id: str
+    amount: str
+    date: date
+    datetime: UTCDateTime | None = None
+    description: str | None = None
+    type: str
+    fees: str | None = None
+    forex_rate: str | None = None
+    price: str | None = None
+    quantity: str | None = None
+    security_id: str | None = None
+
+
+class InvestmentTransactionsPage(_Model):
+    total: int
+    page: int
+    size: int
+    investment_transactions: list[InvestmentTransaction] = Field(default_factory=list)
+    securities: list[Security] = Field(default_factory=list)
+    accounts: list[Account] = Field(default_factory=list)
+    link: Link | None = None
+
+    _lists = field_validator("investment_transactions", "securities", "accounts", mode="before")(
+        _none_to_list
+    )
+
+
+# -- users (our customer_user.id) --------------------------------------------------------------
+
+
+class UserLinks(_Model):
+    """``GET /users/{id}/links``: the customer's links by link id."""
+
+    links: dict[str, Link] = Field(default_factory=dict)
+
+
+class UserAccounts(_Model):
+    """``GET /users/{id}/accounts``: the customer's accounts, grouped by link id."""
+
+    links: dict[str, list[Account]] = Field(default_factory=dict)
+
+
+class UserTransactionsPage(_Model):
+    total: int
+    page: int
+    size: int
+    transactions: list[Transaction] = Field(default_factory=list)
+    accounts: list[Account] = Field(default_factory=list)
+
+    _lists = field_validator("transactions", "accounts", mode="before")(_none_to_list)
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+class WebhookTestResult(_Model):
+    delivery_token: str
+
+
+# -- import (request bodies) -------------------------------------------------------------------
+
+
+class ImportAccount(_Model):
+    """One account of ``POST /links/import``; ``account_id`` is ours, unique in the batch."""
+
+    account_id: str
+    name: str
+    type: str
+    nickname: str | None = None
+    mask: str | None = None
+    balances: AccountBalances = Field(default_factory=AccountBalances)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ImportTransaction(_Model):
+    """One imported transaction. Unlike read transactions, ``amount`` is signed here: positive is
+    money in, negative money out."""
+
+    account_id: str
+    amount: str
+    date: date
+    transaction_id: str | None = None
+    description: str | None = None
+    type: str | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Any:
+        # Floats would carry binary rounding into a money value; take exact types only.
+        if isinstance(value, float):
+            raise ValueError("pass the amount as a string or Decimal, not a float")
+        if isinstance(value, Decimal | int):
+            value = str(value)
+        if isinstance(value, str):
+            try:
+                parsed = Decimal(value)
+            except ArithmeticError as exc:
+                raise ValueError("amount must be a decimal number") from exc
+            if not parsed.is_finite():
+                raise ValueError("amount must be a finite decimal number")
+        return value
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _day(cls, value: Any) -> Any:
+        # MoneyKit takes a plain calendar day; a datetime is reduced to its own date.
+        return value.date() if isinstance(value, datetime) else value
+
+    def to_json(self) -> dict[str, Any]:
+        body = self.model_dump(mode="json", exclude_none=True)
+        body["date"] = self.date.isoformat()
+        return body

@@ -7,15 +7,22 @@ FRONTEND := components/moneykit_connect/frontend
 BUNDLE := $(FRONTEND)/dist/index.js
 SANDBOX_PORT ?= 8611
 DASHBOARD_PORT ?= 8501
+# The throwaway PostgreSQL server of the tests (scripts/postgres.sh): every test that touches
+# the store runs on SQLite and on this server.
+PG_PORT ?= 55432
+export LINKDESK_PG_PORT := $(PG_PORT)
+export LINKDESK_TEST_POSTGRES_URL ?= postgresql+psycopg://linkdesk@localhost:$(PG_PORT)/postgres
 
-.PHONY: run test setup setup-dev lint typecheck unit contract app e2e bench chromium clean
+.PHONY: run test setup setup-dev lint typecheck unit contract app e2e bench chromium postgres \
+	postgres-stop clean
 
 ## run: set everything up, start the local MoneyKit sandbox and the dashboard (Ctrl-C stops both)
 run: setup
 	$(PY) scripts/run_local.py --sandbox-port $(SANDBOX_PORT) --dashboard-port $(DASHBOARD_PORT)
 
-## test: set everything up (incl. Debian chromium), then lint, type-check and run every test layer
-test: setup-dev chromium
+## test: set everything up (incl. Debian chromium and PostgreSQL), then lint, type-check and run
+## every test layer (store, services, worker and webhooks on SQLite and on PostgreSQL)
+test: setup-dev chromium postgres
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -40,6 +47,13 @@ $(VENV)/.requirements-dev: requirements-dev.txt requirements.txt | $(VENV)/bin/p
 $(BUNDLE): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/build.mjs $(wildcard $(FRONTEND)/src/*.js)
 	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
 
+# Debian's PostgreSQL (installed when missing) with a throwaway cluster on localhost:$(PG_PORT);
+# a second run reuses the running server.
+postgres:
+	@bash scripts/postgres.sh >/dev/null
+postgres-stop:
+	@bash scripts/postgres.sh stop
+
 # Browser tests use Debian's chromium (never a browser downloaded by a test tool), with an
 # emoji font so screenshots show the health flags as people see them.
 chromium:
@@ -53,8 +67,8 @@ lint: setup-dev
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 typecheck: setup-dev
 	$(PY) -m mypy
-unit: setup-dev
-	$(PY) -m pytest -q tests/unit
+unit: setup-dev postgres
+	$(PY) -m pytest -q tests/unit tests/postgres
 contract: setup-dev
 	$(PY) -m pytest -q tests/contract tests/sandbox
 app: setup-dev
@@ -63,7 +77,7 @@ e2e: setup-dev chromium
 	$(PY) -m pytest -q tests/e2e
 
 bench: setup-dev
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(PY) $$b; done || echo "no benchmarks yet"
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(FRONTEND)/node_modules $(FRONTEND)/dist var test-output

@@ -8,7 +8,8 @@ import streamlit as st
 
 from linkdesk.auth import Permission
 from linkdesk.services.errors import ServiceError
-from linkdesk.store.queries import Health, LinkFilters, LinkRow
+from linkdesk.store.analytics import EXPORT_CAP, links_csv
+from linkdesk.store.queries import Health, LinkFilters, LinkRow, LinkSort
 from ui.auth import require_actor
 from ui.link_detail import render_link_detail
 from ui.render import (
@@ -22,6 +23,14 @@ from ui.render import (
 from ui.wiring import get_services, theme_is_dark
 
 PAGE_SIZE = 50
+SORT_LABELS = {
+    LinkSort.UPDATED_DESC: "Recently changed first",
+    LinkSort.UPDATED_ASC: "Oldest change first",
+    LinkSort.LINK_ID: "Link id",
+    LinkSort.INSTITUTION: "Bank name",
+    LinkSort.CUSTOMER: "Customer id",
+    LinkSort.STATE: "State and error",
+}
 # Filter widgets mirror these query parameters, so a filtered view can be shared by URL.
 FILTER_PARAMS = ("health", "error", "institution", "customer", "q")
 
@@ -45,6 +54,11 @@ def _sync_filters_to_url() -> None:
             st.query_params[name] = value
         elif name in st.query_params:
             del st.query_params[name]
+    st.session_state["links.cursors"] = [None]
+
+
+def _restart_paging() -> None:
+    # A cursor belongs to one sort order; a new order starts again at the first page.
     st.session_state["links.cursors"] = [None]
 
 
@@ -206,12 +220,39 @@ filters = LinkFilters(
     search=(state.get("links.filter.q") or "").strip() or None,
 )
 
+sort = LinkSort(
+    st.selectbox(
+        "Sort by",
+        list(LinkSort),
+        format_func=lambda value: SORT_LABELS[LinkSort(value)],
+        key="links.sort",
+        on_change=_restart_paging,
+    )
+    or LinkSort.UPDATED_DESC
+)
 cursors: list[str | None] = state["links.cursors"]
-page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1])
+page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1], sort=sort)
 matching = queries.count_links(filters)
 first = (len(cursors) - 1) * PAGE_SIZE
-st.caption(
+summary, download = st.columns([4, 1], vertical_alignment="center")
+summary.caption(
     f"{matching} matching links · showing {first + 1 if page.rows else 0}–{first + len(page.rows)}"
+    + (
+        f" · the CSV holds the first {EXPORT_CAP:,} of them, narrow the filters for the rest"
+        if matching > EXPORT_CAP
+        else ""
+    )
+)
+# Built only when clicked, page by page through the store in the chosen order.
+download.download_button(
+    "Download CSV",
+    data=lambda: links_csv(queries, filters, sort=sort, cap=EXPORT_CAP).text,
+    file_name="linkdesk-links.csv",
+    mime="text/csv",
+    icon="⬇️",
+    on_click="ignore",
+    disabled=matching == 0,
+    key="links.download",
 )
 
 selection = st.dataframe(

@@ -33,6 +33,13 @@ def render_link_detail(link_id: str) -> None:
     cols[0].metric("Health", health_label(row.health))
     cols[1].metric("State", row.state)
     cols[2].metric("Customer", row.customer_id or "—")
+    cols[2].page_link(
+        "app_pages/customer.py",
+        label="Customer timeline",
+        icon="👤",
+        query_params={"customer": row.customer_id or ""},
+        disabled=not row.customer_id,
+    )
     last_update = row.products_refreshed_at or row.last_synced_at or row.updated_at
     cols[3].metric("Last update (UTC)", f"{last_update:%d %b %H:%M}" if last_update else "—")
     if row.error_code:

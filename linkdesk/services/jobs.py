@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from linkdesk.health import (
@@ -28,6 +29,7 @@ from linkdesk.health import (
 )
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, SyncJob
+from linkdesk.store.repository import insert_if_absent
 
 __all__ = [
     "DISCOVERY_JOB",
@@ -94,21 +96,24 @@ class JobQueue:
         (the new due time applies after the current run reschedules… unless it is sooner).
         """
         job_id = link_job_id(link_id)
-        job = session.get(SyncJob, job_id)
+        # Locked: the new due time and priority are worked out from the stored ones.
+        job = session.get(SyncJob, job_id, with_for_update=True)
         if job is None:
-            session.add(
-                SyncJob(
-                    id=job_id,
-                    kind="link",
-                    link_id=link_id,
-                    due_at=due_at,
-                    priority=priority,
-                    attempts=0,
-                    created_at=due_at,
-                )
-            )
-            session.flush()
-            return
+            values = {
+                "id": job_id,
+                "kind": "link",
+                "link_id": link_id,
+                "due_at": due_at,
+                "priority": priority,
+                "attempts": 0,
+                "created_at": due_at,
+            }
+            if insert_if_absent(session, SyncJob, values, ["id"]):
+                return
+            # Another process created the job a moment ago; bring that one forward instead.
+            job = session.get(SyncJob, job_id, with_for_update=True)
+            if job is None:  # pragma: no cover - removed again in between
+                return
         claimed = job.claimed_until is not None and job.claimed_until >= due_at
         if claimed and job.last_run_at is not None:
             # The job is running: its due time is <= the claim time and the run will reschedule
@@ -162,12 +167,17 @@ class JobQueue:
             .where(Link.state != "deleted")
             .where(~sa.exists().where(SyncJob.id == sa.literal("link:") + Link.link_id))
         )
+        insert = sqlite.insert if self._store.dialect == "sqlite" else postgresql.insert
         with self._store.write() as session:
+            # ON CONFLICT: on PostgreSQL two workers may run this at once; the NOT EXISTS above
+            # cannot see the other's uncommitted rows.
             added = session.execute(
-                sa.insert(SyncJob).from_select(
+                insert(SyncJob)
+                .from_select(
                     ["id", "kind", "link_id", "due_at", "priority", "attempts", "created_at"],
                     missing,
                 )
+                .on_conflict_do_nothing(index_elements=["id"])
             )
             deleted_links = sa.select(Link.link_id).where(Link.state == "deleted")
             session.execute(
@@ -178,17 +188,16 @@ class JobQueue:
                 )
             )
             if session.get(SyncJob, DISCOVERY_JOB) is None:
-                session.add(
-                    SyncJob(
-                        id=DISCOVERY_JOB,
-                        kind="discovery",
-                        link_id=None,
-                        due_at=now,
-                        priority=PRIORITY_ROUTINE,
-                        attempts=0,
-                        created_at=now,
-                    )
-                )
+                discovery = {
+                    "id": DISCOVERY_JOB,
+                    "kind": "discovery",
+                    "link_id": None,
+                    "due_at": now,
+                    "priority": PRIORITY_ROUTINE,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                insert_if_absent(session, SyncJob, discovery, ["id"])
             return int(added.rowcount or 0)  # type: ignore[attr-defined]
 
     # -- claiming --------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """Engine creation, the read/write unit of work, and programmatic migrations.
 
-SQLite is the embedded default. Several Streamlit sessions and the sync worker write at once, so:
+SQLite is the embedded default; PostgreSQL (``postgresql+psycopg://…``) is the way to run several
+dashboard processes and workers on one database. Both run the same migrations and code; where
+they differ (row locks with ``SKIP LOCKED``, ``GREATEST``) the services ask ``Store.dialect``.
+
+Several Streamlit sessions and the sync worker write at once, so on SQLite:
 
 * WAL lets readers run while one writer writes;
 * ``busy_timeout`` makes a writer wait for the lock instead of failing at once;
@@ -28,12 +32,19 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "Store",
     "create_engine",
+    "database_url",
     "downgrade",
     "migrate",
     "sqlite_file_path",
 ]
 
 BUSY_TIMEOUT_MS = 10_000
+POSTGRES_DRIVER = "psycopg"
+POSTGRES_POOL_SIZE = 5
+POSTGRES_MAX_OVERFLOW = 10
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+# Advisory lock id that serialises migrations across processes ("linkdesk" in ASCII, truncated).
+MIGRATION_LOCK_KEY = 0x6C696E6B6465736B
 _WRITER_OPTION = "linkdesk_writer"
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -49,15 +60,35 @@ def sqlite_file_path(url: str | sa.URL) -> Path | None:
     return Path(database)
 
 
-def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, busy timeout, foreign keys and writer locking.
+def database_url(url: str | sa.URL) -> sa.URL:
+    """``url`` parsed, with PostgreSQL URLs pointed at the psycopg 3 driver.
+
+    Platforms hand out ``postgres://`` or ``postgresql://`` URLs, which SQLAlchemy would map to
+    psycopg2; only psycopg (3) is installed.
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername=f"postgresql+{POSTGRES_DRIVER}")
+    return parsed
+
+
+def create_engine(url: str | sa.URL, *, echo: bool = False, **kwargs: Any) -> Engine:
+    """An engine for ``url``: SQLite (WAL, busy timeout, foreign keys, writer locking) or
+    PostgreSQL (a bounded, pre-pinged connection pool).
 
     ``sqlite://`` (in-memory) shares one connection across threads so that every session of a
     test sees the same database.
     """
-    parsed = make_url(url)
+    parsed = database_url(url)
+    # The services decide races by the row count of a conditional INSERT/UPDATE ("did I win?").
+    # SQLAlchemy only guarantees rowcount for UPDATE/DELETE unless asked to keep it.
+    options = {"preserve_rowcount": True, **kwargs.pop("execution_options", {})}
+    if parsed.get_backend_name() == "postgresql":
+        return _create_postgres_engine(parsed, echo=echo, execution_options=options, **kwargs)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
+        return sa.create_engine(
+            parsed, echo=echo, pool_pre_ping=True, execution_options=options, **kwargs
+        )
 
     in_memory = sqlite_file_path(parsed) is None
     connect_args: dict[str, Any] = {"check_same_thread": False}
@@ -66,9 +97,33 @@ def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
         kwargs.setdefault("poolclass", StaticPool)
     else:
         connect_args.setdefault("timeout", BUSY_TIMEOUT_MS / 1000)
-    engine = sa.create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
+    engine = sa.create_engine(
+        parsed, echo=echo, connect_args=connect_args, execution_options=options, **kwargs
+    )
     _install_sqlite_events(engine, wal=not in_memory)
     return engine
+
+
+def _create_postgres_engine(url: sa.URL, *, echo: bool, **kwargs: Any) -> Engine:
+    # Each process (dashboard replica or worker) holds its own pool, so the server's
+    # max_connections must cover (pool_size + max_overflow) x processes. A worker uses
+    # about sync_concurrency + 2 connections; a dashboard one per active page run.
+    kwargs.setdefault("pool_size", POSTGRES_POOL_SIZE)
+    kwargs.setdefault("max_overflow", POSTGRES_MAX_OVERFLOW)
+    # Wait this long for a free connection, then fail the request instead of hanging the page.
+    kwargs.setdefault("pool_timeout", 30)
+    # Connections are renewed before a proxy or the server drops them as idle.
+    kwargs.setdefault("pool_recycle", 1800)
+    # A server restart or failover leaves dead connections in the pool; checking on checkout
+    # (one round trip) turns them into a reconnect instead of a failed page or job.
+    kwargs.setdefault("pool_pre_ping", True)
+    connect_args: dict[str, Any] = {
+        "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+        # Shown in pg_stat_activity, so an operator can tell Linkdesk's connections apart.
+        "application_name": "linkdesk",
+    }
+    connect_args.update(kwargs.pop("connect_args", {}))
+    return sa.create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
 
 
 def _install_sqlite_events(engine: Engine, *, wal: bool) -> None:
@@ -195,6 +250,13 @@ def _run_with(engine: Engine, direction: str, revision: str) -> None:
 
     config = _alembic_config()
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together each run the migrations: the first to take this lock
+            # migrates, the others wait for its commit and then find the schema current. The
+            # lock belongs to this transaction, so a crashed migrator cannot leave it held.
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         config.attributes["connection"] = connection
         getattr(command, direction)(config, revision)
         connection.commit()

@@ -1,6 +1,12 @@
 """Write-side helpers that run inside a ``Store.write()`` unit of work.
 
 They take an open ``Session`` and never commit: the caller's unit of work decides.
+
+Several processes may store the same link, customer or institution at once (workers, webhook
+appliers, a discovery run). On SQLite writers take turns (``BEGIN IMMEDIATE``); on PostgreSQL
+they do not, so a row is created with ``INSERT … ON CONFLICT DO NOTHING`` (the loser then updates
+the winner's row) and a row that is read, compared and rewritten is locked first (``FOR UPDATE``,
+which SQLite's compiler leaves out).
 """
 
 from __future__ import annotations
@@ -8,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from linkdesk.moneykit.models import Account as ApiAccount
@@ -31,6 +39,7 @@ __all__ = [
     "customer_from_tags",
     "ensure_customer",
     "ensure_institution",
+    "insert_if_absent",
     "mark_link_deleted",
     "replace_accounts",
     "upsert_institution",
@@ -67,13 +76,32 @@ class InstitutionData:
     images: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
+def insert_if_absent(
+    session: Session, model: type[Any], values: dict[str, Any], key: list[str]
+) -> bool:
+    """Insert one row unless a row with the same ``key`` exists (or is being inserted by a
+    concurrent transaction, which this one then waits for). True when this call inserted it.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=key)
+        return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    try:
+        with session.begin_nested():
+            session.add(model(**values))
+        return True
+    except sa.exc.IntegrityError:
+        return False
+
+
 def ensure_customer(session: Session, customer_id: str | None, now: datetime) -> None:
     if not customer_id:
         return
     existing = session.get(Customer, customer_id)
     if existing is None:
-        session.add(Customer(customer_id=customer_id, first_seen_at=now, updated_at=now))
-        session.flush()
+        values = {"customer_id": customer_id, "first_seen_at": now, "updated_at": now}
+        insert_if_absent(session, Customer, values, ["customer_id"])
     else:
         existing.updated_at = now
 
@@ -81,22 +109,20 @@ def ensure_customer(session: Session, customer_id: str | None, now: datetime) ->
 def ensure_institution(session: Session, institution_id: str, name: str, now: datetime) -> None:
     """Make sure a row exists so a link can point at it, without touching a full record."""
     if session.get(Institution, institution_id) is None:
-        session.add(
-            Institution(
-                institution_id=institution_id,
-                name=name or institution_id,
-                image_sources={},
-                updated_at=now,
-            )
-        )
-        session.flush()
+        values = {
+            "institution_id": institution_id,
+            "name": name or institution_id,
+            "image_sources": {},
+            "updated_at": now,
+        }
+        insert_if_absent(session, Institution, values, ["institution_id"])
 
 
 def upsert_institution(session: Session, data: InstitutionData, now: datetime) -> Institution:
-    row = session.get(Institution, data.institution_id)
-    if row is None:
-        row = Institution(institution_id=data.institution_id, image_sources={})
-        session.add(row)
+    ensure_institution(session, data.institution_id, data.name, now)
+    # Locked: the image sources are merged with what is stored, a read-modify-write.
+    row = session.get(Institution, data.institution_id, with_for_update=True)
+    assert row is not None  # ensured just above, and rows are never deleted
     row.name = data.name or data.institution_id
     row.domain = data.domain
     row.country = data.country
@@ -168,29 +194,36 @@ def upsert_link(
     exchange or relink finished while a sync was in flight), the older view is dropped.
     """
     fetched_at = fetched_at or now
-    ensure_customer(session, customer_id, now)
+    # Institution before customer before link, the order every writer locks them in, so two
+    # transactions never wait for each other in a circle.
     ensure_institution(session, link.institution_id, link.institution_name, now)
-    row = session.get(Link, link.link_id)
+    ensure_customer(session, customer_id, now)
     error_code = link.error_code or None
+    # Locked: whether this view is newer than the stored one is decided on the row as stored.
+    row = session.get(Link, link.link_id, with_for_update=True)
+    created = False
     if row is None:
-        session.add(
-            Link(
-                link_id=link.link_id,
-                customer_id=customer_id,
-                institution_id=link.institution_id,
-                state=link.state,
-                error_code=error_code,
-                provider=link.provider,
-                tags=link.all_tags,
-                created_at=created_at,
-                last_synced_at=fetched_at,
-                products_refreshed_at=link.products_refreshed_at,
-                discovered_at=now,
-                updated_at=now,
-                state_as_of=fetched_at,
-            )
-        )
-        session.flush()
+        values = {
+            "link_id": link.link_id,
+            "customer_id": customer_id,
+            "institution_id": link.institution_id,
+            "state": link.state,
+            "error_code": error_code,
+            "provider": link.provider,
+            "tags": link.all_tags,
+            "created_at": created_at,
+            "last_synced_at": fetched_at,
+            "products_refreshed_at": link.products_refreshed_at,
+            "discovered_at": now,
+            "updated_at": now,
+            "state_as_of": fetched_at,
+        }
+        created = insert_if_absent(session, Link, values, ["link_id"])
+        if not created:
+            # Stored by a concurrent transaction a moment ago: update that row instead.
+            row = session.get(Link, link.link_id, with_for_update=True)
+            assert row is not None
+    if created:
         _record_change(
             session,
             link.link_id,
@@ -202,6 +235,7 @@ def upsert_link(
             source=source,
         )
         return LinkUpsert(created=True, state_changed=True)
+    assert row is not None
 
     if row.last_synced_at is not None and row.last_synced_at > fetched_at:
         return LinkUpsert(created=False, state_changed=False, skipped_as_older=True)
@@ -246,7 +280,7 @@ def upsert_link(
 
 def mark_link_deleted(session: Session, link_id: str, *, now: datetime, source: str) -> bool:
     """Mark a stored link deleted; False if it is unknown or already deleted."""
-    row = session.get(Link, link_id)
+    row = session.get(Link, link_id, with_for_update=True)
     if row is None or row.state == "deleted":
         return False
     _record_change(
@@ -285,7 +319,7 @@ def apply_event_state(
 
     Used only when MoneyKit cannot be asked directly. Returns True when the state was applied.
     """
-    row = session.get(Link, link_id)
+    row = session.get(Link, link_id, with_for_update=True)
     if row is None or (row.state_as_of is not None and row.state_as_of >= as_of):
         return False
     error_code = error_code or None

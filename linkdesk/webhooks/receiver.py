@@ -26,8 +26,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from linkdesk.auth import Actor, Permission, PermissionDenied, require
+from linkdesk.errors import ServiceError
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError
+from linkdesk.services.audit import AuditLog
 from linkdesk.services.ingest import LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.services.jobs import PRIORITY_WEBHOOK, JobQueue
@@ -37,7 +40,7 @@ from linkdesk.store.models import Link, WebhookDelivery, WebhookEvent
 from linkdesk.store.repository import apply_event_state, mark_link_deleted
 from linkdesk.webhooks.verify import Reason, Verdict, WebhookVerifier
 
-__all__ = ["ApplyReport", "ReceiveResult", "WebhookReceiver"]
+__all__ = ["ApplyReport", "NotReapplicable", "ReapplyResult", "ReceiveResult", "WebhookReceiver"]
 
 logger = logging.getLogger("linkdesk.webhooks")
 
@@ -78,6 +81,23 @@ class ApplyReport:
     stale_ignored: int = 0
     queued_for_worker: int = 0
     failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReapplyResult:
+    delivery_id: int
+    link_id: str
+    status: str  # applied | queued_for_worker | failed
+    detail: str
+
+
+class NotReapplicable(ServiceError):
+    """The delivery is unknown, or was never verified (only verified payloads are kept)."""
+
+    def __init__(self, delivery_id: int, why: str) -> None:
+        super().__init__(f"Webhook delivery {delivery_id} cannot be re-applied: {why}.")
+        self.delivery_id = delivery_id
+        self.why = why
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +172,7 @@ class WebhookReceiver:
         clock: Callable[[], datetime] | None = None,
         budget: RequestBudget | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        audit: AuditLog | None = None,
     ) -> None:
         self._store = store
         self._verifier = verifier
@@ -160,6 +181,7 @@ class WebhookReceiver:
         self._clock = clock or _utcnow
         self._budget = budget
         self.max_body_bytes = max_body_bytes
+        self._audit = audit or AuditLog(store, clock=self._clock)
         self._ingestor = LinkIngestor(
             store=store, client=client, customer_tag_prefix=customer_tag_prefix, clock=self._clock
         )
@@ -400,6 +422,66 @@ class WebhookReceiver:
         read_at[link_id] = max(fetched_at, at)
         return "applied", f"re-read from MoneyKit: {link.state}" + (
             f"/{link.error_code}" if link.error_code else ""
+        )
+
+    # -- re-applying -----------------------------------------------------------------------------
+
+    def reapply(
+        self, delivery_id: int, actor: Actor, *, reason: str | None = None
+    ) -> ReapplyResult:
+        """Apply a stored, verified delivery again, now (admin; audited as ``webhook.reapply``).
+
+        For when a link's stored state looks wrong after a delivery, e.g. MoneyKit was not
+        reachable when it was applied. The link is re-read from MoneyKit as ``apply_pending``
+        would, except that the event is not skipped for being older than the stored state (a
+        re-read never stores older state anyway). The queue's own record of the event is left
+        untouched: this is a staff action, not a second delivery.
+        """
+        try:
+            require(actor, Permission.SYNC_TRIGGER)
+        except PermissionDenied:
+            self._audit.record(
+                actor=actor,
+                action="webhook.reapply",
+                outcome="refused",
+                detail=f"delivery {delivery_id}: role may not re-apply webhooks",
+                reason=reason,
+            )
+            raise
+        with self._store.read() as session:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            if delivery is None:
+                raise NotReapplicable(delivery_id, "no such delivery")
+            payload = dict(delivery.payload) if isinstance(delivery.payload, dict) else None
+            event = _parse_event(payload) if delivery.verdict == "accepted" else None
+            link = session.get(Link, event.link_id) if event is not None else None
+            customer_id = link.customer_id if link is not None else None
+        if event is None or payload is None:
+            raise NotReapplicable(delivery_id, "only verified deliveries keep a payload")
+        try:
+            status, detail = self._apply_one(
+                event.link_id,
+                event.event,
+                event.timestamp,
+                payload,
+                None,
+                {},
+                InstitutionFetcher(self._client),
+            )
+        except Exception as exc:
+            logger.exception("webhook delivery %s could not be re-applied", delivery_id)
+            status, detail = "failed", f"internal error ({type(exc).__name__})"
+        self._audit.record(
+            actor=actor,
+            action="webhook.reapply",
+            outcome=status,
+            link_id=event.link_id,
+            customer_id=customer_id,
+            detail=f"delivery {delivery_id} ({event.event}): {detail}",
+            reason=reason,
+        )
+        return ReapplyResult(
+            delivery_id=delivery_id, link_id=event.link_id, status=status, detail=detail
         )
 
 

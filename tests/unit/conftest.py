@@ -248,18 +248,29 @@ def core_clock() -> FakeClock:
 
 
 @pytest.fixture
-def core_settings(tmp_path: Path) -> Settings:
+def core_settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings of the fake MoneyKit, on each database backend in turn (see tests/conftest.py)."""
     return Settings(
         moneykit_base_url=FAKE_BASE,
         moneykit_client_id=CLIENT_ID,
         moneykit_client_secret=SecretStr(CLIENT_SECRET),
-        database_url=f"sqlite:///{tmp_path / 'linkdesk.db'}",
+        database_url=database_url,
         redirect_uri="http://localhost:8501/oauth_return",
         webhook_url="https://linkdesk.example/webhooks/moneykit",
         sync_concurrency=1,
         # Never the installation's var/signing.key.
         signing_key_file=str(tmp_path / "signing.key"),
     )
+
+
+@pytest.fixture
+def store(database_backend: str, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """An empty, migrated store on each backend: in-memory SQLite, or the module's PostgreSQL."""
+    url = "sqlite://" if database_backend == "sqlite" else request.getfixturevalue("database_url")
+    engine = create_engine(url)
+    migrate(engine)
+    yield Store(engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Store: migrations on a real SQLite file, writer locking, keyset pagination, read queries."""
+"""Store: migrations, writer locking, keyset pagination, read queries.
+
+Tests that take ``store``/``database_url`` run on SQLite and on PostgreSQL (tests/conftest.py);
+the ones about SQLite's own machinery (WAL, BEGIN IMMEDIATE, the shared in-memory connection)
+run on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from linkdesk.store.repository import (
     upsert_institution,
     upsert_link,
 )
+from tests.conftest import BACKENDS, empty_all_tables
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -82,9 +88,13 @@ def api_link(
 # -- migrations ------------------------------------------------------------------------------
 
 
-def test_migration_creates_schema_matching_the_models(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'nested' / 'db.sqlite'}"
-    migrate(url)  # creates the folder, like var/ for the default path
+def test_migration_creates_schema_matching_the_models(
+    tmp_path: Path, database_backend: str, empty_database_url: str
+):
+    sqlite = database_backend == "sqlite"
+    # A SQLite file's folder is created, like var/ for the default path.
+    url = f"sqlite:///{tmp_path / 'nested' / 'db.sqlite'}" if sqlite else empty_database_url
+    migrate(url)
     engine = create_engine(url)
     try:
         inspector = sa.inspect(engine)
@@ -101,9 +111,10 @@ def test_migration_creates_schema_matching_the_models(tmp_path: Path):
                 MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
             )
             assert diff == []
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
+            if sqlite:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             assert version == "0002"
     finally:
@@ -111,8 +122,8 @@ def test_migration_creates_schema_matching_the_models(tmp_path: Path):
     migrate(url)  # a second run is a no-op
 
 
-def test_migration_downgrade_and_upgrade_again(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_migration_downgrade_and_upgrade_again(empty_database_url: str):
+    url = empty_database_url
     migrate(url)
     downgrade(url, "base")
     engine = create_engine(url)
@@ -136,27 +147,27 @@ def test_alembic_ini_points_at_the_migrations():
     assert (root / "linkdesk/store/migrations/env.py").exists()
 
 
-def test_audit_log_is_append_only(memory_store: Store):
-    with memory_store.write() as session:
+def test_audit_log_is_append_only(store: Store):
+    with store.write() as session:
         session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
     refused = pytest.raises(sa.exc.DatabaseError, match="append-only")
-    with refused, memory_store.write() as session:
+    with refused, store.write() as session:
         session.execute(sa.update(AuditEntry).values(actor="someone else"))
-    with pytest.raises(sa.exc.DatabaseError, match="append-only"), memory_store.write() as s2:
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.write() as s2:
         s2.execute(sa.delete(AuditEntry))
 
 
-def test_event_sequence_is_unique_per_session(memory_store: Store):
-    with memory_store.write() as session:
+def test_event_sequence_is_unique_per_session(store: Store):
+    with store.write() as session:
         session.add(ConnectSession(id="s", mode="link", started_by="a", started_at=T0))
         session.flush()
         session.add(ConnectEvent(session_id="s", seq=1, type="event", payload={}, recorded_at=T0))
-    with pytest.raises(sa.exc.IntegrityError), memory_store.write() as session:
+    with pytest.raises(sa.exc.IntegrityError), store.write() as session:
         session.add(ConnectEvent(session_id="s", seq=1, type="event", payload={}, recorded_at=T0))
 
 
-def test_naive_datetimes_are_refused(memory_store: Store):
-    with pytest.raises(sa.exc.StatementError), memory_store.write() as session:
+def test_naive_datetimes_are_refused(store: Store):
+    with pytest.raises(sa.exc.StatementError), store.write() as session:
         session.add(AuditEntry(at=datetime(2025, 1, 1), actor="a", action="x", outcome="ok"))
 
 
@@ -196,21 +207,19 @@ def test_writers_begin_immediate_so_read_then_write_does_not_deadlock(tmp_path: 
     store.dispose()
 
 
-def test_write_rolls_back_on_error(memory_store: Store):
-    with pytest.raises(RuntimeError), memory_store.write() as session:
+def test_write_rolls_back_on_error(store: Store):
+    with pytest.raises(RuntimeError), store.write() as session:
         session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
         session.flush()
         raise RuntimeError("boom")
-    assert LinkQueries(memory_store).audit_entries() == []
+    assert LinkQueries(store).audit_entries() == []
 
 
-def test_in_memory_store_is_shared_between_sessions(memory_store: Store):
-    with memory_store.write() as session:
+def test_in_store_is_shared_between_sessions(store: Store):
+    with store.write() as session:
         session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
     seen: list[int] = []
-    thread = threading.Thread(
-        target=lambda: seen.append(len(LinkQueries(memory_store).audit_entries()))
-    )
+    thread = threading.Thread(target=lambda: seen.append(len(LinkQueries(store).audit_entries())))
     thread.start()
     thread.join()
     assert seen == [1]
@@ -219,8 +228,8 @@ def test_in_memory_store_is_shared_between_sessions(memory_store: Store):
 # -- write helpers ---------------------------------------------------------------------------
 
 
-def test_upsert_link_records_state_changes_and_refuses_older_views(memory_store: Store):
-    with memory_store.write() as session:
+def test_upsert_link_records_state_changes_and_refuses_older_views(store: Store):
+    with store.write() as session:
         first = upsert_link(
             session,
             api_link("l1", tags=["customer:c_1"]),
@@ -230,7 +239,7 @@ def test_upsert_link_records_state_changes_and_refuses_older_views(memory_store:
         )
     assert first.created
     later = T0 + timedelta(minutes=5)
-    with memory_store.write() as session:
+    with store.write() as session:
         changed = upsert_link(
             session,
             api_link("l1", state="error", error_code="auth_expired"),
@@ -239,7 +248,7 @@ def test_upsert_link_records_state_changes_and_refuses_older_views(memory_store:
             source="sync",
         )
     assert changed.state_changed and not changed.created
-    with memory_store.write() as session:
+    with store.write() as session:
         stale = upsert_link(
             session,
             api_link("l1"),
@@ -249,7 +258,7 @@ def test_upsert_link_records_state_changes_and_refuses_older_views(memory_store:
             fetched_at=T0 + timedelta(minutes=1),  # read before the last stored view
         )
     assert stale.skipped_as_older
-    detail = LinkQueries(memory_store).get_link("l1")
+    detail = LinkQueries(store).get_link("l1")
     assert detail is not None
     assert (detail.row.state, detail.row.error_code) == ("error", "auth_expired")
     assert detail.row.health is Health.NEEDS_RELINK
@@ -260,8 +269,8 @@ def test_upsert_link_records_state_changes_and_refuses_older_views(memory_store:
     ]
 
 
-def test_institution_upsert_stores_only_validated_values(memory_store: Store):
-    with memory_store.write() as session:
+def test_institution_upsert_stores_only_validated_values(store: Store):
+    with store.write() as session:
         upsert_institution(
             session,
             InstitutionData(
@@ -278,7 +287,7 @@ def test_institution_upsert_stores_only_validated_values(memory_store: Store):
             T0,
         )
         upsert_link(session, api_link("l1"), customer_id=None, now=T0, source="sync")
-    (inst,) = LinkQueries(memory_store).list_institutions()
+    (inst,) = LinkQueries(store).list_institutions()
     assert inst.color is None and inst.color_dark == "#abcdef"
     assert inst.logo == "data:image/svg+xml;base64,PHN2Zy8+"
     assert inst.logo_dark is None and inst.avatar is None
@@ -286,23 +295,23 @@ def test_institution_upsert_stores_only_validated_values(memory_store: Store):
     assert inst.link_count == 1
 
 
-def test_replace_accounts_and_mark_deleted(memory_store: Store):
+def test_replace_accounts_and_mark_deleted(store: Store):
     acc = [
         ApiAccount.model_validate(
             {"account_id": f"a{i}", "name": f"Acc {i}", "balances": {"current": i}}
         )
         for i in range(3)
     ]
-    with memory_store.write() as session:
+    with store.write() as session:
         upsert_link(session, api_link("l1"), customer_id=None, now=T0, source="sync")
         replace_accounts(session, "l1", acc, T0)
-    with memory_store.write() as session:
+    with store.write() as session:
         replace_accounts(session, "l1", acc[1:], T0)
-    with memory_store.write() as session:
+    with store.write() as session:
         assert mark_link_deleted(session, "l1", now=T0 + timedelta(1), source="sync")
         assert not mark_link_deleted(session, "l1", now=T0 + timedelta(2), source="sync")
         assert not mark_link_deleted(session, "nope", now=T0, source="sync")
-    detail = LinkQueries(memory_store).get_link("l1")
+    detail = LinkQueries(store).get_link("l1")
     assert detail is not None
     assert [a.account_id for a in detail.accounts] == ["a1", "a2"]
     assert detail.row.health is Health.DELETED
@@ -333,9 +342,9 @@ def test_replace_accounts_and_mark_deleted(memory_store: Store):
         ("something_new", None, Health.ATTENTION),
     ],
 )
-def test_link_health_and_its_sql_twin_agree(memory_store: Store, state, error_code, health):
+def test_link_health_and_its_sql_twin_agree(store: Store, state, error_code, health):
     assert link_health(state, error_code) is health
-    with memory_store.write() as session:
+    with store.write() as session:
         upsert_link(
             session,
             api_link("l1", state=state, error_code=error_code),
@@ -345,7 +354,7 @@ def test_link_health_and_its_sql_twin_agree(memory_store: Store, state, error_co
         )
         upsert_link(session, api_link("other"), customer_id=None, now=T0, source="sync")
     # An hour later: long enough to count a connecting link as stuck, too soon for stale.
-    queries = LinkQueries(memory_store, clock=lambda: T0 + timedelta(hours=1))
+    queries = LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
     page = queries.list_links(LinkFilters(health=health))
     expected = {"l1", "other"} if health is Health.HEALTHY else {"l1"}
     assert {r.link_id for r in page.rows} == expected
@@ -358,7 +367,7 @@ def test_link_health_and_its_sql_twin_agree(memory_store: Store, state, error_co
 
 
 @pytest.fixture
-def seeded(memory_store: Store) -> LinkQueries:
+def seeded(store: Store) -> LinkQueries:
     specs = [
         ("mk_001", "bank-a", "Alpha Bank", "connected", None, "cust_0001"),
         ("mk_002", "bank-a", "Alpha Bank", "error", "auth_expired", "cust_0001"),
@@ -369,7 +378,7 @@ def seeded(memory_store: Store) -> LinkQueries:
     ]
     for i, (lid, iid, name, state, err, cust) in enumerate(specs):
         tags = [f"customer:{cust}"] if cust else []
-        with memory_store.write() as session:
+        with store.write() as session:
             upsert_link(
                 session,
                 api_link(
@@ -384,7 +393,7 @@ def seeded(memory_store: Store) -> LinkQueries:
                 now=T0 + timedelta(minutes=i),
                 source="sync",
             )
-    return LinkQueries(memory_store, clock=lambda: T0 + timedelta(hours=1))
+    return LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
 
 
 @pytest.mark.parametrize(
@@ -471,25 +480,30 @@ def test_cursor_of_one_sort_is_refused_by_another(seeded: LinkQueries):
         seeded.list_links(limit=2, after=page.next_cursor, sort=LinkSort.INSTITUTION)
 
 
-def test_pages_are_fetched_with_a_bounded_query(seeded: LinkQueries, memory_store: Store):
+def test_pages_are_fetched_with_a_bounded_query(seeded: LinkQueries, store: Store):
     """A page asks the database for limit + 1 rows, never for the whole table or an OFFSET."""
     statements: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         statements.append((statement, parameters))
 
-    sa.event.listen(memory_store.engine, "before_cursor_execute", record)
+    sa.event.listen(store.engine, "before_cursor_execute", record)
     try:
         first = seeded.list_links(limit=2)
         seeded.list_links(limit=2, after=first.next_cursor)
     finally:
-        sa.event.remove(memory_store.engine, "before_cursor_execute", record)
+        sa.event.remove(store.engine, "before_cursor_execute", record)
     selects = [(s, p) for s, p in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 2
     for statement, parameters in selects:
-        # SQLite's compiler always writes "LIMIT ? OFFSET ?"; the offset must stay 0.
-        assert statement.upper().rstrip().endswith("LIMIT ? OFFSET ?")
-        assert tuple(parameters[-2:]) == (3, 0)
+        if store.dialect == "sqlite":
+            # SQLite's compiler always writes "LIMIT ? OFFSET ?"; the offset must stay 0.
+            assert statement.upper().rstrip().endswith("LIMIT ? OFFSET ?")
+            assert tuple(parameters[-2:]) == (3, 0)
+        else:
+            assert "OFFSET" not in statement.upper()
+            limit = statement.upper().rstrip().rsplit("LIMIT", 1)[1]
+            assert parameters[limit.strip().removeprefix("%(").split(")", 1)[0].lower()] == 3
 
 
 # -- keyset pagination property ---------------------------------------------------------------
@@ -526,6 +540,15 @@ def _sort_key(sort: LinkSort, row: dict[str, Any]) -> tuple[Any, ...]:
     }[sort]
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def keyset_database(request: pytest.FixtureRequest) -> str:
+    """Module-scoped (Hypothesis reuses it across examples): ``sqlite://`` or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return "sqlite://"
+    url: str = request.getfixturevalue("postgres_module_url")
+    return url
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=link_specs,
@@ -533,9 +556,15 @@ def _sort_key(sort: LinkSort, row: dict[str, Any]) -> tuple[Any, ...]:
     page_size=st.integers(1, 7),
     state_filter=st.sampled_from([None, "error", "connected"]),
 )
-def test_keyset_pages_cover_every_row_exactly_once(specs, sort, page_size, state_filter):
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
+def test_keyset_pages_cover_every_row_exactly_once(
+    keyset_database, specs, sort, page_size, state_filter
+):
+    if keyset_database == "sqlite://":
+        engine = create_engine(keyset_database)
+        Base.metadata.create_all(engine)
+    else:
+        empty_all_tables(keyset_database)
+        engine = create_engine(keyset_database)
     store = Store(engine)
     rows: list[dict[str, Any]] = []
     for i, (inst, state_index, customer, minute) in enumerate(specs):
@@ -592,22 +621,22 @@ def test_sqlite_version_supports_what_we_use():
     assert sqlite3.sqlite_version_info >= (3, 24)
 
 
-def test_the_orm_refuses_to_change_or_remove_audit_entries(memory_store: Store):
+def test_the_orm_refuses_to_change_or_remove_audit_entries(store: Store):
     from linkdesk.store.models import AuditLogIsAppendOnly
 
-    with memory_store.write() as session:
+    with store.write() as session:
         session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok", role="admin"))
-    with pytest.raises(AuditLogIsAppendOnly), memory_store.write() as session:
+    with pytest.raises(AuditLogIsAppendOnly), store.write() as session:
         entry = session.scalars(sa.select(AuditEntry)).one()
         entry.outcome = "rewritten"
-    with pytest.raises(AuditLogIsAppendOnly), memory_store.write() as session:
+    with pytest.raises(AuditLogIsAppendOnly), store.write() as session:
         session.delete(session.scalars(sa.select(AuditEntry)).one())
-    with memory_store.read() as session:
+    with store.read() as session:
         assert session.scalars(sa.select(AuditEntry.outcome)).all() == ["ok"]
 
 
-def test_migration_0002_keeps_data_and_the_append_only_triggers(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_migration_0002_keeps_data_and_the_append_only_triggers(empty_database_url: str):
+    url = empty_database_url
     migrate(url, "0001")
     engine = create_engine(url)
     try:

@@ -135,7 +135,7 @@ class TestDurableClaims:
             False
         )
 
-    def test_two_workers_never_run_the_same_job(self, make_services, fake_moneykit):
+    def test_two_workers_never_run_the_same_job(self, make_services, fake_moneykit, core_clock):
         ids = populate(fake_moneykit, 24)
         seed = make_services()
         seed.discovery.sync_all()

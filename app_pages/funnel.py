@@ -1,0 +1,112 @@
+"""Connect funnel: where people give up when they link or relink a bank."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import streamlit as st
+
+from linkdesk.store.analytics import ABANDONED_AFTER, Analytics, FunnelFilters
+from ui import charts
+from ui.auth import require_actor
+from ui.wiring import get_services
+
+services = get_services()
+require_actor()
+analytics = Analytics(services.store, thresholds=services.links.thresholds)
+
+st.title("Connect funnel")
+today = datetime.now(UTC).date()
+filters_row = st.columns([1.4, 1.4, 1])
+period = filters_row[0].date_input(
+    "Sessions started between",
+    value=(today - timedelta(days=29), today),
+    key="funnel.period",
+)
+since = datetime.combine(today - timedelta(days=29), time.min, UTC)
+until = datetime.combine(today + timedelta(days=1), time.min, UTC)
+if isinstance(period, tuple) and len(period) == 2:
+    since = datetime.combine(period[0], time.min, UTC)
+    until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
+banks = dict(analytics.session_institutions(since))
+institution = filters_row[1].selectbox(
+    "Bank",
+    [None, *banks],
+    format_func=lambda value: "All banks" if value is None else banks.get(value, value),
+    key="funnel.institution",
+)
+mode = filters_row[2].selectbox(
+    "Mode",
+    [None, "link", "relink"],
+    format_func=lambda value: "Link and relink" if value is None else value,
+    key="funnel.mode",
+)
+filters = FunnelFilters(since=since, until=until, institution_id=institution, mode=mode)
+
+summary = analytics.funnel_summary(filters)
+if summary.started == 0:
+    st.info(
+        "No Connect session in this period. Sessions appear here once staff (or customers "
+        "through a relink link) open MoneyKit Connect."
+    )
+    st.stop()
+
+rate = summary.completion_rate
+cols = st.columns(5)
+cols[0].metric("Started", summary.started)
+cols[1].metric("Completed", summary.completed, help=f"{rate:.0%} of started" if rate else None)
+cols[2].metric("Closed or failed at the bank", summary.exited)
+cols[3].metric("Failed in Linkdesk", summary.failed)
+cols[4].metric(
+    "Abandoned",
+    summary.abandoned,
+    help=f"Started more than {int(ABANDONED_AFTER.total_seconds() // 60)} min ago with no "
+    "success and no exit",
+)
+
+st.subheader("Sessions by day", divider="gray")
+st.altair_chart(charts.sessions_by_day(analytics.funnel_by_day(filters)), width="stretch")
+
+screens = analytics.screens(filters)
+st.subheader("Screens", divider="gray")
+if screens:
+    left, right = st.columns(2)
+    with left:
+        st.caption("Where sessions ended without success")
+        st.altair_chart(charts.drop_off_by_screen(screens), width="stretch")
+    with right:
+        st.caption("Time spent per screen (until the next event)")
+        st.dataframe(
+            [
+                {
+                    "Screen": row.screen,
+                    "Reached": row.reached,
+                    "Ended here": row.dropped,
+                    "Average seconds": round(row.avg_seconds, 1)
+                    if row.avg_seconds is not None
+                    else None,
+                    "Measured": row.samples,
+                }
+                for row in screens
+            ],
+            key="funnel.screens",
+            hide_index=True,
+            width="stretch",
+        )
+else:
+    st.caption("No screen changes recorded for these sessions.")
+
+st.subheader("Exit errors by bank", divider="gray")
+exits = analytics.exit_errors(filters)
+if exits:
+    st.dataframe(
+        [
+            {"Bank": row.institution_name, "Error": row.error_id, "Sessions": row.sessions}
+            for row in exits
+        ],
+        key="funnel.exits",
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.caption("No session ended with an error in this period.")

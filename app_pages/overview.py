@@ -1,0 +1,165 @@
+"""Overview: how the application's bank links are doing, and where to look first.
+
+Every number links to the Links list filtered to the links behind it, so an operator goes from
+"14 need a relink" to those 14 rows in one click.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import streamlit as st
+
+from linkdesk.store.analytics import Analytics
+from linkdesk.store.queries import Health, LinkFilters
+from ui import charts
+from ui.auth import require_actor
+from ui.render import HEALTH_LABELS, health_label
+from ui.wiring import get_services
+
+LINKS_PAGE = "app_pages/links.py"
+# Most urgent first; the others follow in the enum's order.
+HEALTH_ORDER = (Health.NEEDS_RELINK, Health.STUCK, Health.ATTENTION, Health.WAIT, Health.STALE)
+
+services = get_services()
+queries = services.links
+require_actor()
+analytics = Analytics(services.store, thresholds=queries.thresholds)
+
+
+def _duration(value: timedelta | None) -> str:
+    if value is None:
+        return "—"
+    seconds = int(value.total_seconds())
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 90 * 60:
+        return f"{seconds // 60} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _links(label: str, **query_params: str) -> None:
+    st.page_link(LINKS_PAGE, label=label, icon="🔗", query_params=query_params)
+
+
+@st.fragment(run_every="15s")
+def _live_panel() -> None:
+    """The numbers that move minute by minute, refreshed without rerunning the page."""
+    counts = queries.counts_by_health()
+    expired = queries.count_links(LinkFilters(error_code="auth_expired"))
+    status = queries.worker_status()
+    webhook_lag = analytics.webhook_lag()
+    with st.container(border=True):
+        st.caption("Live · refreshed every 15 s")
+        cols = st.columns(5)
+        cols[0].metric("Needs relink", counts[Health.NEEDS_RELINK])
+        with cols[0]:
+            _links("Show them", health=Health.NEEDS_RELINK.value)
+        cols[1].metric("Login expired", expired, help="Links in error auth_expired")
+        with cols[1]:
+            _links("Show them", error="auth_expired")
+        cols[2].metric(
+            "Sync lag",
+            _duration(status.lag),
+            help=f"{status.jobs_due} jobs due; age of the oldest one",
+        )
+        cols[3].metric(
+            "Webhook lag",
+            _duration(webhook_lag),
+            help=f"{status.webhooks_pending} verified webhooks waiting to be applied",
+        )
+        cols[4].metric("Synced in the last hour", status.links_synced_last_hour)
+        if status.paused:
+            st.warning("The sync worker is paused: links are not being re-read.", icon="⏸️")
+
+
+st.title("Overview")
+_live_panel()
+
+counts = queries.counts_by_health()
+total = sum(counts.values())
+if total == 0:
+    st.info(
+        "No links in the store yet, so there is nothing to chart. The sync worker discovers "
+        "every link of the application within a few minutes of starting; support can also link "
+        "a bank on the **Connect a bank** page. This page fills in by itself."
+    )
+    st.stop()
+
+st.subheader("Links by health", divider="gray")
+ordered = [*HEALTH_ORDER, *(h for h in Health if h not in HEALTH_ORDER)]
+cells = st.columns(4)
+for index, health in enumerate(ordered):
+    with cells[index % 4]:
+        st.metric(HEALTH_LABELS[health], counts[health])
+        if counts[health]:
+            _links(f"Open {counts[health]} {health.value.replace('_', ' ')}", health=health.value)
+st.caption(f"{total} links in all.")
+_links("All links")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Links by state", divider="gray")
+    by_state = queries.counts_by_state()
+    st.dataframe(
+        [
+            {"State": state, "Links": n}
+            for state, n in sorted(by_state.items(), key=lambda item: -item[1])
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    by_error = queries.counts_by_error()
+    if by_error:
+        st.caption("Links in state error, by error code:")
+        for code, n in sorted(by_error.items(), key=lambda item: -item[1]):
+            if code:
+                _links(f"{code}: {n}", error=code)
+with right:
+    st.subheader("Relinks (last 30 days)", divider="gray")
+    relinks = analytics.relink_stats(30)
+    rate = relinks.success_rate
+    cols = st.columns(3)
+    cols[0].metric("Relinks started", relinks.started)
+    cols[1].metric("Success rate", f"{rate:.0%}" if rate is not None else "—")
+    cols[2].metric(
+        "Median time to repair",
+        _duration(relinks.median_repair),
+        help="From the link breaking (its last change into a relink error) to the relink "
+        f"that fixed it; {relinks.repaired} repairs measured.",
+    )
+    if relinks.started == 0:
+        st.caption("No relink in the last 30 days.")
+    else:
+        st.caption(
+            f"{relinks.succeeded} succeeded · {relinks.exited} closed by the customer · "
+            f"{relinks.failed} failed · {relinks.pending} still open."
+        )
+    _links(f"Links that need a relink now: {counts[Health.NEEDS_RELINK]}", health="needs_relink")
+
+st.subheader("Broken links over time", divider="gray")
+days = st.segmented_control(
+    "Period", [7, 30, 90], default=30, format_func=lambda d: f"{d} days", key="overview.days"
+)
+trend = analytics.health_trend(int(days or 30))
+if any(point.auth_expired or point.needs_relink for point in trend):
+    st.altair_chart(charts.health_trend(trend), width="stretch")
+else:
+    st.caption("No link needed a relink during this period.")
+st.caption(
+    "Counted from the recorded state changes: links in each condition at the end of each day."
+)
+
+st.subheader("Which banks are hurting now", divider="gray")
+hurting = analytics.errors_by_institution(10)
+if hurting:
+    st.altair_chart(charts.errors_by_institution(hurting), width="stretch")
+    for row in hurting:
+        _links(
+            f"{row.name}: {row.errors} of {row.links} links in error",
+            institution=row.institution_id,
+        )
+else:
+    st.success(f"No link is in error. {health_label(Health.HEALTHY)}: {counts[Health.HEALTHY]}.")

@@ -1,0 +1,95 @@
+"""Altair charts for the overview and funnel pages.
+
+Charts take the small, already aggregated rows of `linkdesk.store.analytics`; nothing here
+queries. Bank colours come from outside and are re-validated before they reach the chart spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+
+from linkdesk.store.analytics import DayCount, InstitutionErrors, ScreenStat, TrendPoint
+from linkdesk.validation import safe_hex_color
+from ui.render import NEUTRAL_SWATCH
+
+
+def health_trend(points: Sequence[TrendPoint]) -> alt.Chart:
+    values = [
+        {"day": point.day.isoformat(), "series": series, "links": count}
+        for point in points
+        for series, count in (
+            ("Login expired (auth_expired)", point.auth_expired),
+            ("Needs relink (any relink error)", point.needs_relink),
+        )
+    ]
+    return (
+        alt.Chart(alt.Data(values=values))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("day:T", title="Day (UTC, end of day)"),
+            y=alt.Y("links:Q", title="Links", axis=alt.Axis(tickMinStep=1)),
+            color=alt.Color(
+                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)
+            ),
+            tooltip=["day:T", "series:N", "links:Q"],
+        )
+    )
+
+
+def errors_by_institution(rows: Sequence[InstitutionErrors]) -> alt.Chart:
+    values = [
+        {
+            "bank": row.name,
+            "errors": row.errors,
+            "links": row.links,
+            "colour": safe_hex_color(row.color) or NEUTRAL_SWATCH,
+        }
+        for row in rows
+    ]
+    return (
+        alt.Chart(alt.Data(values=values))
+        .mark_bar()
+        .encode(
+            x=alt.X("errors:Q", title="Links in error", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("bank:N", title=None, sort="-x"),
+            color=alt.Color("colour:N", scale=None, legend=None),
+            tooltip=["bank:N", "errors:Q", "links:Q"],
+        )
+    )
+
+
+def sessions_by_day(rows: Sequence[DayCount]) -> alt.Chart:
+    values = [
+        {"day": row.day.isoformat(), "series": series, "sessions": count}
+        for row in rows
+        for series, count in (("Started", row.started), ("Completed", row.completed))
+    ]
+    return (
+        alt.Chart(alt.Data(values=values))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("day:T", title="Day (UTC)"),
+            y=alt.Y("sessions:Q", title="Sessions", axis=alt.Axis(tickMinStep=1)),
+            color=alt.Color(
+                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)
+            ),
+            tooltip=["day:T", "series:N", "sessions:Q"],
+        )
+    )
+
+
+def drop_off_by_screen(rows: Sequence[ScreenStat]) -> alt.Chart:
+    values = [
+        {"screen": row.screen, "dropped": row.dropped, "reached": row.reached} for row in rows
+    ]
+    return (
+        alt.Chart(alt.Data(values=values))
+        .mark_bar()
+        .encode(
+            x=alt.X("dropped:Q", title="Sessions that ended on this screen without success"),
+            y=alt.Y("screen:N", title=None, sort="-x"),
+            tooltip=["screen:N", "reached:Q", "dropped:Q"],
+        )
+    )

@@ -377,6 +377,24 @@ class ConnectService:
         require(actor, Permission.RELINK)
         return self.start_relink_as(link_id=link_id, actor=actor, holder=actor.name, reason=reason)
 
+    def _refuse_relink(
+        self,
+        actor: Actor | str,
+        link_id: str,
+        customer_id: str | None,
+        detail: str,
+        reason: str | None,
+    ) -> None:
+        self._audit.record(
+            actor=actor,
+            action="connect.start_relink",
+            outcome="refused",
+            link_id=link_id,
+            customer_id=customer_id,
+            detail=detail,
+            reason=reason,
+        )
+
     def start_relink_as(
         self,
         *,
@@ -421,14 +439,12 @@ class ConnectService:
         customer_id = result.customer_id
         health = link_health(live.state, live.error_code)
         if health is not Health.NEEDS_RELINK:
-            self._audit.record(
-                actor=actor,
-                action="connect.start_relink",
-                outcome="refused",
-                link_id=link_id,
-                customer_id=customer_id,
-                detail=f"link is {health.value} ({live.state}/{live.error_code or '-'})",
-                reason=reason,
+            self._refuse_relink(
+                actor,
+                link_id,
+                customer_id,
+                f"link is {health.value} ({live.state}/{live.error_code or '-'})",
+                reason,
             )
             raise RelinkNotNeeded(link_id, health.value, live.state, live.error_code)
 
@@ -436,14 +452,8 @@ class ConnectService:
         try:
             self._take_lease(link_id, holder, session_id)
         except LeaseHeld as held:
-            self._audit.record(
-                actor=actor,
-                action="connect.start_relink",
-                outcome="refused",
-                link_id=link_id,
-                customer_id=customer_id,
-                detail=f"{held.holder} is relinking it",
-                reason=reason,
+            self._refuse_relink(
+                actor, link_id, customer_id, f"{held.holder} is relinking it", reason
             )
             raise
         # MoneyKit replaces a relinked link's webhook and tags with what this request carries

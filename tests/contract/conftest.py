@@ -20,54 +20,18 @@ for anything destructive.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.sandbox_process import running_sandbox
+
 CONTRACT_CLIENT_ID = "contract_client"
 CONTRACT_CLIENT_SECRET = "contract_secret"
 DEFAULT_CLIENT_ID = "linkdesk_sandbox_client"
 DEFAULT_CLIENT_SECRET = "linkdesk_sandbox_secret"
-STARTUP_TIMEOUT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("localhost", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_until_healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -88,43 +52,11 @@ def sandbox_url(sandbox_credentials: tuple[str, str]) -> Iterator[str]:
         return
 
     client_id, client_secret = sandbox_credentials
-    env = {
-        **os.environ,
-        "MONEYKIT_CLIENT_ID": client_id,
-        "MONEYKIT_CLIENT_SECRET": client_secret,
-    }
-    with tempfile.TemporaryFile() as log:
-        # A port picked here can be taken before the child binds it; try a few.
-        for _attempt in range(3):
-            port = _free_port()
-            url = f"http://localhost:{port}"
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sandbox",
-                    "--host",
-                    "localhost",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            if _wait_until_healthy(url, proc):
-                try:
-                    yield url
-                finally:
-                    _stop(proc)
-                return
-            _stop(proc)
-        log.seek(0)
-        output = log.read().decode("utf-8", "replace")[-2000:]
-    pytest.fail(f"sandbox did not start; last output:\n{output}")
+    try:
+        with running_sandbox(client_id, client_secret) as url:
+            yield url
+    except RuntimeError as failure:
+        pytest.fail(str(failure))
 
 
 @pytest.fixture

@@ -10,11 +10,6 @@ receiver on a real HTTP port, so signed webhooks travel over real HTTP between t
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,18 +25,10 @@ from starlette.applications import Starlette
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.settings import Settings
 from linkdesk.webhooks.asgi import webhook_route
+from tests.sandbox_process import free_port, running_sandbox
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "integration_client"
 CLIENT_SECRET = "integration_secret"
-STARTUP_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("localhost", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -72,62 +59,15 @@ class Sandbox:
         return response
 
 
-def _healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    env = {**os.environ, "MONEYKIT_CLIENT_ID": CLIENT_ID, "MONEYKIT_CLIENT_SECRET": CLIENT_SECRET}
-    with tempfile.TemporaryFile() as log:
-        for _attempt in range(3):
-            port = free_port()
-            url = f"http://localhost:{port}"
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sandbox",
-                    "--host",
-                    "localhost",
-                    "--port",
-                    str(port),
-                    "--demo-links",
-                    "6",
-                    "--webhook-time-scale",
-                    "3600",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                if _healthy(url, proc):
-                    yield Sandbox(url)
-                    return
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        log.seek(0)
-        output = log.read().decode("utf-8", "replace")[-2000:]
-    pytest.fail(f"sandbox did not start; last output:\n{output}")
+    try:
+        with running_sandbox(
+            CLIENT_ID, CLIENT_SECRET, "--demo-links", "6", "--webhook-time-scale", "3600"
+        ) as url:
+            yield Sandbox(url)
+    except RuntimeError as failure:
+        pytest.fail(str(failure))
 
 
 @pytest.fixture

@@ -76,7 +76,9 @@ app: setup-dev
 e2e: setup-dev chromium
 	$(PY) -m pytest -q tests/e2e
 
-bench: setup-dev
+# The scale benchmarks (bench/links_page.py, bench/memory.py) use the PostgreSQL test server
+# and Debian's chromium too; seeded stores are kept in bench/.data/ between runs.
+bench: setup-dev postgres chromium
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -10,11 +10,19 @@ import streamlit as st
 
 from linkdesk.auth import Permission
 from ui.auth import current_actor, sign_in_page, sign_out_page
+from ui.demo import demo_mode_on, demo_page_visible, show_demo_banner
+from ui.errors import run_page
 
-STAFF_PAGE_PATHS = ("overview", "links", "connect", "customer", "funnel", "activity", "webhooks")
-# The Overview is the intended landing page. Links stays the default until the Links page tests
-# and the end-to-end flows open it by its path instead of relying on the bare URL.
-OVERVIEW_IS_DEFAULT = False
+STAFF_PAGE_PATHS = (
+    "overview",
+    "links",
+    "connect",
+    "customer",
+    "funnel",
+    "activity",
+    "webhooks",
+    "demo",
+)
 
 # Reached by customers and banks, never through the menu.
 customer_repair = st.Page(
@@ -43,24 +51,19 @@ if actor is None:
         position="hidden",
     )
 else:
+    demo_on = demo_mode_on()
     operations = [
         st.Page(
             "app_pages/overview.py",
             title="Overview",
             icon="📊",
             url_path="overview",
-            default=OVERVIEW_IS_DEFAULT,
+            default=True,  # the landing page: what broke, and where to look first
         ),
         st.Page("app_pages/funnel.py", title="Connect funnel", icon="🪜", url_path="funnel"),
     ]
     work = [
-        st.Page(
-            "app_pages/links.py",
-            title="Links",
-            icon="🔗",
-            url_path="links",
-            default=not OVERVIEW_IS_DEFAULT,
-        ),
+        st.Page("app_pages/links.py", title="Links", icon="🔗", url_path="links"),
         st.Page("app_pages/customer.py", title="Customer timeline", icon="👤", url_path="customer"),
     ]
     if actor.can(Permission.START_LINK):
@@ -72,6 +75,8 @@ else:
         operations.append(
             st.Page("app_pages/webhooks.py", title="Webhooks", icon="📨", url_path="webhooks")
         )
+    if demo_page_visible(actor, demo_on):
+        operations.append(st.Page("app_pages/demo.py", title="Demo", icon="🎭", url_path="demo"))
     account = [st.Page(sign_out_page, title="Sign out", icon="🚪", url_path="sign_out")]
     navigation = st.navigation(
         {
@@ -82,4 +87,7 @@ else:
         }
     )
 st.set_page_config(page_title="Linkdesk", page_icon="🔗", layout="wide")
-navigation.run()
+if actor is not None and demo_on:
+    show_demo_banner()
+# A page that fails (database locked or down, MoneyKit unreachable) shows a designed panel.
+run_page(navigation.run)

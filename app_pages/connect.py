@@ -8,6 +8,7 @@ from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import InvalidCustomerId
 from ui import connect_flow
 from ui.auth import require_actor
+from ui.errors import report
 from ui.wiring import get_services
 
 SLOT = "new-link"
@@ -46,7 +47,7 @@ if st.button("Open MoneyKit Connect", type="primary", disabled=busy or not custo
     except InvalidCustomerId as error:
         st.error(str(error))
     except MoneyKitError as error:
-        st.error(f"MoneyKit could not start a link session: {error.user_message}")
+        report(error, where="connect.start", key="connect-start")
     else:
         connect_flow.begin(SLOT, started)
         st.rerun()

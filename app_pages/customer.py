@@ -10,9 +10,12 @@ import streamlit as st
 
 from linkdesk.store.analytics import TIMELINE_KINDS, Analytics
 from ui.auth import require_actor
+from ui.link_detail import relink_started_here, render_repair_panel
 from ui.wiring import get_services
 
 PAGE_SIZE = 50
+# A customer rarely has more than a few links; past this many the Links page lists them all.
+MAX_REPAIR_PANELS = 5
 KIND_LABELS = {
     "session": "Connect sessions",
     "event": "Connect screens and events",
@@ -34,7 +37,7 @@ KIND_ICONS = {
 
 services = get_services()
 queries = services.links
-require_actor()
+actor = require_actor()
 analytics = Analytics(services.store, thresholds=queries.thresholds)
 state = st.session_state
 
@@ -98,6 +101,41 @@ st.page_link(
     icon="🔗",
     query_params={"customer": customer},
 )
+
+
+def _repair_section() -> None:
+    """This customer's links that need something, each with why and how to repair it."""
+    to_act_on = analytics.customer_links_to_act_on(customer, limit=MAX_REPAIR_PANELS + 1)
+    # A link relinked from here turns healthy and leaves the list; its panel stays until the
+    # outcome has been seen.
+    remembered_key = f"customer.repairs.{customer}"
+    remembered: list[str] = state.get(remembered_key, [])
+    repaired_here = [
+        link_id
+        for link_id in remembered
+        if link_id not in to_act_on and relink_started_here(link_id)
+    ]
+    state[remembered_key] = list(dict.fromkeys([*repaired_here, *to_act_on]))
+    shown = [*repaired_here, *to_act_on[:MAX_REPAIR_PANELS]]
+    if not shown:
+        st.success("All of this customer's links are working.", icon="✅")
+        return
+    st.subheader("Needs action", divider="red")
+    for link_id in shown:
+        detail = queries.get_link(link_id)
+        if detail is not None:
+            render_repair_panel(detail, actor)
+    if len(to_act_on) > MAX_REPAIR_PANELS:
+        st.page_link(
+            "app_pages/links.py",
+            label="More links of this customer need action: see them all on Links",
+            icon="🔗",
+            query_params={"customer": customer},
+        )
+
+
+_repair_section()
+st.subheader("Timeline", divider="gray")
 kinds = st.pills(
     "Show",
     list(TIMELINE_KINDS),
@@ -109,7 +147,8 @@ kinds = st.pills(
 )
 
 cursors: list[str | None] = state["customer.cursors"]
-page = analytics.customer_timeline(customer, kinds=kinds, limit=PAGE_SIZE, after=cursors[-1])
+with st.spinner("Reading the customer's history…"):
+    page = analytics.customer_timeline(customer, kinds=kinds, limit=PAGE_SIZE, after=cursors[-1])
 if not page.entries:
     st.info(
         "Nothing recorded for this customer with these filters."

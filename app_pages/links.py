@@ -11,6 +11,7 @@ from linkdesk.services.errors import ServiceError
 from linkdesk.store.analytics import EXPORT_CAP, links_csv
 from linkdesk.store.queries import Health, LinkFilters, LinkRow, LinkSort
 from ui.auth import require_actor
+from ui.errors import guarded
 from ui.link_detail import render_link_detail
 from ui.render import (
     ERROR_LABELS,
@@ -23,6 +24,12 @@ from ui.render import (
 from ui.wiring import get_services, theme_is_dark
 
 PAGE_SIZE = 50
+# Counts of the whole table are shared by every session of the process and recomputed in the
+# background this often (seconds); the page itself then reads only one page of rows.
+SUMMARY_MAX_AGE = 30.0
+WORKER_STATUS_MAX_AGE = 5.0
+# "Matching links" counts up to this many; beyond it the caption says "more than".
+COUNT_CAP = 10_000
 SORT_LABELS = {
     LinkSort.UPDATED_DESC: "Recently changed first",
     LinkSort.UPDATED_ASC: "Oldest change first",
@@ -57,6 +64,12 @@ def _sync_filters_to_url() -> None:
     st.session_state["links.cursors"] = [None]
 
 
+def _next_page(cursor: str | None) -> None:
+    # A callback runs before the script, so one click costs one run of the page (a button
+    # followed by st.rerun() would run it twice).
+    st.session_state["links.cursors"].append(cursor)
+
+
 def _restart_paging() -> None:
     # A cursor belongs to one sort order; a new order starts again at the first page.
     st.session_state["links.cursors"] = [None]
@@ -79,10 +92,14 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return f"{seconds // 3600} h ago"
 
 
-@st.fragment(run_every="10s")
+# Seconds as a number: Streamlit parses a string such as "10s" again on every run of the page.
+@st.fragment(run_every=10)
+@guarded("links.worker")
 def _worker_panel() -> None:
     """Sync and webhook lag, refreshed on its own without rerunning the page."""
-    status = queries.worker_status()
+    # Right after this session paused or resumed the worker, show the new state, not the shared one.
+    fresh = st.session_state.pop("links.worker.changed", False)
+    status = queries.worker_status(max_age=0.0 if fresh else WORKER_STATUS_MAX_AGE)
     now = status.now
     with st.container(border=True):
         cols = st.columns([1.2, 1, 1, 1, 1, 1.3])
@@ -106,9 +123,11 @@ def _worker_panel() -> None:
             if status.paused:
                 if st.button("Resume the sync worker", key="worker.resume"):
                     services.worker.resume(actor)
+                    st.session_state["links.worker.changed"] = True
                     st.rerun(scope="fragment")
             elif st.button("Pause the sync worker", key="worker.pause"):
                 services.worker.pause(actor)
+                st.session_state["links.worker.changed"] = True
                 st.rerun(scope="fragment")
 
 
@@ -149,16 +168,22 @@ if actor.can(Permission.SYNC_TRIGGER) and action.button(
     _sync_now()
 _worker_panel()
 
-counts = queries.counts_by_health()
-total = sum(counts.values())
+summary = queries.health_summary(max_age=SUMMARY_MAX_AGE)
+if summary.total == 0:
+    # An empty store is cheap to count; a link created a moment ago must show up at once.
+    summary = queries.health_summary()
+counts = summary.counts
+total = summary.total
 metrics = st.columns(5)
-metrics[0].metric("All links", total)
+metrics[0].metric(
+    "All links", total, help=f"Counted at {summary.computed_at:%H:%M:%S} UTC, every 30 s or so"
+)
 metrics[1].metric("Healthy", counts[Health.HEALTHY])
 metrics[2].metric("Needs relink", counts[Health.NEEDS_RELINK])
 metrics[3].metric("Wait (MoneyKit retries)", counts[Health.WAIT])
 metrics[4].metric("Stuck", counts[Health.STUCK])
 
-expired = queries.count_links(LinkFilters(error_code="auth_expired"))
+expired = summary.errors.get("auth_expired", 0)
 if expired:
     alert, button = st.columns([4, 1], vertical_alignment="center")
     alert.error(f"**{expired}** links have an expired login (`auth_expired`).", icon="🔴")
@@ -171,7 +196,7 @@ if total == 0:
     )
     st.stop()
 
-institutions = {inst.institution_id: inst.name for inst in queries.list_institutions()}
+institutions = queries.institution_names(max_age=SUMMARY_MAX_AGE)
 filters_row = st.columns([1.2, 1.2, 1.4, 1, 1.2])
 filters_row[0].selectbox(
     "Health",
@@ -232,14 +257,24 @@ sort = LinkSort(
 )
 cursors: list[str | None] = state["links.cursors"]
 page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1], sort=sort)
-matching = queries.count_links(filters)
+# A health or an error filter alone is answered by the shared summary (exact, up to 30 s old);
+# any other combination is counted now, up to COUNT_CAP.
+if filters.health is not None and filters == LinkFilters(health=filters.health):
+    matching, exact = counts[filters.health], True
+elif filters.error_code and filters == LinkFilters(error_code=filters.error_code):
+    matching, exact = summary.errors.get(filters.error_code, 0), True
+else:
+    matching = queries.count_links(filters, cap=COUNT_CAP)
+    exact = matching <= COUNT_CAP
 first = (len(cursors) - 1) * PAGE_SIZE
-summary, download = st.columns([4, 1], vertical_alignment="center")
-summary.caption(
-    f"{matching} matching links · showing {first + 1 if page.rows else 0}–{first + len(page.rows)}"
+matching_text = str(matching) if exact else f"more than {COUNT_CAP:,}"
+caption, download = st.columns([4, 1], vertical_alignment="center")
+caption.caption(
+    f"{matching_text} matching links · "
+    f"showing {first + 1 if page.rows else 0}–{first + len(page.rows)}"
     + (
-        f" · the CSV holds the first {EXPORT_CAP:,} of them, narrow the filters for the rest"
-        if matching > EXPORT_CAP
+        f" · the CSV holds at most the first {EXPORT_CAP:,}, narrow the filters for the rest"
+        if matching > EXPORT_CAP or not exact
         else ""
     )
 )
@@ -270,12 +305,13 @@ selection = st.dataframe(
 )
 
 pager = st.columns([1, 1, 6])
-if pager[0].button("← First page", disabled=len(cursors) == 1):
-    state["links.cursors"] = [None]
-    st.rerun()
-if pager[1].button("Next page →", disabled=page.next_cursor is None):
-    cursors.append(page.next_cursor)
-    st.rerun()
+pager[0].button("← First page", disabled=len(cursors) == 1, on_click=_restart_paging)
+pager[1].button(
+    "Next page →",
+    disabled=page.next_cursor is None,
+    on_click=_next_page,
+    args=(page.next_cursor,),
+)
 
 selected_rows = selection.selection.rows if selection else []
 if selected_rows and selected_rows[0] < len(page.rows):

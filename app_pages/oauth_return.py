@@ -19,6 +19,7 @@ from components.moneykit_connect import moneykit_connect
 from linkdesk.moneykit.errors import MoneyKitError
 from ui.auth import current_actor
 from ui.connect_flow import show_outcome
+from ui.errors import report
 from ui.wiring import get_services, theme_is_dark
 
 services = get_services()
@@ -48,6 +49,6 @@ elif log:
     try:
         outcome = services.sessions.apply_log(session.session_id, log, actor=actor)
     except MoneyKitError as error:
-        st.error(f"MoneyKit could not complete this step: {error.user_message}")
+        report(error, where="oauth_return.apply", key="oauth-return")
     else:
         show_outcome(outcome)

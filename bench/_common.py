@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,3 +156,39 @@ class ThreadedServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+class RequestCounter:
+    """Counts the responses an ``httpx.Client`` gets, by endpoint (ids folded) and status.
+
+    Pass :meth:`hook` as a response event hook; :meth:`snapshot` is safe while threads send.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, int]] = Counter()
+
+    def hook(self, response: httpx.Response) -> None:
+        key = (
+            endpoint_of(response.request.method, response.request.url.path),
+            response.status_code,
+        )
+        with self._lock:
+            self._counts[key] += 1
+
+    def snapshot(self) -> Counter[tuple[str, int]]:
+        with self._lock:
+            return Counter(self._counts)
+
+
+_LINK_PATH = re.compile(r"^/links/[^/]+")
+_INSTITUTION_PATH = re.compile(r"^/institutions/[^/]+")
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """``GET /links/{id}/accounts`` for ``GET /links/mk_123/accounts`` (ids folded away)."""
+    folded = path if path.startswith("/links/import") else _LINK_PATH.sub("/links/{id}", path)
+    folded = _INSTITUTION_PATH.sub("/institutions/{id}", folded)
+    if folded.startswith("/assets/"):
+        folded = "/assets/…"
+    return f"{method} {folded}"

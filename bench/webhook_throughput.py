@@ -7,8 +7,9 @@ sandbox's own key: ``kid``, ``iss``, ``iat``, ``request_body_sha256``), about 10
 re-sent duplicates, and measures:
 
 * ``receive``: ``WebhookReceiver.receive(raw_body, headers)`` (pass ``direct``), or the same through
-  the real Starlette route over ``httpx.ASGITransport`` (pass ``asgi``, adds HTTP parsing and the
-  thread hop the route makes);
+  the real Starlette route, called as an ASGI server calls it (pass ``asgi``: adds routing, the
+  streamed body read with its size limit, the thread hop the route makes and the JSON answer;
+  HTTP parsing and the network belong to the server in front and are not included);
 * ``apply``: ``apply_pending()`` until the queue is empty (re-reads from the in-process sandbox).
 
 It prints rates, per-delivery receive latency percentiles and the bookkeeping checks.
@@ -39,6 +40,7 @@ import httpx
 import sqlalchemy as sa
 from pydantic import SecretStr
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message
 
 from bench._common import CLIENT_ID, CLIENT_SECRET, latency_line, machine_line
 from linkdesk.bootstrap import Services, build_services
@@ -209,28 +211,79 @@ def receive_direct(
     return latencies, verdicts
 
 
+async def _post(app: ASGIApp, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One POST handed to ``app`` the way an ASGI server (uvicorn) hands over a parsed request.
+
+    No HTTP client in between: what is timed is Linkdesk's side of the request (routing, body
+    read with its size limit, the thread hop, the receiver, the JSON answer), not a client's.
+    """
+    raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw_headers += [
+        (b"host", b"linkdesk.local"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": WEBHOOK_PATH,
+        "raw_path": WEBHOOK_PATH.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("linkdesk.local", 443),
+    }
+    request_sent = False
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> Message:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
 def receive_asgi(
-    services: Services, deliveries: list[Delivery], deadline: float
+    services: Services, deliveries: list[Delivery], deadline: float, concurrency: int
 ) -> tuple[list[float], Counter[str]]:
+    """The deliveries through the route, ``concurrency`` requests in flight at a time.
+
+    MoneyKit sends deliveries in parallel; with more than one in flight the event loop's part of
+    one request overlaps the receiver's part of another, as under a real server.
+    """
     app = Starlette(routes=[webhook_route(services.webhooks)])
 
     async def run() -> tuple[list[float], Counter[str]]:
         latencies: list[float] = []
         verdicts: Counter[str] = Counter()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://linkdesk.local"
-        ) as client:
-            for delivery in deliveries:
+        pending = iter(deliveries)
+
+        async def sender() -> None:
+            for delivery in pending:
                 if time.monotonic() > deadline:
-                    break
+                    return
                 started = time.perf_counter()
-                response = await client.post(
-                    WEBHOOK_PATH, content=delivery.body, headers=delivery.headers
-                )
+                status, answer = await _post(app, delivery.body, delivery.headers)
                 latencies.append(time.perf_counter() - started)
-                reason = response.json().get("reason", "?")
-                verdicts[f"{response.status_code}/{reason}"] += 1
+                reason = json.loads(answer).get("reason", "?")
+                verdicts[f"{status}/{reason}"] += 1
+
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
         return latencies, verdicts
 
     return asyncio.run(run())
@@ -285,7 +338,7 @@ def run_pass(mode: str, args: argparse.Namespace) -> bool:
             if mode == "direct":
                 latencies, verdicts = receive_direct(services, deliveries, deadline)
             else:
-                latencies, verdicts = receive_asgi(services, deliveries, deadline)
+                latencies, verdicts = receive_asgi(services, deliveries, deadline, args.concurrency)
             receive_s = time.perf_counter() - started
             receive_cpu = time.process_time() - cpu_started
             sent = deliveries[: len(latencies)]
@@ -379,6 +432,12 @@ def main() -> int:
         help="stop a pass's receiving after this long (signatures get stale at 300 s)",
     )
     parser.add_argument("--only", choices=("direct", "asgi"), help="run one pass only")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="deliveries in flight at once in the 'asgi' pass (default 1)",
+    )
     args = parser.parse_args()
     if not 1 <= args.count <= 100_000 or not 0 <= args.duplicate_rate < 1:
         parser.error("--count must be 1..100000 and --duplicate-rate in [0, 1)")

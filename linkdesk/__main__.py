@@ -1,4 +1,4 @@
-"""Command line: ``python -m linkdesk migrate``, ``sync`` and ``worker``."""
+"""Command line: ``python -m linkdesk migrate``, ``sync``, ``worker`` and ``demo-reset``."""
 
 from __future__ import annotations
 
@@ -115,6 +115,40 @@ def _worker(settings: Settings, *, once: bool) -> int:
         services.close()
 
 
+def _demo_reset(settings: Settings, *, unless_built: bool) -> int:
+    from linkdesk.auth import Actor, Role
+    from linkdesk.bootstrap import build_services
+    from linkdesk.errors import ServiceError
+
+    services = build_services(settings)
+    try:
+        status = services.demo.status()
+        if not status.enabled:
+            print("Demo mode is off (LINKDESK_DEMO_MODE, or the switch on the Demo page).")
+            return EXIT_PARTIAL
+        if unless_built and status.world_links == settings.demo_links and status.links_in_store:
+            print(f"The demo world is built ({status.world_links:,} links); keeping it.")
+            return EXIT_OK
+        # Whoever can run this command can reach the database directly: an admin by definition.
+        actor = Actor(f"cli:{settings.staff_user}", Role.ADMIN)
+        shown = {"text": ""}
+
+        def progress(text: str, _fraction: float) -> None:
+            if text != shown["text"] and (not text.startswith("Discovering") or "000 of" in text):
+                shown["text"] = text
+                print(f"  {text}", flush=True)
+
+        try:
+            report = services.demo.reset(actor, progress)
+        except ServiceError as exc:
+            print(f"Demo reset failed: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        print(f"Demo world built: {report.summary}.")
+        return EXIT_OK
+    finally:
+        services.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linkdesk", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -125,6 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker", help="keep links in step with MoneyKit until stopped (SIGTERM/SIGINT)"
     )
     worker.add_argument("--once", action="store_true", help="run a single round and exit")
+    demo = commands.add_parser(
+        "demo-reset", help="rebuild the demo world in the offline sandbox (demo mode only)"
+    )
+    demo.add_argument(
+        "--unless-built",
+        action="store_true",
+        help="keep a demo world that is already built with LINKDESK_DEMO_LINKS links",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
 
@@ -133,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "worker":
         return _worker(settings, once=args.once)
+    if args.command == "demo-reset":
+        return _demo_reset(settings, unless_built=args.unless_built)
     return _sync(settings)
 
 

@@ -58,6 +58,7 @@ class Permission(enum.StrEnum):
     SYNC_TRIGGER = "sync.trigger"
     WORKER_CONTROL = "worker.control"
     DEMO_RESET = "demo.reset"
+    DEMO_SCENARIO = "demo.scenario"
     SETTINGS = "settings.change"
 
 
@@ -73,6 +74,8 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.SYNC_TRIGGER: _ADMIN,
     Permission.WORKER_CONTROL: _ADMIN,
     Permission.DEMO_RESET: _ADMIN,
+    # Presenters sign in as support or admin; viewers watch.
+    Permission.DEMO_SCENARIO: _SUPPORT,
     Permission.SETTINGS: _ADMIN,
 }
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy.engine import Engine
 
+from linkdesk.demo import DemoService, SandboxControls
 from linkdesk.health import HealthThresholds
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.services.audit import AuditLog
@@ -48,6 +49,7 @@ class Services:
     webhooks: WebhookReceiver
     worker: SyncWorker
     customer_links: CustomerLinkService
+    demo: DemoService
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -162,6 +164,16 @@ def build_services(
         key=lambda: load_signing_key(settings),
         clock=clock,
     )
+    demo = DemoService(
+        store=store,
+        client=client,
+        settings=settings,
+        audit=audit,
+        # Built on first use: refuses MoneyKit's own hosts before any request is sent.
+        controls=lambda: SandboxControls(settings.moneykit_base_url, http_client=http_client),
+        clock=clock,
+    )
+    closers.append(demo.close)
     return Services(
         settings=settings,
         store=store,
@@ -183,5 +195,6 @@ def build_services(
         webhooks=webhooks,
         worker=worker,
         customer_links=customer_links,
+        demo=demo,
         _closers=closers,
     )

@@ -229,8 +229,10 @@ class Settings(BaseSettings):
         ),
         description="GET /links/{id} calls per link per minute (MoneyKit allows 15).",
     )
+    # The worker's share of MoneyKit's per-app limits: 95 %, the rest is kept for staff actions
+    # (Connect exchanges, relinks). bench/sync_worker.py measures how much of it a worker uses.
     worker_link_reads_per_minute: int = Field(
-        default=900,
+        default=950,
         ge=1,
         le=100_000,
         validation_alias=_env(
@@ -252,7 +254,7 @@ class Settings(BaseSettings):
         description="GET /links/{id}/accounts calls per link per minute (MoneyKit allows 4).",
     )
     worker_account_reads_per_minute: int = Field(
-        default=540,
+        default=570,
         ge=1,
         le=100_000,
         validation_alias=_env(
@@ -261,7 +263,7 @@ class Settings(BaseSettings):
         description="GET /links/{id}/accounts calls per minute for the whole app (MoneyKit: 600).",
     )
     worker_list_pages_per_minute: int = Field(
-        default=540,
+        default=570,
         ge=1,
         le=100_000,
         validation_alias=_env(
@@ -335,6 +337,36 @@ class Settings(BaseSettings):
             "Run the sync worker inside the dashboard process (server.py). Set to false when "
             "workers run as their own processes (python -m linkdesk worker)."
         ),
+    )
+
+    # -- demo mode -----------------------------------------------------------------------------
+    demo_mode: bool = Field(
+        default=False,
+        validation_alias=_env("LINKDESK_DEMO_MODE", "demo_mode"),
+        description=(
+            "Serve the synthetic demo world (banner, Demo page with scenarios and reset). Only "
+            "against the offline sandbox: refused when MONEYKIT_BASE_URL is not one. Admins "
+            "can switch it on and off on the Demo page; that choice is kept in the store."
+        ),
+    )
+    demo_links: int = Field(
+        default=2000,
+        ge=10,
+        le=100_000,
+        validation_alias=_env("LINKDESK_DEMO_LINKS", "demo_links"),
+        description="Links in the demo world that a demo reset builds in the sandbox.",
+    )
+    demo_seed: int = Field(
+        default=2026,
+        validation_alias=_env("LINKDESK_DEMO_SEED", "demo_seed"),
+        description="Seed of the demo world: the same seed rebuilds the same links and history.",
+    )
+    demo_history_days: int = Field(
+        default=270,
+        ge=7,
+        le=730,
+        validation_alias=_env("LINKDESK_DEMO_HISTORY_DAYS", "demo_history_days"),
+        description="Days of synthetic history (Connect sessions, state changes, syncs).",
     )
 
     @classmethod

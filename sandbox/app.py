@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -23,11 +25,26 @@ from sandbox.limits import SandboxMiddleware
 from sandbox.state import Clock, SandboxState
 from sandbox.webhooks import WebhookConfig
 
+logger = logging.getLogger("sandbox")
+
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     # Unknown paths and wrong methods answer like MoneyKit's framework does: {"detail": ...}.
     assert isinstance(exc, HTTPException)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+SCENARIO_TICK_S = 0.5
+
+
+async def _tick_scenarios(state: SandboxState) -> None:
+    while True:
+        await asyncio.sleep(SCENARIO_TICK_S)
+        try:
+            state.scenarios.tick()
+        except Exception:
+            # A broken step must not end the loop that plays every other scenario.
+            logger.exception("scenario step failed")
 
 
 def create_app(
@@ -59,9 +76,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.webhooks.start()
+        # Scenario steps run on the event loop, like every request, so they never race one.
+        ticker = asyncio.create_task(_tick_scenarios(state))
         try:
             yield
         finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
             state.webhooks.stop()
 
     app = Starlette(

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from sandbox.api import backend, base_url
 from sandbox.errors import validation_error
 from sandbox.limits import FaultRule
+from sandbox.scenarios import ScenarioError
 from sandbox.schemas import (
     ClockIn,
     FaultsIn,
@@ -24,6 +25,7 @@ from sandbox.schemas import (
     OAuthSettingsIn,
     RateLimitsIn,
     ResetIn,
+    ScenarioStartIn,
     WebhookSettingsIn,
     parse_body,
 )
@@ -31,9 +33,13 @@ from sandbox.state import SandboxState
 from sandbox.views import iso, link_json
 from sandbox.webhooks import WebhookFaults
 
+# Names this server as the offline sandbox: Linkdesk's demo mode refuses any MoneyKit that does
+# not answer this (the real MoneyKit has no /_sandbox/ paths at all).
+SANDBOX_SERVICE = "moneykit-sandbox"
+
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"ok": True})
+    return JSONResponse({"ok": True, "service": SANDBOX_SERVICE})
 
 
 def _summary(state: SandboxState) -> dict[str, object]:
@@ -181,6 +187,32 @@ async def oauth_settings(request: Request) -> Response:
     return JSONResponse({"cut_opener": state.oauth_cut_opener})
 
 
+def _scenarios_body(state: SandboxState) -> dict[str, object]:
+    return {"scenarios": state.scenarios.catalogue(), "runs": state.scenarios.runs()}
+
+
+async def list_scenarios(request: Request) -> Response:
+    state = backend(request)
+    state.scenarios.tick()
+    return JSONResponse(_scenarios_body(state))
+
+
+async def start_scenario(request: Request) -> Response:
+    state = backend(request)
+    body = await parse_body(request, ScenarioStartIn, optional=True)
+    try:
+        run = state.scenarios.start(
+            request.path_params["name"], institution_id=body.institution_id, speed=body.speed
+        )
+    except ScenarioError as exc:
+        raise validation_error(["path", "name"], str(exc), "value_error") from exc
+    return JSONResponse(run.describe(), status_code=201)
+
+
+async def stop_scenarios(request: Request) -> Response:
+    return JSONResponse({"stopped": backend(request).scenarios.stop_all()})
+
+
 async def settle_refreshes(request: Request) -> Response:
     return JSONResponse({"settled": backend(request).settle_all_refreshes()})
 
@@ -207,4 +239,7 @@ def routes() -> list[BaseRoute]:
         ),
         Route("/_sandbox/oauth", oauth_settings, methods=["POST"]),
         Route("/_sandbox/products/settle", settle_refreshes, methods=["POST"]),
+        Route("/_sandbox/scenarios", list_scenarios, methods=["GET"]),
+        Route("/_sandbox/scenarios", stop_scenarios, methods=["DELETE"]),
+        Route("/_sandbox/scenarios/{name}", start_scenario, methods=["POST"]),
     ]

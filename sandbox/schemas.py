@@ -110,6 +110,12 @@ class ForceLinkStateIn(_Body):
     error_code: PublicLinkError | None = None
 
 
+class ScenarioStartIn(_Body):
+    institution_id: str | None = None
+    # How much faster than real time the timetable plays (2 = twice as fast).
+    speed: float = Field(default=1.0, ge=0.1, le=1000)
+
+
 class ResetIn(_Body):
     seed: int | None = None
     demo_links: int | None = Field(default=None, ge=0, le=100_000)

@@ -43,6 +43,7 @@ from sandbox.models import (
     LinkSession,
     ProductStatus,
 )
+from sandbox.scenarios import ScenarioDirector
 from sandbox.schemas import CreateLinkSessionIn, ImportLinkIn, TransactionImportIn
 from sandbox.webhooks import WebhookConfig, WebhookDispatcher
 
@@ -188,6 +189,7 @@ class SandboxState:
         self.exchangeable_tokens: dict[str, ExchangeableToken] = {}
         self.rng = random.Random(seed)
         self._next_seq = 1
+        self.scenarios = ScenarioDirector(self)
         self.reset()
 
     def _now(self) -> datetime:
@@ -211,6 +213,7 @@ class SandboxState:
         self.oauth_cut_opener = False
         self.limiter.reset()
         self.webhooks.clear()
+        self.scenarios.forget()
         demo = build_demo_links(
             self.rng, list(self.institutions.values()), self.demo_link_count, self.clock()
         )
@@ -699,15 +702,21 @@ class SandboxState:
                 "value_error",
             )
         link.deleted_at = self.clock() if state == "deleted" else None
-        self._set_state(link, state, None)
         if state == "connected":
-            now = self.clock()
-            for status in link.products.values():
-                status.error_code = None
-                status.refreshed_at = now
-                status.last_attempted_at = now
-            link.last_synced_at = now
+            self.reconnect(link)
+        else:
+            self._set_state(link, state, None)
         return link
+
+    def reconnect(self, link: Link) -> None:
+        """Back to ``connected`` with every product freshly refreshed (sends the webhook)."""
+        now = self.clock()
+        for status in link.products.values():
+            status.error_code = None
+            status.refreshed_at = now
+            status.last_attempted_at = now
+        link.last_synced_at = now
+        self._set_state(link, "connected", None)
 
     # ----------------------------------------------------------------------- link sessions
     def create_link_session(self, request: CreateLinkSessionIn) -> str:

@@ -25,6 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIENT_ID = "linkdesk_sandbox_client"
 DEFAULT_CLIENT_SECRET = "linkdesk_sandbox_secret"  # the sandbox's documented default
+sys.path.insert(0, str(ROOT))
+from linkdesk.settings import Settings  # noqa: E402  (needs the repository root on the path)
+
+# The demo world's defaults (LINKDESK_DEMO_SEED / LINKDESK_DEMO_LINKS override them).
+DEFAULT_DEMO_SEED = Settings.model_fields["demo_seed"].default
+DEFAULT_DEMO_LINKS = Settings.model_fields["demo_links"].default
 
 
 def port_is_free(port: int) -> bool:
@@ -84,9 +90,24 @@ def main() -> int:
                 f"Port {args.sandbox_port} is taken. Stop what uses it or pass "
                 "SANDBOX_PORT=<free port> to make."
             )
+        # Everything here is synthetic, so the embedded default is demo mode; the sandbox starts
+        # with the demo world's seed and size, so a store built earlier still matches it.
+        env.setdefault("LINKDESK_DEMO_MODE", "true")
+        demo_world = ["--seed", env.get("LINKDESK_DEMO_SEED", str(DEFAULT_DEMO_SEED))]
+        demo_world += ["--demo-links", env.get("LINKDESK_DEMO_LINKS", str(DEFAULT_DEMO_LINKS))]
         print(f"==> Starting the MoneyKit sandbox on {sandbox_url}", flush=True)
         sandbox = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--port", str(args.sandbox_port)],
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--port",
+                str(args.sandbox_port),
+                # One line per request would drown the dashboard's own output.
+                "--log-level",
+                "warning",
+                *demo_world,
+            ],
             cwd=ROOT,
             env=env,
         )
@@ -108,11 +129,20 @@ def main() -> int:
                 flush=True,
             )
         run_step("Upgrading the database", [sys.executable, "-m", "linkdesk", "migrate"], env)
-        run_step(
-            "Discovering links through the MoneyKit API",
-            [sys.executable, "-m", "linkdesk", "sync"],
-            env,
-        )
+        if sandbox is not None and env["LINKDESK_DEMO_MODE"].lower() in ("1", "true", "yes"):
+            # Builds the world once (discovery through the API, then its history); a restart
+            # keeps it and the worker reconciles it with the sandbox in the background.
+            run_step(
+                "Building the demo world",
+                [sys.executable, "-m", "linkdesk", "demo-reset", "--unless-built"],
+                env,
+            )
+        else:
+            run_step(
+                "Discovering links through the MoneyKit API",
+                [sys.executable, "-m", "linkdesk", "sync"],
+                env,
+            )
         print(f"\nLinkdesk is running at {dashboard_url}  (Ctrl-C stops it)\n", flush=True)
         dashboard = subprocess.Popen(
             [

@@ -14,6 +14,15 @@ from linkdesk.store.analytics import DayCount, InstitutionErrors, ScreenStat, Tr
 from linkdesk.validation import safe_hex_color
 from ui.render import NEUTRAL_SWATCH
 
+# Two series per chart, in colours that stay apart on the light and on the dark background
+# (Streamlit's default palette draws both in shades of blue on the dark theme).
+TREND_COLOURS = ("#f08c00", "#e03131")  # login expired: amber; any relink error: red
+FUNNEL_COLOURS = ("#4c7dff", "#2f9e44")  # started: blue; completed: green
+
+
+def _series_colours(domain: Sequence[str], colours: Sequence[str]) -> alt.Scale:
+    return alt.Scale(domain=list(domain), range=list(colours))
+
 
 def health_trend(points: Sequence[TrendPoint]) -> alt.Chart:
     values = [
@@ -31,7 +40,13 @@ def health_trend(points: Sequence[TrendPoint]) -> alt.Chart:
             x=alt.X("day:T", title="Day (UTC, end of day)"),
             y=alt.Y("links:Q", title="Links", axis=alt.Axis(tickMinStep=1)),
             color=alt.Color(
-                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)
+                "series:N",
+                title=None,
+                scale=_series_colours(
+                    ("Login expired (auth_expired)", "Needs relink (any relink error)"),
+                    TREND_COLOURS,
+                ),
+                legend=alt.Legend(orient="bottom", labelLimit=0),
             ),
             tooltip=["day:T", "series:N", "links:Q"],
         )
@@ -53,7 +68,8 @@ def errors_by_institution(rows: Sequence[InstitutionErrors]) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("errors:Q", title="Links in error", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y("bank:N", title=None, sort="-x"),
+            # Bank names are long ("Saint Lawrence Trust"); cutting them hides which bank it is.
+            y=alt.Y("bank:N", title=None, sort="-x", axis=alt.Axis(labelLimit=260)),
             color=alt.Color("colour:N", scale=None, legend=None),
             tooltip=["bank:N", "errors:Q", "links:Q"],
         )
@@ -73,7 +89,10 @@ def sessions_by_day(rows: Sequence[DayCount]) -> alt.Chart:
             x=alt.X("day:T", title="Day (UTC)"),
             y=alt.Y("sessions:Q", title="Sessions", axis=alt.Axis(tickMinStep=1)),
             color=alt.Color(
-                "series:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0)
+                "series:N",
+                title=None,
+                scale=_series_colours(("Started", "Completed"), FUNNEL_COLOURS),
+                legend=alt.Legend(orient="bottom", labelLimit=0),
             ),
             tooltip=["day:T", "series:N", "sessions:Q"],
         )
@@ -89,7 +108,7 @@ def drop_off_by_screen(rows: Sequence[ScreenStat]) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("dropped:Q", title="Sessions that ended on this screen without success"),
-            y=alt.Y("screen:N", title=None, sort="-x"),
+            y=alt.Y("screen:N", title=None, sort="-x", axis=alt.Axis(labelLimit=260)),
             tooltip=["screen:N", "reached:Q", "dropped:Q"],
         )
     )

@@ -17,6 +17,7 @@ from components.moneykit_connect import moneykit_connect
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import ApplyOutcome, StartedSession
 from ui.auth import require_actor
+from ui.errors import report
 from ui.wiring import get_services, theme_is_dark
 
 
@@ -36,6 +37,11 @@ def begin(slot: str, started: StartedSession) -> None:
 
 def is_open(slot: str) -> bool:
     return _active_key(slot) in st.session_state
+
+
+def has_result(slot: str) -> bool:
+    """Whether the slot's last session finished and its outcome is still to be shown."""
+    return _result_key(slot) in st.session_state
 
 
 def clear(slot: str) -> None:
@@ -70,7 +76,7 @@ def render(slot: str) -> ApplyOutcome | None:
                     started.session_id, log, actor=require_actor()
                 )
             except MoneyKitError as error:
-                st.error(f"MoneyKit could not complete this step: {error.user_message}")
+                report(error, where="connect.apply", key=f"apply-{slot}")
         if outcome is not None and outcome.outcome != "pending":
             st.session_state[_result_key(slot)] = outcome
             del st.session_state[_active_key(slot)]

@@ -15,6 +15,7 @@ from linkdesk.services.errors import ServiceError
 from linkdesk.store.queries import Health, LinkDetail
 from ui import connect_flow
 from ui.auth import require_actor
+from ui.errors import report
 from ui.render import error_label, health_label, institution_card_html
 from ui.wiring import get_services, theme_is_dark
 
@@ -29,7 +30,8 @@ def render_link_detail(link_id: str) -> None:
     row = detail.row
     st.html(institution_card_html(row, dark=theme_is_dark()))
 
-    cols = st.columns(4)
+    # Health gets the widest column: a verdict like "Needs relink" in metric type needs the room.
+    cols = st.columns([1.7, 0.9, 1.1, 1.3])
     cols[0].metric("Health", health_label(row.health))
     cols[1].metric("State", row.state)
     cols[2].metric("Customer", row.customer_id or "—")
@@ -45,8 +47,8 @@ def render_link_detail(link_id: str) -> None:
     if row.error_code:
         st.caption(f"Error: {error_label(row.error_code)}")
 
-    _playbook(row.health_reason)
-    _relink_action(detail, actor)
+    render_playbook(row.health_reason)
+    render_relink_action(detail, actor)
     _customer_link_action(detail, actor)
 
     st.subheader("Accounts", divider="gray")
@@ -67,7 +69,7 @@ def render_link_detail(link_id: str) -> None:
     _history(detail, actor)
 
 
-def _playbook(reason: str | None) -> None:
+def render_playbook(reason: str | None) -> None:
     playbook = playbook_for(reason)
     if playbook is None:
         return
@@ -82,10 +84,21 @@ def _playbook(reason: str | None) -> None:
         action.write(playbook.action)
 
 
-def _relink_action(detail: LinkDetail, actor: Actor) -> None:
+def relink_slot(link_id: str) -> str:
+    return f"relink-{link_id}"
+
+
+def relink_started_here(link_id: str) -> bool:
+    """A relink of this link is open in this browser session, or has just finished."""
+    slot = relink_slot(link_id)
+    return connect_flow.is_open(slot) or connect_flow.has_result(slot)
+
+
+def render_relink_action(detail: LinkDetail, actor: Actor, *, label: str = "Relink") -> None:
+    """The relink button (for roles that may) and, once started, Connect in relink mode."""
     services = get_services()
     row = detail.row
-    slot = f"relink-{row.link_id}"
+    slot = relink_slot(row.link_id)
     lease = detail.relink_in_progress
     if lease is not None and not connect_flow.is_open(slot):
         st.warning(
@@ -93,7 +106,9 @@ def _relink_action(detail: LinkDetail, actor: Actor) -> None:
             f"(released at {lease.expires_at:%H:%M} UTC if abandoned).",
             icon="⏳",
         )
-    elif row.health is Health.NEEDS_RELINK and not connect_flow.is_open(slot):
+    # == rather than `is`: Streamlit re-imports edited modules in a running server, and an enum
+    # member from before the reload is equal to, but not the same object as, one from after.
+    elif row.health == Health.NEEDS_RELINK and not connect_flow.is_open(slot):
         if not actor.can(Permission.RELINK):
             st.caption("A support agent can relink this link; your role can only look.")
         else:
@@ -102,7 +117,7 @@ def _relink_action(detail: LinkDetail, actor: Actor) -> None:
                 key=f"relink-reason-{row.link_id}",
                 placeholder="e.g. customer called about missing transactions",
             )
-            if st.button("Relink", type="primary", key=f"relink-button-{row.link_id}"):
+            if st.button(label, type="primary", key=f"relink-button-{row.link_id}"):
                 try:
                     started = services.sessions.start_relink(
                         link_id=row.link_id, actor=actor, reason=reason.strip() or None
@@ -110,17 +125,64 @@ def _relink_action(detail: LinkDetail, actor: Actor) -> None:
                 except ServiceError as refused:
                     st.warning(str(refused))
                 except MoneyKitError as error:
-                    st.error(f"MoneyKit could not start a relink: {error.user_message}")
+                    report(error, where="relink.start", key=f"relink-{row.link_id}")
                 else:
                     connect_flow.begin(slot, started)
                     st.rerun()
     connect_flow.render(slot)
 
 
+def render_repair_panel(detail: LinkDetail, actor: Actor) -> None:
+    """Why one link is broken and how to repair it, for the customer timeline.
+
+    The same parts as the Links page's detail (playbook, relink action, customer relink link),
+    so a relink started here is the same relink, under the same lease and audit.
+    """
+    row = detail.row
+    with st.container(border=True, key=f"repair-{row.link_id}"):
+        st.html(institution_card_html(row, dark=theme_is_dark()))
+        # Plain text rather than st.metric: a metric's large type cuts "Needs relink" short in
+        # a column this narrow.
+        verdict, why = st.columns([1, 3])
+        with verdict:
+            st.caption("Health")
+            st.markdown(f"**{health_label(row.health)}**")
+            st.caption(f"State: {row.state}")
+        with why:
+            st.caption("Why")
+            st.markdown(_why(detail))
+        render_playbook(row.health_reason)
+        render_relink_action(detail, actor, label="Start relink")
+        _customer_link_action(detail, actor)
+        st.page_link(
+            "app_pages/links.py",
+            label="Accounts, history and notes of this link",
+            icon="🔗",
+            query_params={"link": row.link_id},
+        )
+
+
+def _why(detail: LinkDetail) -> str:
+    """The state change that put the link where it is, in words."""
+    row = detail.row
+    error = error_label(row.error_code) or "no error code"
+    latest = detail.state_changes[0] if detail.state_changes else None
+    if latest is None:
+        return f"MoneyKit reports the link as **{row.state}** ({error}); no change recorded yet."
+    before = f"{latest.from_state}" + (f" ({latest.from_error})" if latest.from_error else "")
+    now = f"{latest.to_state}" + (f" — {error_label(latest.to_error)}" if latest.to_error else "")
+    if latest.from_state is None:
+        return f"First seen on {latest.at:%d %b %H:%M} UTC as **{now}** (through {latest.source})."
+    return (
+        f"On {latest.at:%d %b %H:%M} UTC it went from {before} to **{now}** "
+        f"(reported by {latest.source})."
+    )
+
+
 def _customer_link_action(detail: LinkDetail, actor: Actor) -> None:
     """Support can send the customer a single-use URL that repairs this one link."""
     row = detail.row
-    if row.health is not Health.NEEDS_RELINK or not actor.can(Permission.CUSTOMER_LINK):
+    if row.health != Health.NEEDS_RELINK or not actor.can(Permission.CUSTOMER_LINK):
         return
     created_key = f"customer-link-{row.link_id}"
     with st.expander("Send the customer a relink link"):

@@ -133,6 +133,18 @@ class RequestBudget:
             self._sweep(now)
             return 0.0
 
+    def room(self, endpoint: str) -> tuple[int, float]:
+        """How many calls to ``endpoint`` the app-wide window allows now, and, when none, the
+        seconds until one is allowed again (per-link windows are not looked at)."""
+        limit = self._limits[endpoint]
+        with self._lock:
+            now = self._monotonic()
+            calls = self._window((endpoint, None), now, limit.window)
+            free = limit.per_app - len(calls)
+            if free > 0:
+                return free, 0.0
+            return 0, calls[len(calls) - limit.per_app] + limit.window - now
+
     def _sweep(self, now: float) -> None:
         # Per-link windows would otherwise pile up for every link ever read.
         self._sweeps += 1

@@ -10,8 +10,12 @@ worker also reads every link on a schedule. Each round it
 4. claims the most urgent due link jobs (webhook > admin trigger > new > unhealthy > routine) and
    reads them with bounded concurrency, inside MoneyKit's per-link and per-app limits.
 
+It claims no more jobs than the app-wide request budget has room for right now. When the budget is
+spent, due jobs stay in the queue untouched (their lag shows the backlog) and the worker pauses
+until a slot frees, instead of claiming jobs only to hand them back.
+
 A 429 moves only that link's job to when MoneyKit said to come back; 5xx and network errors back
-off exponentially per link. The worker itself never sleeps on a limit.
+off exponentially per link. No job waits for a limit inside its run.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ BACKOFF_BASE = timedelta(seconds=30)
 DEFAULT_RETRY_AFTER = timedelta(seconds=60)
 ENSURE_JOBS_EVERY = timedelta(minutes=1)
 FETCHER_LIFETIME = timedelta(hours=1)
+# Shortest pause while the request budget is spent: slots free one by one as calls leave the
+# window, and waking for each would make rounds of one job.
+BUDGET_PAUSE_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,9 @@ class RoundReport:
     discovery: str | None = None  # None: not due; else "ok: …" or "error: …"
     webhooks: ApplyReport | None = None
     paused: bool = False
+    # Set when the request budget, not the queue, limited this round: seconds until the budget
+    # has room again (0.0: it has room now).
+    budget_wait: float | None = None
 
     @property
     def summary(self) -> str:
@@ -232,8 +242,13 @@ class SyncWorker:
             discovery = self._run_discovery(job)
             self._jobs.ensure_jobs()
 
-        claimed = self._jobs.claim(
-            self.worker_id, limit=self._settings.worker_batch_size, lease=self._lease
+        # Claim only what the budget can read now: a job claimed past it would just be handed
+        # back, two writes for nothing, and rounds would spin on those while the budget is spent.
+        batch = self._settings.worker_batch_size
+        room, _wait = self._budget.room("link")
+        limit = min(batch, room)
+        claimed = (
+            self._jobs.claim(self.worker_id, limit=limit, lease=self._lease) if limit > 0 else []
         )
         if self._concurrency == 1 or len(claimed) <= 1:
             results = [self._run_link_job(job) for job in claimed]
@@ -245,6 +260,10 @@ class SyncWorker:
         count = {name: 0 for name in ("ok", "error", "rate_limited", "deferred", "deleted")}
         for result in results:
             count[result.outcome] += 1
+        budget_wait = None
+        if limit < batch and len(claimed) == limit:
+            # Held back by the budget with more (perhaps) due: say when to come back.
+            budget_wait = self._budget.room("link")[1]
         report = RoundReport(
             claimed=len(claimed),
             ok=count["ok"],
@@ -254,6 +273,7 @@ class SyncWorker:
             deleted=count["deleted"],
             discovery=discovery,
             webhooks=webhooks,
+            budget_wait=budget_wait,
         )
         self._set_state(
             "last_run",
@@ -278,6 +298,9 @@ class SyncWorker:
                 # A full batch means more is probably due: go again at once.
                 if report.claimed >= self._settings.worker_batch_size:
                     idle = 0.0
+                elif report.budget_wait is not None:
+                    # More is due but the budget is spent: come back when it has room.
+                    idle = min(poll, max(report.budget_wait, BUDGET_PAUSE_SECONDS))
             except Exception as exc:
                 logger.exception("worker round failed (%s)", type(exc).__name__)
             if idle > 0:

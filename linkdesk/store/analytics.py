@@ -20,7 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from linkdesk.health import RELINK_ERRORS, HealthThresholds
+from linkdesk.health import (
+    RELINK_ERRORS,
+    STUCK_STATES,
+    Health,
+    HealthThresholds,
+    health_case,
+    health_condition_at,
+)
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     AuditEntry,
@@ -41,6 +48,8 @@ __all__ = [
     "ABANDONED_AFTER",
     "TIMELINE_KINDS",
     "Analytics",
+    "BrokeToday",
+    "BrokenLink",
     "DayCount",
     "DeliveryDetail",
     "FunnelFilters",
@@ -110,6 +119,29 @@ class InstitutionErrors:
     color: str | None
     errors: int
     links: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenLink:
+    """A link that moved into a verdict staff must act on, and when it did."""
+
+    link_id: str
+    customer_id: str | None
+    institution_id: str
+    institution_name: str
+    health: Health  # needs_relink, attention or stuck
+    reason: str  # the playbook key: the error code, or stuck_<state>
+    state: str
+    error_code: str | None
+    broke_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokeToday:
+    links: list[BrokenLink]  # most recent first, at most the limit asked for
+    total: int  # every link that broke since ``since``
+    customers: int  # distinct customers among them
+    since: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +355,150 @@ class Analytics:
             )
             for i, (day, _) in enumerate(boundaries)
         ]
+
+    def broke_today(self, limit: int = 20, *, since: datetime | None = None) -> BrokeToday:
+        """Links that broke since the start of the day (UTC): newest first, with the why.
+
+        A link broke when its latest recorded state change, made since ``since``, put it in a
+        verdict staff must act on (needs relink or needs attention) coming from somewhere else:
+        a link first seen already broken (no previous state) does not count, since nobody knows
+        when it broke, and neither does a move from one relink error to another. A link that
+        sits in Connect becomes stuck once the stuck threshold passes; it counts when that
+        moment falls in the window. Candidates are found through the links' ``updated_at``
+        index (a state change always touches it) and only ``limit`` rows are read back.
+        """
+        now = self._clock()
+        start = since or datetime.combine(now.date(), time.min, UTC)
+        limit = _bounded(limit)
+        stuck_after = self._thresholds.stuck_after
+        change = sa.orm.aliased(LinkStateChange, name="change")
+        newer = sa.orm.aliased(LinkStateChange, name="newer")
+        is_latest = ~(
+            sa.select(newer.id)
+            .where(
+                newer.link_id == change.link_id,
+                sa.or_(newer.at > change.at, sa.and_(newer.at == change.at, newer.id > change.id)),
+            )
+            .exists()
+        )
+        relink_errors = sorted(RELINK_ERRORS)
+        # COALESCE: a NULL error would make the whole test NULL, and NOT NULL drops the row.
+        still_broken_before = sa.and_(
+            sa.func.coalesce(change.from_state, "") == "error",
+            sa.func.coalesce(change.from_error, "").in_(relink_errors),
+            sa.func.coalesce(change.to_error, "").in_(relink_errors),
+        )
+        unhealthy = sa.or_(
+            health_condition_at(Health.NEEDS_RELINK, now, self._thresholds),
+            health_condition_at(Health.ATTENTION, now, self._thresholds),
+        )
+        errored = sa.and_(
+            Link.updated_at >= start,
+            unhealthy,
+            change.link_id == Link.link_id,
+            change.at >= start,
+            change.from_state.is_not(None),
+            change.to_state == Link.state,
+            ~still_broken_before,
+            is_latest,
+        )
+        stuck_since = sa.func.coalesce(Link.created_at, Link.discovered_at)
+        stuck = sa.and_(
+            Link.state.in_(sorted(STUCK_STATES)),
+            stuck_since >= start - stuck_after,
+            stuck_since < now - stuck_after,
+        )
+        columns = (
+            Link.link_id,
+            Link.customer_id,
+            Link.institution_id,
+            Institution.name,
+            Link.state,
+            Link.error_code,
+        )
+        errored_rows = (
+            sa.select(*columns, change.at)
+            .join(Institution, Institution.institution_id == Link.institution_id)
+            .join(change, change.link_id == Link.link_id)
+            .where(errored)
+            .order_by(change.at.desc(), Link.link_id)
+            .limit(limit)
+        )
+        stuck_rows = (
+            sa.select(*columns, stuck_since)
+            .join(Institution, Institution.institution_id == Link.institution_id)
+            .where(stuck)
+            .order_by(stuck_since.desc(), Link.link_id)
+            .limit(limit)
+        )
+        errored_ids = (
+            sa.select(Link.link_id, Link.customer_id)
+            .join(change, change.link_id == Link.link_id)
+            .where(errored)
+        )
+        stuck_ids = sa.select(Link.link_id, Link.customer_id).where(stuck)
+        every = sa.union_all(errored_ids, stuck_ids).subquery("broken")
+        totals = sa.select(sa.func.count(), sa.func.count(sa.distinct(every.c.customer_id)))
+        found: list[BrokenLink] = []
+        with self._store.read() as session:
+            for link_id, customer, iid, name, state, error, at in session.execute(errored_rows):
+                moment = _as_aware(at)
+                assert moment is not None
+                found.append(
+                    BrokenLink(
+                        link_id=link_id,
+                        customer_id=customer,
+                        institution_id=iid,
+                        institution_name=name,
+                        health=Health.NEEDS_RELINK
+                        if state == "error" and error in RELINK_ERRORS
+                        else Health.ATTENTION,
+                        reason=error or ("error_without_code" if state == "error" else state),
+                        state=state,
+                        error_code=error,
+                        broke_at=moment,
+                    )
+                )
+            for link_id, customer, iid, name, state, error, since_at in session.execute(stuck_rows):
+                moment = _as_aware(since_at)
+                assert moment is not None
+                found.append(
+                    BrokenLink(
+                        link_id=link_id,
+                        customer_id=customer,
+                        institution_id=iid,
+                        institution_name=name,
+                        health=Health.STUCK,
+                        reason=f"stuck_{state}",
+                        state=state,
+                        error_code=error,
+                        broke_at=moment + stuck_after,
+                    )
+                )
+            total, customers = session.execute(totals.select_from(every)).one()
+        # Newest first, ties by link id, as each query ordered its own rows (sorts are stable).
+        found.sort(key=lambda row: row.link_id)
+        found.sort(key=lambda row: row.broke_at, reverse=True)
+        return BrokeToday(
+            links=found[:limit], total=int(total), customers=int(customers), since=start
+        )
+
+    def customer_links_to_act_on(self, customer_id: str, limit: int = 10) -> list[str]:
+        """Ids of one customer's links whose verdict asks for a look, most recently changed first.
+
+        Everything but healthy, still linking and deleted links: the customer timeline shows why
+        each of these is broken and what to do about it.
+        """
+        verdict = health_case(self._clock(), self._thresholds)
+        fine = [Health.HEALTHY.value, Health.PENDING.value, Health.DELETED.value]
+        stmt = (
+            sa.select(Link.link_id)
+            .where(Link.customer_id == customer_id, verdict.notin_(fine))
+            .order_by(Link.updated_at.desc(), Link.link_id)
+            .limit(_bounded(limit))
+        )
+        with self._store.read() as session:
+            return [str(link_id) for link_id in session.scalars(stmt).all()]
 
     def errors_by_institution(self, limit: int = 10) -> list[InstitutionErrors]:
         """The banks with most links in state ``error`` now, worst first."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -157,6 +158,19 @@ class Link(Base):
         Index("ix_links_error_updated", "error_code", "updated_at", "link_id"),
         Index("ix_links_institution_updated", "institution_id", "updated_at", "link_id"),
         Index("ix_links_customer", "customer_id", "link_id"),
+        # The Links page's sorts by customer and by state/error sort on these expressions
+        # (NULL as ''), so the first page of each sort is read in index order, not sorted.
+        Index("ix_links_customer_sort", text("coalesce(customer_id, '')"), "link_id"),
+        Index("ix_links_state_error_sort", "state", text("coalesce(error_code, '')"), "link_id"),
+        # The health filters "stale" and "healthy" compare this expression with a cutoff that
+        # moves with the clock (linkdesk.health); a range over it finds the stale few directly.
+        Index(
+            "ix_links_state_fresh",
+            "state",
+            text("coalesce(products_refreshed_at, created_at, discovered_at)"),
+        ),
+        # Sort by bank name: institutions in name order, then each one's links by id.
+        Index("ix_links_institution_link", "institution_id", "link_id"),
     )
 
 
@@ -367,6 +381,10 @@ class SyncJob(Base):
     __table_args__ = (
         Index("ix_sync_jobs_due", "due_at", "priority"),
         Index("ix_sync_jobs_link", "link_id"),
+        # worker_status counts claimed jobs and due, unclaimed ones; without these each count
+        # reads the job rows themselves (a million of them when the worker falls behind).
+        Index("ix_sync_jobs_claimed", "claimed_until"),
+        Index("ix_sync_jobs_due_claimed", "due_at", "claimed_until"),
     )
 
 

@@ -10,10 +10,12 @@ import base64
 import binascii
 import enum
 import json
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import QueryableAttribute
@@ -60,6 +62,7 @@ __all__ = [
     "CustomerRow",
     "DeliveryRow",
     "Health",
+    "HealthSummary",
     "HealthThresholds",
     "InstitutionRow",
     "InvalidCursor",
@@ -136,6 +139,19 @@ class LinkRow:
 class LinkPage:
     rows: list[LinkRow]
     next_cursor: str | None  # None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSummary:
+    """How many links have each verdict and each error code, at ``computed_at``."""
+
+    counts: dict[Health, int]
+    errors: dict[str, int]  # links per error code (any state)
+    computed_at: datetime
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,10 +323,20 @@ _ASC, _DESC = "asc", "desc"
 _Expr = ColumnElement[Any] | QueryableAttribute[Any]
 
 
+def customer_sort_key() -> ColumnElement[str]:
+    # The '' is written into the SQL, not bound: a database uses an index on an expression only
+    # when the query spells the same expression (see the ix_links_*_sort indexes).
+    return sa.func.coalesce(Link.customer_id, sa.literal_column("''", sa.String))
+
+
+def error_sort_key() -> ColumnElement[str]:
+    return sa.func.coalesce(Link.error_code, sa.literal_column("''", sa.String))
+
+
 def _sort_keys(sort: LinkSort) -> list[tuple[_Expr, str, bool]]:
     """(expression, direction, is_datetime) for each sort key; link_id always ends it."""
-    customer = sa.func.coalesce(Link.customer_id, "")
-    error = sa.func.coalesce(Link.error_code, "")
+    customer = customer_sort_key()
+    error = error_sort_key()
     keys: dict[LinkSort, list[tuple[_Expr, str, bool]]] = {
         LinkSort.UPDATED_DESC: [(Link.updated_at, _DESC, True), (Link.link_id, _DESC, False)],
         LinkSort.UPDATED_ASC: [(Link.updated_at, _ASC, True), (Link.link_id, _ASC, False)],
@@ -329,7 +355,22 @@ def _sort_keys(sort: LinkSort) -> list[tuple[_Expr, str, bool]]:
 def _after_condition(
     keys: Sequence[tuple[_Expr, str, bool]], values: Sequence[Any]
 ) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order given by ``keys`` (a lexicographic compare)."""
+    """Rows strictly after ``values`` in the order given by ``keys`` (a lexicographic compare).
+
+    When every key runs in one direction (every sort here does) this is a row-value comparison,
+    which both databases answer with an index seek, so page 1000 costs what page 1 does. Sort
+    keys are never NULL (nullable columns are sorted through coalesce).
+    """
+    directions = {direction for _, direction, _ in keys}
+    if len(directions) == 1 and len(keys) > 1:
+        columns = sa.tuple_(*(expr for expr, _, _ in keys))
+        cursor = sa.tuple_(
+            *(
+                sa.literal(value, type_=expr.type)
+                for (expr, _, _), value in zip(keys, values, strict=True)
+            )
+        )
+        return columns > cursor if directions == {_ASC} else columns < cursor
     clauses: list[ColumnElement[bool]] = []
     for i, (expr, direction, _) in enumerate(keys):
         equal_prefix = [keys[j][0] == values[j] for j in range(i)]
@@ -379,6 +420,82 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A bank-name search whose banks hold at least this share of the links is listed by reading the
+# links in the page's order (see LinkQueries._where).
+_WALK_IN_ORDER_SHARE = 0.01
+_INSTITUTION_COUNTS_MAX_AGE = 600.0
+
+_T = TypeVar("_T")
+# A shared value older than its max_age, but not older than this many max_ages, is served as it
+# is while one background thread computes the next one.
+_REFRESH_WINDOW = 10
+
+
+class _Shared(Generic[_T]):
+    """One result shared by every caller in the process (every dashboard session).
+
+    Aggregates over the whole table (verdict counts, the worker's queue) cost the same for each
+    session and change slowly; computing them once per ``max_age`` for all sessions, instead of
+    on every rerun of every session, is what keeps a page run independent of the table size.
+    Callers asking for ``max_age=0`` always get (and store) a fresh value.
+    """
+
+    def __init__(self, compute: Callable[[], _T]) -> None:
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._computing = threading.Lock()
+        self._value: _T | None = None
+        self._at = 0.0
+        self._refreshing = False
+
+    def get_if_ready(self, max_age: float) -> _T | None:
+        """Like :meth:`get`, but never makes the caller wait for a first computation: without a
+        value yet it starts one in the background and returns None."""
+        with self._lock:
+            if self._value is None:
+                if not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(
+                        target=self._refresh, name="linkdesk-shared-refresh", daemon=True
+                    ).start()
+                return None
+        return self.get(max_age)
+
+    def get(self, max_age: float) -> _T:
+        if max_age > 0:
+            with self._lock:
+                value, age = self._value, time.monotonic() - self._at
+                if value is not None and age <= max_age:
+                    return value
+                if value is not None and age <= max_age * _REFRESH_WINDOW:
+                    if not self._refreshing:
+                        self._refreshing = True
+                        threading.Thread(
+                            target=self._refresh, name="linkdesk-shared-refresh", daemon=True
+                        ).start()
+                    return value
+        # Several sessions arriving together wait for one computation instead of each running it.
+        with self._computing:
+            if max_age > 0:
+                with self._lock:
+                    if self._value is not None and time.monotonic() - self._at <= max_age:
+                        return self._value
+            return self._store(self._compute())
+
+    def _store(self, value: _T) -> _T:
+        with self._lock:
+            self._value, self._at = value, time.monotonic()
+        return value
+
+    def _refresh(self) -> None:
+        try:
+            with self._computing:
+                self._store(self._compute())
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+
 class LinkQueries:
     """Read side. ``clock`` and ``thresholds`` decide the time-dependent verdicts (stuck, stale)."""
 
@@ -392,6 +509,16 @@ class LinkQueries:
         self._store = store
         self._clock = clock or _utcnow
         self._thresholds = thresholds or HealthThresholds()
+        # Institution colours and logos as validated for the last row that carried them: a page
+        # of links repeats the same few institutions, and checking a data: URI character by
+        # character for every row cost more than the query itself. Keyed by institution, holding
+        # the raw values too, so a changed logo is checked again (a few hundred entries at most).
+        self._images: dict[str, tuple[tuple[str | None, ...], tuple[str | None, ...]]] = {}
+        self._shared_summary = _Shared(self._compute_health_summary)
+        self._shared_worker_status = _Shared(self._compute_worker_status)
+        self._shared_institution_names = _Shared(self._compute_institution_names)
+        # Only to choose a plan (see _where): minutes-old counts are good enough.
+        self._shared_institution_counts = _Shared(self._compute_institution_counts)
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -399,7 +526,10 @@ class LinkQueries:
 
     # -- links -------------------------------------------------------------------------------
 
-    def _where(self, filters: LinkFilters, now: datetime) -> list[ColumnElement[bool]]:
+    def _where(
+        self, filters: LinkFilters, now: datetime, *, listing: bool = False
+    ) -> list[ColumnElement[bool]]:
+        """The filters as SQL. ``listing``: for a sorted page (see the bank-name search)."""
         where: list[ColumnElement[bool]] = []
         if filters.state:
             where.append(Link.state == filters.state)
@@ -415,19 +545,68 @@ class LinkQueries:
             where.append(Link.state != "deleted")
         search = (filters.search or "").strip()
         if search:
-            pattern = f"%{_escape_like(search.lower())}%"
-            matching_institutions = sa.select(Institution.institution_id).where(
-                sa.func.lower(Institution.name).like(pattern, escape="\\")
-            )
+            # Institutions are few: find the matching ones first, so the links are searched by
+            # two indexed conditions (link id range, institution ids) instead of a join.
+            institution_ids = self._institutions_named(search)
+            by_id = _prefix_range(Link.link_id, search)
+            institution: _Expr = Link.institution_id
+            if listing and self._share_of_links(institution_ids) >= _WALK_IN_ORDER_SHARE:
+                # Banks holding many links: reading the links in the page's order and keeping
+                # the matches finds a page after a few hundred rows, whereas the index on
+                # institution_id would collect (and sort) every matching link first, which at
+                # a million links is 100x slower. `|| ''` keeps that index out of the plan.
+                institution = Link.institution_id + sa.literal_column("''", sa.String)
             where.append(
-                sa.or_(
-                    _prefix_range(Link.link_id, search),
-                    Link.institution_id.in_(matching_institutions),
-                )
+                sa.or_(by_id, institution.in_(institution_ids)) if institution_ids else by_id
             )
         return where
 
-    def _row(self, link: Link, institution: Institution, now: datetime) -> LinkRow:
+    def _share_of_links(self, institution_ids: list[str]) -> float:
+        if not institution_ids:
+            return 0.0
+        # Until the counts are known (a first computation reads every link) the index plan is
+        # used: never the slowest choice by much, and nobody waits for the counts.
+        counts = self._shared_institution_counts.get_if_ready(_INSTITUTION_COUNTS_MAX_AGE)
+        if counts is None:
+            return 0.0
+        total = sum(counts.values())
+        return sum(counts.get(i, 0) for i in institution_ids) / total if total else 0.0
+
+    def _compute_institution_counts(self) -> dict[str, int]:
+        stmt = sa.select(Link.institution_id, sa.func.count()).group_by(Link.institution_id)
+        with self._store.read() as session:
+            return {str(iid): int(n) for iid, n in session.execute(stmt).all()}
+
+    def _institutions_named(self, text: str) -> list[str]:
+        pattern = f"%{_escape_like(text.lower())}%"
+        stmt = sa.select(Institution.institution_id).where(
+            sa.func.lower(Institution.name).like(pattern, escape="\\")
+        )
+        with self._store.read() as session:
+            return list(session.scalars(stmt).all())
+
+    def _institution_images(self, institution: Any) -> tuple[str | None, ...]:
+        raw = (
+            institution.color,
+            institution.color_dark,
+            institution.logo,
+            institution.logo_dark,
+            institution.avatar,
+            institution.avatar_dark,
+        )
+        known = self._images.get(institution.institution_id)
+        if known is not None and known[0] == raw:
+            return known[1]
+        checked = (
+            safe_hex_color(raw[0]),
+            safe_hex_color(raw[1]),
+            *(safe_logo_url(value) for value in raw[2:]),
+        )
+        self._images[institution.institution_id] = (raw, checked)
+        return checked
+
+    def _row(self, link: Any, institution: Any, now: datetime) -> LinkRow:
+        """``link`` and ``institution``: ORM objects, or rows with the same attribute names."""
         verdict = assess(
             link.state,
             link.error_code,
@@ -437,17 +616,20 @@ class LinkQueries:
             products_refreshed_at=link.products_refreshed_at,
             thresholds=self._thresholds,
         )
+        color, color_dark, logo, logo_dark, avatar, avatar_dark = self._institution_images(
+            institution
+        )
         return LinkRow(
             link_id=link.link_id,
             customer_id=link.customer_id,
             institution_id=link.institution_id,
             institution_name=institution.name,
-            institution_color=safe_hex_color(institution.color),
-            institution_color_dark=safe_hex_color(institution.color_dark),
-            institution_logo=safe_logo_url(institution.logo),
-            institution_logo_dark=safe_logo_url(institution.logo_dark),
-            institution_avatar=safe_logo_url(institution.avatar),
-            institution_avatar_dark=safe_logo_url(institution.avatar_dark),
+            institution_color=color,
+            institution_color_dark=color_dark,
+            institution_logo=logo,
+            institution_logo_dark=logo_dark,
+            institution_avatar=avatar,
+            institution_avatar_dark=avatar_dark,
             state=link.state,
             error_code=link.error_code,
             health=verdict.health,
@@ -475,29 +657,41 @@ class LinkQueries:
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
         keys = _sort_keys(sort)
         now = self._clock()
+        # Plain columns rather than ORM entities: building identity-mapped objects (and decoding
+        # the institutions' JSON we do not show) was most of a page's cost.
         stmt = (
-            sa.select(Link, Institution)
+            sa.select(*_LIST_LINK_COLUMNS, *_LIST_INSTITUTION_COLUMNS)
             .join(Institution, Institution.institution_id == Link.institution_id)
-            .where(*self._where(filters, now))
+            # Sorted by bank name, the plan walks the institutions in name order and reads each
+            # one's links through the institution index, which must then stay usable.
+            .where(*self._where(filters, now, listing=sort is not LinkSort.INSTITUTION))
         )
         if after:
             stmt = stmt.where(_after_condition(keys, _decode_cursor(after, sort)))
         order = [expr.asc() if d == _ASC else expr.desc() for expr, d, _ in keys]
         stmt = stmt.order_by(*order).limit(limit + 1)
         with self._store.read() as session:
-            results = session.execute(stmt).all()
-            rows = [self._row(link, inst, now) for link, inst in results[:limit]]
-            next_cursor = None
-            if len(results) > limit:
-                last_link, last_inst = results[limit - 1]
-                values = [_key_value(sort, i, last_link, last_inst) for i in range(len(keys))]
-                next_cursor = _encode_cursor(sort, values)
+            results = [_split_list_row(row) for row in session.execute(stmt).all()]
+        rows = [self._row(link, inst, now) for link, inst in results[:limit]]
+        next_cursor = None
+        if len(results) > limit:
+            last_link, last_inst = results[limit - 1]
+            values = [_key_value(sort, i, last_link, last_inst) for i in range(len(keys))]
+            next_cursor = _encode_cursor(sort, values)
         return LinkPage(rows=rows, next_cursor=next_cursor)
 
-    def count_links(self, filters: LinkFilters | None = None) -> int:
+    def count_links(self, filters: LinkFilters | None = None, *, cap: int | None = None) -> int:
+        """How many links match. With ``cap``, counting stops after ``cap + 1`` matches, so any
+        result above ``cap`` means "more than cap" (cheap however many links match)."""
         filters = filters or LinkFilters()
         now = self._clock()
-        stmt = sa.select(sa.func.count()).select_from(Link).where(*self._where(filters, now))
+        where = self._where(filters, now)
+        if cap is None:
+            stmt = sa.select(sa.func.count()).select_from(Link).where(*where)
+        else:
+            matches = sa.select(sa.literal(1)).select_from(Link).where(*where)
+            limited = matches.limit(max(0, int(cap)) + 1).subquery()
+            stmt = sa.select(sa.func.count()).select_from(limited)
         with self._store.read() as session:
             return int(session.execute(stmt).scalar_one())
 
@@ -515,14 +709,35 @@ class LinkQueries:
         with self._store.read() as session:
             return {code or "": int(n) for code, n in session.execute(stmt).all()}
 
-    def counts_by_health(self) -> dict[Health, int]:
+    def counts_by_health(self, *, max_age: float = 0.0) -> dict[Health, int]:
+        """Links per verdict; see :meth:`health_summary` for ``max_age``."""
+        return dict(self.health_summary(max_age=max_age).counts)
+
+    def health_summary(self, *, max_age: float = 0.0) -> HealthSummary:
+        """Links per verdict and per error code, in one pass over the table.
+
+        ``max_age`` (seconds) accepts a summary that this process computed that recently for
+        any caller; a page passes it so that every session shares one count of a large table.
+        The default, 0, counts now.
+        """
+        return self._shared_summary.get(max_age)
+
+    def _compute_health_summary(self) -> HealthSummary:
+        now = self._clock()
         counts = dict.fromkeys(Health, 0)
-        verdict = health_case(self._clock(), self._thresholds).label("verdict")
-        stmt = sa.select(verdict, sa.func.count()).select_from(Link).group_by(verdict)
+        errors: dict[str, int] = {}
+        verdict = health_case(now, self._thresholds).label("verdict")
+        stmt = (
+            sa.select(verdict, Link.error_code, sa.func.count())
+            .select_from(Link)
+            .group_by(verdict, Link.error_code)
+        )
         with self._store.read() as session:
-            for value, n in session.execute(stmt).all():
+            for value, error_code, n in session.execute(stmt).all():
                 counts[Health(value)] += int(n)
-        return counts
+                if error_code:
+                    errors[error_code] = errors.get(error_code, 0) + int(n)
+        return HealthSummary(counts=counts, errors=errors, computed_at=now)
 
     def get_link(self, link_id: str) -> LinkDetail | None:
         with self._store.read() as session:
@@ -610,6 +825,19 @@ class LinkQueries:
                 )
                 for inst, n in session.execute(stmt).all()
             ]
+
+    def institution_names(self, *, max_age: float = 0.0) -> dict[str, str]:
+        """Institution id → name, ordered by name (without the per-institution link counts of
+        :meth:`list_institutions`, which read the whole links table); ``max_age`` as for
+        :meth:`health_summary`."""
+        return dict(self._shared_institution_names.get(max_age))
+
+    def _compute_institution_names(self) -> dict[str, str]:
+        stmt = sa.select(Institution.institution_id, Institution.name).order_by(
+            Institution.name, Institution.institution_id
+        )
+        with self._store.read() as session:
+            return {str(iid): str(name) for iid, name in session.execute(stmt).all()}
 
     def list_customers(self, prefix: str = "", limit: int = 50) -> list[CustomerRow]:
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
@@ -718,7 +946,11 @@ class LinkQueries:
                 for a in session.scalars(stmt).all()
             ]
 
-    def worker_status(self) -> WorkerStatus:
+    def worker_status(self, *, max_age: float = 0.0) -> WorkerStatus:
+        """The worker's progress; ``max_age`` as for :meth:`health_summary`."""
+        return self._shared_worker_status.get(max_age)
+
+    def _compute_worker_status(self) -> WorkerStatus:
         now = self._clock()
         hour_ago = now - timedelta(hours=1)
         free = sa.or_(SyncJob.claimed_until.is_(None), SyncJob.claimed_until < now)
@@ -831,7 +1063,39 @@ class LinkQueries:
             ]
 
 
-def _key_value(sort: LinkSort, index: int, link: Link, institution: Institution) -> Any:
+_LIST_LINK_FIELDS = (
+    "link_id", "customer_id", "institution_id", "state", "error_code", "provider", "tags",
+    "created_at", "last_synced_at", "products_refreshed_at", "discovered_at", "updated_at",
+    "last_webhook_at",
+)  # fmt: skip
+_LIST_INSTITUTION_FIELDS = (
+    "institution_id", "name", "color", "color_dark", "logo", "logo_dark", "avatar", "avatar_dark",
+)  # fmt: skip
+_LIST_LINK_COLUMNS = [getattr(Link, name) for name in _LIST_LINK_FIELDS]
+_LIST_INSTITUTION_COLUMNS = [
+    getattr(Institution, name).label(f"i_{name}") for name in _LIST_INSTITUTION_FIELDS
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _ListedInstitution:
+    institution_id: str
+    name: str
+    color: str | None
+    color_dark: str | None
+    logo: str | None
+    logo_dark: str | None
+    avatar: str | None
+    avatar_dark: str | None
+
+
+def _split_list_row(row: sa.Row[Any]) -> tuple[Any, _ListedInstitution]:
+    values = row._mapping
+    institution = _ListedInstitution(*(values[f"i_{name}"] for name in _LIST_INSTITUTION_FIELDS))
+    return row, institution
+
+
+def _key_value(sort: LinkSort, index: int, link: Any, institution: Any) -> Any:
     """The value of sort key ``index`` for a row, as the SQL expression would compute it."""
     columns: dict[LinkSort, list[Any]] = {
         LinkSort.UPDATED_DESC: [link.updated_at, link.link_id],

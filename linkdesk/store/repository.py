@@ -28,6 +28,7 @@ from linkdesk.store.models import (
     Institution,
     Link,
     LinkStateChange,
+    WorkerState,
 )
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
@@ -39,8 +40,10 @@ __all__ = [
     "customer_from_tags",
     "ensure_customer",
     "ensure_institution",
+    "get_named_state",
     "insert_if_absent",
     "mark_link_deleted",
+    "put_named_state",
     "replace_accounts",
     "upsert_institution",
     "upsert_link",
@@ -371,3 +374,24 @@ def replace_accounts(
         row.closed = account.closed
         row.updated_at = now
     session.flush()
+
+
+def put_named_state(session: Session, name: str, value: dict[str, Any], now: datetime) -> None:
+    """Write one shared named fact (``worker_state``), creating the row on first use.
+
+    Insert-if-absent then update: several processes may write the row for the first time at once,
+    and a plain read-then-insert would collide on its primary key.
+    """
+    if not insert_if_absent(
+        session, WorkerState, {"name": name, "value": value, "updated_at": now}, ["name"]
+    ):
+        session.execute(
+            sa.update(WorkerState)
+            .where(WorkerState.name == name)
+            .values(value=value, updated_at=now)
+        )
+
+
+def get_named_state(session: Session, name: str) -> dict[str, Any] | None:
+    row = session.get(WorkerState, name)
+    return dict(row.value or {}) if row is not None else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from linkdesk.auth import Actor, Permission, PermissionDenied, require
 from linkdesk.errors import ServiceError
@@ -36,9 +38,9 @@ from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.services.jobs import PRIORITY_WEBHOOK, JobQueue
 from linkdesk.services.ratelimit import RequestBudget
 from linkdesk.store.engine import Store
-from linkdesk.store.models import Link, WebhookDelivery, WebhookEvent
+from linkdesk.store.models import Base, Link, WebhookDelivery, WebhookEvent
 from linkdesk.store.repository import apply_event_state, mark_link_deleted
-from linkdesk.webhooks.verify import Reason, Verdict, WebhookVerifier
+from linkdesk.webhooks.verify import Reason, WebhookVerifier
 
 __all__ = ["ApplyReport", "NotReapplicable", "ReapplyResult", "ReceiveResult", "WebhookReceiver"]
 
@@ -50,7 +52,38 @@ MAX_BODY_BYTES = 256 * 1024
 # stores older state; only a clearly older event is ignored).
 TIMESTAMP_SLACK = timedelta(seconds=1)
 CLAIM_TTL = timedelta(minutes=2)
+FETCHER_LIFETIME = timedelta(hours=1)
+_COVERED = "covered by this pass's read of the link"
+# Outcomes that changed nothing wait for at most this many others before they are written.
+_CLOSE_BATCH = 50
 _STATE_EVENT = "link.state_changed"
+
+# The receive path runs thousands of times a minute in a burst: plain Core statements, built
+# once (SQLAlchemy caches their compiled form), instead of ORM objects and a flush per delivery.
+_EVENTS = Base.metadata.tables[WebhookEvent.__tablename__]
+_INSERT_DELIVERY = Base.metadata.tables[WebhookDelivery.__tablename__].insert()
+_LINKS = Base.metadata.tables[Link.__tablename__]
+_QUEUE_EVENT = {
+    # No conflict target: a clash on either unique column (idempotency key or delivery token)
+    # means the event is queued already.
+    "sqlite": sqlite.insert(_EVENTS).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(_EVENTS).on_conflict_do_nothing(),
+}
+_CLOSE_EVENT = (
+    sa.update(_EVENTS)
+    .where(_EVENTS.c.id == sa.bindparam("event_id"), _EVENTS.c.status == "pending")
+    .values(
+        status=sa.bindparam("outcome"),
+        applied_at=sa.bindparam("done_at"),
+        claimed_until=None,
+        detail=sa.bindparam("note"),
+    )
+)
+_TOUCH_LINK = (
+    sa.update(_LINKS)
+    .where(_LINKS.c.link_id == sa.bindparam("link"))
+    .values(last_webhook_at=sa.bindparam("at"))
+)
 
 # Refusals caused by the request itself get 4xx (MoneyKit would retry them in vain, and a forger
 # learns nothing from the status); a problem on our side gets 503 so MoneyKit tries again later.
@@ -185,6 +218,9 @@ class WebhookReceiver:
         self._ingestor = LinkIngestor(
             store=store, client=client, customer_tag_prefix=customer_tag_prefix, clock=self._clock
         )
+        self._fetcher: InstitutionFetcher | None = None
+        self._fetcher_since = self._clock()
+        self._fetcher_lock = threading.Lock()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -209,104 +245,125 @@ class WebhookReceiver:
         if event is None:
             return self._reject(Reason.BAD_PAYLOAD, token, attempt)
         assert isinstance(payload, dict)
-        return self._accept(event, payload, verdict, token, attempt)
+        return self._accept(event, payload, token, attempt)
 
-    def _record(
+    def _delivery_row(
         self,
         *,
         verdict: str,
         reason: Reason,
         token: str | None,
         attempt: int | None,
+        received_at: datetime,
         event: _Event | None = None,
         payload: dict[str, Any] | None = None,
-    ) -> WebhookDelivery:
-        return WebhookDelivery(
-            delivery_token=token,
-            received_at=self._clock(),
-            event=event.event if event else None,
-            link_id=event.link_id if event else None,
-            verdict=verdict,
-            payload=payload,
-            idempotency_key=event.idempotency_key if event else None,
-            attempt=attempt,
-            reason=reason.value,
-            event_timestamp=event.timestamp if event else None,
-        )
+    ) -> dict[str, Any]:
+        return {
+            "delivery_token": token,
+            "received_at": received_at,
+            "event": event.event if event else None,
+            "link_id": event.link_id if event else None,
+            "verdict": verdict,
+            "payload": payload,
+            "idempotency_key": event.idempotency_key if event else None,
+            "attempt": attempt,
+            "reason": reason.value,
+            "event_timestamp": event.timestamp if event else None,
+        }
 
     def _reject(self, reason: Reason, token: str | None, attempt: int | None) -> ReceiveResult:
         # The body of a refused request is not stored: it may be forged, or not ours at all.
+        row = self._delivery_row(
+            verdict="rejected",
+            reason=reason,
+            token=token,
+            attempt=attempt,
+            received_at=self._clock(),
+        )
         with self._store.write() as session:
-            session.add(
-                self._record(verdict="rejected", reason=reason, token=token, attempt=attempt)
-            )
+            session.connection().execute(_INSERT_DELIVERY, row)
         status = _STATUS.get(reason, 401)
         logger.info("webhook refused: %s (delivery %s)", reason.value, token or "-")
         return ReceiveResult(status, "rejected", reason)
-
-    def _duplicate(self, event: _Event, token: str | None, attempt: int | None) -> ReceiveResult:
-        with self._store.write() as session:
-            session.add(
-                self._record(
-                    verdict="duplicate",
-                    reason=Reason.DUPLICATE,
-                    token=token,
-                    attempt=attempt,
-                    event=event,
-                )
-            )
-        return ReceiveResult(200, "duplicate", Reason.DUPLICATE)
 
     def _accept(
         self,
         event: _Event,
         payload: dict[str, Any],
-        verdict: Verdict,
         token: str | None,
         attempt: int | None,
     ) -> ReceiveResult:
+        """Queue the event and record the delivery in one transaction.
+
+        The unique constraints on ``webhook_events`` (idempotency key, delivery token) decide
+        what is a duplicate: the insert skips a conflicting row instead of failing, so a retry,
+        a second delivery of the same event and a concurrent copy arriving at another process
+        all come out as "nothing inserted". On PostgreSQL an insert that meets an uncommitted
+        row with the same key waits for that transaction and then skips (or inserts, if it
+        rolled back); SQLite's writers take turns. No query before the insert is needed.
+        """
         now = self._clock()
-        seen = sa.or_(
-            WebhookEvent.idempotency_key == event.idempotency_key,
-            *([WebhookEvent.delivery_token == token] if token else []),
-        )
-        try:
-            with self._store.write() as session:
-                if session.scalar(sa.select(sa.func.count()).where(seen)):
-                    raise _AlreadyQueued
-                session.add(
-                    WebhookEvent(
-                        idempotency_key=event.idempotency_key,
-                        delivery_token=token,
-                        event=event.event,
-                        link_id=event.link_id,
-                        webhook_timestamp=event.timestamp,
-                        payload=payload,
-                        received_at=now,
-                        status="pending",
-                    )
-                )
-                session.add(
-                    self._record(
+        queued = {
+            "idempotency_key": event.idempotency_key,
+            "delivery_token": token,
+            "event": event.event,
+            "link_id": event.link_id,
+            "webhook_timestamp": event.timestamp,
+            "payload": payload,
+            "received_at": now,
+            "status": "pending",
+        }
+        with self._store.write() as session:
+            connection = session.connection()
+            accepted = self._queue_once(connection, queued)
+            if accepted:
+                connection.execute(
+                    _INSERT_DELIVERY,
+                    self._delivery_row(
                         verdict="accepted",
                         reason=Reason.OK,
                         token=token,
                         attempt=attempt,
+                        received_at=now,
                         event=event,
                         payload=payload,
-                    )
+                    ),
                 )
-                session.execute(
-                    sa.update(Link).where(Link.link_id == event.link_id).values(last_webhook_at=now)
+                connection.execute(_TOUCH_LINK, {"link": event.link_id, "at": now})
+            else:
+                # The payload is already stored with the accepted delivery; a copy adds nothing.
+                connection.execute(
+                    _INSERT_DELIVERY,
+                    self._delivery_row(
+                        verdict="duplicate",
+                        reason=Reason.DUPLICATE,
+                        token=token,
+                        attempt=attempt,
+                        received_at=now,
+                        event=event,
+                    ),
                 )
-        except (_AlreadyQueued, sa.exc.IntegrityError):
-            # IntegrityError: a concurrent retry queued the same event a moment earlier.
-            return self._duplicate(event, token, attempt)
-        return ReceiveResult(202, "accepted", Reason.OK)
+        if accepted:
+            return ReceiveResult(202, "accepted", Reason.OK)
+        return ReceiveResult(200, "duplicate", Reason.DUPLICATE)
+
+    def _queue_once(self, connection: sa.Connection, values: dict[str, Any]) -> bool:
+        """Insert the event unless a unique constraint says it is queued already."""
+        statement = _QUEUE_EVENT.get(connection.dialect.name)
+        if statement is not None:
+            return connection.execute(statement, values).rowcount == 1
+        # Other backends: a savepoint turns the constraint violation into "already queued".
+        try:
+            with connection.begin_nested():
+                connection.execute(_EVENTS.insert(), values)
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     # -- applying --------------------------------------------------------------------------------
 
     def _claim(self, worker: str, limit: int) -> list[int]:
+        """Claim up to ``limit`` pending events, oldest event time first, in one statement."""
         now = self._clock()
         token = f"{worker[:80]}:{uuid.uuid4().hex[:12]}"
         free = sa.or_(WebhookEvent.claimed_until.is_(None), WebhookEvent.claimed_until < now)
@@ -317,55 +374,85 @@ class WebhookReceiver:
             .limit(limit)
         )
         if self._store.dialect == "postgresql":
+            # Other appliers skip these rows instead of waiting for this transaction.
             candidates = candidates.with_for_update(skip_locked=True)
-        claimed: list[int] = []
         with self._store.write() as session:
-            for event_id in session.scalars(candidates).all():
-                won = session.execute(
+            ids = list(session.scalars(candidates).all())
+            if not ids:
+                return []
+            # Still conditional: only rows nobody else holds are taken; RETURNING says which.
+            won = set(
+                session.scalars(
                     sa.update(WebhookEvent)
-                    .where(WebhookEvent.id == event_id, WebhookEvent.status == "pending", free)
+                    .where(WebhookEvent.id.in_(ids), WebhookEvent.status == "pending", free)
                     .values(claimed_by=token, claimed_until=now + CLAIM_TTL)
-                )
-                if won.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(event_id)
-        return claimed
-
-    def _close(self, event_id: int, status: str, detail: str | None = None) -> None:
-        with self._store.write() as session:
-            session.execute(
-                sa.update(WebhookEvent)
-                .where(WebhookEvent.id == event_id, WebhookEvent.status == "pending")
-                .values(
-                    status=status,
-                    applied_at=self._clock(),
-                    claimed_until=None,
-                    detail=(detail or "")[:300] or None,
-                )
+                    .returning(WebhookEvent.id)
+                    .execution_options(synchronize_session=False)
+                ).all()
             )
+        return [event_id for event_id in ids if event_id in won]
+
+    def _close(self, outcomes: list[dict[str, Any]]) -> None:
+        """Record the outcome of claimed events (one transaction for all of them)."""
+        if not outcomes:
+            return
+        with self._store.write() as session:
+            session.connection().execute(_CLOSE_EVENT, outcomes)
+
+    def _institutions(self) -> InstitutionFetcher:
+        # Kept across passes like the worker's: each call making its own fetcher read every
+        # re-read link's institution again, out of the same MoneyKit budget.
+        now = self._clock()
+        with self._fetcher_lock:
+            if self._fetcher is None or now - self._fetcher_since > FETCHER_LIFETIME:
+                self._fetcher = InstitutionFetcher(self._client)
+                self._fetcher_since = now
+            return self._fetcher
 
     def apply_pending(self, limit: int = 200, *, worker: str = "webhooks") -> ApplyReport:
-        """Apply queued events, oldest event time first; each is applied at most once."""
+        """Apply queued events, oldest event time first; each is applied at most once.
+
+        Outcomes that changed nothing (an event older than the stored state, or covered by a
+        read earlier in the pass) are recorded together with the next outcome that did, or at
+        the end of the pass: one write instead of one each. Should the process die before that,
+        those events are claimed again later and come to the same outcome.
+        """
         counts = {"applied": 0, "stale_ignored": 0, "queued_for_worker": 0, "failed": 0}
         read_at: dict[str, datetime] = {}  # links already re-read in this pass
-        fetcher = InstitutionFetcher(self._client)
-        for event_id in self._claim(worker, limit):
-            with self._store.read() as session:
-                row = session.get(WebhookEvent, event_id)
-                if row is None or row.status != "pending":
-                    continue
-                link_id, kind, at = row.link_id, row.event, row.webhook_timestamp
-                payload = dict(row.payload or {})
-                stored = session.get(Link, link_id)
-                as_of = stored.state_as_of if stored is not None else None
-            try:
-                status, detail = self._apply_one(
-                    link_id, kind, at, payload, as_of, read_at, fetcher
+        fetcher = self._institutions()
+        unrecorded: list[dict[str, Any]] = []
+        try:
+            for event_id in self._claim(worker, limit):
+                with self._store.read() as session:
+                    row = session.get(WebhookEvent, event_id)
+                    if row is None or row.status != "pending":
+                        continue
+                    link_id, kind, at = row.link_id, row.event, row.webhook_timestamp
+                    payload = dict(row.payload or {})
+                    stored = session.get(Link, link_id)
+                    as_of = stored.state_as_of if stored is not None else None
+                try:
+                    status, detail = self._apply_one(
+                        link_id, kind, at, payload, as_of, read_at, fetcher
+                    )
+                except Exception as exc:
+                    logger.exception("webhook event %s could not be applied", event_id)
+                    status, detail = "failed", f"internal error ({type(exc).__name__})"
+                counts[status if status in counts else "applied"] += 1
+                unrecorded.append(
+                    {
+                        "event_id": event_id,
+                        "outcome": status if status != "queued_for_worker" else "applied",
+                        "done_at": self._clock(),
+                        "note": (detail or "")[:300] or None,
+                    }
                 )
-            except Exception as exc:
-                logger.exception("webhook event %s could not be applied", event_id)
-                status, detail = "failed", f"internal error ({type(exc).__name__})"
-            counts[status if status in counts else "applied"] += 1
-            self._close(event_id, status if status != "queued_for_worker" else "applied", detail)
+                changed_nothing = status == "stale_ignored" or detail == _COVERED
+                if not changed_nothing or len(unrecorded) >= _CLOSE_BATCH:
+                    self._close(unrecorded)
+                    unrecorded = []
+        finally:
+            self._close(unrecorded)
         return ApplyReport(**counts)
 
     def _apply_one(
@@ -381,7 +468,7 @@ class WebhookReceiver:
         if kind == _STATE_EVENT and as_of is not None and at < as_of - TIMESTAMP_SLACK:
             return "stale_ignored", f"older than the stored state ({as_of.isoformat()})"
         if link_id in read_at and at < read_at[link_id] - TIMESTAMP_SLACK:
-            return "applied", "covered by this pass's read of the link"
+            return "applied", _COVERED
         if self._budget is not None and self._budget.try_acquire("link", link_id) > 0:
             self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)
             return "queued_for_worker", "rate budget spent; the worker reads the link"
@@ -483,7 +570,3 @@ class WebhookReceiver:
         return ReapplyResult(
             delivery_id=delivery_id, link_id=event.link_id, status=status, detail=detail
         )
-
-
-class _AlreadyQueued(Exception):
-    pass

@@ -62,11 +62,21 @@ def app_env(seeded_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     get_services.clear()
 
 
-def dashboard(*, role: Role | None = Role.SUPPORT, **query_params: str) -> AppTest:
-    """The dashboard, signed in with ``role`` (or signed out when ``role`` is None)."""
+def dashboard(
+    *, role: Role | None = Role.SUPPORT, page: str | None = None, **query_params: str
+) -> AppTest:
+    """The dashboard, signed in with ``role`` (or signed out when ``role`` is None).
+
+    ``page`` opens a page by its URL path, as a shared link would (``"links"`` for
+    ``/links?...``); without it the first run draws the landing page, the Overview.
+    """
     app = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
     if role is not None:
         app.session_state[ACTOR_KEY] = Actor(f"apptest-{role.value}", role)
     for name, value in query_params.items():
         app.query_params[name] = value
+    if page is not None:
+        # Before the first run AppTest names a page by its file name, which is also each
+        # page's url_path here, so this is the page a browser opening /<page> gets.
+        app.switch_page(f"app_pages/{page}.py")
     return app

@@ -166,8 +166,7 @@ def expected_entries(store: Store, customer_id: str) -> int:
 
 
 def timeline(customer_id: str, role: Role = Role.SUPPORT) -> AppTest:
-    app = dashboard(role=role, customer=customer_id).run()
-    app.switch_page("app_pages/customer.py").run()
+    app = dashboard(role=role, page="customer", customer=customer_id).run()
     assert not app.exception
     return app
 
@@ -218,8 +217,7 @@ def test_a_long_history_is_paged_without_overlap(private_store: Store) -> None:
 
 
 def test_picking_a_customer_puts_it_in_the_url(app_env: str) -> None:
-    app = dashboard().run()
-    app.switch_page("app_pages/customer.py").run()
+    app = dashboard(page="customer").run()
     assert not app.exception
     assert not app.dataframe
     box = app.selectbox(key="customer.pick.")

@@ -131,8 +131,7 @@ def metric(app: AppTest, label: str) -> str:
 
 
 def funnel() -> AppTest:
-    app = dashboard(role=Role.VIEWER).run()
-    app.switch_page("app_pages/funnel.py").run()
+    app = dashboard(role=Role.VIEWER, page="funnel").run()
     assert not app.exception
     return app
 

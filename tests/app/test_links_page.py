@@ -21,7 +21,7 @@ def metric(app: AppTest, label: str) -> str:
 
 
 def test_links_page_lists_discovered_links_with_logo_colour_and_flags(app_env: str) -> None:
-    app = dashboard().run()
+    app = dashboard(page="links").run()
     assert not app.exception
 
     counts = queries(app_env).counts_by_health()
@@ -51,7 +51,7 @@ def test_filtering_on_auth_expired_shows_only_expired_links(app_env: str) -> Non
     expected = queries(app_env).count_links(LinkFilters(error_code="auth_expired"))
     assert 0 < expected < 50
 
-    app = dashboard().run()
+    app = dashboard(page="links").run()
     app.selectbox(key="links.filter.error").set_value("auth_expired").run()
     assert not app.exception
 
@@ -64,20 +64,20 @@ def test_filtering_on_auth_expired_shows_only_expired_links(app_env: str) -> Non
 
 
 def test_the_auth_expired_banner_button_applies_the_filter(app_env: str) -> None:
-    app = dashboard().run()
+    app = dashboard(page="links").run()
     app.button[[b.label for b in app.button].index("Show them")].click().run()
     table = app.dataframe[0].value
     assert (table["Error"] == "Login expired (auth_expired)").all()
 
 
 def test_a_shared_url_restores_the_filters(app_env: str) -> None:
-    app = dashboard(error="auth_expired").run()
+    app = dashboard(page="links", error="auth_expired").run()
     assert app.selectbox(key="links.filter.error").value == "auth_expired"
     assert (app.dataframe[0].value["Error"] == "Login expired (auth_expired)").all()
 
 
 def test_next_page_continues_where_the_first_page_ended(app_env: str) -> None:
-    app = dashboard().run()
+    app = dashboard(page="links").run()
     first = list(app.dataframe[0].value["Link ID"])
     app.button[[b.label for b in app.button].index("Next page →")].click().run()
     second = list(app.dataframe[0].value["Link ID"])
@@ -90,12 +90,12 @@ def test_link_detail_offers_relink_only_when_the_link_needs_it(app_env: str) -> 
     expired = store_queries.list_links(LinkFilters(error_code="auth_expired"), limit=1).rows[0]
     healthy = store_queries.list_links(LinkFilters(health=Health.HEALTHY), limit=1).rows[0]
 
-    app = dashboard(link=expired.link_id).run()
+    app = dashboard(page="links", link=expired.link_id).run()
     assert not app.exception
     assert "Relink" in [button.label for button in app.button]
     assert any(expired.institution_name in element.proto.body for element in app.get("html"))
 
-    app = dashboard(link=healthy.link_id).run()
+    app = dashboard(page="links", link=healthy.link_id).run()
     assert "Relink" not in [button.label for button in app.button]
 
 
@@ -126,7 +126,7 @@ def test_hostile_institution_data_is_escaped_and_colours_validated(app_env: str)
                 updated_at=now,
             )
         )
-    app = dashboard(link="mk_hostile_link").run()
+    app = dashboard(page="links", link="mk_hostile_link").run()
     assert not app.exception
     card = next(element.proto.body for element in app.get("html"))
     assert "<script>" not in card

@@ -16,8 +16,7 @@ from ui.wiring import get_services
 
 
 def test_connect_page_offers_existing_customers_and_a_new_one(app_env: str) -> None:
-    app = dashboard().run()
-    app.switch_page("app_pages/connect.py").run()
+    app = dashboard(page="connect").run()
     assert not app.exception
     choices = app.selectbox(key="connect.customer_choice").options
     assert choices[0].startswith("➕")
@@ -27,8 +26,7 @@ def test_connect_page_offers_existing_customers_and_a_new_one(app_env: str) -> N
 
 
 def test_connect_page_rejects_a_too_short_customer_id_with_a_clear_error(app_env: str) -> None:
-    app = dashboard().run()
-    app.switch_page("app_pages/connect.py").run()
+    app = dashboard(page="connect").run()
     app.text_input(key="connect.new_customer").set_value("ab").run()
     next(b for b in app.button if b.label == "Open MoneyKit Connect").click().run()
     assert not app.exception
@@ -36,8 +34,7 @@ def test_connect_page_rejects_a_too_short_customer_id_with_a_clear_error(app_env
 
 
 def test_activity_page_renders_sessions_and_audit(app_env: str) -> None:
-    app = dashboard().run()
-    app.switch_page("app_pages/activity.py").run()
+    app = dashboard(page="activity").run()
     assert not app.exception
     assert [tab.label for tab in app.tabs] == [
         "Audit log",
@@ -79,7 +76,7 @@ def test_viewers_get_no_connect_page_and_no_relink_button(app_env: str) -> None:
         .list_links(LinkFilters(error_code="auth_expired"), limit=1)
         .rows[0]
     )
-    app = dashboard(role=Role.VIEWER, link=expired.link_id).run()
+    app = dashboard(role=Role.VIEWER, page="links", link=expired.link_id).run()
     assert not app.exception
     assert "Relink" not in [button.label for button in app.button]
     assert any("support agent can relink" in caption.value for caption in app.caption)

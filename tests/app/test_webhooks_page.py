@@ -77,8 +77,7 @@ def add_deliveries(store: Store) -> dict[str, int]:
 
 
 def webhooks(role: Role = Role.ADMIN, **query_params: str) -> AppTest:
-    app = dashboard(role=role, **query_params).run()
-    app.switch_page("app_pages/webhooks.py").run()
+    app = dashboard(role=role, page="webhooks", **query_params).run()
     assert not app.exception
     return app
 

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ CHROMIUM_ARGS = [
 ]
 AGENT = "e2e-agent"
 AGENT_PASSWORD = "e2e-agent-password"
+ADMIN = "e2e-admin"
+ADMIN_PASSWORD = "e2e-admin-password"
 CLIENT_ID = "e2e_client"
 CLIENT_SECRET = "e2e_secret"  # credentials of a throwaway sandbox
 
@@ -80,11 +83,19 @@ class Stack:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def running_stack(
+    work: Path,
+    *,
+    name: str = "",
+    demo_links: int = 60,
+    extra_env: dict[str, str] | None = None,
+    setup: tuple[tuple[str, ...], ...] = (("migrate",), ("sync",)),
+) -> Iterator[Stack]:
+    """A sandbox and a dashboard (`server.py`) on free ports, set up with ``python -m linkdesk``
+    commands (``setup``), stopped afterwards. Logs go to test-output/e2e/logs/<name>*.log."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: run `make test` (it installs it)")
-    work = tmp_path_factory.mktemp("e2e")
     sandbox_port, dashboard_port = free_port(), free_port()
     sandbox_url = f"http://localhost:{sandbox_port}"
     dashboard_url = f"http://localhost:{dashboard_port}"
@@ -101,25 +112,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "MONEYKIT_DEMO_WEBHOOK_URL": f"{dashboard_url}/webhooks/moneykit",
         "LINKDESK_SIGNING_KEY_FILE": str(work / "signing.key"),
         "LINKDESK_USERS": json.dumps(
-            {AGENT: {"role": "support", "password_sha256": sha256(AGENT_PASSWORD)}}
+            {
+                AGENT: {"role": "support", "password_sha256": sha256(AGENT_PASSWORD)},
+                ADMIN: {"role": "admin", "password_sha256": sha256(ADMIN_PASSWORD)},
+            }
         ),
+        **(extra_env or {}),
     }
     logs = OUTPUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         sandbox = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--port", str(sandbox_port), "--demo-links", "60"],
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--port",
+                str(sandbox_port),
+                "--demo-links",
+                str(demo_links),
+            ],
             cwd=ROOT,
             env=env,
-            stdout=(logs / "sandbox.log").open("wb"),
+            stdout=(logs / f"{name}sandbox.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
         processes.append(sandbox)
         wait_for(f"{sandbox_url}/_sandbox/health", sandbox)
-        for command in ("migrate", "sync"):
+        for command in setup:
             subprocess.run(
-                [sys.executable, "-m", "linkdesk", command], cwd=ROOT, env=env, check=True
+                [sys.executable, "-m", "linkdesk", *command], cwd=ROOT, env=env, check=True
             )
         dashboard = subprocess.Popen(
             [
@@ -134,10 +157,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "true",
                 "--browser.gatherUsageStats",
                 "false",
+                # The code under test stays as it was at start: re-importing a module edited
+                # mid-run leaves objects of the old and the new classes side by side.
+                "--server.fileWatcherType",
+                "none",
             ],
             cwd=ROOT,
             env=env,
-            stdout=(logs / "dashboard.log").open("wb"),
+            stdout=(logs / f"{name}dashboard.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
         processes.append(dashboard)
@@ -146,6 +173,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("e2e")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -160,15 +193,17 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-def open_signed_in(page: Page, stack: Stack, path: str = "/") -> None:
+def open_signed_in(
+    page: Page, stack: Stack, path: str = "/", *, user: str = AGENT, password: str = AGENT_PASSWORD
+) -> None:
     """Open a dashboard URL as a person would: sign in first when the dashboard asks."""
     page.goto(stack.dashboard_url + path)
     sign_in_button = page.get_by_role("button", name="Sign in")
     sidebar = page.get_by_test_id("stSidebar")
     expect(sign_in_button.or_(sidebar)).to_be_visible()
     if sign_in_button.is_visible():
-        page.get_by_label("Username").fill(AGENT)
-        page.get_by_role("textbox", name="Password").fill(AGENT_PASSWORD)
+        page.get_by_label("Username").fill(user)
+        page.get_by_role("textbox", name="Password").fill(password)
         sign_in_button.click()
         expect(sidebar).to_be_visible()
 

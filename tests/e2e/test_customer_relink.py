@@ -26,7 +26,7 @@ def test_customer_relink_link_repairs_the_link_once_and_is_audited(
     link = expired[-1]  # not the one the agent relinks in the other test
 
     # The agent creates the link for the customer.
-    open_signed_in(page, stack, f"/?link={link.link_id}")
+    open_signed_in(page, stack, f"/links?link={link.link_id}")
     page.get_by_test_id("stExpander").get_by_text("Send the customer a relink link").click()
     page.get_by_label("Reason (kept in the audit log)").fill("customer asked by phone")
     page.get_by_role("button", name="Create a relink link").click()

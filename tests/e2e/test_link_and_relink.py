@@ -119,7 +119,7 @@ def test_link_credentials_bank_shows_the_new_row_with_logo_and_colour(
     expect(card.locator("img")).to_have_attribute("src", re.compile(r"^data:image/svg\+xml"))
     expect(card).to_contain_text("Credentials Bank")
 
-    open_signed_in(page, stack, f"/?customer={customer_id}")
+    open_signed_in(page, stack, f"/links?customer={customer_id}")
     expect(page.get_by_text("1 matching links")).to_be_visible()
     # The grid draws on a canvas; its accessible cells carry the text.
     cells = page.locator("[role=gridcell]")
@@ -133,7 +133,7 @@ def test_relink_an_expired_link_makes_it_healthy(page: Page, stack: Stack) -> No
     assert expired, "the demo data must hold auth_expired links"
     link_id = expired[0].link_id
 
-    open_signed_in(page, stack, f"/?link={link_id}")
+    open_signed_in(page, stack, f"/links?link={link_id}")
     expect(page.get_by_text("Login expired (auth_expired)").first).to_be_visible()
     page.get_by_role("button", name="Relink").click()
     expect(page.locator(CONNECT_FRAME)).to_be_visible()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +91,11 @@ def services(sandbox: Sandbox, tmp_path: Path) -> Iterator[Services]:
     built.close()
 
 
-@pytest.fixture
-def receiver_url(services: Services) -> Iterator[str]:
+@contextmanager
+def serving_receiver(services: Services, port: int | None = None) -> Iterator[str]:
+    """Linkdesk's webhook route served by uvicorn in a thread; yields its URL."""
     app = Starlette(routes=[webhook_route(services.webhooks)])
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="localhost", port=port, log_level="warning", lifespan="off")
     )
@@ -103,6 +105,14 @@ def receiver_url(services: Services) -> Iterator[str]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "webhook receiver did not start"
-    yield f"http://localhost:{port}/webhooks/moneykit"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://localhost:{port}/webhooks/moneykit"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def receiver_url(services: Services) -> Iterator[str]:
+    with serving_receiver(services) as url:
+        yield url

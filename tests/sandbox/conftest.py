@@ -6,9 +6,13 @@ and demo data is comparable across app instances.
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -184,3 +188,50 @@ def connect(client: TestClient) -> Callable[..., ConnectDriver]:
         return ConnectDriver(client, token, mode)
 
     return driver
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on localhost that records the webhooks the sandbox posts to it."""
+
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+    # Status codes to answer, in order; 200 once they run out.
+    script: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.02)
+        with self.lock:
+            pytest.fail(f"expected {count} webhook requests, got {len(self.received)}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    box = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with box.lock:
+                box.received.append({"headers": dict(self.headers), "body": body})
+                status = box.script.pop(0) if box.script else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    box.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield box
+    server.shutdown()
+    server.server_close()

@@ -71,7 +71,11 @@ def test_demo_link_mix(app: Starlette, clock: Any) -> None:
 
 def test_health(client: TestClient) -> None:
     response = client.get("/_sandbox/health")
-    assert (response.status_code, response.json()) == (200, {"ok": True})
+    # The service name is what Linkdesk's demo mode checks before it acts on a server.
+    assert (response.status_code, response.json()) == (
+        200,
+        {"ok": True, "service": "moneykit-sandbox"},
+    )
 
 
 def test_reset_restores_the_seeded_state(make_app: Callable[..., Starlette]) -> None:

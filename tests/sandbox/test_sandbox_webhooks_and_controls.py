@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -17,52 +14,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from sandbox.webhooks import WebhookConfig
-from tests.sandbox.conftest import PUBLIC_URL, ConnectDriver, FakeClock
-
-
-@dataclass
-class Receiver:
-    url: str
-    received: list[dict[str, Any]] = field(default_factory=list)
-    # Status codes to answer, in order; 200 once they run out.
-    script: list[int] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.02)
-        with self.lock:
-            pytest.fail(f"expected {count} webhook requests, got {len(self.received)}")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    box = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with box.lock:
-                box.received.append({"headers": dict(self.headers), "body": body})
-                status = box.script.pop(0) if box.script else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield box
-    server.shutdown()
-    server.server_close()
+from tests.sandbox.conftest import PUBLIC_URL, ConnectDriver, FakeClock, Receiver
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
+from linkdesk.health import Health
 from linkdesk.store import Store
 from linkdesk.store.analytics import Analytics, FunnelFilters, TrendPoint, links_csv
 from linkdesk.store.models import (
@@ -563,3 +564,160 @@ def test_a_mangled_timeline_cursor_starts_again_at_the_newest(banks: Store) -> N
     newest = analytics.customer_timeline("cust_m").entries
     for cursor in ("not-base64!", "WyJub3QtYS1kYXRlIiwic3RhdGUiLCIxIl0", ""):
         assert analytics.customer_timeline("cust_m", after=cursor).entries == newest
+
+
+class TestBrokeToday:
+    @pytest.fixture
+    def broken(self, banks: Store) -> Store:
+        today = NOW.replace(hour=0)
+        add_link(
+            banks,
+            "expired",
+            customer_id="cust_1",
+            state="error",
+            error_code="auth_expired",
+            changes=[
+                (day(5), "connected", None),
+                (NOW - timedelta(hours=2), "error", "auth_expired"),
+            ],
+        )
+        add_link(
+            banks,
+            "no-accounts",
+            institution_id="bank-b",
+            customer_id="cust_1",
+            state="error",
+            error_code="no_accounts",
+            changes=[
+                (day(5), "connected", None),
+                (NOW - timedelta(hours=1), "error", "no_accounts"),
+            ],
+        )
+        # From an error without a code into a relink error: it became a relink today.
+        add_link(
+            banks,
+            "coded",
+            customer_id="cust_2",
+            state="error",
+            error_code="invalid_credentials",
+            changes=[
+                (day(3), "error", None),
+                (NOW - timedelta(hours=3), "error", "invalid_credentials"),
+            ],
+        )
+        # Not today's breakages:
+        add_link(
+            banks,
+            "yesterday",
+            customer_id="cust_3",
+            state="error",
+            error_code="auth_expired",
+            changes=[
+                (day(5), "connected", None),
+                (today - timedelta(minutes=1), "error", "auth_expired"),
+            ],
+        )
+        add_link(  # first seen broken: nobody knows when it broke
+            banks,
+            "first-seen",
+            customer_id="cust_3",
+            state="error",
+            error_code="auth_expired",
+            changes=[(NOW - timedelta(hours=1), "error", "auth_expired")],
+        )
+        add_link(  # already needed a relink yesterday
+            banks,
+            "still-broken",
+            customer_id="cust_3",
+            state="error",
+            error_code="invalid_credentials",
+            changes=[
+                (day(5), "connected", None),
+                (day(1), "error", "auth_expired"),
+                (NOW - timedelta(hours=1), "error", "invalid_credentials"),
+            ],
+        )
+        add_link(  # a wait error: MoneyKit retries, nothing for staff to do
+            banks,
+            "waiting",
+            customer_id="cust_3",
+            state="error",
+            error_code="institution_error",
+            changes=[
+                (day(5), "connected", None),
+                (NOW - timedelta(hours=1), "error", "institution_error"),
+            ],
+        )
+        add_link(  # broke this morning, repaired since
+            banks,
+            "repaired",
+            customer_id="cust_3",
+            changes=[
+                (day(5), "connected", None),
+                (NOW - timedelta(hours=4), "error", "auth_expired"),
+                (NOW - timedelta(hours=3), "connected", None),
+            ],
+        )
+        with banks.write() as session:
+            for link_id, created in (
+                ("stuck-now", NOW - timedelta(minutes=31)),  # stuck since a minute ago
+                ("stuck-long-ago", NOW - timedelta(days=2)),
+                ("still-pending", NOW - timedelta(minutes=5)),
+            ):
+                session.add(
+                    Link(
+                        link_id=link_id,
+                        institution_id="bank-a",
+                        customer_id=None,
+                        state="connecting",
+                        created_at=created,
+                        updated_at=created,
+                    )
+                )
+        return banks
+
+    def test_links_that_moved_into_a_broken_verdict_today_newest_first(self, broken: Store) -> None:
+        result = Analytics(broken, clock=clock).broke_today()
+        assert [(row.link_id, row.health, row.reason) for row in result.links] == [
+            ("stuck-now", Health.STUCK, "stuck_connecting"),
+            ("no-accounts", Health.ATTENTION, "no_accounts"),
+            ("expired", Health.NEEDS_RELINK, "auth_expired"),
+            ("coded", Health.NEEDS_RELINK, "invalid_credentials"),
+        ]
+        assert [row.broke_at for row in result.links] == [
+            NOW - timedelta(minutes=1),
+            NOW - timedelta(hours=1),
+            NOW - timedelta(hours=2),
+            NOW - timedelta(hours=3),
+        ]
+        expired = result.links[2]
+        assert (expired.customer_id, expired.institution_name) == ("cust_1", "Alpha Bank")
+        assert (result.total, result.customers) == (4, 2)  # cust_1 twice, cust_2, no customer
+        assert result.since == NOW.replace(hour=0)
+
+    def test_the_limit_bounds_the_rows_not_the_totals(self, broken: Store) -> None:
+        result = Analytics(broken, clock=clock).broke_today(limit=2)
+        assert [row.link_id for row in result.links] == ["stuck-now", "no-accounts"]
+        assert result.total == 4
+
+    def test_a_quiet_day_is_empty(self, banks: Store) -> None:
+        add_link(banks, "fine", changes=[(day(5), "connected", None)])
+        result = Analytics(banks, clock=clock).broke_today()
+        assert (result.links, result.total, result.customers) == ([], 0, 0)
+
+    def test_a_customers_links_to_act_on_leave_out_the_fine_ones(self, broken: Store) -> None:
+        add_link(broken, "fine", customer_id="cust_1", changes=[(day(5), "connected", None)])
+        analytics = Analytics(broken, clock=clock)
+        assert sorted(analytics.customer_links_to_act_on("cust_1")) == ["expired", "no-accounts"]
+        assert analytics.customer_links_to_act_on("cust_1", limit=1) in (
+            ["expired"],
+            ["no-accounts"],
+        )
+        assert analytics.customer_links_to_act_on("cust_") == []  # the id is exact, no prefix
+        # A wait error is shown too: the playbook says not to relink, which is worth knowing.
+        assert analytics.customer_links_to_act_on("cust_3") == [
+            "first-seen",
+            "still-broken",
+            "waiting",
+            "yesterday",
+        ]

@@ -47,6 +47,10 @@ ENV_NAMES = {
     "users": "LINKDESK_USERS",
     "default_role": "LINKDESK_DEFAULT_ROLE",
     "run_worker": "LINKDESK_RUN_WORKER",
+    "demo_mode": "LINKDESK_DEMO_MODE",
+    "demo_links": "LINKDESK_DEMO_LINKS",
+    "demo_seed": "LINKDESK_DEMO_SEED",
+    "demo_history_days": "LINKDESK_DEMO_HISTORY_DAYS",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -10,10 +11,12 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from linkdesk.bootstrap import Services
+from linkdesk.bootstrap import Services, build_services
 from linkdesk.services.jobs import PRIORITY_WEBHOOK, link_job_id
+from linkdesk.settings import Settings
 from linkdesk.store.models import Link, SyncJob, WebhookDelivery, WebhookEvent
 from linkdesk.webhooks.asgi import webhook_route
+from linkdesk.webhooks.receiver import ApplyReport, WebhookReceiver
 from linkdesk.webhooks.verify import Reason
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
@@ -136,6 +139,108 @@ class TestReceive:
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
         result = wired.webhooks.receive(body, headers)
         assert (result.status_code, result.reason) == (503, Reason.JWKS_UNAVAILABLE)
+
+
+class TestDuplicatesDecidedByTheStore:
+    """The unique constraints, not a look-up before the insert, decide what is a duplicate."""
+
+    @pytest.fixture
+    def other_process(
+        self,
+        wired: Services,
+        core_settings: Settings,
+        fake_moneykit: FakeMoneyKit,
+        core_clock: FakeClock,
+    ) -> Iterator[Services]:
+        """A second receiver on the same database with its own engine: another replica."""
+        http = fake_moneykit.http_client()
+        services = build_services(
+            core_settings,
+            http_client=http,
+            clock=core_clock,
+            sleep=lambda _s: None,
+            migrate_schema=False,
+            worker_id="replica-2",
+        )
+        yield services
+        services.close()
+        http.close()
+
+    def test_an_event_queued_by_another_process_is_a_duplicate_here(
+        self, wired, other_process, signer, core_clock
+    ):
+        first = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-x", token="dt-1")
+        again = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-x", token="dt-2")
+        assert other_process.webhooks.receive(*first).verdict == "accepted"
+        result = wired.webhooks.receive(*again)
+        assert (result.status_code, result.verdict, result.reason) == (
+            200,
+            "duplicate",
+            Reason.DUPLICATE,
+        )
+        accepted, duplicate = deliveries(wired)
+        assert (accepted.verdict, accepted.delivery_token) == ("accepted", "dt-1")
+        assert accepted.payload is not None
+        # The copy is evidence of the attempt: which event, which link, but no second payload.
+        assert (
+            duplicate.verdict,
+            duplicate.reason,
+            duplicate.delivery_token,
+            duplicate.idempotency_key,
+            duplicate.link_id,
+            duplicate.payload,
+        ) == ("duplicate", "duplicate", "dt-2", "idem-x", "mk_1", None)
+        (event,) = events(wired)
+        assert (event.delivery_token, event.status) == ("dt-1", "pending")
+
+    def test_a_delivery_token_seen_before_is_a_duplicate_even_under_a_new_key(
+        self, wired, signer, core_clock
+    ):
+        a = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-a", token="dt-same")
+        b = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-b", token="dt-same")
+        assert wired.webhooks.receive(*a).verdict == "accepted"
+        assert wired.webhooks.receive(*b).verdict == "duplicate"
+        assert [e.idempotency_key for e in events(wired)] == ["idem-a"]
+        assert [d.verdict for d in deliveries(wired)] == ["accepted", "duplicate"]
+
+    def test_a_duplicate_leaves_the_link_and_the_queued_event_alone(
+        self, wired, signer, core_clock
+    ):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-1")
+        wired.webhooks.receive(body, headers)
+        seen_at = stored_link(wired, "mk_1").last_webhook_at
+        (queued,) = events(wired)
+        core_clock.advance(30)
+        retry = dict(headers, **{"MoneyKit-Delivery-Attempt": "2"})
+        assert wired.webhooks.receive(body, retry).verdict == "duplicate"
+        assert stored_link(wired, "mk_1").last_webhook_at == seen_at
+        (after,) = events(wired)
+        assert (after.id, after.received_at, after.status) == (
+            queued.id,
+            queued.received_at,
+            "pending",
+        )
+
+    def test_two_processes_receiving_one_event_at_once_queue_it_once(
+        self, wired, other_process, signer, core_clock
+    ):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, key="idem-race")
+        receivers = [wired.webhooks, other_process.webhooks] * 3
+        results: list[str] = []
+        barrier = threading.Barrier(len(receivers))
+
+        def send(receiver: WebhookReceiver) -> None:
+            barrier.wait()
+            results.append(receiver.receive(body, headers).verdict)
+
+        threads = [threading.Thread(target=send, args=(r,)) for r in receivers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["accepted"] + ["duplicate"] * 5
+        assert len(events(wired)) == 1
+        assert sorted(d.verdict for d in deliveries(wired)) == ["accepted"] + ["duplicate"] * 5
 
 
 class TestApply:
@@ -264,6 +369,46 @@ class TestApply:
         assert wired.webhooks.apply_pending().stale_ignored == 1
         assert fake_moneykit.calls["GET /links/mk_1"] == calls
         assert stored_link(wired, "mk_1").state == "error"
+
+    def test_every_outcome_of_a_pass_is_recorded_stale_ones_included(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        # Stale outcomes are written in a batch with the next outcome that changed something,
+        # or at the end of the pass: each event still ends with its own status and detail.
+        old = core_clock.now - timedelta(seconds=30)
+        for i in range(3):
+            wired.webhooks.receive(
+                *signer.delivery(link_id="mk_1", iat=core_clock.now, timestamp=old, key=f"old-{i}")
+            )
+        wired.webhooks.receive(*signer.delivery(link_id="mk_1", iat=core_clock.now, key="new"))
+        for i in range(2):
+            wired.webhooks.receive(
+                *signer.delivery(
+                    link_id="mk_1", iat=core_clock.now, timestamp=old, key=f"old-late-{i}"
+                )
+            )
+        report = wired.webhooks.apply_pending()
+        assert (report.applied, report.stale_ignored) == (1, 5)
+        by_key = {e.idempotency_key: e for e in events(wired)}
+        assert by_key["new"].status == "applied"
+        assert by_key["new"].detail is not None and by_key["new"].detail.startswith("re-read")
+        stale = [e for key, e in by_key.items() if key != "new"]
+        assert {e.status for e in stale} == {"stale_ignored"}
+        assert all(e.applied_at is not None and e.claimed_until is None for e in stale)
+        assert all(e.detail and e.detail.startswith("older than") for e in stale)
+        assert wired.webhooks.apply_pending() == ApplyReport()
+
+    def test_institutions_are_read_once_across_passes(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        fake_moneykit.add_link("mk_2")
+        wired.discovery.sync_all()
+        before = fake_moneykit.calls["GET /institutions/bank-a"]
+        for link_id in ("mk_1", "mk_2"):
+            wired.webhooks.receive(*signer.delivery(link_id=link_id, iat=core_clock.now))
+            assert wired.webhooks.apply_pending().applied == 1
+        assert fake_moneykit.calls["GET /links/mk_2"] == 2  # both passes re-read their link
+        assert fake_moneykit.calls["GET /institutions/bank-a"] - before == 1
 
     def test_unreachable_moneykit_queues_the_link_for_the_worker(
         self, wired, signer, core_clock, fake_moneykit

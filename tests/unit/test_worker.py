@@ -272,7 +272,7 @@ class TestPriorities:
 
 
 class TestRateLimits:
-    def test_the_worker_defers_instead_of_exceeding_the_app_limit(
+    def test_the_worker_claims_no_more_than_the_app_limit_allows(
         self, make_services, fake_moneykit, core_clock
     ):
         ids = populate(fake_moneykit, 6)
@@ -281,10 +281,76 @@ class TestRateLimits:
         before = sum(fake_moneykit.calls[f"GET /links/{i}"] for i in ids)
         services = make_services(worker_link_reads_per_minute=4)
         report = services.worker.run_once()
-        assert (report.ok, report.deferred) == (4, 2)
+        assert (report.claimed, report.ok, report.deferred) == (4, 4, 0)
         assert sum(fake_moneykit.calls[f"GET /links/{i}"] for i in ids) - before == 4
+        # The two it had no room for stay due, unclaimed and untouched: the backlog shows.
+        waiting = [job(services, i) for i in ids]
+        left = [j for j in waiting if j is not None and j.last_run_at is None]
+        assert len(left) == 2
+        assert all(j.claimed_by is None and j.attempts == 0 for j in left)
+        assert services.worker.status().jobs_due == 2
         core_clock.advance(61)
         assert services.worker.run_once().ok == 2
+
+    def test_a_spent_budget_claims_nothing_and_says_when_to_come_back(
+        self, make_services, fake_moneykit, core_clock
+    ):
+        populate(fake_moneykit, 5)
+        services = make_services(worker_link_reads_per_minute=2)
+        first = services.worker.run_once()
+        assert (first.ok, first.budget_wait) == (2, pytest.approx(60, abs=1))
+        core_clock.advance(20)
+        second = services.worker.run_once()
+        assert (second.claimed, second.deferred) == (0, 0)
+        assert second.budget_wait == pytest.approx(40, abs=1)
+        assert fake_moneykit.calls["GET /links/mk_002"] == 0
+        core_clock.advance(41)
+        assert services.worker.run_once().ok == 2
+
+    def test_a_round_not_held_back_by_the_budget_reports_no_wait(
+        self, make_services, fake_moneykit
+    ):
+        populate(fake_moneykit, 3)
+        services = make_services()
+        assert services.worker.run_once().budget_wait is None
+
+    def test_run_forever_pauses_until_the_budget_has_room(
+        self, make_services, fake_moneykit, core_clock
+    ):
+        populate(fake_moneykit, 5)
+        services = make_services(worker_link_reads_per_minute=2, worker_poll_seconds=45)
+        pauses: list[float] = []
+        stop = threading.Event()
+
+        def sleep(seconds: float) -> None:
+            pauses.append(seconds)
+            core_clock.advance(seconds)
+            if len(pauses) == 4:
+                stop.set()
+
+        worker = SyncWorker(
+            store=services.store,
+            client=services.client,
+            settings=services.settings,
+            audit=services.audit,
+            clock=core_clock,
+            budget=services.budget,
+            sleep=sleep,
+            worker_id="paced",
+        )
+        worker.run_forever(stop)
+        # Two reads fill the minute's budget: wait the poll interval (shorter than the minute),
+        # then only the 15 s until the first read leaves the window; read one, pause briefly
+        # until the second slot frees a moment later, read one more, and the budget is full.
+        assert pauses == [
+            pytest.approx(45, abs=0.5),
+            pytest.approx(15, abs=0.5),
+            0.5,
+            pytest.approx(45, abs=0.5),
+        ]
+        reads = sum(fake_moneykit.calls[f"GET /links/mk_{i:03d}"] for i in range(5))
+        assert reads == 4
+        assert all(a.outcome == "ok" for a in attempts(services) if a.kind == "link")
 
     def test_accounts_are_skipped_not_waited_for_past_the_per_link_limit(
         self, make_services, fake_moneykit, core_clock
@@ -342,21 +408,39 @@ def test_request_budget_says_how_long_to_wait():
     assert budget.try_acquire("accounts", "x") == 0
 
 
+def test_request_budget_room_counts_free_app_slots_and_the_wait_for_the_next():
+    now = [100.0]
+    budget = RequestBudget({"link": Limit(per_app=3, per_link=1)}, monotonic=lambda: now[0])
+    assert budget.room("link") == (3, 0.0)
+    assert budget.try_acquire("link", "a") == 0
+    now[0] += 10
+    assert budget.try_acquire("link", "b") == 0
+    assert budget.room("link") == (1, 0.0)
+    assert budget.try_acquire("link", "c") == 0
+    assert budget.room("link") == (0, pytest.approx(50.0))
+    now[0] += 50
+    assert budget.room("link") == (1, 0.0)  # "a" left the window
+    # room() only looks: it takes nothing.
+    assert budget.room("link") == (1, 0.0)
+
+
 class TestStatusAndControls:
     def test_status_reports_progress_and_lag(self, make_services, fake_moneykit, core_clock):
         populate(fake_moneykit, 3)
         services = make_services(worker_link_reads_per_minute=2)
         report = services.worker.run_once()
-        assert (report.ok, report.deferred) == (2, 1)
+        assert (report.ok, report.deferred) == (2, 0)
         status = services.worker.status()
         assert status.jobs_total == 4  # three links + discovery
-        assert (status.jobs_due, status.lag) == (0, timedelta(0))
+        # The link the budget had no room for is due and waiting since discovery found it.
+        assert status.jobs_due == 1
+        assert timedelta(0) < status.lag < timedelta(seconds=1)
         assert status.links_synced_last_hour == 2
         assert status.last_discovery_at is not None and status.last_run_at is not None
-        core_clock.advance(75)  # the deferred link is due again and nobody has run it
+        core_clock.advance(75)  # nobody has run it since
         status = services.links.worker_status()
         assert status.jobs_due == 1
-        assert timedelta(seconds=10) <= status.lag <= timedelta(seconds=16)
+        assert timedelta(seconds=75) <= status.lag <= timedelta(seconds=76)
 
     def test_errors_show_in_status(self, make_services, fake_moneykit):
         populate(fake_moneykit, 2)

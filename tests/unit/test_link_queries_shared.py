@@ -1,0 +1,167 @@
+"""The read side's large-table helpers: capped counts, shared summaries, institution names, and the
+index-backed sort and filter expressions (run on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from linkdesk.store import Store
+from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkSort
+from linkdesk.store.repository import upsert_link
+from tests.unit.test_store import api_link
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def add_link(
+    store: Store,
+    link_id: str,
+    *,
+    institution: tuple[str, str] = ("bank-a", "Alpha Bank"),
+    state: str = "connected",
+    error_code: str | None = None,
+    customer: str | None = "cust_0001",
+    minute: int = 0,
+) -> None:
+    with store.write() as session:
+        upsert_link(
+            session,
+            api_link(
+                link_id,
+                institution_id=institution[0],
+                institution_name=institution[1],
+                state=state,
+                error_code=error_code,
+                tags=[f"customer:{customer}"] if customer else [],
+            ),
+            customer_id=customer,
+            now=T0 + timedelta(minutes=minute),
+            source="sync",
+        )
+
+
+def queries(store: Store) -> LinkQueries:
+    return LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
+
+
+def test_a_capped_count_stops_after_cap_plus_one(store: Store) -> None:
+    for number in range(7):
+        add_link(store, f"mk_{number:03d}", minute=number)
+    links = queries(store)
+
+    assert links.count_links() == 7
+    assert links.count_links(cap=3) == 4  # "more than 3"
+    assert links.count_links(cap=7) == 7
+    assert links.count_links(cap=100) == 7
+    assert links.count_links(LinkFilters(search="mk_00"), cap=2) == 3
+    assert links.count_links(LinkFilters(customer="nobody"), cap=2) == 0
+
+
+def test_health_summary_counts_verdicts_and_error_codes_in_one_pass(store: Store) -> None:
+    add_link(store, "mk_001")
+    add_link(store, "mk_002", state="error", error_code="auth_expired")
+    add_link(store, "mk_003", state="error", error_code="auth_expired")
+    add_link(store, "mk_004", state="error", error_code="institution_error")
+    summary = queries(store).health_summary()
+
+    assert summary.total == 4
+    assert summary.counts[Health.NEEDS_RELINK] == 2
+    assert summary.counts[Health.WAIT] == 1
+    assert summary.errors == {"auth_expired": 2, "institution_error": 1}
+    assert queries(store).counts_by_health() == summary.counts
+
+
+def test_a_shared_summary_is_reused_within_max_age_and_recounted_at_zero(store: Store) -> None:
+    links = queries(store)
+    add_link(store, "mk_001")
+    assert links.health_summary(max_age=3600).total == 1
+
+    add_link(store, "mk_002", state="error", error_code="auth_expired")
+    # Another session asking within max_age gets the same (now one link short) summary ...
+    assert links.health_summary(max_age=3600).total == 1
+    # ... while max_age=0 counts again, and the new count becomes the shared one.
+    assert links.health_summary().total == 2
+    assert links.health_summary(max_age=3600).errors == {"auth_expired": 1}
+
+
+def test_a_stale_shared_summary_is_served_while_one_thread_recounts(store: Store) -> None:
+    links = queries(store)
+    add_link(store, "mk_001")
+    assert links.health_summary(max_age=3600).total == 1
+    add_link(store, "mk_002")
+    time.sleep(0.6)
+
+    # Past max_age (but inside the refresh window, ten max_ages) the old value comes back at
+    # once and a background thread recounts; the next caller sees the new count.
+    old = links.health_summary(max_age=0.5)
+    assert old.total == 1
+    for thread in threading.enumerate():
+        if thread.name == "linkdesk-shared-refresh":
+            thread.join(timeout=10)
+    assert links.health_summary(max_age=3600).total == 2
+
+
+def test_worker_status_is_shared_too(store: Store) -> None:
+    links = queries(store)
+    first = links.worker_status(max_age=3600)
+    assert links.worker_status(max_age=3600) is first
+    assert links.worker_status() is not first
+
+
+def test_institution_names_are_ordered_by_name(store: Store) -> None:
+    add_link(store, "mk_001", institution=("bank-z", "Zeta Bank"))
+    add_link(store, "mk_002", institution=("bank-a", "Alpha Bank"))
+    add_link(store, "mk_003", institution=("bank-m", "Mu Credit Union"))
+    names = queries(store).institution_names()
+    assert list(names.items()) == [
+        ("bank-a", "Alpha Bank"),
+        ("bank-m", "Mu Credit Union"),
+        ("bank-z", "Zeta Bank"),
+    ]
+
+
+def test_search_by_bank_name_or_link_id_prefix(store: Store) -> None:
+    add_link(store, "mk_001", institution=("bank-a", "Alpha Bank"))
+    add_link(store, "mk_002", institution=("bank-c", "Beta Credit Union"))
+    add_link(store, "xx_credit", institution=("bank-a", "Alpha Bank"))
+    links = queries(store)
+
+    def found(text: str) -> set[str]:
+        return {row.link_id for row in links.list_links(LinkFilters(search=text)).rows}
+
+    assert found("credit") == {"mk_002"}  # bank name part, case-insensitive
+    assert found("xx_cr") == {"xx_credit"}  # link id prefix, no bank matches
+    assert found("mk_00") == {"mk_001", "mk_002"}
+    assert found("nothing like it") == set()
+
+
+@pytest.mark.parametrize("sort", [LinkSort.CUSTOMER, LinkSort.STATE])
+def test_sorts_on_coalesced_columns_put_missing_values_first(store: Store, sort: LinkSort) -> None:
+    add_link(store, "mk_001", customer="cust_0002", state="error", error_code="auth_expired")
+    add_link(store, "mk_002", customer=None, state="error", error_code=None)
+    add_link(store, "mk_003", customer="cust_0001", state="error", error_code="auth_expired")
+    links = queries(store)
+    first = links.list_links(sort=sort, limit=1)
+    second = links.list_links(sort=sort, limit=1, after=first.next_cursor)
+    third = links.list_links(sort=sort, limit=1, after=second.next_cursor)
+    order = [page.rows[0].link_id for page in (first, second, third)]
+    if sort is LinkSort.CUSTOMER:
+        assert order == ["mk_002", "mk_003", "mk_001"]
+    else:
+        assert order[0] == "mk_002"  # error without a code ('') before auth_expired
+        assert order[1:] == ["mk_001", "mk_003"]
+    assert third.next_cursor is None
+
+
+def test_stale_and_healthy_filters_follow_the_clock(store: Store) -> None:
+    add_link(store, "mk_001")
+    late = LinkQueries(store, clock=lambda: T0 + timedelta(days=30))
+    early = queries(store)
+    assert early.count_links(LinkFilters(health=Health.HEALTHY), cap=10) == 1
+    assert early.count_links(LinkFilters(health=Health.STALE), cap=10) == 0
+    assert late.count_links(LinkFilters(health=Health.STALE), cap=10) == 1
+    assert late.count_links(LinkFilters(health=Health.HEALTHY), cap=10) == 0

@@ -1,0 +1,35 @@
+"""Demo mode in the dashboard's frame: the banner every page shows, and who sees the Demo page."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy.exc
+import streamlit as st
+
+from linkdesk.auth import Actor, Permission
+from ui.wiring import get_services
+
+logger = logging.getLogger("linkdesk.dashboard")
+
+
+def demo_mode_on() -> bool:
+    """Whether demo mode is on; False when the store cannot say (the page then reports why)."""
+    try:
+        return get_services().demo.is_enabled()
+    except sqlalchemy.exc.SQLAlchemyError:
+        logger.warning("could not read the demo switch; the page will report the store error")
+        return False
+
+
+def demo_page_visible(actor: Actor, demo_on: bool) -> bool:
+    # Admins always see it (they flip the switch there); presenters only while demo mode is on.
+    return actor.can(Permission.DEMO_RESET) or (demo_on and actor.can(Permission.DEMO_SCENARIO))
+
+
+def show_demo_banner() -> None:
+    st.info(
+        "**Demo mode** · every customer, bank link and number here is synthetic, served by the "
+        "offline MoneyKit sandbox. Nothing in demo mode can reach a real MoneyKit.",
+        icon="🎭",
+    )

@@ -11,9 +11,11 @@ from linkdesk.demo import DemoRefused, SandboxUnavailable
 from linkdesk.errors import ServiceError
 from linkdesk.store.queries import Health
 from ui.auth import require_actor
+from ui.demo import forget_demo_switch
 from ui.errors import guard
 from ui.wiring import get_services
 
+LIVE_SECONDS = 2.0
 SPEEDS = {1.0: "Real time (about 2 minutes)", 2.0: "2× faster", 5.0: "5× faster"}
 
 services = get_services()
@@ -35,6 +37,7 @@ def _switch_changed() -> None:
         st.session_state["demo.switch"] = not wanted
         st.session_state["demo.flash"] = ("error", str(refused))
     else:
+        forget_demo_switch()  # the banner follows at once in this process
         st.session_state["demo.flash"] = (
             "success",
             "Demo mode is on." if wanted else "Demo mode is off.",
@@ -92,7 +95,6 @@ except (DemoRefused, SandboxUnavailable) as problem:
     st.error(f"The sandbox cannot play scenarios right now: {problem}")
     available = []
 
-institutions = {inst.institution_id: inst.name for inst in services.links.list_institutions()}
 for scenario in available:
     with st.container(border=True):
         st.markdown(f"**{scenario.title}**")
@@ -104,7 +106,8 @@ for scenario in available:
             st.warning("No bank in the sandbox has a connected link this scenario fits.")
             continue
         cols = st.columns([2, 2, 1], vertical_alignment="bottom")
-        cols[0].markdown(f"Plays on **{institutions.get(bank, bank)}**, the largest bank it fits.")
+        name = scenario.default_institution_name or bank
+        cols[0].markdown(f"Plays on **{name}**, the largest bank it fits.")
         speed = cols[1].selectbox(
             "Pace",
             list(SPEEDS),
@@ -120,17 +123,18 @@ for scenario in available:
                 st.toast(f"{run.title} started on {run.institution_name}.", icon="🎬")
 
 
-@st.fragment(run_every="2s")
+@st.fragment(run_every=LIVE_SECONDS)
 def _live() -> None:
     """What the sandbox is playing, and what Linkdesk sees of it, refreshed every 2 s."""
     with guard("the demo live panel"):
         _available, runs = demo.scenarios()
-        counts = services.links.counts_by_health()
+        counts = services.links.health_summary(max_age=LIVE_SECONDS).counts
         cols = st.columns(4)
         cols[0].metric("Healthy links", f"{counts[Health.HEALTHY]:,}")
         cols[1].metric("Need a relink", f"{counts[Health.NEEDS_RELINK]:,}")
         cols[2].metric("Wait (MoneyKit retries)", f"{counts[Health.WAIT]:,}")
-        cols[3].metric("Webhooks queued", services.links.worker_status().webhooks_pending)
+        status = services.links.worker_status(max_age=LIVE_SECONDS)
+        cols[3].metric("Webhooks queued", status.webhooks_pending)
         if not runs:
             st.caption("No scenario has run since the last reset.")
             return

@@ -14,7 +14,7 @@ import streamlit as st
 
 from linkdesk.health import playbook_for
 from linkdesk.store.analytics import Analytics, BrokenLink, RelinkStats, TrendPoint
-from linkdesk.store.queries import Health, LinkFilters
+from linkdesk.store.queries import Health
 from ui import charts
 from ui.auth import require_actor
 from ui.errors import guarded
@@ -32,6 +32,9 @@ services = get_services()
 queries = services.links
 require_actor()
 analytics = Analytics(services.store, thresholds=queries.thresholds)
+# Counts over every link are computed once per this many seconds for all open sessions, not per
+# rerun of each (see LinkQueries.health_summary); the live panel refreshes every 15 s.
+SHARED_MAX_AGE = 5.0
 STORE = services.settings.database_url  # cache key: one entry per store, never shared across
 
 
@@ -145,9 +148,10 @@ def _broke_today() -> None:
 @guarded("overview.live")
 def _live_panel() -> None:
     """The numbers that move minute by minute, refreshed without rerunning the page."""
-    counts = queries.counts_by_health()
-    expired = queries.count_links(LinkFilters(error_code="auth_expired"))
-    status = queries.worker_status()
+    summary = queries.health_summary(max_age=SHARED_MAX_AGE)
+    counts = summary.counts
+    expired = summary.errors.get("auth_expired", 0)
+    status = queries.worker_status(max_age=SHARED_MAX_AGE)
     webhook_lag = analytics.webhook_lag()
     with st.container(border=True, key="overview-live"):
         st.caption("Live · refreshed every 15 s")
@@ -176,7 +180,7 @@ def _live_panel() -> None:
 st.title("Overview")
 _live_panel()
 
-counts = queries.counts_by_health()
+counts = queries.health_summary(max_age=SHARED_MAX_AGE).counts
 total = sum(counts.values())
 if total == 0:
     st.info(

@@ -237,16 +237,22 @@ class ScenarioDirector:
         self._ids = itertools.count(1)
 
     def catalogue(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": spec.name,
-                "title": spec.title,
-                "description": spec.description,
-                "duration_s": spec.build()[-1].at_s,
-                "default_institution_id": self.default_institution(spec.name),
-            }
-            for spec in SCENARIOS.values()
-        ]
+        listed = []
+        for spec in SCENARIOS.values():
+            bank = self.default_institution(spec.name)
+            listed.append(
+                {
+                    "name": spec.name,
+                    "title": spec.title,
+                    "description": spec.description,
+                    "duration_s": spec.build()[-1].at_s,
+                    "default_institution_id": bank,
+                    "default_institution_name": (
+                        self._state.institutions[bank].name if bank is not None else None
+                    ),
+                }
+            )
+        return listed
 
     def default_institution(self, name: str) -> str | None:
         """The eligible bank with the most connected links (a *large* bank), if any."""

@@ -13,13 +13,28 @@ from ui.wiring import get_services
 logger = logging.getLogger("linkdesk.dashboard")
 
 
+# Read on every rerun of every page (the banner and the menu), so read from the store at most
+# this often per process; the Demo page clears it when this process flips the switch.
+SWITCH_MAX_AGE_S = 10
+
+
+@st.cache_data(ttl=SWITCH_MAX_AGE_S, show_spinner=False)
+def _switch(store: str) -> bool:
+    return get_services().demo.is_enabled()
+
+
 def demo_mode_on() -> bool:
     """Whether demo mode is on; False when the store cannot say (the page then reports why)."""
     try:
-        return get_services().demo.is_enabled()
+        return _switch(get_services().settings.database_url)
     except sqlalchemy.exc.SQLAlchemyError:
         logger.warning("could not read the demo switch; the page will report the store error")
         return False
+
+
+def forget_demo_switch() -> None:
+    """Read the switch afresh on the next run (this process has just flipped it)."""
+    _switch.clear()
 
 
 def demo_page_visible(actor: Actor, demo_on: bool) -> bool:

@@ -42,6 +42,7 @@ class ScenarioInfo:
     description: str
     duration_s: float
     default_institution_id: str | None
+    default_institution_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

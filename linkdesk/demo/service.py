@@ -216,8 +216,7 @@ class DemoService:
 
     def _stop_quietly(self) -> None:
         try:
-            if self._controls is not None:
-                self._controls.stop_scenarios()
+            self.controls().stop_scenarios()
         except ServiceError:
             logger.warning("could not stop the demo scenarios while turning demo mode off")
 

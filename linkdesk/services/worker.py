@@ -52,7 +52,7 @@ from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, SyncAttempt, WorkerState
 from linkdesk.store.queries import LinkQueries, WorkerStatus
-from linkdesk.store.repository import insert_if_absent, mark_link_deleted
+from linkdesk.store.repository import mark_link_deleted, put_named_state
 from linkdesk.webhooks.receiver import ApplyReport, WebhookReceiver
 
 __all__ = ["RoundReport", "SyncWorker"]
@@ -166,19 +166,8 @@ class SyncWorker:
     # -- controls (admin) ------------------------------------------------------------------------
 
     def _set_state(self, name: str, value: dict[str, object]) -> None:
-        # Insert-if-absent then update: several workers may write the shared row for the first
-        # time at once, and a plain read-then-insert would collide on its primary key.
-        now = self._clock()
         with self._store.write() as session:
-            inserted = insert_if_absent(
-                session, WorkerState, {"name": name, "value": value, "updated_at": now}, ["name"]
-            )
-            if not inserted:
-                session.execute(
-                    sa.update(WorkerState)
-                    .where(WorkerState.name == name)
-                    .values(value=value, updated_at=now)
-                )
+            put_named_state(session, name, value, self._clock())
 
     def is_paused(self) -> bool:
         with self._store.read() as session:

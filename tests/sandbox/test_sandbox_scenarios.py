@@ -60,6 +60,9 @@ def test_catalogue_lists_each_scenario_with_the_largest_bank_it_fits(
     chosen = {s["name"]: s["default_institution_id"] for s in body["scenarios"]}
     assert state.institutions[chosen["oauth_outage"]].auth == "oauth"
     assert state.institutions[chosen["credentials_rotated"]].auth == "credentials"
+    for listed in body["scenarios"]:  # the name is given so the Demo page need not look it up
+        bank = state.institutions[listed["default_institution_id"]]
+        assert listed["default_institution_name"] == bank.name
     connected = Counter(
         link.institution_id for link in state.links.values() if link.state == "connected"
     )

@@ -163,11 +163,14 @@ class Link(Base):
         Index("ix_links_customer_sort", text("coalesce(customer_id, '')"), "link_id"),
         Index("ix_links_state_error_sort", "state", text("coalesce(error_code, '')"), "link_id"),
         # The health filters "stale" and "healthy" compare this expression with a cutoff that
-        # moves with the clock (linkdesk.health); a range over it finds the stale few directly.
+        # moves with the clock (linkdesk.health); a range over it finds the stale few directly,
+        # and their update times are here too, so sorting them by update time reads no rows.
         Index(
-            "ix_links_state_fresh",
+            "ix_links_state_fresh_updated",
             "state",
             text("coalesce(products_refreshed_at, created_at, discovered_at)"),
+            "updated_at",
+            "link_id",
         ),
         # Sort by bank name: institutions in name order, then each one's links by id.
         Index("ix_links_institution_link", "institution_id", "link_id"),

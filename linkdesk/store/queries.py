@@ -50,6 +50,15 @@ from linkdesk.store.models import (
     WebhookEvent,
     WorkerState,
 )
+from linkdesk.store.plans import (
+    Plan,
+    choose_plan,
+    filter_share,
+    keep_to_filter_index,
+    keep_to_page_order,
+    unindexed,
+    without_filter_indexes,
+)
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
 __all__ = [
@@ -148,6 +157,8 @@ class HealthSummary:
     counts: dict[Health, int]
     errors: dict[str, int]  # links per error code (any state)
     computed_at: datetime
+    # Links per (verdict, state, error code or ""): what the Links page plans its reads with.
+    groups: dict[tuple[Health, str, str], int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -420,6 +431,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Shares of links per verdict, state and error code older than this are recounted (in the
+# background) before a page's plan is chosen with them.
+_PLAN_COUNTS_MAX_AGE = 600.0
 # A bank-name search whose banks hold at least this share of the links is listed by reading the
 # links in the page's order (see LinkQueries._where).
 _WALK_IN_ORDER_SHARE = 0.01
@@ -449,17 +463,23 @@ class _Shared(Generic[_T]):
         self._refreshing = False
 
     def get_if_ready(self, max_age: float) -> _T | None:
-        """Like :meth:`get`, but never makes the caller wait for a first computation: without a
-        value yet it starts one in the background and returns None."""
+        """Like :meth:`get`, but never makes the caller wait: without a value yet it returns
+        None, and with one older than ``max_age`` it returns that one; either way a background
+        computation of the next value is started."""
         with self._lock:
-            if self._value is None:
-                if not self._refreshing:
-                    self._refreshing = True
-                    threading.Thread(
-                        target=self._refresh, name="linkdesk-shared-refresh", daemon=True
-                    ).start()
-                return None
-        return self.get(max_age)
+            value, age = self._value, time.monotonic() - self._at
+            if value is not None and age <= max_age:
+                return value
+            self._refresh_in_background()
+            return value
+
+    def _refresh_in_background(self) -> None:
+        # Called holding self._lock.
+        if not self._refreshing:
+            self._refreshing = True
+            threading.Thread(
+                target=self._refresh, name="linkdesk-shared-refresh", daemon=True
+            ).start()
 
     def get(self, max_age: float) -> _T:
         if max_age > 0:
@@ -468,11 +488,7 @@ class _Shared(Generic[_T]):
                 if value is not None and age <= max_age:
                     return value
                 if value is not None and age <= max_age * _REFRESH_WINDOW:
-                    if not self._refreshing:
-                        self._refreshing = True
-                        threading.Thread(
-                            target=self._refresh, name="linkdesk-shared-refresh", daemon=True
-                        ).start()
+                    self._refresh_in_background()
                     return value
         # Several sessions arriving together wait for one computation instead of each running it.
         with self._computing:
@@ -655,30 +671,166 @@ class LinkQueries:
         filters = filters or LinkFilters()
         sort = LinkSort(sort)
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))
-        keys = _sort_keys(sort)
+        cursor = _decode_cursor(after, sort) if after else None
         now = self._clock()
+        if _read_by_group(filters, sort):
+            results = self._list_by_group(filters, sort, now, limit, cursor)
+        else:
+            results = self._list_in_one_read(filters, sort, now, limit, cursor)
+        rows = [self._row(link, inst, now) for link, inst in results[:limit]]
+        next_cursor = None
+        if len(results) > limit:
+            last_link, last_inst = results[limit - 1]
+            keys = range(len(_sort_keys(sort)))
+            values = [_key_value(sort, i, last_link, last_inst) for i in keys]
+            next_cursor = _encode_cursor(sort, values)
+        return LinkPage(rows=rows, next_cursor=next_cursor)
+
+    def _list_in_one_read(
+        self,
+        filters: LinkFilters,
+        sort: LinkSort,
+        now: datetime,
+        limit: int,
+        cursor: list[Any] | None,
+    ) -> list[tuple[Any, _ListedInstitution]]:
+        keys = _sort_keys(sort)
+        # Sorted by bank name, the plan walks the institutions in name order and reads each
+        # one's links through the institution index, which must then stay usable.
+        where = self._where(filters, now, listing=sort is not LinkSort.INSTITUTION)
+        plan = self._plan(filters, sort, limit)
+        if plan is Plan.WALK and self._store.dialect == "sqlite":
+            where = [without_filter_indexes(condition) for condition in where]
+        elif plan is Plan.COLLECT:
+            # Sorting on hidden keys keeps the sort's index out: the matches come through the
+            # filter's index. Only their keys are sorted; the page's rows are read afterwards.
+            keys = [(unindexed(expr), direction, is_dt) for expr, direction, is_dt in keys]
+        if cursor is not None:
+            where.append(_after_condition(keys, cursor))
+        order = [expr.asc() if d == _ASC else expr.desc() for expr, d, _ in keys]
+        if plan is Plan.COLLECT:
+            page_ids = sa.select(Link.link_id).where(*where).order_by(*order).limit(limit + 1)
+            if sort is LinkSort.INSTITUTION:
+                # Joined from the links' side only, so the filter's index still leads.
+                page_ids = page_ids.join(
+                    Institution, Institution.institution_id == unindexed(Link.institution_id)
+                )
+            chosen = page_ids.subquery("page_ids")
+            where = [Link.link_id == chosen.c.link_id]
+            order = [expr.asc() if d == _ASC else expr.desc() for expr, d, _ in _sort_keys(sort)]
         # Plain columns rather than ORM entities: building identity-mapped objects (and decoding
         # the institutions' JSON we do not show) was most of a page's cost.
         stmt = (
             sa.select(*_LIST_LINK_COLUMNS, *_LIST_INSTITUTION_COLUMNS)
             .join(Institution, Institution.institution_id == Link.institution_id)
-            # Sorted by bank name, the plan walks the institutions in name order and reads each
-            # one's links through the institution index, which must then stay usable.
-            .where(*self._where(filters, now, listing=sort is not LinkSort.INSTITUTION))
+            .where(*where)
+            .order_by(*order)
+            .limit(limit + 1)
         )
-        if after:
-            stmt = stmt.where(_after_condition(keys, _decode_cursor(after, sort)))
-        order = [expr.asc() if d == _ASC else expr.desc() for expr, d, _ in keys]
-        stmt = stmt.order_by(*order).limit(limit + 1)
         with self._store.read() as session:
-            results = [_split_list_row(row) for row in session.execute(stmt).all()]
-        rows = [self._row(link, inst, now) for link, inst in results[:limit]]
-        next_cursor = None
-        if len(results) > limit:
-            last_link, last_inst = results[limit - 1]
-            values = [_key_value(sort, i, last_link, last_inst) for i in range(len(keys))]
-            next_cursor = _encode_cursor(sort, values)
-        return LinkPage(rows=rows, next_cursor=next_cursor)
+            if plan is Plan.WALK:
+                keep_to_page_order(session, self._store.dialect)
+            elif plan is Plan.COLLECT:
+                keep_to_filter_index(session, self._store.dialect)
+            return [_split_list_row(row) for row in session.execute(stmt).all()]
+
+    def _plan(self, filters: LinkFilters, sort: LinkSort, limit: int) -> Plan | None:
+        """Walk or collect (see linkdesk.store.plans); None leaves the choice to the database.
+
+        Decided from the shared health summary as it is (minutes old is precise enough); until
+        there is one, the database decides and nobody waits for the count.
+        """
+        if filters.search or filters.customer:
+            return None  # a customer prefix is rare; a search has its own choice (see _where)
+        summary = self._shared_summary.get_if_ready(_PLAN_COUNTS_MAX_AGE)
+        if summary is None:
+            return None
+        share = filter_share(
+            summary.groups,
+            health=Health(filters.health) if filters.health is not None else None,
+            state=filters.state,
+            error_code=filters.error_code,
+            include_deleted=filters.include_deleted,
+        )
+        if filters.institution_id:
+            share *= self._share_of_links([filters.institution_id])
+        return choose_plan(
+            share=share,
+            links=summary.total,
+            page_size=limit,
+            health=Health(filters.health) if filters.health is not None else None,
+            update_order=sort in (LinkSort.UPDATED_DESC, LinkSort.UPDATED_ASC),
+        )
+
+    def _list_by_group(
+        self,
+        filters: LinkFilters,
+        sort: LinkSort,
+        now: datetime,
+        limit: int,
+        cursor: list[Any] | None,
+    ) -> list[tuple[Any, _ListedInstitution]]:
+        """A page read one (state, error code) group at a time (see :func:`_read_by_group`).
+
+        Each group is one range of an index on (state, error code, sort key), so reading a
+        group's matches in the page's order stops at the page's end. Sorted by state the groups
+        follow each other; sorted by update time each group gives its first page and the pages
+        are merged. Groups are found by seeking the index from one to the next (a few dozen at
+        most), so a group that appeared a second ago is not missed.
+        """
+        where = self._where(filters, now, listing=True)
+        if self._store.dialect == "sqlite":
+            where = [without_filter_indexes(condition) for condition in where]
+        by_state = sort is LinkSort.STATE
+        keys = _sort_keys(sort)
+        order = [expr.asc() if d == _ASC else expr.desc() for expr, d, _ in keys]
+        if by_state:
+            order = [Link.link_id.asc()]  # state and error are the group's: the rest of the key
+        results: list[tuple[Any, _ListedInstitution]] = []
+        with self._store.read() as session:
+            keep_to_page_order(session, self._store.dialect)
+            group = self._next_group(
+                session, (cursor[0], cursor[1]) if by_state and cursor else None
+            )
+            while group is not None and not (by_state and len(results) > limit):
+                state, error_code = group
+                if _group_can_match(filters, state, error_code):
+                    stmt = (
+                        sa.select(*_LIST_LINK_COLUMNS, *_LIST_INSTITUTION_COLUMNS)
+                        .join(Institution, Institution.institution_id == Link.institution_id)
+                        .where(*_group_condition(state, error_code, by_state), *where)
+                        .order_by(*order)
+                        .limit(limit + 1 - len(results) if by_state else limit + 1)
+                    )
+                    if cursor is not None and not by_state:
+                        stmt = stmt.where(_after_condition(keys, cursor))
+                    elif cursor is not None and (state, error_code) == (cursor[0], cursor[1]):
+                        stmt = stmt.where(Link.link_id > cursor[2])
+                    results.extend(_split_list_row(row) for row in session.execute(stmt).all())
+                group = self._next_group(session, group, inclusive=False)
+        if not by_state:
+            descending = keys[0][1] == _DESC
+            results.sort(key=lambda item: (item[0].updated_at, item[0].link_id), reverse=descending)
+        return results[: limit + 1]
+
+    @staticmethod
+    def _next_group(
+        session: Any, after: tuple[str, str] | None, *, inclusive: bool = True
+    ) -> tuple[str, str] | None:
+        """The first (state, error code) group at or after ``after`` (strictly after unless
+        ``inclusive``), by two index seeks: a row-value range over the two would be read as a
+        range over the state alone, i.e. through every group of that state."""
+        error = error_sort_key()
+        seek = sa.select(Link.state, error).order_by(Link.state.asc(), error.asc()).limit(1)
+        if after is None:
+            found = session.execute(seek).first()
+        else:
+            state, error_code = after
+            same_state = error >= error_code if inclusive else error > error_code
+            found = session.execute(seek.where(Link.state == state, same_state)).first()
+            if found is None:
+                found = session.execute(seek.where(Link.state > state)).first()
+        return (found[0], found[1]) if found is not None else None
 
     def count_links(self, filters: LinkFilters | None = None, *, cap: int | None = None) -> int:
         """How many links match. With ``cap``, counting stops after ``cap + 1`` matches, so any
@@ -726,18 +878,21 @@ class LinkQueries:
         now = self._clock()
         counts = dict.fromkeys(Health, 0)
         errors: dict[str, int] = {}
+        groups: dict[tuple[Health, str, str], int] = {}
         verdict = health_case(now, self._thresholds).label("verdict")
         stmt = (
-            sa.select(verdict, Link.error_code, sa.func.count())
+            sa.select(verdict, Link.state, Link.error_code, sa.func.count())
             .select_from(Link)
-            .group_by(verdict, Link.error_code)
+            .group_by(verdict, Link.state, Link.error_code)
         )
         with self._store.read() as session:
-            for value, error_code, n in session.execute(stmt).all():
-                counts[Health(value)] += int(n)
+            for value, state, error_code, n in session.execute(stmt).all():
+                health, n = Health(value), int(n)
+                counts[health] += n
+                groups[(health, state, error_code or "")] = n
                 if error_code:
-                    errors[error_code] = errors.get(error_code, 0) + int(n)
-        return HealthSummary(counts=counts, errors=errors, computed_at=now)
+                    errors[error_code] = errors.get(error_code, 0) + n
+        return HealthSummary(counts=counts, errors=errors, computed_at=now, groups=groups)
 
     def get_link(self, link_id: str) -> LinkDetail | None:
         with self._store.read() as session:
@@ -1093,6 +1248,59 @@ def _split_list_row(row: sa.Row[Any]) -> tuple[Any, _ListedInstitution]:
     values = row._mapping
     institution = _ListedInstitution(*(values[f"i_{name}"] for name in _LIST_INSTITUTION_FIELDS))
     return row, institution
+
+
+def _read_by_group(filters: LinkFilters, sort: LinkSort) -> bool:
+    """Whether a page is read group by group (LinkQueries._list_by_group) rather than at once.
+
+    Sorted by state, always: the groups are the sort. Sorted by update time, when a verdict,
+    error or state filter picks a few groups of links that changed recently (errors, Connect in
+    progress): their links all sit at one end of the update order, so reading that order and
+    keeping the matches reads most of the table, and collecting them sorts a hundred thousand.
+    Healthy links are most links (read in order), stale ones are collected (linkdesk.store.plans).
+    """
+    if filters.search or filters.customer:
+        return False
+    if sort is LinkSort.STATE:
+        return True
+    if sort not in (LinkSort.UPDATED_DESC, LinkSort.UPDATED_ASC) or filters.institution_id:
+        return False
+    health = Health(filters.health) if filters.health is not None else None
+    if health in (Health.HEALTHY, Health.STALE):
+        return False
+    return health is not None or bool(filters.error_code) or bool(filters.state)
+
+
+def _group_condition(state: str, error_code: str, by_state: bool) -> list[ColumnElement[bool]]:
+    """One (state, error code) group, phrased for the index that reads it in the page's order:
+    sorted by state, the state index (state, error, link id); sorted by update time, the error
+    index (error, update time) for a group with an error code, else the state index (state,
+    update time). The other column is then only checked."""
+    error = error_sort_key()
+    if by_state:
+        return [Link.state == state, error == error_code]
+    if error_code:
+        return [Link.error_code == error_code, unindexed(Link.state) == state]
+    return [Link.state == state, unindexed(error) == ""]
+
+
+def _group_can_match(filters: LinkFilters, state: str, error_code: str) -> bool:
+    """Whether links in state ``state`` with error ``error_code`` ("" for none) can match."""
+    if filters.state and state != filters.state:
+        return False
+    if filters.error_code and error_code != filters.error_code:
+        return False
+    if not filters.include_deleted and state == "deleted":
+        return False
+    if filters.health is None:
+        return True
+    wanted = Health(filters.health)
+    family = link_health(state, error_code or None)  # the verdict without the clock
+    if wanted is Health.STALE:
+        return family is Health.HEALTHY
+    if wanted is Health.PENDING:
+        return family is Health.STUCK
+    return family is wanted
 
 
 def _key_value(sort: LinkSort, index: int, link: Any, institution: Any) -> Any:

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -114,6 +115,29 @@ def postgres_module_url(
     migrate(url)
     yield url
     postgres_databases.drop(url)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database(request: pytest.FixtureRequest) -> str:
+    """One database per test module and backend (Hypothesis reuses it across examples):
+    ``sqlite://`` (the test creates its tables) or a migrated PostgreSQL URL."""
+    if request.param == "sqlite":
+        return "sqlite://"
+    url: str = request.getfixturevalue("postgres_module_url")
+    return url
+
+
+def listed_order_key(sort: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    """The Links page's order for ``sort`` (a LinkSort value) over plain rows (id, name, state,
+    error, customer, updated): what the tests expect pages to follow."""
+    return {
+        "updated_desc": (row["updated"], row["id"]),
+        "updated_asc": (row["updated"], row["id"]),
+        "link_id": (row["id"],),
+        "institution": (row["name"], row["id"]),
+        "customer": (row["customer"] or "", row["id"]),
+        "state": (row["state"], row["error"] or "", row["id"]),
+    }[sort]
 
 
 @pytest.fixture

@@ -745,9 +745,10 @@ class LinkQueries:
         summary = self._shared_summary.get_if_ready(_PLAN_COUNTS_MAX_AGE)
         if summary is None:
             return None
+        health = Health(filters.health) if filters.health is not None else None
         share = filter_share(
             summary.groups,
-            health=Health(filters.health) if filters.health is not None else None,
+            health=health,
             state=filters.state,
             error_code=filters.error_code,
             include_deleted=filters.include_deleted,
@@ -758,7 +759,7 @@ class LinkQueries:
             share=share,
             links=summary.total,
             page_size=limit,
-            health=Health(filters.health) if filters.health is not None else None,
+            health=health,
             update_order=sort in (LinkSort.UPDATED_DESC, LinkSort.UPDATED_ASC),
         )
 

@@ -24,7 +24,7 @@ from linkdesk.store.models import Base
 from linkdesk.store.plans import Plan, choose_plan, filter_share
 from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
 from linkdesk.store.repository import upsert_link
-from tests.conftest import BACKENDS, empty_all_tables
+from tests.conftest import empty_all_tables, listed_order_key
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LIMITS = HealthThresholds(stuck_after=timedelta(minutes=30), stale_after=timedelta(hours=48))
@@ -53,25 +53,6 @@ link_specs = st.lists(
 )
 
 
-def _sort_key(sort: LinkSort, row: dict[str, Any]) -> tuple[Any, ...]:
-    return {
-        LinkSort.UPDATED_DESC: (row["updated"], row["id"]),
-        LinkSort.UPDATED_ASC: (row["updated"], row["id"]),
-        LinkSort.LINK_ID: (row["id"],),
-        LinkSort.INSTITUTION: (row["name"], row["id"]),
-        LinkSort.CUSTOMER: (row["customer"] or "", row["id"]),
-        LinkSort.STATE: (row["state"], row["error"] or "", row["id"]),
-    }[sort]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return "sqlite://"
-    url: str = request.getfixturevalue("postgres_module_url")
-    return url
-
-
 def _store(url: str) -> Store:
     if url == "sqlite://":
         engine = create_engine(url)
@@ -94,9 +75,9 @@ def _store(url: str) -> Store:
     plan=st.sampled_from([None, Plan.WALK, Plan.COLLECT]),
 )
 def test_every_plan_gives_each_matching_link_once_in_order(
-    database, specs, sort, page_size, health, error_code, state, include_deleted, plan
+    module_database, specs, sort, page_size, health, error_code, state, include_deleted, plan
 ):
-    store = _store(database)
+    store = _store(module_database)
     rows = _seed(store, specs)
     queries = LinkQueries(store, clock=lambda: NOW, thresholds=LIMITS)
     filters = LinkFilters(
@@ -183,10 +164,12 @@ def _expected(rows: list[dict[str, Any]], filters: LinkFilters, sort: LinkSort) 
         and (filters.include_deleted or r["state"] != "deleted")
     ]
     reverse = sort is LinkSort.UPDATED_DESC
-    return [r["id"] for r in sorted(wanted, key=lambda r: _sort_key(sort, r), reverse=reverse)]
+    return [
+        r["id"] for r in sorted(wanted, key=lambda r: listed_order_key(sort, r), reverse=reverse)
+    ]
 
 
-def test_every_filter_sort_and_plan_on_one_store_of_every_kind_of_link(database):
+def test_every_filter_sort_and_plan_on_one_store_of_every_kind_of_link(module_database):
     # Every state and error, fresh and stale, young and old, spread over banks, customers and
     # update times with ties: each verdict has several links in several groups.
     specs = [
@@ -198,7 +181,7 @@ def test_every_filter_sort_and_plan_on_one_store_of_every_kind_of_link(database)
             for r in (None, 1, 49)
         )
     ]
-    store = _store(database)
+    store = _store(module_database)
     rows = _seed(store, specs)
     queries = LinkQueries(store, clock=lambda: NOW, thresholds=LIMITS)
     queries.health_summary()

@@ -40,7 +40,7 @@ from linkdesk.store.repository import (
     upsert_institution,
     upsert_link,
 )
-from tests.conftest import BACKENDS, empty_all_tables
+from tests.conftest import empty_all_tables, listed_order_key
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -532,26 +532,6 @@ link_specs = st.lists(
 )
 
 
-def _sort_key(sort: LinkSort, row: dict[str, Any]) -> tuple[Any, ...]:
-    return {
-        LinkSort.UPDATED_DESC: (row["updated"], row["id"]),
-        LinkSort.UPDATED_ASC: (row["updated"], row["id"]),
-        LinkSort.LINK_ID: (row["id"],),
-        LinkSort.INSTITUTION: (row["name"], row["id"]),
-        LinkSort.CUSTOMER: (row["customer"] or "", row["id"]),
-        LinkSort.STATE: (row["state"], row["error"] or "", row["id"]),
-    }[sort]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def keyset_database(request: pytest.FixtureRequest) -> str:
-    """Module-scoped (Hypothesis reuses it across examples): ``sqlite://`` or a PostgreSQL URL."""
-    if request.param == "sqlite":
-        return "sqlite://"
-    url: str = request.getfixturevalue("postgres_module_url")
-    return url
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=link_specs,
@@ -560,14 +540,14 @@ def keyset_database(request: pytest.FixtureRequest) -> str:
     state_filter=st.sampled_from([None, "error", "connected"]),
 )
 def test_keyset_pages_cover_every_row_exactly_once(
-    keyset_database, specs, sort, page_size, state_filter
+    module_database, specs, sort, page_size, state_filter
 ):
-    if keyset_database == "sqlite://":
-        engine = create_engine(keyset_database)
+    if module_database == "sqlite://":
+        engine = create_engine(module_database)
         Base.metadata.create_all(engine)
     else:
-        empty_all_tables(keyset_database)
-        engine = create_engine(keyset_database)
+        empty_all_tables(module_database)
+        engine = create_engine(module_database)
     store = Store(engine)
     rows: list[dict[str, Any]] = []
     for i, (inst, state_index, customer, minute) in enumerate(specs):
@@ -614,7 +594,9 @@ def test_keyset_pages_cover_every_row_exactly_once(
     assert len(seen) == len(set(seen))  # nothing twice
     assert set(seen) == {r["id"] for r in wanted}  # nothing missed
     reverse = sort is LinkSort.UPDATED_DESC
-    expected = [r["id"] for r in sorted(wanted, key=lambda r: _sort_key(sort, r), reverse=reverse)]
+    expected = [
+        r["id"] for r in sorted(wanted, key=lambda r: listed_order_key(sort, r), reverse=reverse)
+    ]
     assert seen == expected
     engine.dispose()
 

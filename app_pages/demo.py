@@ -186,3 +186,5 @@ if may_switch:
                 st.error(str(refused))
             else:
                 progress.update(label=f"Demo world rebuilt: {report.summary}", state="complete")
+                # Count the new world now (and store it), so every page shows its totals at once.
+                services.links.health_summary()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
 from linkdesk.auth import Permission
 from linkdesk.services.errors import ServiceError
 from linkdesk.store.analytics import EXPORT_CAP, links_csv
-from linkdesk.store.queries import Health, LinkFilters, LinkRow, LinkSort
+from linkdesk.store.queries import Health, HealthSummary, LinkFilters, LinkRow, LinkSort
 from ui.auth import require_actor
 from ui.errors import guarded
 from ui.link_detail import render_link_detail
@@ -27,6 +27,9 @@ PAGE_SIZE = 50
 # Counts of the whole table are shared by every session of the process and recomputed in the
 # background this often (seconds); the page itself then reads only one page of rows.
 SUMMARY_MAX_AGE = 30.0
+# How long a first run waits for the first count before drawing the rows without the totals (a
+# small store is counted in that time, so its page never flickers).
+FIRST_COUNT_WAIT = 0.3
 WORKER_STATUS_MAX_AGE = 5.0
 # "Matching links" counts up to this many; beyond it the caption says "more than".
 COUNT_CAP = 10_000
@@ -131,6 +134,32 @@ def _worker_panel() -> None:
                 st.rerun(scope="fragment")
 
 
+def _is_old(summary: HealthSummary) -> bool:
+    # Past twice the age the page asks for, the count is being redone in the background (one
+    # stored by an earlier process, or nobody looked for minutes).
+    return datetime.now(UTC) - summary.computed_at > timedelta(seconds=2 * SUMMARY_MAX_AGE)
+
+
+@st.fragment(run_every=1)
+@guarded("links.counting")
+def _follow_the_count(shown_at: datetime | None) -> None:
+    """Beside totals that are not current: none yet while this process counts the links for the
+    first time (seconds at a million links), or the count a previous process stored while this
+    one counts again. The page reruns as soon as a newer count is ready; the rows below need no
+    count and are current."""
+    latest = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE)
+    if latest is not None and (shown_at is None or latest.computed_at > shown_at):
+        st.rerun()
+    if shown_at is None:
+        st.info(
+            "Counting the links for the totals. This takes a few seconds after a start with many "
+            "links; the list below is already current.",
+            icon="⏳",
+        )
+    else:
+        st.caption(f"⏳ Totals as counted at {shown_at:%Y-%m-%d %H:%M} UTC; counting again…")
+
+
 def _sync_now() -> None:
     try:
         touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
@@ -168,33 +197,37 @@ if actor.can(Permission.SYNC_TRIGGER) and action.button(
     _sync_now()
 _worker_panel()
 
-summary = queries.health_summary(max_age=SUMMARY_MAX_AGE)
-if summary.total == 0:
+summary = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE, wait=FIRST_COUNT_WAIT)
+if summary is not None and summary.total == 0:
     # An empty store is cheap to count; a link created a moment ago must show up at once.
     summary = queries.health_summary()
-counts = summary.counts
-total = summary.total
-metrics = st.columns(5)
-metrics[0].metric(
-    "All links", total, help=f"Counted at {summary.computed_at:%H:%M:%S} UTC, every 30 s or so"
-)
-metrics[1].metric("Healthy", counts[Health.HEALTHY])
-metrics[2].metric("Needs relink", counts[Health.NEEDS_RELINK])
-metrics[3].metric("Wait (MoneyKit retries)", counts[Health.WAIT])
-metrics[4].metric("Stuck", counts[Health.STUCK])
-
-expired = summary.errors.get("auth_expired", 0)
-if expired:
-    alert, button = st.columns([4, 1], vertical_alignment="center")
-    alert.error(f"**{expired}** links have an expired login (`auth_expired`).", icon="🔴")
-    button.button("Show them", on_click=_show_auth_expired, width="stretch")
-
-if total == 0:
-    st.info(
-        "No links in the store yet. The sync worker discovers every link of the application "
-        "within a few minutes; you can also link a bank on the **Connect a bank** page."
+if summary is None or _is_old(summary):
+    _follow_the_count(summary.computed_at if summary is not None else None)
+if summary is not None:
+    counts = summary.counts
+    metrics = st.columns(5)
+    metrics[0].metric(
+        "All links",
+        summary.total,
+        help=f"Counted at {summary.computed_at:%H:%M:%S} UTC, every 30 s or so",
     )
-    st.stop()
+    metrics[1].metric("Healthy", counts[Health.HEALTHY])
+    metrics[2].metric("Needs relink", counts[Health.NEEDS_RELINK])
+    metrics[3].metric("Wait (MoneyKit retries)", counts[Health.WAIT])
+    metrics[4].metric("Stuck", counts[Health.STUCK])
+
+    expired = summary.errors.get("auth_expired", 0)
+    if expired:
+        alert, button = st.columns([4, 1], vertical_alignment="center")
+        alert.error(f"**{expired}** links have an expired login (`auth_expired`).", icon="🔴")
+        button.button("Show them", on_click=_show_auth_expired, width="stretch")
+
+    if summary.total == 0:
+        st.info(
+            "No links in the store yet. The sync worker discovers every link of the application "
+            "within a few minutes; you can also link a bank on the **Connect a bank** page."
+        )
+        st.stop()
 
 institutions = queries.institution_names(max_age=SUMMARY_MAX_AGE)
 filters_row = st.columns([1.2, 1.2, 1.4, 1, 1.2])
@@ -259,9 +292,17 @@ cursors: list[str | None] = state["links.cursors"]
 page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1], sort=sort)
 # A health or an error filter alone is answered by the shared summary (exact, up to 30 s old);
 # any other combination is counted now, up to COUNT_CAP.
-if filters.health is not None and filters == LinkFilters(health=filters.health):
-    matching, exact = counts[filters.health], True
-elif filters.error_code and filters == LinkFilters(error_code=filters.error_code):
+if (
+    summary is not None
+    and filters.health is not None
+    and filters == LinkFilters(health=filters.health)
+):
+    matching, exact = summary.counts[filters.health], True
+elif (
+    summary is not None
+    and filters.error_code
+    and filters == LinkFilters(error_code=filters.error_code)
+):
     matching, exact = summary.errors.get(filters.error_code, 0), True
 else:
     matching = queries.count_links(filters, cap=COUNT_CAP)

@@ -48,7 +48,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from bench._common import machine_line, percentile  # noqa: E402
 from bench.seed import SeededStore, parse_backends, parse_sizes, seeded_store  # noqa: E402
 from linkdesk.auth import Actor, Role  # noqa: E402
-from linkdesk.store.queries import LinkQueries  # noqa: E402
+from linkdesk.store.engine import Store, create_engine  # noqa: E402
+from linkdesk.store.queries import LinkQueries, forget_stored_summary  # noqa: E402
+from linkdesk.store.shared import wait_for_refreshes  # noqa: E402
 from ui.auth import ACTOR_KEY  # noqa: E402
 from ui.wiring import get_services  # noqa: E402
 
@@ -206,12 +208,6 @@ def run_page_interactions(
 ) -> dict[str, Samples]:
     samples: dict[str, Samples] = {}
     bench = PageBench(queries, samples)
-    # Warm-up: services built, the shared summaries computed (not counted in the interactions;
-    # printed on its own as the first load after a start).
-    started = time.perf_counter()
-    _check(_new_session().run())
-    samples["cold start"] = Samples(page=[time.perf_counter() - started])
-
     for _ in range(first_loads):
         bench.timed("first load", _new_session().run)
 
@@ -352,12 +348,16 @@ def print_result(result: Result) -> list[str]:
         f"{'data p95':>9}  {'naive p50':>10} {'naive p95':>10}  {'naive/page':>10}"
     )
     verdicts = []
-    cold = result.samples.get("cold start")
-    if cold is not None:
-        print(
-            f"first load right after the services are built (the shared summaries are computed "
-            f"in it, once per process): {cold.page[0] * 1000:.0f} ms"
-        )
+    for name, meaning in COLD_STARTS.items():
+        cold = result.samples.get(f"cold start: {name}")
+        if cold is not None:
+            cold_ms = cold.page[0] * 1000
+            print(f"first load of {meaning}: {cold_ms:.0f} ms")
+            met = cold_ms < TARGET_FIRST_LOAD_MS
+            verdicts.append(
+                f"{result.backend} {result.size:,} first load after {name} {cold_ms:.0f} ms "
+                f"< {TARGET_FIRST_LOAD_MS:.0f} ms: {'met' if met else 'NOT met'}"
+            )
     target = TARGET_P95_MS.get(result.size)
     for interaction in INTERACTIONS:
         bucket = result.samples.get(interaction)
@@ -404,11 +404,33 @@ def print_result(result: Result) -> list[str]:
     return verdicts
 
 
+def _first_load_of_a_new_process() -> float:
+    """A process starting: services built, then the first session's page (not counted in the
+    interactions; printed on their own, see :data:`COLD_STARTS`)."""
+    get_services.clear()
+    started = time.perf_counter()
+    _check(_new_session().run())
+    return time.perf_counter() - started
+
+
+# The first page of a process that has just started, in the two cases there are.
+COLD_STARTS = {
+    "new store": "first start on this store (no summary stored: it counts every link first)",
+    "restart": "a restart (the summary the previous process stored is shown while it recounts)",
+}
+
+
 def bench_one(
     store: SeededStore, runs: int, first_loads: int, depth: int, naive_runs: int
 ) -> Result:
     _configure_environment(store.url)
-    get_services.clear()
+    seeded = Store(create_engine(store.url))
+    forget_stored_summary(seeded)
+    seeded.dispose()
+    cold = {"new store": _first_load_of_a_new_process()}
+    get_services().close()
+    wait_for_refreshes()
+    cold["restart"] = _first_load_of_a_new_process()
     services = get_services()
     try:
         queries = services.links
@@ -420,6 +442,7 @@ def bench_one(
     finally:
         services.close()
         get_services.clear()
+    samples |= {f"cold start: {name}": Samples(page=[seconds]) for name, seconds in cold.items()}
     naive = run_naive(store.url, naive_runs)
     return Result(store.backend, store.size, samples, naive, store)
 

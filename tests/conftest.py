@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from linkdesk.store.engine import create_engine, migrate
+from linkdesk.store.shared import wait_for_refreshes
 
 POSTGRES_ENV = "LINKDESK_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgres")
@@ -75,8 +76,11 @@ class PostgresDatabases:
 def empty_all_tables(url: str) -> None:
     """Remove every row (schema kept), so each test starts from an empty store.
 
-    TRUNCATE does not fire the audit log's row triggers, which refuse DELETE on purpose.
+    TRUNCATE does not fire the audit log's row triggers, which refuse DELETE on purpose. A count
+    the previous test left computing in the background is let finish first, or it would store
+    its summary into this test's empty store.
     """
+    wait_for_refreshes()
     engine = sa.create_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as connection:

@@ -50,6 +50,7 @@ from linkdesk.store.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from linkdesk.store.queries import forget_stored_summary
 from linkdesk.store.repository import get_named_state, put_named_state
 
 __all__ = ["DemoModeOff", "DemoService", "DemoStatus", "ResetReport"]
@@ -272,6 +273,8 @@ class DemoService:
         with self._store.write() as session:
             for table in _WIPED_TABLES:
                 session.execute(sa.delete(table))
+        # The stored totals describe the old world: a dashboard starting now must not show them.
+        forget_stored_summary(self._store)
         controls.set_rate_limits(False)
         try:
             discovery = DiscoveryService(

@@ -28,6 +28,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from linkdesk.store.shared import wait_for_refreshes
+
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "Store",
@@ -94,7 +96,7 @@ def create_engine(url: str | sa.URL, *, echo: bool = False, **kwargs: Any) -> En
     connect_args: dict[str, Any] = {"check_same_thread": False}
     connect_args.update(kwargs.pop("connect_args", {}))
     if in_memory:
-        kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("poolclass", _SharedConnectionPool)
     else:
         connect_args.setdefault("timeout", BUSY_TIMEOUT_MS / 1000)
     engine = sa.create_engine(
@@ -102,6 +104,26 @@ def create_engine(url: str | sa.URL, *, echo: bool = False, **kwargs: Any) -> En
     )
     _install_sqlite_events(engine, wal=not in_memory)
     return engine
+
+
+class _SharedConnectionPool(StaticPool):
+    """In-memory SQLite's one connection, with the lock that sessions take turns on (see
+    :class:`Store`): closing the connection takes its turn too, so a background count still
+    running when a test disposes the engine finishes first instead of crashing the process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.turn = threading.RLock()
+
+    def dispose(self) -> None:
+        with self.turn:
+            super().dispose()
+
+    def recreate(self) -> StaticPool:
+        fresh = super().recreate()
+        if isinstance(fresh, _SharedConnectionPool):
+            fresh.turn = self.turn
+        return fresh
 
 
 def _create_postgres_engine(url: sa.URL, *, echo: bool, **kwargs: Any) -> Engine:
@@ -160,7 +182,9 @@ class Store:
         # In-memory SQLite runs on one shared connection; sessions from several threads must then
         # take turns, or their transactions would interleave on that connection.
         self.single_connection = isinstance(engine.pool, StaticPool)
-        self._turn: threading.RLock | None = threading.RLock() if self.single_connection else None
+        self._turn: threading.RLock | None = None
+        if self.single_connection:
+            self._turn = getattr(engine.pool, "turn", None) or threading.RLock()
         self._reader = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._writer = sessionmaker(
             engine.execution_options(**{_WRITER_OPTION: True}),
@@ -204,6 +228,9 @@ class Store:
                 session.close()
 
     def dispose(self) -> None:
+        # A shared count still being computed in the background would lose its connection (on
+        # in-memory SQLite, the one connection) mid-statement.
+        wait_for_refreshes()
         self.engine.dispose()
 
 

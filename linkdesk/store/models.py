@@ -171,6 +171,8 @@ class Link(Base):
             text("coalesce(products_refreshed_at, created_at, discovered_at)"),
             "updated_at",
             "link_id",
+            # PostgreSQL reads an index alone only when it holds the expression's columns.
+            postgresql_include=["products_refreshed_at", "created_at", "discovered_at"],
         ),
         # Sort by bank name: institutions in name order, then each one's links by id.
         Index("ix_links_institution_link", "institution_id", "link_id"),
@@ -413,7 +415,8 @@ class SyncAttempt(Base):
 
 
 class WorkerState(Base):
-    """Small named facts about the worker (pause switch, last round), shared by all workers."""
+    """Small named facts shared by every process: the worker's pause switch and last round, the
+    last count of links per verdict."""
 
     __tablename__ = "worker_state"
 

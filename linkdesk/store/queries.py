@@ -10,12 +10,11 @@ import base64
 import binascii
 import enum
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import QueryableAttribute
@@ -59,6 +58,8 @@ from linkdesk.store.plans import (
     unindexed,
     without_filter_indexes,
 )
+from linkdesk.store.repository import get_named_state, put_named_state
+from linkdesk.store.shared import SharedResult
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
 __all__ = [
@@ -163,6 +164,51 @@ class HealthSummary:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @classmethod
+    def from_groups(
+        cls, groups: dict[tuple[Health, str, str], int], computed_at: datetime
+    ) -> HealthSummary:
+        counts = dict.fromkeys(Health, 0)
+        errors: dict[str, int] = {}
+        for (health, _state, error_code), n in groups.items():
+            counts[health] += n
+            if error_code:
+                errors[error_code] = errors.get(error_code, 0) + n
+        return cls(counts=counts, errors=errors, computed_at=computed_at, groups=dict(groups))
+
+    def to_record(self, thresholds: HealthThresholds) -> dict[str, Any]:
+        """As JSON, with the thresholds that decided the verdicts (see :meth:`from_record`)."""
+        return {
+            "computed_at": self.computed_at.isoformat(),
+            "thresholds": _thresholds_record(thresholds),
+            "groups": [[h.value, state, error, n] for (h, state, error), n in self.groups.items()],
+        }
+
+    @classmethod
+    def from_record(cls, record: Any, thresholds: HealthThresholds) -> HealthSummary | None:
+        """The summary of :meth:`to_record`; None when it was counted with other thresholds
+        (another release's settings) or is not one (an older format, a hand-edited row)."""
+        try:
+            if record["thresholds"] != _thresholds_record(thresholds):
+                return None
+            computed_at = datetime.fromisoformat(record["computed_at"])
+            if computed_at.tzinfo is None:
+                return None
+            groups: dict[tuple[Health, str, str], int] = {}
+            for verdict, state, error, n in record["groups"]:
+                if not (isinstance(state, str) and isinstance(error, str)):
+                    return None
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    return None
+                groups[(Health(verdict), state, error)] = n
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls.from_groups(groups, computed_at)
+
+
+def _thresholds_record(thresholds: HealthThresholds) -> list[float]:
+    return [thresholds.stuck_after.total_seconds(), thresholds.stale_after.total_seconds()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,78 +484,41 @@ _PLAN_COUNTS_MAX_AGE = 600.0
 # links in the page's order (see LinkQueries._where).
 _WALK_IN_ORDER_SHARE = 0.01
 _INSTITUTION_COUNTS_MAX_AGE = 600.0
+# A process that has just started shows the last summary any process counted, when it is at
+# most this old, while it counts again (see linkdesk.store.shared); an older one is not shown.
+SUMMARY_RECALL_MAX_AGE = 3600.0
+SUMMARY_STATE_NAME = "health_summary"
 
-_T = TypeVar("_T")
-# A shared value older than its max_age, but not older than this many max_ages, is served as it
-# is while one background thread computes the next one.
-_REFRESH_WINDOW = 10
+
+def forget_stored_summary(store: Store) -> None:
+    """Drop the stored health summary, so that the next process to start counts before it shows
+    one: after a bulk load or a restore, the stored counts describe a store that is gone."""
+    with store.write() as session:
+        session.execute(sa.delete(WorkerState).where(WorkerState.name == SUMMARY_STATE_NAME))
 
 
-class _Shared(Generic[_T]):
-    """One result shared by every caller in the process (every dashboard session).
+class _StoredSummary:
+    """The last health summary any process counted: one ``worker_state`` row."""
 
-    Aggregates over the whole table (verdict counts, the worker's queue) cost the same for each
-    session and change slowly; computing them once per ``max_age`` for all sessions, instead of
-    on every rerun of every session, is what keeps a page run independent of the table size.
-    Callers asking for ``max_age=0`` always get (and store) a fresh value.
-    """
+    def __init__(
+        self, store: Store, clock: Callable[[], datetime], thresholds: HealthThresholds
+    ) -> None:
+        self._store, self._clock, self._thresholds = store, clock, thresholds
 
-    def __init__(self, compute: Callable[[], _T]) -> None:
-        self._compute = compute
-        self._lock = threading.Lock()
-        self._computing = threading.Lock()
-        self._value: _T | None = None
-        self._at = 0.0
-        self._refreshing = False
+    def load(self) -> tuple[HealthSummary, float] | None:
+        with self._store.read() as session:
+            record = get_named_state(session, SUMMARY_STATE_NAME)
+        summary = HealthSummary.from_record(record, self._thresholds) if record else None
+        saved_at = record.get("saved_at") if record else None
+        if summary is None or not isinstance(saved_at, int | float):
+            return None
+        # Its age in real time: the verdict clock (computed_at) may be set apart, as in tests.
+        return summary, time.time() - saved_at
 
-    def get_if_ready(self, max_age: float) -> _T | None:
-        """Like :meth:`get`, but never makes the caller wait: without a value yet it returns
-        None, and with one older than ``max_age`` it returns that one; either way a background
-        computation of the next value is started."""
-        with self._lock:
-            value, age = self._value, time.monotonic() - self._at
-            if value is not None and age <= max_age:
-                return value
-            self._refresh_in_background()
-            return value
-
-    def _refresh_in_background(self) -> None:
-        # Called holding self._lock.
-        if not self._refreshing:
-            self._refreshing = True
-            threading.Thread(
-                target=self._refresh, name="linkdesk-shared-refresh", daemon=True
-            ).start()
-
-    def get(self, max_age: float) -> _T:
-        if max_age > 0:
-            with self._lock:
-                value, age = self._value, time.monotonic() - self._at
-                if value is not None and age <= max_age:
-                    return value
-                if value is not None and age <= max_age * _REFRESH_WINDOW:
-                    self._refresh_in_background()
-                    return value
-        # Several sessions arriving together wait for one computation instead of each running it.
-        with self._computing:
-            if max_age > 0:
-                with self._lock:
-                    if self._value is not None and time.monotonic() - self._at <= max_age:
-                        return self._value
-            return self._store(self._compute())
-
-    def _store(self, value: _T) -> _T:
-        with self._lock:
-            self._value, self._at = value, time.monotonic()
-        return value
-
-    def _refresh(self) -> None:
-        try:
-            with self._computing:
-                self._store(self._compute())
-        finally:
-            with self._lock:
-                self._refreshing = False
+    def save(self, value: HealthSummary) -> None:
+        record = value.to_record(self._thresholds) | {"saved_at": time.time()}
+        with self._store.write() as session:
+            put_named_state(session, SUMMARY_STATE_NAME, record, _utcnow())
 
 
 class LinkQueries:
@@ -530,11 +539,15 @@ class LinkQueries:
         # character for every row cost more than the query itself. Keyed by institution, holding
         # the raw values too, so a changed logo is checked again (a few hundred entries at most).
         self._images: dict[str, tuple[tuple[str | None, ...], tuple[str | None, ...]]] = {}
-        self._shared_summary = _Shared(self._compute_health_summary)
-        self._shared_worker_status = _Shared(self._compute_worker_status)
-        self._shared_institution_names = _Shared(self._compute_institution_names)
+        self._shared_summary = SharedResult(
+            self._compute_health_summary,
+            remembered=_StoredSummary(store, self._clock, self._thresholds),
+            recall_max_age=SUMMARY_RECALL_MAX_AGE,
+        )
+        self._shared_worker_status = SharedResult(self._compute_worker_status)
+        self._shared_institution_names = SharedResult(self._compute_institution_names)
         # Only to choose a plan (see _where): minutes-old counts are good enough.
-        self._shared_institution_counts = _Shared(self._compute_institution_counts)
+        self._shared_institution_counts = SharedResult(self._compute_institution_counts)
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -875,10 +888,15 @@ class LinkQueries:
         """
         return self._shared_summary.get(max_age)
 
+    def ready_health_summary(self, *, max_age: float, wait: float = 0.0) -> HealthSummary | None:
+        """:meth:`health_summary` without waiting for a count (beyond ``wait`` seconds): None
+        until this process has one, or a stored one (see linkdesk.store.shared), while one
+        background thread counts. A page draws its rows meanwhile instead of waiting seconds for
+        the totals of a large store on its first run."""
+        return self._shared_summary.get_if_ready(max_age, wait=wait)
+
     def _compute_health_summary(self) -> HealthSummary:
         now = self._clock()
-        counts = dict.fromkeys(Health, 0)
-        errors: dict[str, int] = {}
         groups: dict[tuple[Health, str, str], int] = {}
         verdict = health_case(now, self._thresholds).label("verdict")
         stmt = (
@@ -888,12 +906,8 @@ class LinkQueries:
         )
         with self._store.read() as session:
             for value, state, error_code, n in session.execute(stmt).all():
-                health, n = Health(value), int(n)
-                counts[health] += n
-                groups[(health, state, error_code or "")] = n
-                if error_code:
-                    errors[error_code] = errors.get(error_code, 0) + n
-        return HealthSummary(counts=counts, errors=errors, computed_at=now, groups=groups)
+                groups[(Health(value), state, error_code or "")] = int(n)
+        return HealthSummary.from_groups(groups, now)
 
     def get_link(self, link_id: str) -> LinkDetail | None:
         with self._store.read() as session:

@@ -18,6 +18,9 @@ from streamlit.testing.v1 import AppTest
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import build_services
 from linkdesk.settings import Settings
+from linkdesk.store.engine import Store, create_engine
+from linkdesk.store.queries import forget_stored_summary
+from linkdesk.store.shared import wait_for_refreshes
 from sandbox.app import create_app
 from ui.auth import ACTOR_KEY
 from ui.wiring import get_services
@@ -57,9 +60,20 @@ def app_env(seeded_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     monkeypatch.setenv("MONEYKIT_BASE_URL", "http://localhost:9")
     monkeypatch.setenv("MONEYKIT_CONNECT_HOST", "http://localhost:9")
     monkeypatch.setenv("LINKDESK_STAFF_USER", "apptest-agent")
+    # Each test starts like a new deployment: its own services and no counts remembered from
+    # the previous test, which may have changed links a moment ago (the pages may show a count
+    # up to half a minute old, and the tests compare them with the store).
     get_services.clear()
+    forget_summary_of(seeded_database)
     yield seeded_database
     get_services.clear()
+
+
+def forget_summary_of(database_url: str) -> None:
+    wait_for_refreshes()
+    store = Store(create_engine(database_url))
+    forget_stored_summary(store)
+    store.dispose()
 
 
 def dashboard(

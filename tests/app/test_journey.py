@@ -40,7 +40,7 @@ def broke_today(app_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         assert apply_event_state(
             session, link.link_id, state="error", error_code="auth_expired", as_of=now, now=now
         )
-    store.engine.dispose()
+    store.dispose()
     monkeypatch.setenv("DATABASE_URL", database_url)
     get_services.clear()
     return link

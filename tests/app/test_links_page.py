@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from linkdesk.store import Store, create_engine
@@ -45,6 +47,44 @@ def test_links_page_lists_discovered_links_with_logo_colour_and_flags(app_env: s
     assert table["Colour"].str.startswith("data:image/svg+xml").all()
     assert table["Customer"].str.startswith("cust_").all()
     assert any("auth_expired" in error for error in table["Error"])
+
+
+def test_while_the_first_count_runs_the_rows_are_drawn_and_the_totals_follow(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that has just started on a large store, with no recent count stored: the count
+    # takes seconds, and the page must not wait for it.
+    monkeypatch.setattr(LinkQueries, "ready_health_summary", lambda *_a, **_k: None)
+    app = dashboard(page="links").run()
+    assert not app.exception
+    assert not [m for m in app.metric if m.label == "All links"]
+    assert any("Counting the links" in info.value for info in app.info)
+    assert len(app.dataframe[0].value) == 50
+    total = queries(app_env).count_links()
+    assert any(f"{total} matching links" in c.value for c in app.caption)  # counted apart
+
+    monkeypatch.undo()  # the count is ready: the next run shows the totals
+    app.run()
+    assert metric(app, "All links") == str(total)
+    assert not any("Counting the links" in info.value for info in app.info)
+
+
+def test_totals_stored_by_an_earlier_process_are_shown_with_their_time_until_recounted(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = queries(app_env).health_summary()
+    counted_at = datetime.now(UTC) - timedelta(minutes=20)
+    stored = replace(current, counts=dict.fromkeys(Health, 1), computed_at=counted_at)
+    monkeypatch.setattr(LinkQueries, "ready_health_summary", lambda *_a, **_k: stored)
+    app = dashboard(page="links").run()
+    assert not app.exception
+    assert metric(app, "All links") == str(len(Health))  # what was stored, said to be so
+    assert any(f"counted at {counted_at:%Y-%m-%d %H:%M} UTC" in c.value for c in app.caption)
+
+    monkeypatch.undo()
+    app.run()
+    assert metric(app, "All links") == str(current.total)
+    assert not any("counting again" in c.value for c in app.caption)
 
 
 def test_filtering_on_auth_expired_shows_only_expired_links(app_env: str) -> None:

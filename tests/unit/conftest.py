@@ -269,24 +269,27 @@ def store(database_backend: str, request: pytest.FixtureRequest) -> Iterator[Sto
     url = "sqlite://" if database_backend == "sqlite" else request.getfixturevalue("database_url")
     engine = create_engine(url)
     migrate(engine)
-    yield Store(engine)
-    engine.dispose()
+    store = Store(engine)
+    yield store
+    store.dispose()
 
 
 @pytest.fixture
 def memory_store() -> Iterator[Store]:
     engine = create_engine("sqlite://")
     migrate(engine)
-    yield Store(engine)
-    engine.dispose()
+    store = Store(engine)
+    yield store
+    store.dispose()
 
 
 @pytest.fixture
 def file_store(tmp_path: Path) -> Iterator[Store]:
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
     migrate(engine)
-    yield Store(engine)
-    engine.dispose()
+    store = Store(engine)
+    yield store
+    store.dispose()
 
 
 @pytest.fixture

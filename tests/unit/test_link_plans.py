@@ -85,7 +85,7 @@ def test_every_plan_gives_each_matching_link_once_in_order(
     )
     queries.health_summary()  # the counts the plans are chosen with, as the Links page has them
     assert _read_all(queries, filters, sort, page_size, plan) == _expected(rows, filters, sort)
-    store.engine.dispose()
+    store.dispose()
 
 
 def _seed(
@@ -199,7 +199,7 @@ def test_every_filter_sort_and_plan_on_one_store_of_every_kind_of_link(module_da
             for plan in (None, Plan.WALK, Plan.COLLECT):
                 seen = _read_all(queries, filters, sort, 4, plan)
                 assert seen == expected, (sort, filters, plan)
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_a_common_filter_is_read_in_order_and_a_rare_one_collected():

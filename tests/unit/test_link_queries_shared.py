@@ -8,10 +8,21 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from linkdesk.health import HealthThresholds
 from linkdesk.store import Store
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkSort
-from linkdesk.store.repository import upsert_link
+from linkdesk.store.queries import (
+    SUMMARY_RECALL_MAX_AGE,
+    SUMMARY_STATE_NAME,
+    Health,
+    HealthSummary,
+    LinkFilters,
+    LinkQueries,
+    LinkSort,
+)
+from linkdesk.store.repository import put_named_state, upsert_link
+from linkdesk.store.shared import wait_for_refreshes
 from tests.unit.test_store import api_link
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -103,6 +114,95 @@ def test_a_stale_shared_summary_is_served_while_one_thread_recounts(store: Store
         if thread.name == "linkdesk-shared-refresh":
             thread.join(timeout=10)
     assert links.health_summary(max_age=3600).total == 2
+
+
+def _finish_refreshes() -> None:
+    wait_for_refreshes(timeout=10)
+
+
+def test_a_new_process_shows_the_last_stored_summary_while_it_counts_again(store: Store) -> None:
+    add_link(store, "mk_001")
+    assert queries(store).health_summary(max_age=30).total == 1  # counted, and stored
+    add_link(store, "mk_002", state="error", error_code="auth_expired")
+
+    # A process that has just started (its own LinkQueries) answers from the stored row at once:
+    # still one link, with its verdicts and error codes as they were counted ...
+    time.sleep(0.05)
+    restarted = LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
+    recalled = restarted.health_summary(max_age=0.01)
+    assert (recalled.total, recalled.counts[Health.HEALTHY], recalled.errors) == (1, 1, {})
+    # ... and, the row being older than the caller's max_age, counts again in the background.
+    _finish_refreshes()
+    assert restarted.health_summary(max_age=3600).errors == {"auth_expired": 1}
+    # The new count is stored for the next process to start.
+    assert LinkQueries(store).health_summary(max_age=3600).total == 2
+
+
+def test_a_replica_takes_a_count_another_stored_within_max_age_instead_of_counting(
+    store: Store,
+) -> None:
+    add_link(store, "mk_001")
+    first, second = queries(store), queries(store)
+    assert second.health_summary(max_age=0.2).total == 1
+    time.sleep(0.3)  # the second replica's count is now older than its max_age
+    add_link(store, "mk_002")
+    assert first.health_summary().total == 2  # the first replica counts (and stores) now
+    add_link(store, "mk_003")
+
+    # The second takes the first's count, which is within its max_age, instead of counting the
+    # table itself (it would find three links).
+    assert second.health_summary(max_age=0.2).total == 1  # its own, served while it looks
+    _finish_refreshes()
+    assert second.health_summary(max_age=0.2).total == 2
+    assert second.health_summary().total == 3  # max_age=0 always counts
+
+
+def test_a_stored_summary_too_old_or_from_other_thresholds_is_not_shown(store: Store) -> None:
+    add_link(store, "mk_001")
+    counted = queries(store).health_summary()
+    add_link(store, "mk_002")
+    record = counted.to_record(HealthThresholds())
+
+    def stored(value: dict[str, object]) -> int:
+        with store.write() as session:
+            put_named_state(session, SUMMARY_STATE_NAME, value, T0)
+        return queries(store).health_summary(max_age=30).total
+
+    assert stored(record | {"saved_at": time.time() - 60}) == 1  # a minute old: shown
+    too_old = time.time() - SUMMARY_RECALL_MAX_AGE - 60
+    assert stored(record | {"saved_at": too_old}) == 2  # counted now instead
+    other = counted.to_record(HealthThresholds(stale_after=timedelta(hours=1)))
+    assert stored(other | {"saved_at": time.time()}) == 2
+    assert stored({"saved_at": time.time(), "groups": "not a list"}) == 2
+    broken = record | {"saved_at": time.time(), "groups": [["healthy", "connected", "", -5]]}
+    assert stored(broken) == 2
+    _finish_refreshes()
+
+
+def test_a_summary_round_trips_through_its_record() -> None:
+    groups = {
+        (Health.HEALTHY, "connected", ""): 7,
+        (Health.NEEDS_RELINK, "error", "auth_expired"): 2,
+        (Health.WAIT, "error", "institution_error"): 1,
+    }
+    summary = HealthSummary.from_groups(groups, T0)
+    assert summary.counts[Health.NEEDS_RELINK] == 2
+    assert summary.errors == {"auth_expired": 2, "institution_error": 1}
+    limits = HealthThresholds()
+    assert HealthSummary.from_record(summary.to_record(limits), limits) == summary
+
+
+def test_a_failing_store_write_does_not_fail_the_count(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_link(store, "mk_001")
+    links = queries(store)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr("linkdesk.store.queries.put_named_state", refuse)
+    assert links.health_summary(max_age=30).total == 1
 
 
 def test_worker_status_is_shared_too(store: Store) -> None:

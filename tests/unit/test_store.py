@@ -88,6 +88,9 @@ def api_link(
 # -- migrations ------------------------------------------------------------------------------
 
 
+FRESH_INDEX = "ix_links_state_fresh_updated"
+
+
 def test_migration_creates_schema_matching_the_models(
     tmp_path: Path, database_backend: str, empty_database_url: str
 ):
@@ -104,6 +107,14 @@ def test_migration_creates_schema_matching_the_models(
         assert link_indexes["ix_links_error_updated"][0] == "error_code"
         assert link_indexes["ix_links_institution_updated"][0] == "institution_id"
         assert link_indexes["ix_links_customer"][0] == "customer_id"
+        if not sqlite:
+            # Stale links sorted by update time are read from this index alone (migration 0005).
+            (fresh,) = (i for i in inspector.get_indexes("links") if i["name"] == FRESH_INDEX)
+            assert fresh["dialect_options"]["postgresql_include"] == [
+                "products_refreshed_at",
+                "created_at",
+                "discovered_at",
+            ]
         uniques = inspector.get_unique_constraints("connect_events")
         assert any(u["column_names"] == ["session_id", "seq"] for u in uniques)
         with engine.connect() as conn:
@@ -116,7 +127,7 @@ def test_migration_creates_schema_matching_the_models(
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
                 assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            assert version == "0004"
+            assert version == "0005"
     finally:
         engine.dispose()
     migrate(url)  # a second run is a no-op
@@ -598,7 +609,7 @@ def test_keyset_pages_cover_every_row_exactly_once(
         r["id"] for r in sorted(wanted, key=lambda r: listed_order_key(sort, r), reverse=reverse)
     ]
     assert seen == expected
-    engine.dispose()
+    store.dispose()
 
 
 def test_sqlite_version_supports_what_we_use():

@@ -1,0 +1,180 @@
+"""Results that every dashboard session shares, and that every process can share through the store.
+
+Aggregates over the whole links table (verdict counts, the worker's queue) cost the same for each
+session and change slowly. :class:`SharedResult` computes one once per ``max_age`` for every
+session of the process instead of on every rerun of every session, which keeps a page run
+independent of the table's size.
+
+A value can also be *remembered* in the store (:class:`Remembered`). Then a process that has just
+started serves the last value any process computed while it counts again in the background
+(counting a million links takes seconds, reading one row a millisecond), and several dashboard
+replicas count the table about once per ``max_age`` between them instead of once each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+_T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
+
+# Background computations under way, so that whoever closes the store can let them finish first.
+_running: set[threading.Thread] = set()
+_running_lock = threading.Lock()
+
+# A shared value older than its max_age, but not older than this many max_ages, is served as it
+# is while one background thread computes the next one.
+REFRESH_WINDOW = 10
+
+
+class Remembered(Protocol[_T]):
+    """Where a shared value outlives the process (a row of the store)."""
+
+    def load(self) -> tuple[_T, float] | None:
+        """The last value stored by any process and its age in seconds, or None."""
+        ...
+
+    def save(self, value: _T) -> None: ...
+
+
+class SharedResult(Generic[_T]):
+    """One result shared by every caller in the process; callers asking for ``max_age=0``
+    always get (and store) a fresh value.
+
+    With ``remembered``, a process without a value of its own takes the stored one when it is at
+    most ``recall_max_age`` seconds old (serving it while a fresh one is computed in the
+    background when it is older than the caller's ``max_age``), and before computing a new value
+    it takes one that another process stored within ``max_age``.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[], _T],
+        *,
+        remembered: Remembered[_T] | None = None,
+        recall_max_age: float = 0.0,
+    ) -> None:
+        self._compute = compute
+        self._remembered = remembered
+        self._recall_max_age = recall_max_age
+        self._lock = threading.Lock()
+        self._computed = threading.Condition(self._lock)  # notified when a value is stored
+        self._computing = threading.Lock()
+        self._value: _T | None = None
+        self._at = 0.0
+        self._refreshing = False
+
+    def _current(self) -> tuple[_T | None, float]:
+        with self._lock:
+            return self._value, time.monotonic() - self._at
+
+    def get_if_ready(self, max_age: float, *, wait: float = 0.0) -> _T | None:
+        """Like :meth:`get`, but does not wait for a computation (beyond ``wait`` seconds, for a
+        first value that takes no longer): without a value it returns None, and with one older
+        than ``max_age`` it returns that one; either way a background computation of the next
+        value is started."""
+        value, age = self._current()
+        if value is None:
+            value, age = self._recall()
+        if value is not None and age <= max_age:
+            return value
+        with self._lock:
+            self._refresh_in_background(max_age)
+            if value is None and wait > 0:
+                self._computed.wait_for(lambda: self._value is not None, timeout=wait)
+                value = self._value
+        return value
+
+    def get(self, max_age: float) -> _T:
+        if max_age > 0:
+            value, age = self._current()
+            if value is None:
+                value, age = self._recall()
+            if value is not None and age <= max_age:
+                return value
+            if value is not None and age <= max(max_age * REFRESH_WINDOW, self._recall_max_age):
+                with self._lock:
+                    self._refresh_in_background(max_age)
+                return value
+        # Several sessions arriving together wait for one computation instead of each running it.
+        with self._computing:
+            return self._next_value(max_age)
+
+    def _next_value(self, max_age: float) -> _T:
+        # Called holding self._computing.
+        if max_age > 0:
+            value, age = self._current()
+            if value is not None and age <= max_age:
+                return value  # computed while this caller waited for its turn
+            value, age = self._recall()
+            if value is not None and age <= max_age:
+                return value  # another process computed it a moment ago
+        value = self._store(self._compute(), age=0.0)
+        if self._remembered is not None:
+            try:
+                self._remembered.save(value)
+            except Exception:  # the value is good; only sharing it failed
+                log.warning("could not store a shared result for other processes", exc_info=True)
+        return value
+
+    def _recall(self) -> tuple[_T | None, float]:
+        """The stored value, kept in memory, when it is young enough to serve at all."""
+        if self._remembered is None:
+            return None, 0.0
+        try:
+            found = self._remembered.load()
+        except Exception:  # counting again is always possible
+            log.warning("could not read a stored shared result", exc_info=True)
+            return None, 0.0
+        if found is None or found[1] > self._recall_max_age:
+            return None, 0.0
+        value, age = found
+        with self._lock:
+            mine = self._value is not None and time.monotonic() - self._at <= age
+        if not mine:
+            self._store(value, age=max(age, 0.0))
+        return self._current()
+
+    def _store(self, value: _T, *, age: float) -> _T:
+        with self._lock:
+            self._value, self._at = value, time.monotonic() - age
+            self._computed.notify_all()
+        return value
+
+    def _refresh_in_background(self, max_age: float) -> None:
+        # Called holding self._lock.
+        if not self._refreshing:
+            self._refreshing = True
+            thread = threading.Thread(
+                target=self._refresh, args=(max_age,), name="linkdesk-shared-refresh", daemon=True
+            )
+            with _running_lock:
+                _running.add(thread)
+            thread.start()
+
+    def _refresh(self, max_age: float) -> None:
+        try:
+            with self._computing:
+                self._next_value(max_age)
+        except Exception:  # a failed refresh leaves the last value served
+            log.warning("could not refresh a shared result", exc_info=True)
+        finally:
+            with self._lock:
+                self._refreshing = False
+            with _running_lock:
+                _running.discard(threading.current_thread())
+
+
+def wait_for_refreshes(timeout: float = 30.0) -> None:
+    """Wait (up to ``timeout`` seconds in all) for the background computations under way: before
+    the store they read is closed or emptied under them."""
+    deadline = time.monotonic() + timeout
+    with _running_lock:
+        threads = list(_running)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,70 @@
+"""SharedResult on its own: waiting (or not) for a first value, and a value stored by another
+process (a dict stands in for the store's row)."""
+
+from __future__ import annotations
+
+import threading
+
+from linkdesk.store.shared import SharedResult, wait_for_refreshes
+
+
+class Remembered:
+    def __init__(self) -> None:
+        self.row: tuple[int, float] | None = None
+        self.saved: list[int] = []
+
+    def load(self) -> tuple[int, float] | None:
+        return self.row
+
+    def save(self, value: int) -> None:
+        self.saved.append(value)
+
+
+def test_a_quick_first_value_is_waited_for_and_a_slow_one_is_not() -> None:
+    quick = SharedResult(lambda: 7)
+    assert quick.get_if_ready(30, wait=5) == 7
+
+    release = threading.Event()
+
+    def slow() -> int:
+        release.wait(10)
+        return 8
+
+    shared = SharedResult(slow)
+    assert shared.get_if_ready(30, wait=0.05) is None  # the caller goes on without it
+    release.set()
+    wait_for_refreshes(10)
+    assert shared.get_if_ready(30) == 8  # computed in the background meanwhile
+
+
+def test_a_stored_value_is_served_by_age_and_a_new_one_stored() -> None:
+    computed: list[int] = []
+
+    def compute() -> int:
+        computed.append(len(computed) + 100)
+        return computed[-1]
+
+    remembered = Remembered()
+    remembered.row = (1, 10.0)  # another process stored 1, ten seconds ago
+    shared = SharedResult(compute, remembered=remembered, recall_max_age=60)
+    assert shared.get(30) == 1 and computed == []  # young enough: no computation
+    assert shared.get_if_ready(5) == 1  # older than 5 s: served while recomputed
+    wait_for_refreshes(10)
+    assert computed == [100] and remembered.saved == [100]
+    assert shared.get(30) == 100
+
+    too_old = SharedResult(compute, remembered=remembered, recall_max_age=5)
+    assert too_old.get(30) == 101  # older than recall_max_age: counted, never shown
+
+
+def test_a_failing_store_neither_fails_nor_blocks_the_value() -> None:
+    class Broken(Remembered):
+        def load(self) -> tuple[int, float] | None:
+            raise OSError("database is locked")
+
+        def save(self, value: int) -> None:
+            raise OSError("database is locked")
+
+    shared = SharedResult(lambda: 3, remembered=Broken(), recall_max_age=60)
+    assert shared.get(30) == 3
+    assert shared.get_if_ready(30) == 3

@@ -89,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("100k,1M"))
     parser.add_argument("--backends", type=parse_backends, default=["sqlite", "postgresql"])
-    parser.add_argument("--runs", type=int, default=5, help="first + deep page each run")
+    # 10 runs: 20 samples a pair, so its p95 is not simply its one slowest sample.
+    parser.add_argument("--runs", type=int, default=10, help="first + deep page each run")
     args = parser.parse_args()
     print(machine_line())
     print("p50/p95 ms per sort, first page and a page 3 deep, through LinkQueries.list_links")

@@ -129,6 +129,31 @@ def _nav_link(page: object, title: str) -> Any:
     return page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True)
 
 
+def _sign_in(page: object, attempts: int = 3) -> None:
+    """Fill and send the sign-in form; again when a rerun of the page redrew the form under the
+    click (a busy server can still be finishing the page's first run), which loses the click."""
+    from playwright.sync_api import Page
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    assert isinstance(page, Page)
+    sidebar = page.get_by_test_id("stSidebar")
+    for attempt in range(1, attempts + 1):
+        page.get_by_label("Username").fill(USER)
+        page.get_by_role("textbox", name="Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        try:
+            sidebar.wait_for(state="visible", timeout=30_000 if attempt < attempts else 180_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
+            if not page.get_by_role("button", name="Sign in").is_visible():
+                sidebar.wait_for(state="visible", timeout=180_000)  # taken, the server is slow
+                return
+            print(f"sign-in not taken (attempt {attempt}); sending the form again", flush=True)
+            _wait_idle(page)
+
+
 def open_session(browser: object, base_url: str) -> tuple[object, float]:
     """A signed-in browser session that has drawn Links (two pages), Overview and Activity."""
     from playwright.sync_api import Browser, expect
@@ -141,10 +166,7 @@ def open_session(browser: object, base_url: str) -> tuple[object, float]:
     expect.set_options(timeout=180_000)
     page.goto(f"{base_url}/links")
     _wait_idle(page)
-    page.get_by_label("Username").fill(USER)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_test_id("stSidebar")).to_be_visible()
+    _sign_in(page)
     expect(page.get_by_text("matching links")).to_be_visible()
     expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
     _wait_idle(page)

@@ -11,7 +11,7 @@ import binascii
 import enum
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -803,11 +803,10 @@ class LinkQueries:
         results: list[tuple[Any, _ListedInstitution]] = []
         with self._store.read() as session:
             keep_to_page_order(session, self._store.dialect)
-            group = self._next_group(
-                session, (cursor[0], cursor[1]) if by_state and cursor else None
-            )
-            while group is not None and not (by_state and len(results) > limit):
-                state, error_code = group
+            start = (cursor[0], cursor[1]) if by_state and cursor else None
+            for state, error_code in self._groups(session, filters, by_state, start):
+                if by_state and len(results) > limit:
+                    break
                 if _group_can_match(filters, state, error_code):
                     stmt = (
                         sa.select(*_LIST_LINK_COLUMNS, *_LIST_INSTITUTION_COLUMNS)
@@ -821,11 +820,28 @@ class LinkQueries:
                     elif cursor is not None and (state, error_code) == (cursor[0], cursor[1]):
                         stmt = stmt.where(Link.link_id > cursor[2])
                     results.extend(_split_list_row(row) for row in session.execute(stmt).all())
-                group = self._next_group(session, group, inclusive=False)
         if not by_state:
             descending = keys[0][1] == _DESC
             results.sort(key=lambda item: (item[0].updated_at, item[0].link_id), reverse=descending)
         return results[: limit + 1]
+
+    def _groups(
+        self, session: Any, filters: LinkFilters, by_state: bool, start: tuple[str, str] | None
+    ) -> Iterator[tuple[str, str]]:
+        """The (state, error code) groups to read, in (state, error) order from ``start``.
+
+        A verdict made of error codes (needs relink, wait) names its groups itself: reading them
+        in update order needs no seeks (a group with no links reads nothing). Otherwise the
+        groups are found in the index, one seek or two each.
+        """
+        known = None if by_state else _groups_of(filters)
+        if known is not None:
+            yield from known
+            return
+        group = self._next_group(session, start)
+        while group is not None:
+            yield group
+            group = self._next_group(session, group, inclusive=False)
 
     @staticmethod
     def _next_group(
@@ -1284,6 +1300,19 @@ def _read_by_group(filters: LinkFilters, sort: LinkSort) -> bool:
     if health in (Health.HEALTHY, Health.STALE):
         return False
     return health is not None or bool(filters.error_code) or bool(filters.state)
+
+
+def _groups_of(filters: LinkFilters) -> list[tuple[str, str]] | None:
+    """Every (state, error code) group that can hold matches, when the filters say which: the
+    error codes of the needs relink and wait verdicts, or one state with one error code."""
+    health = Health(filters.health) if filters.health is not None else None
+    if health is Health.NEEDS_RELINK:
+        return [("error", code) for code in sorted(RELINK_ERRORS)]
+    if health is Health.WAIT:
+        return [("error", code) for code in sorted(WAIT_ERRORS)]
+    if filters.state and filters.error_code:
+        return [(filters.state, filters.error_code)]
+    return None
 
 
 def _group_condition(state: str, error_code: str, by_state: bool) -> list[ColumnElement[bool]]:

@@ -160,6 +160,21 @@ def _follow_the_count(shown_at: datetime | None) -> None:
         st.caption(f"⏳ Totals as counted at {shown_at:%Y-%m-%d %H:%M} UTC; counting again…")
 
 
+def _matching(summary: HealthSummary | None, filters: LinkFilters) -> tuple[int, bool]:
+    """How many links match, and whether that is exact. No filter, or a health or an error
+    filter alone, is answered by the shared summary (exact, up to 30 s old); any other
+    combination is counted now, up to COUNT_CAP."""
+    if summary is not None:
+        if filters == LinkFilters():
+            return summary.total, True
+        if filters.health is not None and filters == LinkFilters(health=filters.health):
+            return summary.counts[filters.health], True
+        if filters.error_code and filters == LinkFilters(error_code=filters.error_code):
+            return summary.errors.get(filters.error_code, 0), True
+    counted = queries.count_links(filters, cap=COUNT_CAP)
+    return counted, counted <= COUNT_CAP
+
+
 def _sync_now() -> None:
     try:
         touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
@@ -290,23 +305,7 @@ sort = LinkSort(
 )
 cursors: list[str | None] = state["links.cursors"]
 page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1], sort=sort)
-# A health or an error filter alone is answered by the shared summary (exact, up to 30 s old);
-# any other combination is counted now, up to COUNT_CAP.
-if (
-    summary is not None
-    and filters.health is not None
-    and filters == LinkFilters(health=filters.health)
-):
-    matching, exact = summary.counts[filters.health], True
-elif (
-    summary is not None
-    and filters.error_code
-    and filters == LinkFilters(error_code=filters.error_code)
-):
-    matching, exact = summary.errors.get(filters.error_code, 0), True
-else:
-    matching = queries.count_links(filters, cap=COUNT_CAP)
-    exact = matching <= COUNT_CAP
+matching, exact = _matching(summary, filters)
 first = (len(cursors) - 1) * PAGE_SIZE
 matching_text = str(matching) if exact else f"more than {COUNT_CAP:,}"
 caption, download = st.columns([4, 1], vertical_alignment="center")

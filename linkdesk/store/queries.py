@@ -500,17 +500,15 @@ def forget_stored_summary(store: Store) -> None:
 class _StoredSummary:
     """The last health summary any process counted: one ``worker_state`` row."""
 
-    def __init__(
-        self, store: Store, clock: Callable[[], datetime], thresholds: HealthThresholds
-    ) -> None:
-        self._store, self._clock, self._thresholds = store, clock, thresholds
+    def __init__(self, store: Store, thresholds: HealthThresholds) -> None:
+        self._store, self._thresholds = store, thresholds
 
     def load(self) -> tuple[HealthSummary, float] | None:
         with self._store.read() as session:
             record = get_named_state(session, SUMMARY_STATE_NAME)
         summary = HealthSummary.from_record(record, self._thresholds) if record else None
         saved_at = record.get("saved_at") if record else None
-        if summary is None or not isinstance(saved_at, int | float):
+        if summary is None or not isinstance(saved_at, int | float) or isinstance(saved_at, bool):
             return None
         # Its age in real time: the verdict clock (computed_at) may be set apart, as in tests.
         return summary, time.time() - saved_at
@@ -541,7 +539,7 @@ class LinkQueries:
         self._images: dict[str, tuple[tuple[str | None, ...], tuple[str | None, ...]]] = {}
         self._shared_summary = SharedResult(
             self._compute_health_summary,
-            remembered=_StoredSummary(store, self._clock, self._thresholds),
+            remembered=_StoredSummary(store, self._thresholds),
             recall_max_age=SUMMARY_RECALL_MAX_AGE,
         )
         self._shared_worker_status = SharedResult(self._compute_worker_status)

@@ -50,7 +50,6 @@ from bench.seed import SeededStore, parse_backends, parse_sizes, seeded_store  #
 from linkdesk.auth import Actor, Role  # noqa: E402
 from linkdesk.store.engine import Store, create_engine  # noqa: E402
 from linkdesk.store.queries import LinkQueries, forget_stored_summary  # noqa: E402
-from linkdesk.store.shared import wait_for_refreshes  # noqa: E402
 from ui.auth import ACTOR_KEY  # noqa: E402
 from ui.wiring import get_services  # noqa: E402
 
@@ -428,8 +427,7 @@ def bench_one(
     forget_stored_summary(seeded)
     seeded.dispose()
     cold = {"new store": _first_load_of_a_new_process()}
-    get_services().close()
-    wait_for_refreshes()
+    get_services().close()  # lets its background count finish and store the summary
     cold["restart"] = _first_load_of_a_new_process()
     services = get_services()
     try:

@@ -88,15 +88,17 @@ def build_services(
     clock = clock or _utcnow
     closers: list[Callable[[], None]] = []
 
+    own_engine = engine is None
     if engine is None:
         path = sqlite_file_path(settings.database_url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.database_url)
-        closers.append(engine.dispose)
     if migrate_schema:
         migrate(engine)
     store = Store(engine)
+    if own_engine:
+        closers.append(store.dispose)  # after the background counts that read it have ended
 
     if client is None:
         client = MoneyKitClient(

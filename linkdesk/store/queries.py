@@ -58,7 +58,7 @@ from linkdesk.store.plans import (
     unindexed,
     without_filter_indexes,
 )
-from linkdesk.store.repository import get_named_state, put_named_state
+from linkdesk.store.repository import delete_named_state, get_named_state, put_named_state
 from linkdesk.store.shared import SharedResult
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
@@ -494,7 +494,7 @@ def forget_stored_summary(store: Store) -> None:
     """Drop the stored health summary, so that the next process to start counts before it shows
     one: after a bulk load or a restore, the stored counts describe a store that is gone."""
     with store.write() as session:
-        session.execute(sa.delete(WorkerState).where(WorkerState.name == SUMMARY_STATE_NAME))
+        delete_named_state(session, SUMMARY_STATE_NAME)
 
 
 class _StoredSummary:

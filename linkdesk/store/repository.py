@@ -392,6 +392,10 @@ def put_named_state(session: Session, name: str, value: dict[str, Any], now: dat
         )
 
 
+def delete_named_state(session: Session, name: str) -> None:
+    session.execute(sa.delete(WorkerState).where(WorkerState.name == name))
+
+
 def get_named_state(session: Session, name: str) -> dict[str, Any] | None:
     row = session.get(WorkerState, name)
     return dict(row.value or {}) if row is not None else None

@@ -49,7 +49,9 @@ class SharedResult(Generic[_T]):
     With ``remembered``, a process without a value of its own takes the stored one when it is at
     most ``recall_max_age`` seconds old (serving it while a fresh one is computed in the
     background when it is older than the caller's ``max_age``), and before computing a new value
-    it takes one that another process stored within ``max_age``.
+    it takes one that another process stored within ``max_age``. A value of its own is served
+    while it recomputes for as long as a stored one would be, so that ``get`` makes a caller
+    wait only when there is nothing recent enough to show.
     """
 
     def __init__(

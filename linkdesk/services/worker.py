@@ -569,8 +569,7 @@ class SyncWorker:
         )
         if plan.missing:
             summary += (
-                f", {len(plan.missing)} not listed ({gone['kept']} kept, "
-                f"{gone['later']} to read)"
+                f", {len(plan.missing)} not listed ({gone['kept']} kept, {gone['later']} to read)"
             )
         self._record_attempt(None, "discovery", "ok", None, started)
         logger.info("discovery %s", summary)

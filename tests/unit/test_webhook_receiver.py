@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -650,3 +652,61 @@ def test_a_404_on_the_reread_keeps_the_link(wired, signer, core_clock, fake_mone
     assert stored_link(wired, "mk_1").state == "error"
     with wired.store.read() as session:
         assert session.get(SyncJob, link_job_id("mk_1")) is not None
+
+
+class TestBodyCapOverRealHttp:
+    """The size limit holds before the body is read: the answer comes while the sender is still
+    holding back most of what it announced (a bound on the socket read keeps a regression from
+    hanging; the assertions are on the answer)."""
+
+    @pytest.fixture
+    def port(self, wired: Services) -> Iterator[int]:
+        app = Starlette(routes=[webhook_route(wired.webhooks)])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = int(probe.getsockname()[1])
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=free, log_level="warning", lifespan="off")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        started = threading.Event()
+        while not server.started and thread.is_alive():
+            started.wait(0.05)
+        assert server.started
+        yield free
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    @staticmethod
+    def _answer(sock: socket.socket) -> bytes:
+        sock.settimeout(30)
+        return sock.recv(65536)
+
+    def test_a_declared_length_over_the_limit_is_refused_before_the_body_arrives(self, port, wired):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /webhooks/moneykit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 1000
+            )
+            answer = self._answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert wired.webhooks.refusal_counts() == {"too_large": 1}
+
+    def test_a_stream_past_the_limit_is_refused_without_waiting_for_its_end(self, port, wired):
+        chunk = b"y" * 65536
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /webhooks/moneykit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            sent = 0
+            try:
+                while sent <= wired.webhooks.max_body_bytes:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused and closed while still sending: the answer is already there
+            # No closing chunk: a server reading the whole body would wait for ever.
+            answer = self._answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413")

@@ -122,6 +122,11 @@ def _worker_panel() -> None:
             f"Last discovery of new links {_ago(status.last_discovery_at, now)}"
             + (f" · last error: {status.last_error}" if status.last_error else "")
         )
+        if suspect := status.discovery_suspect:
+            st.warning(
+                f"The last listing from MoneyKit lacked {suspect.get('missing')} of "
+                f"{suspect.get('known')} known links and was ignored: no link was changed."
+            )
         if actor.can(Permission.WORKER_CONTROL):
             if status.paused:
                 if st.button("Resume the sync worker", key="worker.resume"):

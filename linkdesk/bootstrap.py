@@ -146,6 +146,9 @@ def build_services(
         customer_tag_prefix=settings.customer_tag_prefix,
         clock=clock,
         budget=budget,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        refused_sample=settings.webhook_refused_sample,
+        retention=timedelta(days=settings.webhook_delivery_retention_days),
     )
     worker = SyncWorker(
         store=store,

@@ -148,6 +148,32 @@ class Settings(BaseSettings):
         validation_alias=_env("LINKDESK_WEBHOOK_MAX_SKEW_SECONDS", "webhook_max_skew_seconds"),
         description="How far in the future a webhook signature's 'iat' may be (clock skew).",
     )
+    webhook_max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=10 * 1024 * 1024,
+        validation_alias=_env("LINKDESK_WEBHOOK_MAX_BODY_BYTES", "webhook_max_body_bytes"),
+        description="Largest webhook body accepted (413 beyond, refused before it is read).",
+    )
+    webhook_refused_sample: int = Field(
+        default=100,
+        ge=0,
+        le=100_000,
+        validation_alias=_env("LINKDESK_WEBHOOK_REFUSED_SAMPLE", "webhook_refused_sample"),
+        description=(
+            "Refused webhook requests kept as rows (the newest); every refusal is counted by "
+            "reason."
+        ),
+    )
+    webhook_delivery_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        validation_alias=_env(
+            "LINKDESK_WEBHOOK_DELIVERY_RETENTION_DAYS", "webhook_delivery_retention_days"
+        ),
+        description="Days webhook deliveries (and applied events) are kept.",
+    )
     jwks_cache_hours: float = Field(
         default=12.0,
         gt=0,
@@ -194,6 +220,26 @@ class Settings(BaseSettings):
         ),
         description=(
             "Minutes between two listings of every link (finds links made or deleted elsewhere)."
+        ),
+    )
+    discovery_suspect_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        validation_alias=_env("LINKDESK_DISCOVERY_SUSPECT_SHARE", "discovery_suspect_share"),
+        description=(
+            "Share of known links a listing may lack before it is treated as suspect (no link is "
+            "changed from it, an alert is raised); links it lacks are read one by one instead."
+        ),
+    )
+    discovery_suspect_floor: int = Field(
+        default=5,
+        ge=0,
+        le=100_000,
+        validation_alias=_env("LINKDESK_DISCOVERY_SUSPECT_FLOOR", "discovery_suspect_floor"),
+        description=(
+            "Links a listing may always lack without being suspect, whatever the share "
+            "(small stores)."
         ),
     )
     worker_poll_seconds: float = Field(

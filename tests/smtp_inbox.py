@@ -40,7 +40,7 @@ class Delivered:
     def part(self, subtype: str) -> str:
         body = self.message.get_body(preferencelist=(subtype,))
         assert body is not None, f"no text/{subtype} part"
-        return str(body.get_content())  # type: ignore[attr-defined]
+        return str(body.get_content())
 
     @property
     def text(self) -> str:
@@ -63,7 +63,7 @@ class Inbox:
         self._arrived = threading.Condition(self._lock)
         self.port = 0
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         with self._arrived:

@@ -142,9 +142,7 @@ def test_each_customer_gets_their_own_working_single_use_link(
         "mk_3": "not sent",
     }
 
-    actions = [
-        (e.action, e.outcome, e.customer_id) for e in world.audit.entries(link_id="mk_1")
-    ]
+    actions = [(e.action, e.outcome, e.customer_id) for e in world.audit.entries(link_id="mk_1")]
     assert ("outreach.send", "sent", "cust_0001") in actions
     assert ("customer_link.open", "opened", "cust_0001") in actions
     assert ("customer_link.finish", "success", "cust_0001") in actions
@@ -152,9 +150,7 @@ def test_each_customer_gets_their_own_working_single_use_link(
     assert (funnel.emailed, funnel.opened, funnel.finished, funnel.not_emailed) == (2, 1, 1, 1)
 
 
-def test_a_link_never_gets_a_second_live_link(
-    world: Services, core_clock: FakeClock, inbox: Inbox
-):
+def test_a_link_never_gets_a_second_live_link(world: Services, core_clock: FakeClock, inbox: Inbox):
     world.customer_links.create("mk_2", SUPPORT, reason="by phone")
     with pytest.raises(LiveLinkExists, match="already has a live customer relink link"):
         world.customer_links.create("mk_2", SUPPORT)
@@ -212,9 +208,7 @@ def test_roles_are_enforced_in_the_service(world: Services, core_clock: FakeCloc
     assert inbox.messages == []
 
 
-def test_a_failed_delivery_is_recorded_and_its_link_retired(
-    world: Services, core_clock: FakeClock
-):
+def test_a_failed_delivery_is_recorded_and_its_link_retired(world: Services, core_clock: FakeClock):
     nobody_listens = free_loopback_port()
     outreach = outreach_for(world, core_clock, nobody_listens, smtp_timeout_seconds=5)
     campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=2)
@@ -234,7 +228,7 @@ def test_an_interrupted_send_retires_the_undelivered_link_and_resumes(
 ):
     started: list[object] = []
     outreach = outreach_for(world, core_clock, inbox.port)
-    outreach._runner = lambda target, name: started.append(target)  # type: ignore[assignment,return-value]
+    outreach._runner = lambda target, name: started.append(target)
     campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=2)
     assert inbox.messages == [] and len(started) == 1
     # As if a sender made mk_1's link and died before handing the email to the server.
@@ -266,7 +260,7 @@ def test_stopping_a_campaign_sends_nothing_more(
     world: Services, core_clock: FakeClock, inbox: Inbox
 ):
     outreach = outreach_for(world, core_clock, inbox.port)
-    outreach._runner = lambda target, name: None  # type: ignore[assignment,return-value]
+    outreach._runner = lambda target, name: None
     campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=2)
     outreach.stop(campaign, SUPPORT)
     outreach.run(campaign)
@@ -278,15 +272,15 @@ def test_stopping_a_campaign_sends_nothing_more(
 def test_csv_import_reports_bad_rows_with_line_numbers(world: Services):
     report = world.outreach.import_emails(
         (
-            "customer_id,email\n"
-            "cust_0003,cy@example.net\n"
-            "cust_0005,not-an-address\n"
-            "cust_0006\n"
-            "\n"
-            "cust_0003,again@example.net\n"
-            "cust_0001,ana.new@example.com\n"
-            "cust_0007,a@b.c,extra\n"
-        ).encode(),
+            b"customer_id,email\n"
+            b"cust_0003,cy@example.net\n"
+            b"cust_0005,not-an-address\n"
+            b"cust_0006\n"
+            b"\n"
+            b"cust_0003,again@example.net\n"
+            b"cust_0001,ana.new@example.com\n"
+            b"cust_0007,a@b.c,extra\n"
+        ),
         ADMIN,
     )
     assert (report.added, report.updated) == (1, 1)

@@ -179,11 +179,9 @@ st.text(f"Subject: {preview.subject}")
 text_tab, html_tab = st.tabs(["Plain text", "HTML"])
 with text_tab:
     st.code(preview.text, language=None, wrap_lines=True)
-with html_tab:
-    # The email as a mail client shows it; st.html sanitises it (no scripts), and the values
-    # from outside are escaped by the template already.
-    with st.container(border=True, height=420):
-        st.html(preview.html)
+# The email as a mail client shows it; st.html sanitises it (no scripts), and the values from
+# outside are escaped by the template already.
+html_tab.container(border=True, height=420).html(preview.html)
 st.caption("The preview's link does not work; each customer's email carries their own link.")
 
 count = len(plan.to_send)

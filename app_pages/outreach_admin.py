@@ -58,7 +58,8 @@ if report is not None:
             f"{len(report.kept_from_moneykit)} customers keep the address MoneyKit has for them."
         )
     if report.problems:
-        st.error(f"{len(report.problems)} rows were not imported:")
+        bad = len(report.problems)
+        st.error(f"{bad} row{' was' if bad == 1 else 's were'} not imported:")
         st.dataframe(
             [{"Line": problem.line, "Problem": problem.message} for problem in report.problems],
             key="outreach_admin.problems",

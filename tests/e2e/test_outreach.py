@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, FilePayload, Locator, Page, expect
 
 from linkdesk.bootstrap import build_services
 from linkdesk.settings import Settings
@@ -80,12 +80,11 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
         open_signed_in(admin_page, stack, "/outreach_admin", user=ADMIN, password=ADMIN_PASSWORD)
         csv = "customer_id,email\n" + "".join(f"{c},{c}@example.com\n" for c in customers)
         csv += "cust_bad,not-an-address\n"
-        admin_page.locator("input[type=file]").set_input_files(
-            files=[{"name": "addresses.csv", "mimeType": "text/csv", "buffer": csv.encode()}]
-        )
+        upload = FilePayload(name="addresses.csv", mimeType="text/csv", buffer=csv.encode())
+        admin_page.locator("input[type=file]").set_input_files(files=[upload])
         admin_page.get_by_role("button", name="Import the addresses").click()
         expect(admin_page.get_by_text(f"{len(customers)} added, 0 updated")).to_be_visible()
-        expect(admin_page.get_by_text("1 rows were not imported")).to_be_visible()
+        expect(admin_page.get_by_text("1 row was not imported")).to_be_visible()
     finally:
         admin.close()
 

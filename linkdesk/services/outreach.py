@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import logging
 import re
 import threading
 import time
@@ -70,6 +71,8 @@ __all__ = [
     "filters_from_params",
     "render_email",
 ]
+
+logger = logging.getLogger("linkdesk.outreach")
 
 # One campaign covers at most this many links; narrow the filters for more.
 MAX_CAMPAIGN_LINKS = 5000
@@ -375,7 +378,15 @@ def _base_url(value: str | None) -> str:
 
 
 def _thread_runner(target: Callable[[], None], name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
+    def logged() -> None:
+        try:
+            target()
+        except Exception:
+            # The campaign keeps its waiting emails; the page offers to resume once the claim
+            # of this sender has run out.
+            logger.exception("outreach sender %s stopped", name)
+
+    thread = threading.Thread(target=logged, name=name, daemon=True)
     thread.start()
     return thread
 
@@ -1039,8 +1050,10 @@ def _because(planned: PlannedEmail, reason: str) -> PlannedEmail:
 
 
 def _stage(message: OutreachMessage, token: CustomerLinkToken | None, now: datetime) -> str:
-    if message.status != "sent" or token is None:
+    if message.status != "sent":
         return "not sent"
+    if token is None:  # its relink link was removed (a demo reset): only the sending is known
+        return "sent"
     if token.finished_at is not None:
         return "finished" if token.outcome == "success" else f"ended ({token.outcome})"
     if token.used_at is None and token.expires_at <= now:

@@ -5,6 +5,7 @@ real Connect flow, and the agent sees it finished."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
     expect(metric(page, "Emailed")).to_have_text(str(len(view)))
     open_signed_in(page, stack, f"/customer?customer={customer_id}")
     expect(page.get_by_role("heading", name="Relink emails")).to_be_visible()
+    # The table's cells are drawn on a canvas; its accessible copy carries the text.
+    cells = page.locator("[role=gridcell]")
+    expect(cells.filter(has_text=re.compile("^✅ Finished$"))).to_have_count(1)
     stages = customer_stages(stack, customer_id)
     assert "finished" in stages.values()
     relinked = next(link_id for link_id, stage in stages.items() if stage == "finished")

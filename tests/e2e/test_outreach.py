@@ -16,12 +16,20 @@ from linkdesk.bootstrap import build_services
 from linkdesk.settings import Settings
 from linkdesk.store import Store, create_engine
 from linkdesk.store.queries import Health, LinkFilters, LinkQueries
-from tests.e2e.conftest import ADMIN, ADMIN_PASSWORD, Stack, open_signed_in, running_stack
+from tests.e2e.conftest import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    OUTPUT,
+    Stack,
+    open_signed_in,
+    running_stack,
+)
 from tests.smtp_inbox import Inbox, smtp_inbox
 
 pytestmark = pytest.mark.e2e
 
 CONNECT_FRAME = "#moneykit-connect-frame"
+SCREENSHOTS = OUTPUT / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +103,11 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
     expect(page.get_by_role("heading", name="Email relink links to customers")).to_be_visible()
     expect(metric(page, "To email")).to_have_text(str(len(view)))
     expect(page.get_by_text("Subject: Please reconnect your")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "outreach-preview-light.png"), full_page=True)
     page.get_by_text("I checked the preview").click()
     page.get_by_role("button", name=f"Send {len(view)} relink emails").click()
     expect(page.get_by_text(f"Done: {len(view)} relink emails sent.")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "outreach-done-light.png"), full_page=True)
 
     delivered = inbox.wait_for(len(view))
     assert sorted(m.envelope_to[0] for m in delivered) == sorted(
@@ -137,6 +147,7 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
     # The table's cells are drawn on a canvas; its accessible copy carries the text.
     cells = page.locator("[role=gridcell]")
     expect(cells.filter(has_text=re.compile("^✅ Finished$"))).to_have_count(1)
+    page.screenshot(path=str(SCREENSHOTS / "outreach-customer-timeline-light.png"), full_page=True)
     stages = customer_stages(stack, customer_id)
     assert "finished" in stages.values()
     relinked = next(link_id for link_id, stage in stages.items() if stage == "finished")

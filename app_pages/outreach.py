@@ -49,7 +49,7 @@ def _follow(campaign_id: str) -> None:
     if not progress.sender_alive and progress.waiting:
         st.warning("Nobody is sending this campaign right now (the sending process stopped).")
         if st.button("Resume sending", key="outreach.resume"):
-            outreach.resume(campaign_id)
+            outreach.resume(campaign_id, actor)
             st.rerun(scope="fragment")
     if st.button("Stop sending", key="outreach.stop"):
         outreach.stop(campaign_id, actor)
@@ -73,7 +73,8 @@ def _campaign(campaign_id: str) -> None:
     if progress.status == "stopped":
         st.warning(f"Stopped. {progress.sent} emails were sent.", icon="⏹️")
     else:
-        st.success(f"Done: {progress.sent} relink emails sent.", icon="✅")
+        sent = progress.sent
+        st.success(f"Done: {sent} relink email{'' if sent == 1 else 's'} sent.", icon="✅")
     problems = outreach.messages(campaign_id, statuses=("failed", "skipped"))
     if problems:
         st.subheader("Not emailed", divider="orange")
@@ -186,11 +187,12 @@ st.caption("The preview's link does not work; each customer's email carries thei
 
 count = len(plan.to_send)
 confirmed = st.checkbox(
-    f"I checked the preview: email {count} customers their own relink link",
+    f"I checked the preview: send {count} relink email{'' if count == 1 else 's'}, "
+    "each with its own single-use link",
     key="outreach.confirm",
 )
 if st.button(
-    f"Send {count} relink emails",
+    f"Send {count} relink email{'' if count == 1 else 's'}",
     type="primary",
     disabled=not confirmed or not plan.email_configured,
     key="outreach.send",

@@ -749,11 +749,22 @@ class OutreachService:
                     f"{len(plan.live_link)} with a live relink link"
                 ),
             )
-        self.resume(campaign_id)
+        self._launch(campaign_id)
         return campaign_id
 
-    def resume(self, campaign_id: str) -> bool:
-        """Send the campaign's waiting emails in the background (when nobody else is)."""
+    def resume(self, campaign_id: str, actor: Actor | str) -> bool:
+        """Send the campaign's waiting emails in the background again (its sender stopped)."""
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.CUSTOMER_LINK)
+        self._audit.record(
+            actor=actor,
+            action="outreach.resume",
+            outcome="resumed",
+            detail=f"campaign {campaign_id[:8]}",
+        )
+        return self._launch(campaign_id)
+
+    def _launch(self, campaign_id: str) -> bool:
         if (thread := self._threads.get(campaign_id)) is not None and thread.is_alive():
             return False
         started = self._runner(lambda: self.run(campaign_id), f"outreach-{campaign_id[:8]}")

@@ -6,6 +6,7 @@ real Connect flow, and the agent sees it finished."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +79,9 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
     store = Store(create_engine(stack.database_url))
     expired = LinkQueries(store).list_links(LinkFilters(error_code="auth_expired"), limit=500).rows
     assert expired, "the demo world has links with an expired login"
-    bank = expired[0].institution_id
+    # The bank with the most expired logins, so the campaign emails several customers.
+    per_bank = Counter(row.institution_id for row in expired if row.customer_id)
+    bank = per_bank.most_common(1)[0][0]
     view = [row for row in expired if row.institution_id == bank and row.customer_id]
     customers = sorted({row.customer_id for row in view if row.customer_id})
 
@@ -103,10 +106,13 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
     expect(page.get_by_role("heading", name="Email relink links to customers")).to_be_visible()
     expect(metric(page, "To email")).to_have_text(str(len(view)))
     expect(page.get_by_text("Subject: Please reconnect your")).to_be_visible()
+    preview = page.get_by_test_id("stCode").filter(has_text="PREVIEW-NOT-A-WORKING-LINK")
+    expect(preview).to_contain_text(f"{stack.dashboard_url}/repair?token=")
     page.screenshot(path=str(SCREENSHOTS / "outreach-preview-light.png"), full_page=True)
     page.get_by_text("I checked the preview").click()
-    page.get_by_role("button", name=f"Send {len(view)} relink emails").click()
-    expect(page.get_by_text(f"Done: {len(view)} relink emails sent.")).to_be_visible()
+    emails = f"{len(view)} relink email{'' if len(view) == 1 else 's'}"
+    page.get_by_role("button", name=f"Send {emails}").click()
+    expect(page.get_by_text(f"Done: {emails} sent.")).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "outreach-done-light.png"), full_page=True)
 
     delivered = inbox.wait_for(len(view))

@@ -202,6 +202,10 @@ def test_roles_are_enforced_in_the_service(world: Services, core_clock: FakeCloc
     with pytest.raises(PermissionDenied):
         outreach.start(BANK_B, VIEWER, base_url=BASE, expected=2)
     with pytest.raises(PermissionDenied):
+        outreach.resume("any-campaign", VIEWER)
+    with pytest.raises(PermissionDenied):
+        outreach.stop("any-campaign", VIEWER)
+    with pytest.raises(PermissionDenied):
         outreach.import_emails("cust_0003,x@example.com\n", SUPPORT)
     with pytest.raises(PermissionDenied):
         outreach.save_template("s", "{{link}}", "{{link}}", SUPPORT)

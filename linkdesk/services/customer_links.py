@@ -174,8 +174,9 @@ class CustomerLinkService:
         expires_at = datetime.fromtimestamp(int(expires_at.timestamp()), UTC)
         refusal: LiveLinkExists | None = None
         with self._store.write() as session:
-            # One live link per link: the link's row is locked (PostgreSQL; SQLite writers take
-            # turns anyway), so two agents sending at the same moment cannot both pass the check.
+            # One live link per link: the check and the insert share one transaction that holds
+            # the link's row lock (PostgreSQL; SQLite writers take turns), so two agents sending
+            # at the same moment cannot both pass the check.
             session.execute(
                 sa.select(Link.link_id).where(Link.link_id == link_id).with_for_update()
             )
@@ -200,31 +201,31 @@ class CustomerLinkService:
                     reason=reason,
                 )
                 refusal = LiveLinkExists(link_id, live.created_by, live.expires_at)
-        if refusal is not None:
-            raise refusal
-        with self._store.write() as session:
-            session.add(
-                CustomerLinkToken(
-                    id=token_id,
-                    token_sha256=_sha256(token),
+            else:
+                session.add(
+                    CustomerLinkToken(
+                        id=token_id,
+                        token_sha256=_sha256(token),
+                        link_id=link_id,
+                        customer_id=customer_id,
+                        created_by=actor.name,
+                        created_at=now,
+                        expires_at=expires_at,
+                        reason=(reason or "").strip()[:1000] or None,
+                    )
+                )
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="customer_link.create",
+                    outcome="created",
                     link_id=link_id,
                     customer_id=customer_id,
-                    created_by=actor.name,
-                    created_at=now,
-                    expires_at=expires_at,
-                    reason=(reason or "").strip()[:1000] or None,
+                    detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
+                    reason=reason,
                 )
-            )
-            self._audit.add(
-                session,
-                actor=actor,
-                action="customer_link.create",
-                outcome="created",
-                link_id=link_id,
-                customer_id=customer_id,
-                detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
-                reason=reason,
-            )
+        if refusal is not None:
+            raise refusal
         return CustomerLink(id=token_id, token=token, link_id=link_id, expires_at=expires_at)
 
     # -- redeeming -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ and read like a customer would: recipient, subject, plain and HTML parts, the li
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -377,3 +378,28 @@ def test_the_smtp_password_is_never_shown():
 
     smtp = SmtpSettings(host="h", port=1, password=SecretStr("hunter2-secret"))
     assert "hunter2" not in repr(smtp)
+
+
+def test_two_agents_at_the_same_moment_make_one_live_link(world: Services):
+    world.customer_links.create("mk_2", SUPPORT)  # the signing key exists before the race
+    start = threading.Barrier(4)
+    results: list[str] = []
+
+    def attempt() -> None:
+        start.wait()
+        try:
+            results.append(world.customer_links.create("mk_1", SUPPORT).id)
+        except LiveLinkExists:
+            results.append("refused")
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and results.count("refused") == 3
+    with world.store.read() as session:
+        live = session.scalars(
+            sa.select(CustomerLinkToken.id).where(CustomerLinkToken.link_id == "mk_1")
+        ).all()
+    assert len(live) == 1

@@ -141,8 +141,9 @@ if not plan.email_configured:
         "other LINKDESK_SMTP_* settings."
     )
 if plan.without_email or plan.live_link:
+    unsent = len(plan.without_email) + len(plan.live_link)
     with st.expander(
-        f"Not emailed: {len(plan.without_email) + len(plan.live_link)} customers (and why)",
+        f"Not emailed: {unsent} link{'' if unsent == 1 else 's'} (and why)",
         expanded=bool(plan.without_email),
     ):
         st.dataframe(
@@ -157,7 +158,7 @@ if not plan.to_send:
     st.info("Nobody in this view can be emailed a relink link.")
     st.stop()
 
-with st.expander(f"Customers to email ({len(plan.to_send)})"):
+with st.expander(f"Links to email, one email each ({len(plan.to_send)})"):
     st.dataframe(_listed(plan.to_send), key="outreach.to_send", hide_index=True, width="stretch")
 
 st.subheader("Preview", divider="blue")

@@ -335,6 +335,15 @@ download.download_button(
     key="links.download",
 )
 
+if actor.can(Permission.CUSTOMER_LINK) and matching:
+    st.page_link(
+        "app_pages/outreach.py",
+        label="Email relink links to these customers",
+        icon="📧",
+        query_params={
+            name: st.query_params[name] for name in FILTER_PARAMS if name in st.query_params
+        },
+    )
 selection = st.dataframe(
     _table_rows(page.rows),
     key="links.table",

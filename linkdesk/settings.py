@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -373,6 +375,66 @@ class Settings(BaseSettings):
         description=(
             "Role given to an actor passed as a bare name (older callers without sign-in): "
             "viewer, support or admin."
+        ),
+    )
+
+    # -- email (SMTP) and customer outreach --------------------------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SMTP_HOST", "smtp_host"),
+        description="SMTP server that sends Linkdesk's email (customer outreach); unset: no email.",
+    )
+    smtp_port: int = Field(
+        default=587,
+        ge=1,
+        le=65535,
+        validation_alias=_env("LINKDESK_SMTP_PORT", "smtp_port"),
+        description="Port of the SMTP server (587 for starttls, 465 for tls, 25 for none).",
+    )
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        validation_alias=_env("LINKDESK_SMTP_TLS", "smtp_tls"),
+        description=(
+            "How the SMTP connection is encrypted: starttls (upgrade a plain connection, refused "
+            "when the server does not offer it), tls (TLS from the start) or none."
+        ),
+    )
+    smtp_username: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SMTP_USERNAME", "smtp_username"),
+        description="SMTP user name; unset: no authentication.",
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SMTP_PASSWORD", "smtp_password"),
+        description="SMTP password. Never logged or rendered.",
+    )
+    smtp_sender: str = Field(
+        default="Linkdesk <linkdesk@example.com>",
+        min_length=3,
+        validation_alias=_env("LINKDESK_SMTP_SENDER", "smtp_sender"),
+        description="From address of Linkdesk's email, e.g. Support <support@example.com>.",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        validation_alias=_env("LINKDESK_SMTP_TIMEOUT_SECONDS", "smtp_timeout_seconds"),
+        description="Timeout of one SMTP connection or command, in seconds.",
+    )
+    outreach_emails_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("LINKDESK_OUTREACH_EMAILS_PER_MINUTE", "outreach_emails_per_minute"),
+        description="Relink emails a campaign sends per minute at most (mail providers' limits).",
+    )
+    public_url: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_PUBLIC_URL", "public_url"),
+        description=(
+            "Origin of the dashboard as customers reach it (https://linkdesk.example.com), used "
+            "in emailed relink links; unset: the address the agent's browser used."
         ),
     )
 

@@ -40,6 +40,7 @@ from linkdesk.services.errors import (
     LinkExpired,
     LinkNotFound,
     LinkTampered,
+    LiveLinkExists,
     RelinkNotNeeded,
     ServiceError,
 )
@@ -171,29 +172,60 @@ class CustomerLinkService:
         token = f"{payload}.{self._sign(payload)}"
         # The stored expiry is the one inside the token (whole seconds).
         expires_at = datetime.fromtimestamp(int(expires_at.timestamp()), UTC)
+        refusal: LiveLinkExists | None = None
         with self._store.write() as session:
-            session.add(
-                CustomerLinkToken(
-                    id=token_id,
-                    token_sha256=_sha256(token),
+            # One live link per link: the check and the insert share one transaction that holds
+            # the link's row lock (PostgreSQL; SQLite writers take turns), so two agents sending
+            # at the same moment cannot both pass the check.
+            session.execute(
+                sa.select(Link.link_id).where(Link.link_id == link_id).with_for_update()
+            )
+            live = session.execute(
+                sa.select(CustomerLinkToken.created_by, CustomerLinkToken.expires_at)
+                .where(
+                    CustomerLinkToken.link_id == link_id,
+                    CustomerLinkToken.used_at.is_(None),
+                    CustomerLinkToken.expires_at > now,
+                )
+                .limit(1)
+            ).first()
+            if live is not None:
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="customer_link.create",
+                    outcome="refused",
                     link_id=link_id,
                     customer_id=customer_id,
-                    created_by=actor.name,
-                    created_at=now,
-                    expires_at=expires_at,
-                    reason=(reason or "").strip()[:1000] or None,
+                    detail="a live relink link exists already",
+                    reason=reason,
                 )
-            )
-            self._audit.add(
-                session,
-                actor=actor,
-                action="customer_link.create",
-                outcome="created",
-                link_id=link_id,
-                customer_id=customer_id,
-                detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
-                reason=reason,
-            )
+                refusal = LiveLinkExists(link_id, live.created_by, live.expires_at)
+            else:
+                session.add(
+                    CustomerLinkToken(
+                        id=token_id,
+                        token_sha256=_sha256(token),
+                        link_id=link_id,
+                        customer_id=customer_id,
+                        created_by=actor.name,
+                        created_at=now,
+                        expires_at=expires_at,
+                        reason=(reason or "").strip()[:1000] or None,
+                    )
+                )
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="customer_link.create",
+                    outcome="created",
+                    link_id=link_id,
+                    customer_id=customer_id,
+                    detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
+                    reason=reason,
+                )
+        if refusal is not None:
+            raise refusal
         return CustomerLink(id=token_id, token=token, link_id=link_id, expires_at=expires_at)
 
     # -- redeeming -------------------------------------------------------------------------------
@@ -220,7 +252,27 @@ class CustomerLinkService:
             raise LinkTampered()
         if check_expiry and self._clock().timestamp() >= expiry:
             raise LinkExpired()
+        if row.opened_at is None:
+            self._record_opened(row)
         return row
+
+    def _record_opened(self, row: CustomerLinkToken) -> None:
+        # Outreach tracking: the first time a genuine token reaches the repair page.
+        with self._store.write() as session:
+            first = session.execute(
+                sa.update(CustomerLinkToken)
+                .where(CustomerLinkToken.id == row.id, CustomerLinkToken.opened_at.is_(None))
+                .values(opened_at=self._clock())
+            )
+            if first.rowcount == 1:  # type: ignore[attr-defined]
+                self._audit.add(
+                    session,
+                    actor=self._machine_actor(row),
+                    action="customer_link.open",
+                    outcome="opened",
+                    link_id=row.link_id,
+                    customer_id=row.customer_id,
+                )
 
     def _machine_actor(self, row: CustomerLinkToken) -> str:
         return f"customer-link:{row.id[:12]}"

@@ -56,6 +56,15 @@ ENV_NAMES = {
     "demo_links": "LINKDESK_DEMO_LINKS",
     "demo_seed": "LINKDESK_DEMO_SEED",
     "demo_history_days": "LINKDESK_DEMO_HISTORY_DAYS",
+    "smtp_host": "LINKDESK_SMTP_HOST",
+    "smtp_port": "LINKDESK_SMTP_PORT",
+    "smtp_tls": "LINKDESK_SMTP_TLS",
+    "smtp_username": "LINKDESK_SMTP_USERNAME",
+    "smtp_password": "LINKDESK_SMTP_PASSWORD",
+    "smtp_sender": "LINKDESK_SMTP_SENDER",
+    "smtp_timeout_seconds": "LINKDESK_SMTP_TIMEOUT_SECONDS",
+    "outreach_emails_per_minute": "LINKDESK_OUTREACH_EMAILS_PER_MINUTE",
+    "public_url": "LINKDESK_PUBLIC_URL",
 }
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -87,14 +89,19 @@ def load_signing_key(settings: Settings) -> bytes:
         return value.encode()
     path = Path(settings.signing_key_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: when two processes start together, one creates the key and the other reads it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+    if not path.exists():
+        # Written whole to a private file first and then linked into place: a link never
+        # replaces an existing file, so when two processes start together one key wins, and
+        # the other never reads a file that is still being written (as it could with O_EXCL).
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".signing-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            os.chmod(temporary, 0o600)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
     value = path.read_text().strip()
     if len(value) < _MIN_KEY_CHARS:
         raise ValueError(f"the signing key in {path} is too short; delete it to create a new one")

@@ -91,8 +91,6 @@ app = st.App(
     middleware=[
         # Outermost: every response gets the headers, including Streamlit's own and errors.
         # Settings are read from the environment here, as build_services reads them.
-        Middleware(
-            SecurityHeadersMiddleware, connect_host=Settings().moneykit_connect_host
-        ),
+        Middleware(SecurityHeadersMiddleware, connect_host=Settings().moneykit_connect_host),
     ],
 )

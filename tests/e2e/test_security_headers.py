@@ -69,9 +69,9 @@ def test_another_origin_cannot_frame_the_sign_in_page(browser: Browser, stack: S
             refusals: list[str] = []
             page.on(
                 "console",
-                lambda message: refusals.append(message.text)
-                if "frame" in message.text.lower()
-                else None,
+                lambda message: (
+                    refusals.append(message.text) if "frame" in message.text.lower() else None
+                ),
             )
             page.goto(attacker.url("/frame.html"))
             expect(page).to_have_title("loaded")
@@ -91,9 +91,9 @@ def test_the_policy_lets_every_page_run_without_a_single_violation(
     violations: list[str] = []
     page.on(
         "console",
-        lambda message: violations.append(message.text)
-        if "Content Security Policy" in message.text
-        else None,
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
     )
     for path, ready in [
         ("/", "stVegaLiteChart"),

@@ -57,7 +57,7 @@ def running_canary(host: str = "127.0.0.1") -> Iterator[Canary]:
 
         do_GET = do_POST = do_HEAD = _answer
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # quiet test output
 
     server = ThreadingHTTPServer((host, 0), Handler)

@@ -26,6 +26,7 @@ class Canary:
     origin: str
     port: int
     hits: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     routes: dict[str, Answer] = field(default_factory=dict)
 
     def url(self, path: str = "/pixel") -> str:
@@ -44,6 +45,7 @@ def running_canary(host: str = "127.0.0.1") -> Iterator[Canary]:
         def _answer(self) -> None:
             with lock:
                 canary.hits.append(f"{self.command} {self.path}")
+                canary.headers.append({k.lower(): v for k, v in self.headers.items()})
             answer = canary.routes.get(self.path.split("?")[0]) or Answer(
                 body=PIXEL_SVG, headers={"Content-Type": "image/svg+xml"}
             )

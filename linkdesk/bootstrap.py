@@ -171,6 +171,7 @@ def build_services(
         settings=settings,
         key=lambda: load_signing_key(settings),
         clock=clock,
+        client=client,
     )
     demo = DemoService(
         store=store,

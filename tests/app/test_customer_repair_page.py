@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
 
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services, build_services
@@ -44,14 +45,14 @@ def repair(app_env: str) -> Iterator[Repair]:
         services.close()
 
 
-def open_repair(token: str):  # type: ignore[no-untyped-def]
+def open_repair(token: str) -> AppTest:
     app = dashboard(role=None, token=token).run()
     app.switch_page("app_pages/customer_relink.py").run()
     assert not app.exception
     return app
 
 
-def all_text(app) -> str:  # type: ignore[no-untyped-def]
+def all_text(app: AppTest) -> str:
     parts = [
         e.value
         for kind in ("error", "info", "success", "warning", "markdown")

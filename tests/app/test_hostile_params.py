@@ -4,6 +4,7 @@ rendered as Markdown (an image or a link in an alert, a caption, a metric or a p
 from __future__ import annotations
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from linkdesk.auth import Role
 from tests.app.conftest import dashboard
@@ -30,7 +31,7 @@ CASES = [
 ]
 
 
-def texts(app) -> list[str]:  # type: ignore[no-untyped-def]
+def texts(app: AppTest) -> list[str]:
     kinds = ("markdown", "caption", "error", "warning", "info", "success", "metric", "title")
     found: list[str] = []
     for kind in kinds:

@@ -10,6 +10,10 @@ The signing key is ``LINKDESK_SIGNING_KEY`` when set (at least 32 characters). O
 key is created once in ``LINKDESK_SIGNING_KEY_FILE`` (default ``var/signing.key``) with
 owner-only permissions; every process of the installation reads the same file. Deleting or
 replacing the key invalidates every link already sent.
+
+What the customer sends back is a claim: a relink success from their browser counts only once
+MoneyKit confirms it (the link no longer needs a relink); otherwise it is recorded as
+``unconfirmed``. What the customer reads never names a staff member or an internal link id.
 """
 
 from __future__ import annotations

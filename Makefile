@@ -68,7 +68,7 @@ lint: setup-dev
 typecheck: setup-dev
 	$(PY) -m mypy
 unit: setup-dev postgres
-	$(PY) -m pytest -q tests/unit tests/postgres
+	$(PY) -m pytest -q tests/unit tests/security tests/postgres
 contract: setup-dev
 	$(PY) -m pytest -q tests/contract tests/sandbox
 app: setup-dev

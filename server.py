@@ -5,6 +5,8 @@
 * the dashboard (`dashboard.py`) at `/`;
 * `POST /webhooks/moneykit`, MoneyKit's signed webhooks, verified and queued by the core;
 * `GET /healthz`, a liveness probe for the process and its store;
+* security headers on every response (`linkdesk.http_security`: CSP, frame-ancestors,
+  nosniff, no-referrer) and Streamlit's own `/_stcore/metrics` closed;
 * the reconciliation worker in a background thread, unless `LINKDESK_RUN_WORKER=false` (then run
   `python -m linkdesk worker` as its own process, e.g. one worker beside several dashboards).
 
@@ -22,10 +24,13 @@ from typing import Any
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from linkdesk.http_security import SecurityHeadersMiddleware
+from linkdesk.settings import Settings
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from ui.wiring import get_services
 
@@ -83,4 +88,9 @@ app = st.App(
         Route("/healthz", healthz, methods=["GET"]),
     ],
     lifespan=lifespan,
+    middleware=[
+        # Outermost: every response gets the headers, including Streamlit's own and errors.
+        # Settings are read from the environment here, as build_services reads them.
+        Middleware(SecurityHeadersMiddleware, connect_host=Settings().moneykit_connect_host),
+    ],
 )

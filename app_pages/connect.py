@@ -9,6 +9,7 @@ from linkdesk.services import InvalidCustomerId
 from ui import connect_flow
 from ui.auth import require_actor
 from ui.errors import report
+from ui.render import plain
 from ui.wiring import get_services
 
 SLOT = "new-link"
@@ -45,7 +46,7 @@ if st.button("Open MoneyKit Connect", type="primary", disabled=busy or not custo
             customer_external_id=customer_id, actor=require_actor()
         )
     except InvalidCustomerId as error:
-        st.error(str(error))
+        st.error(plain(error))
     except MoneyKitError as error:
         report(error, where="connect.start", key="connect-start")
     else:

@@ -12,6 +12,7 @@ from linkdesk.store.analytics import TIMELINE_KINDS, Analytics
 from ui.auth import require_actor
 from ui.link_detail import relink_started_here, render_repair_panel
 from ui.outreach import render_customer_outreach
+from ui.render import plain
 from ui.wiring import get_services
 
 PAGE_SIZE = 50
@@ -98,7 +99,7 @@ if not customer:
 
 st.page_link(
     "app_pages/links.py",
-    label=f"Links of {customer}",
+    label=f"Links of {plain(customer)}",
     icon="🔗",
     query_params={"customer": customer},
 )

@@ -13,6 +13,7 @@ from linkdesk.store.queries import Health
 from ui.auth import require_actor
 from ui.demo import forget_demo_switch
 from ui.errors import guard
+from ui.render import plain
 from ui.wiring import get_services
 
 LIVE_SECONDS = 2.0
@@ -92,7 +93,7 @@ st.subheader("Scenarios")
 try:
     available, _runs = demo.scenarios()
 except (DemoRefused, SandboxUnavailable) as problem:
-    st.error(f"The sandbox cannot play scenarios right now: {problem}")
+    st.error(f"The sandbox cannot play scenarios right now: {plain(problem)}")
     available = []
 
 for scenario in available:
@@ -107,7 +108,7 @@ for scenario in available:
             continue
         cols = st.columns([2, 2, 1], vertical_alignment="bottom")
         name = scenario.default_institution_name or bank
-        cols[0].markdown(f"Plays on **{name}**, the largest bank it fits.")
+        cols[0].markdown(f"Plays on **{plain(name)}**, the largest bank it fits.")
         speed = cols[1].selectbox(
             "Pace",
             list(SPEEDS),
@@ -118,9 +119,9 @@ for scenario in available:
             try:
                 run = demo.start_scenario(actor, scenario.name, institution_id=bank, speed=speed)
             except ServiceError as refused:
-                st.error(str(refused))
+                st.error(plain(refused))
             else:
-                st.toast(f"{run.title} started on {run.institution_name}.", icon="🎬")
+                st.toast(f"{run.title} started on {plain(run.institution_name)}.", icon="🎬")
 
 
 @st.fragment(run_every=LIVE_SECONDS)
@@ -144,13 +145,14 @@ def _live() -> None:
             st.progress(
                 done,
                 text=f"{label.get(run.status, run.status)} · **{run.title}** on "
-                f"{run.institution_name} · {run.last_step} · {run.links_changed} link changes, "
+                f"{plain(run.institution_name)} · {plain(run.last_step)} · "
+                f"{run.links_changed} link changes, "
                 f"{run.links_still_broken} still broken",
             )
             if run.status == "running":
                 st.page_link(
                     "app_pages/links.py",
-                    label=f"Watch {run.institution_name}'s links",
+                    label=f"Watch {plain(run.institution_name)}'s links",
                     icon="🔗",
                     query_params={"institution": run.institution_id},
                 )

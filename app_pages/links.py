@@ -19,6 +19,7 @@ from ui.render import (
     health_label,
     institution_avatar,
     institution_colour,
+    plain,
     swatch_data_uri,
 )
 from ui.wiring import get_services, theme_is_dark
@@ -120,7 +121,7 @@ def _worker_panel() -> None:
         cols[5].metric("Webhooks queued", status.webhooks_pending)
         st.caption(
             f"Last discovery of new links {_ago(status.last_discovery_at, now)}"
-            + (f" · last error: {status.last_error}" if status.last_error else "")
+            + (f" · last error: {plain(status.last_error)}" if status.last_error else "")
         )
         if suspect := status.discovery_suspect:
             st.warning(
@@ -184,7 +185,7 @@ def _sync_now() -> None:
     try:
         touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
     except ServiceError as refused:
-        st.warning(str(refused))
+        st.warning(plain(refused))
     else:
         st.toast(f"{touched} links queued for the sync worker; watch the lag below.")
 

@@ -18,7 +18,7 @@ from linkdesk.store.queries import Health
 from ui import charts
 from ui.auth import require_actor
 from ui.errors import guarded
-from ui.render import HEALTH_LABELS, error_label, health_label
+from ui.render import HEALTH_LABELS, code_span, error_label, health_label, plain
 from ui.wiring import get_services
 
 LINKS_PAGE = "app_pages/links.py"
@@ -85,7 +85,7 @@ def _broken_row(row: BrokenLink) -> None:
         if row.customer_id:
             st.page_link(
                 CUSTOMER_PAGE,
-                label=row.customer_id,
+                label=plain(row.customer_id),
                 icon="👤",
                 query_params={"customer": row.customer_id},
                 help="Open this customer's timeline: why it broke, and the repair",
@@ -96,12 +96,12 @@ def _broken_row(row: BrokenLink) -> None:
                 label="no customer",
                 icon="🔗",
                 query_params={"link": row.link_id},
-                help=f"Open link {row.link_id}",
+                help=f"Open link {plain(row.link_id)}",
             )
-    cols[1].markdown(row.institution_name)
+    cols[1].markdown(plain(row.institution_name))
     cols[2].markdown(
-        f"{health_label(row.health)} · **{_why(row)}**"
-        + (f" · `{row.error_code}`" if row.error_code else "")
+        f"{health_label(row.health)} · **{plain(_why(row))}**"
+        + (f" · {code_span(row.error_code)}" if row.error_code else "")
     )
     cols[3].markdown(f"{row.broke_at:%H:%M} UTC · {_ago(row.broke_at)}")
 
@@ -219,7 +219,7 @@ with left:
         st.caption("Links in state error, by error code:")
         for code, n in sorted(by_error.items(), key=lambda item: -item[1]):
             if code:
-                _links(f"{code}: {n}", error=code)
+                _links(f"{plain(code)}: {n}", error=code)
 with right:
     st.subheader("Relinks (last 30 days)", divider="gray")
     with st.spinner("Measuring relinks…"):
@@ -264,7 +264,7 @@ if hurting:
     st.altair_chart(charts.errors_by_institution(hurting), width="stretch")
     for row in hurting:
         _links(
-            f"{row.name}: {row.errors} of {row.links} links in error",
+            f"{plain(row.name)}: {row.errors} of {row.links} links in error",
             institution=row.institution_id,
         )
 else:

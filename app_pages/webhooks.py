@@ -8,6 +8,7 @@ from linkdesk.auth import Permission
 from linkdesk.services.errors import ServiceError
 from linkdesk.store.analytics import Analytics
 from ui.auth import require_actor
+from ui.render import plain
 from ui.wiring import get_services
 
 PAGE_SIZE = 50
@@ -116,8 +117,10 @@ if detail is None:
 
 st.subheader(f"Delivery {detail.id}", divider="gray")
 st.caption(
-    f"{detail.verdict} · {detail.reason or '—'} · event {detail.event or '—'} · "
-    f"link {detail.link_id or '—'} · attempt {detail.attempt or '—'}"
+    plain(
+        f"{detail.verdict} · {detail.reason or '—'} · event {detail.event or '—'} · "
+        f"link {detail.link_id or '—'} · attempt {detail.attempt or '—'}"
+    )
 )
 if detail.payload is None:
     st.info("No payload is kept for this delivery: only verified (accepted) bodies are stored.")
@@ -129,6 +132,6 @@ with st.form(f"webhooks.reapply.{detail.id}"):
         try:
             result = services.webhooks.reapply(detail.id, actor, reason=why.strip() or None)
         except ServiceError as refused:
-            st.warning(str(refused))
+            st.warning(plain(refused))
         else:
-            st.success(f"Re-applied ({result.status}): {result.detail}")
+            st.success(plain(f"Re-applied ({result.status}): {result.detail}"))

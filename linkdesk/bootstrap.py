@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from linkdesk.demo import DemoService, SandboxControls
 from linkdesk.health import HealthThresholds
 from linkdesk.moneykit.client import MoneyKitClient
+from linkdesk.moneykit.images import ImagePolicy
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
 from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
@@ -112,6 +113,11 @@ def build_services(
             timeout=settings.moneykit_timeout_seconds if http_client is None else None,
             clock=lambda: clock().timestamp(),
             sleep=sleep,
+            image_policy=ImagePolicy.for_moneykit(
+                settings.image_hosts,
+                base_url=settings.moneykit_base_url,
+                connect_host=settings.moneykit_connect_host,
+            ),
         )
         closers.append(client.close)
 
@@ -170,6 +176,7 @@ def build_services(
         settings=settings,
         key=lambda: load_signing_key(settings),
         clock=clock,
+        client=client,
     )
     demo = DemoService(
         store=store,

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
         validation_alias=_env("MONEYKIT_CONNECT_HOST", "moneykit_connect_host"),
         description="Origin of the hosted Connect UI (scheme://host:port, no path, no slash).",
     )
+    image_hosts: str = Field(
+        default="",
+        validation_alias=_env("LINKDESK_IMAGE_HOSTS", "image_hosts"),
+        description=(
+            "Hosts institution logos may be downloaded from, comma-separated: "
+            "https://host[:port] or https://*.domain; http only for a local sandbox "
+            "(localhost or a loopback/private address). Unset: https://*.moneykit.com plus the "
+            "origins of MONEYKIT_BASE_URL and MONEYKIT_CONNECT_HOST. Other hosts, redirects "
+            "elsewhere and hosts that resolve to internal addresses are refused."
+        ),
+    )
     moneykit_client_id: str = Field(
         default="linkdesk_sandbox_client",
         validation_alias=_env("MONEYKIT_CLIENT_ID", "moneykit_client_id"),

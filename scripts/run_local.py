@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +50,20 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: floa
             pass
         time.sleep(0.2)
     raise SystemExit(f"The sandbox did not answer on {url} within {timeout:.0f} s.")
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Create ``path`` readable by its owner only (0600), whatever the umask: it holds secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+def make_private(path: Path) -> None:
+    """Tighten a secrets file an earlier version left readable by others."""
+    if path.exists() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+        print(f"==> Made {path.relative_to(ROOT)} readable by its owner only", flush=True)
 
 
 def run_step(title: str, args: list[str], env: dict[str, str]) -> None:
@@ -119,10 +132,11 @@ def main() -> int:
     try:
         if sandbox is not None:
             wait_until_healthy(f"{sandbox_url}/_sandbox/health", sandbox, timeout=60)
-        (ROOT / "var").mkdir(exist_ok=True)
+        (ROOT / "var").mkdir(mode=0o700, exist_ok=True)
         secrets = ROOT / ".streamlit" / "secrets.toml"
+        make_private(secrets)
         if not secrets.exists():
-            shutil.copyfile(ROOT / ".streamlit" / "secrets.example.toml", secrets)
+            write_private(secrets, (ROOT / ".streamlit" / "secrets.example.toml").read_bytes())
             print(
                 "==> Created .streamlit/secrets.toml with the local demo users "
                 "(admin / support / viewer; passwords in the README)",

@@ -18,6 +18,7 @@ from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import ApplyOutcome, StartedSession
 from ui.auth import require_actor
 from ui.errors import report
+from ui.render import plain
 from ui.wiring import get_services, theme_is_dark
 
 
@@ -100,8 +101,8 @@ def render(slot: str) -> ApplyOutcome | None:
 
 def show_outcome(outcome: ApplyOutcome) -> None:
     if outcome.outcome == "success":
-        st.success(outcome.message or f"Bank linked (link {outcome.link_id}).", icon="✅")
+        st.success(plain(outcome.message or f"Bank linked (link {outcome.link_id})."), icon="✅")
     elif outcome.outcome == "exit":
-        st.warning(outcome.message or "Connect was closed before finishing.", icon="↩️")
+        st.warning(plain(outcome.message or "Connect was closed before finishing."), icon="↩️")
     elif outcome.outcome == "failed":
-        st.error(outcome.message or "Linking failed.", icon="⚠️")
+        st.error(plain(outcome.message or "Linking failed."), icon="⚠️")

@@ -33,6 +33,7 @@ from linkdesk.moneykit.errors import (
     MoneyKitError,
     RateLimitError,
 )
+from ui.render import plain
 
 logger = logging.getLogger("linkdesk.dashboard")
 
@@ -128,10 +129,11 @@ def describe(error: BaseException) -> Trouble:
 def show_trouble(trouble: Trouble, *, reference: str | None = None, key: str = "page") -> None:
     """The designed panel for ``trouble``, with a Try again button."""
     with st.container(border=True, key=f"trouble-{key}"):
-        st.error(f"**{trouble.title}**", icon="⚠️")
-        st.write(trouble.explanation)
-        st.markdown(f"**What to do:** {trouble.what_to_do}")
-        st.caption(f"Reference {reference}" if reference else trouble.kind)
+        # The explanation may quote MoneyKit's own message: shown as text, never as Markdown.
+        st.error(f"**{plain(trouble.title)}**", icon="⚠️")
+        st.markdown(plain(trouble.explanation))
+        st.markdown(f"**What to do:** {plain(trouble.what_to_do)}")
+        st.caption(plain(f"Reference {reference}" if reference else trouble.kind))
         if st.button("Try again", key=f"trouble-retry-{key}", icon="🔄"):
             st.rerun()
 

@@ -16,7 +16,7 @@ from linkdesk.store.queries import Health, LinkDetail
 from ui import connect_flow
 from ui.auth import require_actor
 from ui.errors import report
-from ui.render import error_label, health_label, institution_card_html
+from ui.render import error_label, health_label, institution_card_html, plain
 from ui.wiring import get_services, theme_is_dark
 
 
@@ -24,7 +24,7 @@ def render_link_detail(link_id: str) -> None:
     services = get_services()
     detail = services.links.get_link(link_id)
     if detail is None:
-        st.warning(f"No link with id {link_id} is in the store. It may not be synced yet.")
+        st.warning(f"No link with id {plain(link_id)} is in the store. It may not be synced yet.")
         return
     actor = require_actor()
     row = detail.row
@@ -33,8 +33,8 @@ def render_link_detail(link_id: str) -> None:
     # Health gets the widest column: a verdict like "Needs relink" in metric type needs the room.
     cols = st.columns([1.7, 0.9, 1.1, 1.3])
     cols[0].metric("Health", health_label(row.health))
-    cols[1].metric("State", row.state)
-    cols[2].metric("Customer", row.customer_id or "—")
+    cols[1].metric("State", plain(row.state))
+    cols[2].metric("Customer", plain(row.customer_id or "—"))
     cols[2].page_link(
         "app_pages/customer.py",
         label="Customer timeline",
@@ -45,7 +45,7 @@ def render_link_detail(link_id: str) -> None:
     last_update = row.products_refreshed_at or row.last_synced_at or row.updated_at
     cols[3].metric("Last update (UTC)", f"{last_update:%d %b %H:%M}" if last_update else "—")
     if row.error_code:
-        st.caption(f"Error: {error_label(row.error_code)}")
+        st.caption(f"Error: {plain(error_label(row.error_code))}")
 
     render_playbook(row.health_reason)
     render_relink_action(detail, actor)
@@ -102,7 +102,7 @@ def render_relink_action(detail: LinkDetail, actor: Actor, *, label: str = "Reli
     lease = detail.relink_in_progress
     if lease is not None and not connect_flow.is_open(slot):
         st.warning(
-            f"Relink in progress by **{lease.holder}** since {lease.since:%H:%M} UTC "
+            f"Relink in progress by **{plain(lease.holder)}** since {lease.since:%H:%M} UTC "
             f"(released at {lease.expires_at:%H:%M} UTC if abandoned).",
             icon="⏳",
         )
@@ -123,7 +123,7 @@ def render_relink_action(detail: LinkDetail, actor: Actor, *, label: str = "Reli
                         link_id=row.link_id, actor=actor, reason=reason.strip() or None
                     )
                 except ServiceError as refused:
-                    st.warning(str(refused))
+                    st.warning(plain(refused))
                 except MoneyKitError as error:
                     report(error, where="relink.start", key=f"relink-{row.link_id}")
                 else:
@@ -147,7 +147,7 @@ def render_repair_panel(detail: LinkDetail, actor: Actor) -> None:
         with verdict:
             st.caption("Health")
             st.markdown(f"**{health_label(row.health)}**")
-            st.caption(f"State: {row.state}")
+            st.caption(f"State: {plain(row.state)}")
         with why:
             st.caption("Why")
             st.markdown(_why(detail))
@@ -165,17 +165,24 @@ def render_repair_panel(detail: LinkDetail, actor: Actor) -> None:
 def _why(detail: LinkDetail) -> str:
     """The state change that put the link where it is, in words."""
     row = detail.row
-    error = error_label(row.error_code) or "no error code"
+    error = plain(error_label(row.error_code) or "no error code")
     latest = detail.state_changes[0] if detail.state_changes else None
     if latest is None:
-        return f"MoneyKit reports the link as **{row.state}** ({error}); no change recorded yet."
-    before = f"{latest.from_state}" + (f" ({latest.from_error})" if latest.from_error else "")
-    now = f"{latest.to_state}" + (f" — {error_label(latest.to_error)}" if latest.to_error else "")
+        return (
+            f"MoneyKit reports the link as **{plain(row.state)}** ({error}); "
+            "no change recorded yet."
+        )
+    before = plain(
+        f"{latest.from_state}" + (f" ({latest.from_error})" if latest.from_error else "")
+    )
+    now = plain(
+        f"{latest.to_state}" + (f" — {error_label(latest.to_error)}" if latest.to_error else "")
+    )
+    source = plain(latest.source)
     if latest.from_state is None:
-        return f"First seen on {latest.at:%d %b %H:%M} UTC as **{now}** (through {latest.source})."
+        return f"First seen on {latest.at:%d %b %H:%M} UTC as **{now}** (through {source})."
     return (
-        f"On {latest.at:%d %b %H:%M} UTC it went from {before} to **{now}** "
-        f"(reported by {latest.source})."
+        f"On {latest.at:%d %b %H:%M} UTC it went from {before} to **{now}** (reported by {source})."
     )
 
 
@@ -195,7 +202,7 @@ def _customer_link_action(detail: LinkDetail, actor: Actor) -> None:
                     row.link_id, actor, reason=reason.strip() or None
                 )
             except ServiceError as refused:
-                st.warning(str(refused))
+                st.warning(plain(refused))
             else:
                 st.session_state[created_key] = (created.token, created.expires_at)
         if created_key in st.session_state:

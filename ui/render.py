@@ -3,11 +3,18 @@
 Every value drawn here comes from outside (MoneyKit or the customer's bank): colours are already
 validated hex by the store's read side and are checked again here before they reach CSS or SVG,
 logos must be `data:image/...` or `https:` URLs, and names are HTML-escaped.
+
+Most Streamlit text widgets (alerts, captions, metrics' labels, page links, tabs, expanders,
+toasts, tooltips) read their text as Markdown, so a customer id such as
+``![x](https://tracker/pixel)`` would load a remote image in the staff member's browser. Any
+value from outside (MoneyKit, URL parameters, customers, stored payloads) goes through
+:func:`plain` before it is put into such a string.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from urllib.parse import quote
 
 from linkdesk.store.queries import Health, LinkRow
@@ -40,6 +47,39 @@ ERROR_LABELS: dict[str, str] = {
 }
 
 NEUTRAL_SWATCH = "#9aa0a6"
+
+# Every ASCII punctuation character may be backslash-escaped in CommonMark, and an escaped one is
+# always shown as itself: no link, image, HTML, emphasis, code, heading, list, table, LaTeX
+# ($), emoji shortcode or Streamlit directive (:red[...], :material/...:) can start.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Line breaks would start new blocks; other control characters have no business in a label.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+# Streamlit's Markdown also turns bare URLs and e-mail addresses into links after escapes are
+# undone ("GFM autolink literals"). An invisible zero-width space before "://", "@" and the dot
+# of "www." keeps them text; the value reads the same.
+_AUTOLINK_LITERAL = re.compile(r"(?=://)|(?=@)|(?i:(?<=www)(?=\.))")
+_ZERO_WIDTH_SPACE = "\u200b"
+
+
+def plain(value: object) -> str:
+    """``value`` as Markdown that shows exactly its characters, on one line, linking nowhere."""
+    text = _CONTROL.sub(" ", "" if value is None else str(value))
+    text = _AUTOLINK_LITERAL.sub(_ZERO_WIDTH_SPACE, text)
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+def code_span(value: object) -> str:
+    """``value`` as an inline Markdown code span (nothing inside a code span is parsed).
+
+    The fence is one backtick longer than any run of backticks in the value, so the value
+    cannot close it early.
+    """
+    text = _CONTROL.sub(" ", "" if value is None else str(value))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"
 
 
 def health_label(health: Health) -> str:

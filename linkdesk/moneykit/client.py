@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import pydantic
@@ -33,6 +33,7 @@ from linkdesk.moneykit.errors import (
     RateLimitError,
     status_error_class,
 )
+from linkdesk.moneykit.images import ImagePolicy, fetch_image
 from linkdesk.moneykit.models import (
     AccessToken,
     AccountNumbersResponse,
@@ -205,6 +206,7 @@ class MoneyKitClient:
         timeout: float | httpx.Timeout | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
+        image_policy: ImagePolicy | None = None,
     ) -> None:
         if client_id is None:
             client_id = os.environ.get("MONEYKIT_CLIENT_ID")
@@ -229,6 +231,9 @@ class MoneyKitClient:
             base_url or os.environ.get("MONEYKIT_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
         self.max_retries = max_retries
+        # Which hosts institution images may come from (see linkdesk.moneykit.images); by
+        # default MoneyKit's own hosts and this client's base URL.
+        self.image_policy = image_policy or ImagePolicy.for_moneykit(None, base_url=self.base_url)
         self._owns_http = http_client is None
         if http_client is None:
             self._timeout: float | httpx.Timeout | Any = (
@@ -889,40 +894,14 @@ class MoneyKitClient:
     def fetch_image(self, url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[str, bytes]:
         """Download an institution image; returns ``(content_type, body)``.
 
-        No credentials are sent (the URL may point anywhere), only http(s) is fetched, and the body
-        is read no further than ``max_bytes``.
+        Only from the hosts :attr:`image_policy` allows, never to an internal address, redirects
+        checked hop by hop, at most ``max_bytes``, without credentials. Raises
+        :class:`~linkdesk.moneykit.images.ImageRefused` (a ``ValueError``) otherwise.
         """
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("Only http(s) image URLs can be fetched.")
-        try:
-            with self._http.stream(
-                "GET",
-                url,
-                headers={"Accept": "image/*", "User-Agent": _USER_AGENT},
-                timeout=self._timeout,
-                follow_redirects=True,
-            ) as response:
-                if not response.is_success:
-                    raise self._status_error(response)
-                declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise APIResponseValidationError(
-                        f"Image larger than {max_bytes} bytes.", request=response.request
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise APIResponseValidationError(
-                            f"Image larger than {max_bytes} bytes.", request=response.request
-                        )
-                    chunks.append(chunk)
-                content_type = response.headers.get("content-type", "")
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError(request=exc.request) from exc
-        except httpx.TransportError as exc:
-            raise APIConnectionError(request=exc.request) from exc
-        logger.debug("moneykit: fetched image from %s (%d bytes)", parts.netloc, size)
-        return content_type.split(";")[0].strip().lower(), b"".join(chunks)
+        timeout = self._timeout if isinstance(self._timeout, float | httpx.Timeout) else 10.0
+        # An injected HTTP client (its transport) is the caller's choice and is used for images
+        # too; the policy's checks apply either way.
+        injected = None if self._owns_http else self._http
+        return fetch_image(
+            url, self.image_policy, max_bytes=max_bytes, timeout=timeout, http=injected
+        )

@@ -10,6 +10,10 @@ The signing key is ``LINKDESK_SIGNING_KEY`` when set (at least 32 characters). O
 key is created once in ``LINKDESK_SIGNING_KEY_FILE`` (default ``var/signing.key``) with
 owner-only permissions; every process of the installation reads the same file. Deleting or
 replacing the key invalidates every link already sent.
+
+What the customer sends back is a claim: a relink success from their browser counts only once
+MoneyKit confirms it (the link no longer needs a relink); otherwise it is recorded as
+``unconfirmed``. What the customer reads never names a staff member or an internal link id.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 
 from linkdesk.auth import Actor, Permission, as_actor, require
 from linkdesk.health import Health, link_health
+from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services.audit import AuditLog
-from linkdesk.services.connect import ApplyOutcome, ConnectService, StartedSession
+from linkdesk.services.connect import ConnectService, StartedSession
 from linkdesk.services.errors import (
     LeaseHeld,
     LinkAlreadyUsed,
@@ -48,9 +54,17 @@ from linkdesk.services.errors import (
 )
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
-from linkdesk.store.models import CustomerLinkToken, Link
+from linkdesk.store.models import CustomerLinkToken, Institution, Link, RelinkLease
 
-__all__ = ["CustomerLink", "CustomerLinkService", "load_signing_key"]
+__all__ = [
+    "CustomerLink",
+    "CustomerLinkCheck",
+    "CustomerLinkService",
+    "CustomerOutcome",
+    "NothingToRepair",
+    "RepairInProgress",
+    "load_signing_key",
+]
 
 _DOMAIN = b"linkdesk-relink-v1."  # binds signatures to this use of the key
 _MIN_KEY_CHARS = 32
@@ -64,6 +78,62 @@ class CustomerLink:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerLinkCheck:
+    """What the repair page may say when it opens: only the customer's own bank name."""
+
+    institution_name: str | None
+    repair: Literal["ready", "in_progress", "not_needed"]
+
+
+CustomerOutcomeKind = Literal["pending", "success", "unconfirmed", "exit", "failed"]
+
+# What the customer reads for each outcome: no link id, no staff name, no MoneyKit detail.
+CUSTOMER_MESSAGES: dict[str, str] = {
+    "pending": "Finish in the bank connection window. This page updates by itself.",
+    "success": "Your bank is connected again. You can close this page.",
+    "unconfirmed": (
+        "We could not confirm with your bank that the connection is repaired, so it may still "
+        "need your attention. Please contact your support contact; they can send you a new link."
+    ),
+    "exit": (
+        "The bank window was closed before the repair finished. Please ask your support "
+        "contact for a new link."
+    ),
+    "failed": (
+        "The repair did not finish. Please ask your support contact for a new link; nothing "
+        "about your bank login was changed."
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerOutcome:
+    """How the customer's repair ended, in words meant for the customer."""
+
+    outcome: CustomerOutcomeKind
+    message: str
+
+
+class RepairInProgress(LeaseHeld):
+    """Someone is repairing the link right now. Says so without naming them or the link."""
+
+    def __init__(self, held: LeaseHeld) -> None:
+        super().__init__(held.link_id, held.holder, held.expires_at)
+        self.args = (
+            "A repair of this bank connection is already in progress. Please try again later "
+            "with the same link.",
+        )
+
+
+class NothingToRepair(RelinkNotNeeded):
+    """The link works again. Says so without naming the link or its state."""
+
+    def __init__(self, cause: RelinkNotNeeded) -> None:
+        super().__init__(cause.link_id, cause.health, cause.state, cause.error_code)
+        self.args = ("Your bank connection works again; there is nothing to repair.",)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -74,6 +144,11 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode())
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _sha256(token: str) -> str:
@@ -118,8 +193,11 @@ class CustomerLinkService:
         settings: Settings,
         key: bytes | Callable[[], bytes],
         clock: Callable[[], datetime] | None = None,
+        client: MoneyKitClient | None = None,
     ) -> None:
         self._store = store
+        # Confirms a customer's relink with MoneyKit; without it no relink counts as confirmed.
+        self._client = client
         self._sessions = sessions
         self._audit = audit
         self._settings = settings
@@ -281,6 +359,38 @@ class CustomerLinkService:
                     customer_id=row.customer_id,
                 )
 
+    def check(self, token: str) -> CustomerLinkCheck:
+        """What the repair page shows when it opens, without using the token up.
+
+        Raises LinkTampered, LinkExpired or LinkAlreadyUsed at once, so a customer with a bad
+        link learns it before pressing anything. Reads only the store (a mail scanner opening
+        the URL costs no MoneyKit call). The only write is the first-open mark that outreach
+        tracking reads ("opened the repair page").
+        """
+        row = self._open(token, check_expiry=True)
+        if row.used_at is not None:
+            raise LinkAlreadyUsed()
+        now = self._clock()
+        with self._store.read() as session:
+            link = session.get(Link, row.link_id)
+            name = (
+                session.scalar(
+                    sa.select(Institution.name).where(
+                        Institution.institution_id == link.institution_id
+                    )
+                )
+                if link is not None
+                else None
+            )
+            lease = session.get(RelinkLease, row.link_id)
+        if link is None:
+            raise LinkTampered()  # the link is gone: the token cannot repair anything
+        if lease is not None and _aware(lease.expires_at) > now:
+            return CustomerLinkCheck(institution_name=name, repair="in_progress")
+        if link_health(link.state, link.error_code) is not Health.NEEDS_RELINK:
+            return CustomerLinkCheck(institution_name=name, repair="not_needed")
+        return CustomerLinkCheck(institution_name=name, repair="ready")
+
     def _machine_actor(self, row: CustomerLinkToken) -> str:
         return f"customer-link:{row.id[:12]}"
 
@@ -336,6 +446,8 @@ class CustomerLinkService:
                 customer_id=row.customer_id,
                 detail=str(exc),
             )
+            if isinstance(exc, LeaseHeld):
+                raise RepairInProgress(exc) from exc
             raise
         except ServiceError as exc:
             self._set(row.id, finished_at=self._clock(), outcome="not_needed")
@@ -347,6 +459,8 @@ class CustomerLinkService:
                 customer_id=row.customer_id,
                 detail=str(exc),
             )
+            if isinstance(exc, RelinkNotNeeded):
+                raise NothingToRepair(exc) from exc
             raise
         self._set(row.id, session_id=started.session_id)
         self._audit.record(
@@ -359,35 +473,65 @@ class CustomerLinkService:
         )
         return started
 
-    def redeem_finish(self, token: str, entries: Iterable[object] | None) -> ApplyOutcome:
+    def redeem_finish(self, token: str, entries: Iterable[object] | None) -> CustomerOutcome:
         """Apply the customer's Connect log for the session :meth:`redeem_begin` started.
 
-        Works after the expiry as long as the relink was started in time.
+        Works after the expiry as long as the relink was started in time. A relink success
+        from the browser is only a claim (anyone can post a log): it counts as ``success`` once
+        MoneyKit, asked through the client, no longer reports the link as needing a relink;
+        otherwise the outcome is ``unconfirmed``, recorded and audited as such.
         """
         row = self._open(token, check_expiry=False)
         if row.session_id is None:
             raise LinkTampered()
-        outcome = self._sessions.apply_log_as(
+        if row.finished_at is not None and row.outcome in CUSTOMER_MESSAGES:
+            # Decided already (a rerun re-sends the same log): the same answer, no new read.
+            kind: CustomerOutcomeKind = row.outcome  # type: ignore[assignment]
+            return CustomerOutcome(kind, CUSTOMER_MESSAGES[kind])
+        applied = self._sessions.apply_log_as(
             row.session_id, entries, actor=self._machine_actor(row)
         )
-        if outcome.outcome != "pending" and row.finished_at is None:
-            with self._store.write() as session:
-                done = session.execute(
-                    sa.update(CustomerLinkToken)
-                    .where(CustomerLinkToken.id == row.id, CustomerLinkToken.finished_at.is_(None))
-                    .values(finished_at=self._clock(), outcome=outcome.outcome)
+        if applied.outcome == "pending":
+            return CustomerOutcome("pending", CUSTOMER_MESSAGES["pending"])
+        kind = applied.outcome
+        detail = applied.message
+        if applied.outcome == "success":
+            confirmed, detail = self._confirmed_by_moneykit(row.link_id)
+            kind = "success" if confirmed else "unconfirmed"
+        with self._store.write() as session:
+            done = session.execute(
+                sa.update(CustomerLinkToken)
+                .where(CustomerLinkToken.id == row.id, CustomerLinkToken.finished_at.is_(None))
+                .values(finished_at=self._clock(), outcome=kind)
+            )
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                self._audit.add(
+                    session,
+                    actor=self._machine_actor(row),
+                    action="customer_link.finish",
+                    outcome=kind,
+                    link_id=row.link_id,
+                    customer_id=row.customer_id,
+                    detail=detail,
                 )
-                if done.rowcount == 1:  # type: ignore[attr-defined]
-                    self._audit.add(
-                        session,
-                        actor=self._machine_actor(row),
-                        action="customer_link.finish",
-                        outcome=outcome.outcome,
-                        link_id=row.link_id,
-                        customer_id=row.customer_id,
-                        detail=outcome.message,
-                    )
-        return outcome
+            else:  # another tab finished first: report what it recorded
+                stored = session.get(CustomerLinkToken, row.id)
+                if stored is not None and stored.outcome in CUSTOMER_MESSAGES:
+                    kind = stored.outcome  # type: ignore[assignment]
+        return CustomerOutcome(kind, CUSTOMER_MESSAGES[kind])
+
+    def _confirmed_by_moneykit(self, link_id: str) -> tuple[bool, str]:
+        """Whether MoneyKit says the link no longer needs a relink, and why, for the audit."""
+        if self._client is None:
+            return False, "relink reported by Connect; no MoneyKit client to confirm it"
+        try:
+            link = self._client.get_link(link_id)
+        except MoneyKitError as exc:
+            return False, f"relink reported by Connect; MoneyKit not asked: {exc}"
+        state = f"{link.state}/{link.error_code}" if link.error_code else link.state
+        if link_health(link.state, link.error_code) is Health.NEEDS_RELINK:
+            return False, f"relink reported by Connect, but MoneyKit still reports {state}"
+        return True, f"relink confirmed by MoneyKit ({state})"
 
     def _set(self, token_id: str, **values: object) -> None:
         with self._store.write() as session:

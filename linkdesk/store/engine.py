@@ -15,6 +15,8 @@ Several Streamlit sessions and the sync worker write at once, so on SQLite:
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -40,7 +42,11 @@ __all__ = [
     "sqlite_file_path",
 ]
 
+logger = logging.getLogger("linkdesk.store")
+
 BUSY_TIMEOUT_MS = 10_000
+# The database holds customers, links and the audit log: readable by its owner only.
+PRIVATE_FILE_MODE = 0o600
 POSTGRES_DRIVER = "psycopg"
 POSTGRES_POOL_SIZE = 5
 POSTGRES_MAX_OVERFLOW = 10
@@ -92,7 +98,10 @@ def create_engine(url: str | sa.URL, *, echo: bool = False, **kwargs: Any) -> En
             parsed, echo=echo, pool_pre_ping=True, execution_options=options, **kwargs
         )
 
-    in_memory = sqlite_file_path(parsed) is None
+    file_path = sqlite_file_path(parsed)
+    in_memory = file_path is None
+    if file_path is not None:
+        make_private(file_path)
     connect_args: dict[str, Any] = {"check_same_thread": False}
     connect_args.update(kwargs.pop("connect_args", {}))
     if in_memory:
@@ -104,6 +113,31 @@ def create_engine(url: str | sa.URL, *, echo: bool = False, **kwargs: Any) -> En
     )
     _install_sqlite_events(engine, wal=not in_memory)
     return engine
+
+
+def make_private(database: Path) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does, and tighten old ones.
+
+    SQLite creates a new database file with the process umask (typically 0644, world-readable)
+    and gives its ``-wal`` and ``-shm`` files the database file's permissions, so creating the
+    file first with 0600 keeps all three private. Files left readable by an earlier version are
+    tightened; a file owned by someone else is left alone with a warning.
+    """
+    if database.parent.is_dir():
+        try:
+            fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)  # an empty file is a valid new SQLite database
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            logger.warning("%s is readable by other users and could not be made private", path)
 
 
 class _SharedConnectionPool(StaticPool):

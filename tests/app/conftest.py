@@ -7,6 +7,7 @@ through the same environment variables production uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,9 @@ def dashboard(
         # page's url_path here, so this is the page a browser opening /<page> gets.
         app.switch_page(f"app_pages/{page}.py")
     return app
+
+
+def as_shown(markdown: str) -> str:
+    """What a person reads for Markdown text: outside values are escaped character by character
+    (``ui.render.plain``), so compare what is shown, not the escapes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u200b", "")

@@ -24,7 +24,7 @@ from linkdesk.store.models import (
     SyncAttempt,
     WebhookDelivery,
 )
-from tests.app.conftest import dashboard
+from tests.app.conftest import as_shown, dashboard
 from ui.wiring import get_services
 
 
@@ -190,7 +190,9 @@ def test_deep_link_shows_everything_that_happened_to_the_customer(private_store:
     relinked = table[table["Kind"] == "🔗 Links and relinks"]
     assert list(relinked["What happened"]) == ["Relinked: the link works again"]
     assert list(relinked["Who"]) == ["dana"]
-    links = [(p.proto.label, parse_qs(p.proto.query_string)) for p in app.get("page_link")]
+    links = [
+        (as_shown(p.proto.label), parse_qs(p.proto.query_string)) for p in app.get("page_link")
+    ]
     assert (f"Links of {history.customer_id}", {"customer": [history.customer_id]}) in links
 
 

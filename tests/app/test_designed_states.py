@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from linkdesk.auth import Role
-from tests.app.conftest import dashboard
+from tests.app.conftest import as_shown, dashboard
 from tests.conftest import PostgresDatabases
 from ui.wiring import get_services
 
@@ -50,7 +50,7 @@ def shown_text(app: AppTest) -> str:
         for kind in ("info", "success", "warning", "error", "caption", "markdown")
         for element in app.get(kind)
     ]
-    return " ".join(str(part) for part in parts)
+    return as_shown(" ".join(str(part) for part in parts))
 
 
 def errors(app: AppTest) -> list[str]:

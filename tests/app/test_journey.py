@@ -19,7 +19,7 @@ from linkdesk.auth import Role
 from linkdesk.store import Store, create_engine
 from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkRow
 from linkdesk.store.repository import apply_event_state
-from tests.app.conftest import dashboard
+from tests.app.conftest import as_shown, dashboard
 from ui.wiring import get_services
 
 CUSTOMER_PAGE_HASH = calc_hash("customer")
@@ -48,14 +48,14 @@ def broke_today(app_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def customer_links(app: AppTest) -> list[tuple[str, dict[str, list[str]]]]:
     return [
-        (link.proto.label, parse_qs(link.proto.query_string))
+        (as_shown(link.proto.label), parse_qs(link.proto.query_string))
         for link in app.get("page_link")
         if link.proto.page_script_hash == CUSTOMER_PAGE_HASH
     ]
 
 
 def texts(app: AppTest) -> str:
-    return " ".join(str(element.value) for element in app.markdown)
+    return as_shown(" ".join(str(element.value) for element in app.markdown))
 
 
 def test_the_landing_page_is_the_overview_and_it_lists_what_broke_today(

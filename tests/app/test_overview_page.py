@@ -14,7 +14,7 @@ from streamlit.util import calc_hash
 from linkdesk.auth import Role
 from linkdesk.store import Store, create_engine
 from linkdesk.store.queries import Health, LinkQueries
-from tests.app.conftest import dashboard
+from tests.app.conftest import as_shown, dashboard
 from ui.wiring import get_services
 
 LINKS_PAGE_HASH = calc_hash("links")
@@ -37,7 +37,7 @@ def page_links(app: AppTest) -> list[tuple[str, dict[str, list[str]]]]:
     for link in app.get("page_link"):
         assert link.proto.page_script_hash in (LINKS_PAGE_HASH, CUSTOMER_PAGE_HASH)
         if link.proto.page_script_hash == LINKS_PAGE_HASH:
-            found.append((link.proto.label, parse_qs(link.proto.query_string)))
+            found.append((as_shown(link.proto.label), parse_qs(link.proto.query_string)))
     return found
 
 

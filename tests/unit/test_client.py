@@ -35,6 +35,7 @@ from linkdesk.moneykit import (
     parse_retry_after,
 )
 from linkdesk.moneykit.client import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
+from linkdesk.moneykit.images import ImagePolicy, ImageRefused
 
 BASE = "https://mk.test"
 SECRET = "s3cr3t-value-never-shown"
@@ -585,18 +586,33 @@ def test_path_parameters_are_percent_encoded(router, client):
 # -- images --------------------------------------------------------------------------------------
 
 
-def test_fetch_image_sends_no_credentials(router, client):
-    route = router.get("https://cdn.test/logo.svg").mock(
+# A made-up CDN name that "resolves" to a public address; respx answers, nothing is sent.
+CDN_ADDRESS = "93.184.215.14"
+
+
+@pytest.fixture()
+def cdn_client(client):
+    client.image_policy = ImagePolicy.from_hosts(
+        ["https://cdn.test"], resolver=lambda host, port: [CDN_ADDRESS]
+    )
+    return client
+
+
+def test_fetch_image_sends_no_credentials_to_the_checked_address(router, cdn_client):
+    route = router.get(f"https://{CDN_ADDRESS}/logo.svg").mock(
         return_value=httpx.Response(
             200, content=b"<svg/>", headers={"content-type": "image/svg+xml; charset=utf-8"}
         )
     )
-    assert client.fetch_image("https://cdn.test/logo.svg") == ("image/svg+xml", b"<svg/>")
-    assert "authorization" not in route.calls[0].request.headers
+    assert cdn_client.fetch_image("https://cdn.test/logo.svg") == ("image/svg+xml", b"<svg/>")
+    request = route.calls[0].request
+    assert "authorization" not in request.headers
+    assert request.headers["host"] == "cdn.test"
+    assert request.extensions["sni_hostname"] == "cdn.test"  # the certificate is for the name
 
 
 @pytest.mark.parametrize("declare_length", [True, False])
-def test_fetch_image_is_bounded(router, client, declare_length):
+def test_fetch_image_is_bounded(router, cdn_client, declare_length):
     body = b"x" * 2000
     headers = {"content-type": "image/png"}
 
@@ -610,10 +626,10 @@ def test_fetch_image_is_bounded(router, client, declare_length):
 
         return httpx.Response(200, content=chunks(), headers=headers)
 
-    router.get("https://cdn.test/big.png").mock(side_effect=respond)
-    with pytest.raises(APIResponseValidationError):
-        client.fetch_image("https://cdn.test/big.png", max_bytes=1000)
-    assert client.fetch_image("https://cdn.test/big.png", max_bytes=2000)[1] == body
+    router.get(f"https://{CDN_ADDRESS}/big.png").mock(side_effect=respond)
+    with pytest.raises(ImageRefused):
+        cdn_client.fetch_image("https://cdn.test/big.png", max_bytes=1000)
+    assert cdn_client.fetch_image("https://cdn.test/big.png", max_bytes=2000)[1] == body
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "file:///etc/passwd", "data:image/png,x"])

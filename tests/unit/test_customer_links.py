@@ -259,3 +259,87 @@ class TestSigningKey:
             keys, errors = load_together(settings, 8)
             assert errors == [] and len(set(keys)) == 1 and len(keys) == 8
             assert [p.name for p in path.parent.iterdir()] == ["signing.key"]
+
+
+# -- a customer's claim is checked with MoneyKit; the page learns nothing internal ------------
+
+
+def test_a_forged_relink_success_is_recorded_as_unconfirmed(
+    ready: Services, fake_moneykit: FakeMoneyKit
+):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    started = ready.customer_links.redeem_begin(made.token)
+    # The customer posts a relink success without relinking: MoneyKit still says auth_expired.
+    outcome = ready.customer_links.redeem_finish(made.token, finish_log(started.session_id))
+    assert outcome.outcome == "unconfirmed"
+    assert "mk_expired" not in outcome.message
+    (row,) = ready.links.customer_links("mk_expired")
+    assert row.outcome == "unconfirmed"
+    finishes = [
+        (e.outcome, e.detail)
+        for e in ready.audit.entries(link_id="mk_expired")
+        if e.action == "customer_link.finish"
+    ]
+    assert finishes == [
+        ("unconfirmed", "relink reported by Connect, but MoneyKit still reports error/auth_expired")
+    ]
+
+
+def test_a_decided_outcome_is_answered_again_without_asking_moneykit(
+    ready: Services, fake_moneykit: FakeMoneyKit
+):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    started = ready.customer_links.redeem_begin(made.token)
+    fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
+    log = finish_log(started.session_id)
+    assert ready.customer_links.redeem_finish(made.token, log).outcome == "success"
+    reads = fake_moneykit.calls["GET /links/mk_expired"]
+    assert ready.customer_links.redeem_finish(made.token, log).outcome == "success"
+    assert fake_moneykit.calls["GET /links/mk_expired"] == reads
+
+
+def test_moneykit_unreachable_at_the_end_leaves_the_relink_unconfirmed(
+    ready: Services, fake_moneykit: FakeMoneyKit
+):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    started = ready.customer_links.redeem_begin(made.token)
+    fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
+    fake_moneykit.unreachable = True
+    outcome = ready.customer_links.redeem_finish(made.token, finish_log(started.session_id))
+    assert outcome.outcome == "unconfirmed"
+
+
+def test_a_repair_in_progress_names_neither_staff_nor_link(ready: Services):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    ready.sessions.start_relink(link_id="mk_expired", actor=Actor("olga.staff", Role.SUPPORT))
+    with pytest.raises(LeaseHeld) as refused:
+        ready.customer_links.redeem_begin(made.token)
+    message = str(refused.value)
+    assert "already in progress" in message
+    assert "olga" not in message and "mk_expired" not in message
+    assert ready.customer_links.check(made.token).repair == "in_progress"
+
+
+def test_nothing_to_repair_does_not_name_the_link(ready: Services, fake_moneykit: FakeMoneyKit):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
+    with pytest.raises(RelinkNotNeeded) as refused:
+        ready.customer_links.redeem_begin(made.token)
+    assert "mk_expired" not in str(refused.value) and "connected" not in str(refused.value)
+
+
+def test_check_refuses_bad_links_at_once_and_uses_nothing_up(ready: Services, core_clock):
+    made = ready.customer_links.create("mk_expired", SUPPORT)
+    found = ready.customer_links.check(made.token)
+    assert found.repair == "ready" and found.institution_name == "Bank A"
+    (row,) = ready.links.customer_links("mk_expired")
+    assert row.used_at is None  # opening the page (or a mail scanner) burns nothing
+    with pytest.raises(LinkTampered):
+        ready.customer_links.check(made.token[:-2] + "xx")
+    ready.customer_links.redeem_begin(made.token)
+    with pytest.raises(LinkAlreadyUsed):
+        ready.customer_links.check(made.token)
+    later = ready.customer_links.create("mk_other", SUPPORT)
+    core_clock.advance(25 * 3600)
+    with pytest.raises(LinkExpired):
+        ready.customer_links.check(later.token)

@@ -10,6 +10,7 @@ from linkdesk.settings import Settings
 ENV_NAMES = {
     "moneykit_base_url": "MONEYKIT_BASE_URL",
     "moneykit_connect_host": "MONEYKIT_CONNECT_HOST",
+    "image_hosts": "LINKDESK_IMAGE_HOSTS",
     "moneykit_client_id": "MONEYKIT_CLIENT_ID",
     "moneykit_client_secret": "MONEYKIT_CLIENT_SECRET",
     "moneykit_timeout_seconds": "MONEYKIT_TIMEOUT_SECONDS",

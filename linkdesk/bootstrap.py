@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy.engine import Engine
 
+from linkdesk.alerts import AlertRunner, AlertService, Dispatcher, build_channels
 from linkdesk.demo import DemoService, SandboxControls
 from linkdesk.health import HealthThresholds
+from linkdesk.metrics import Metrics
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
@@ -50,6 +52,9 @@ class Services:
     worker: SyncWorker
     customer_links: CustomerLinkService
     demo: DemoService
+    alerts: AlertService
+    alert_runner: AlertRunner
+    metrics: Metrics
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -147,6 +152,34 @@ def build_services(
         clock=clock,
         budget=budget,
     )
+    links = LinkQueries(store, clock=clock, thresholds=health)
+    metrics = Metrics(store=store, links=links, clock=clock)
+    client.observers.append(metrics.on_moneykit_request)
+    webhooks.delivery_observers.append(metrics.on_webhook_delivery)
+    sessions.session_observers.append(metrics.on_connect_session)
+    alerts_http = httpx.Client(timeout=10.0) if http_client is None else http_client
+    if http_client is None:
+        closers.append(alerts_http.close)
+    channels = build_channels(settings, alerts_http, lambda: clock().timestamp())
+    alerts = AlertService(
+        store=store,
+        audit=audit,
+        clock=clock,
+        thresholds=health,
+        channels=lambda: set(channels),
+    )
+    alert_runner = AlertRunner(
+        alerts,
+        Dispatcher(
+            store,
+            channels,
+            clock=clock,
+            dashboard_url=settings.alert_dashboard_url,
+            on_delivery=metrics.on_alert_delivery,
+        ),
+        interval=timedelta(seconds=settings.alerts_evaluate_seconds),
+        monotonic=monotonic,
+    )
     worker = SyncWorker(
         store=store,
         client=background_client,
@@ -157,6 +190,7 @@ def build_services(
         budget=budget,
         receiver=webhooks,
         worker_id=worker_id,
+        alerts=alert_runner if settings.alerts_enabled else None,
     )
     customer_links = CustomerLinkService(
         store=store,
@@ -180,7 +214,7 @@ def build_services(
         settings=settings,
         store=store,
         client=client,
-        links=LinkQueries(store, clock=clock, thresholds=health),
+        links=links,
         sessions=sessions,
         discovery=DiscoveryService(
             store=store,
@@ -198,5 +232,8 @@ def build_services(
         worker=worker,
         customer_links=customer_links,
         demo=demo,
+        alerts=alerts,
+        alert_runner=alert_runner,
+        metrics=metrics,
         _closers=closers,
     )

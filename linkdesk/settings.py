@@ -446,6 +446,14 @@ class Settings(BaseSettings):
         validation_alias=_env("LINKDESK_ALERT_EMAIL_TO", "alert_email_to"),
         description="Recipients of alert emails, comma-separated.",
     )
+    alert_dashboard_url: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_DASHBOARD_URL", "alert_dashboard_url"),
+        description=(
+            "Public URL of the dashboard (e.g. https://linkdesk.example.com), for the links in "
+            "alert messages; unset: messages carry no link."
+        ),
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         validation_alias=_env("LINKDESK_METRICS_TOKEN", "metrics_token"),

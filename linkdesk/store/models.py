@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    DateTime,
     Boolean,
+    DateTime,
     Float,
     ForeignKey,
     Index,

@@ -1,0 +1,462 @@
+"""What each rule sees now: findings from rollups and cheap indexed counts, never a scan of the
+links table.
+
+* The error-spike rule reads ``alert_bank_buckets``: per bank and five-minute bucket, links that
+  entered an error state and links that came back. :meth:`Evaluator.roll_up` fills it from the
+  state changes recorded since the last call (by id, a primary-key range), so its cost follows the
+  changes, not the number of links.
+* The other rules count through indexes whose ranges hold only the links or rows they count
+  (broken links, stuck links, the oldest due job, the oldest pending webhook, the last window's
+  deliveries and sync attempts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from linkdesk.health import RELINK_ERRORS, STUCK_STATES, HealthThresholds
+from linkdesk.store.engine import Store
+from linkdesk.store.models import (
+    AlertBankBucket,
+    AlertState,
+    Institution,
+    Link,
+    LinkStateChange,
+    SyncAttempt,
+    SyncJob,
+    WebhookDelivery,
+    WebhookEvent,
+    WorkerState,
+)
+from linkdesk.store.repository import insert_if_absent
+
+__all__ = ["BUCKET", "Evaluator", "Finding"]
+
+log = logging.getLogger("linkdesk.alerts")
+
+BUCKET = timedelta(minutes=5)
+ROLLUP_STATE = "spike_rollup"
+SAMPLES_STATE = "needs_relink_samples"
+# Buckets are kept this long: the longest baseline (a week) plus the longest window.
+ROLLUP_HORIZON = timedelta(days=7, hours=5)
+# State changes rolled up per transaction, and transactions per evaluation: a first start on a
+# large history catches up over a few evaluations instead of one long write.
+ROLLUP_CHUNK = 5000
+ROLLUP_CHUNKS_PER_RUN = 20
+DISCOVERY_SUSPECT_STATE = "discovery_suspect"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rule is firing for one key ('' for app-wide rules, the bank's id for the spike)."""
+
+    rule_id: str
+    key: str
+    title: str
+    value: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def bucket_of(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0, minute=at.minute - at.minute % 5)
+
+
+def _upsert_bucket(session: Session, institution_id: str, start: datetime, broke: int, back: int):  # type: ignore[no-untyped-def]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(AlertBankBucket).values(
+        institution_id=institution_id, bucket_start=start, broke=broke, recovered=back
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["institution_id", "bucket_start"],
+        set_={
+            "broke": AlertBankBucket.broke + stmt.excluded.broke,
+            "recovered": AlertBankBucket.recovered + stmt.excluded.recovered,
+        },
+    )
+    session.execute(stmt)
+
+
+class Evaluator:
+    def __init__(
+        self, store: Store, *, clock: Callable[[], datetime], thresholds: HealthThresholds
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._thresholds = thresholds
+
+    # -- the spike rollup ------------------------------------------------------------------------
+
+    def roll_up(self) -> int:
+        """Fold new state changes into the per-bank buckets; returns how many were read."""
+        total = 0
+        for _ in range(ROLLUP_CHUNKS_PER_RUN):
+            read = self._roll_up_chunk()
+            total += read
+            if read < ROLLUP_CHUNK:
+                break
+        return total
+
+    def _roll_up_chunk(self) -> int:
+        now = self._clock()
+        with self._store.write() as session:
+            insert_if_absent(
+                session,
+                AlertState,
+                {"name": ROLLUP_STATE, "number": 0, "value": {}, "updated_at": now},
+                ["name"],
+            )
+            position = int(
+                session.scalar(sa.select(AlertState.number).where(AlertState.name == ROLLUP_STATE))
+                or 0
+            )
+            rows = session.execute(
+                sa.select(
+                    LinkStateChange.id,
+                    LinkStateChange.link_id,
+                    LinkStateChange.at,
+                    LinkStateChange.from_state,
+                    LinkStateChange.to_state,
+                )
+                .where(LinkStateChange.id > position)
+                .order_by(LinkStateChange.id)
+                .limit(ROLLUP_CHUNK)
+            ).all()
+            if not rows:
+                newest = session.scalar(sa.select(sa.func.max(LinkStateChange.id))) or 0
+                if newest < position:
+                    # The history was emptied (a demo reset) and its ids start again: so do we.
+                    session.execute(
+                        sa.update(AlertState)
+                        .where(AlertState.name == ROLLUP_STATE)
+                        .values(number=0, updated_at=now)
+                    )
+                    session.execute(sa.delete(AlertBankBucket))
+                return 0
+            last = int(rows[-1].id)
+            # Compare-and-set first: a second evaluator that read the same position waits on
+            # this row, then finds it moved and rolls nothing up twice.
+            moved = session.execute(
+                sa.update(AlertState)
+                .where(AlertState.name == ROLLUP_STATE, AlertState.number == position)
+                .values(number=last, updated_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+            if not moved:
+                session.rollback()
+                return 0
+            horizon = now - ROLLUP_HORIZON
+            relevant = [
+                row
+                for row in rows
+                if row.at is not None
+                and row.at >= horizon
+                and (
+                    (row.to_state == "error" and row.from_state != "error")
+                    or (row.from_state == "error" and row.to_state == "connected")
+                )
+            ]
+            banks: dict[str, str] = {}
+            link_ids = sorted({row.link_id for row in relevant})
+            for start in range(0, len(link_ids), 500):
+                chunk = link_ids[start : start + 500]
+                banks.update(
+                    session.execute(
+                        sa.select(Link.link_id, Link.institution_id).where(Link.link_id.in_(chunk))
+                    )
+                    .tuples()
+                    .all()
+                )
+            broke: Counter[tuple[str, datetime]] = Counter()
+            back: Counter[tuple[str, datetime]] = Counter()
+            for row in relevant:
+                bank = banks.get(row.link_id)
+                if bank is None:
+                    continue
+                slot = (bank, bucket_of(row.at))
+                if row.to_state == "error":
+                    broke[slot] += 1
+                else:
+                    back[slot] += 1
+            for slot in sorted(set(broke) | set(back)):
+                _upsert_bucket(session, slot[0], slot[1], broke[slot], back[slot])
+            session.execute(
+                sa.delete(AlertBankBucket).where(AlertBankBucket.bucket_start < horizon)
+            )
+            return len(rows)
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def bank_error_spike(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        now = self._clock()
+        window = timedelta(minutes=params["window_minutes"])
+        baseline = timedelta(hours=params["baseline_hours"])
+        window_start = bucket_of(now) + BUCKET - window
+        baseline_start = window_start - baseline
+        in_window = AlertBankBucket.bucket_start >= window_start
+        zero = sa.literal(0)
+        stmt = (
+            sa.select(
+                AlertBankBucket.institution_id,
+                sa.func.sum(sa.case((in_window, AlertBankBucket.broke), else_=zero)),
+                sa.func.sum(sa.case((in_window, AlertBankBucket.recovered), else_=zero)),
+                sa.func.sum(sa.case((in_window, zero), else_=AlertBankBucket.broke)),
+            )
+            .where(AlertBankBucket.bucket_start >= baseline_start)
+            .group_by(AlertBankBucket.institution_id)
+        )
+        windows_in_baseline = baseline / window
+        findings: list[Finding] = []
+        with self._store.read() as session:
+            rows = session.execute(stmt).all()
+            for bank, broke, back, before in rows:
+                net = int(broke or 0) - int(back or 0)
+                per_window = int(before or 0) / windows_in_baseline
+                if net < params["min_links"] or net < params["factor"] * per_window:
+                    continue
+                name = session.scalar(
+                    sa.select(Institution.name).where(Institution.institution_id == bank)
+                )
+                findings.append(
+                    Finding(
+                        rule_id,
+                        bank,
+                        f"{name or bank}: {net} links broke in {int(params['window_minutes'])} "
+                        f"min (baseline {per_window:.1f} per window)",
+                        float(net),
+                        {
+                            "institution": bank,
+                            "institution_name": name or bank,
+                            "broke": int(broke or 0),
+                            "recovered": int(back or 0),
+                            "baseline_per_window": round(per_window, 2),
+                            "links": {"institution": bank},
+                        },
+                    )
+                )
+        return findings
+
+    def needs_relink(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        now = self._clock()
+        with self._store.read() as session:
+            count = int(
+                session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Link)
+                    .where(Link.error_code.in_(sorted(RELINK_ERRORS)), Link.state == "error")
+                )
+                or 0
+            )
+        growth = self._growth_per_hour(count, now)
+        over = count > params["max_links"]
+        growing = growth is not None and growth > params["growth_per_hour"]
+        if not (over or growing):
+            return []
+        title = f"{count} links need relink"
+        if growth is not None:
+            title += f" ({growth:+.0f} in the last hour)"
+        return [
+            Finding(
+                rule_id,
+                "",
+                title,
+                float(count),
+                {"count": count, "growth_per_hour": growth, "links": {"health": "needs_relink"}},
+            )
+        ]
+
+    def _growth_per_hour(self, count: int, now: datetime) -> float | None:
+        """Change over about the last hour, from samples kept in ``alert_state``."""
+        with self._store.write() as session:
+            insert_if_absent(
+                session,
+                AlertState,
+                {"name": SAMPLES_STATE, "number": 0, "value": {}, "updated_at": now},
+                ["name"],
+            )
+            row = session.get(AlertState, SAMPLES_STATE)
+            assert row is not None
+            samples = [
+                (float(t), int(n))
+                for t, n in (row.value or {}).get("samples", [])
+                if now.timestamp() - float(t) <= 2 * 3600
+            ]
+            if not samples or now.timestamp() - samples[-1][0] >= 60:
+                samples.append((now.timestamp(), count))
+                row.value = {"samples": samples[-150:]}
+                row.updated_at = now
+        old = [s for s in samples if now.timestamp() - s[0] >= 50 * 60]
+        if not old:
+            return None
+        then, then_count = old[-1]
+        hours = (now.timestamp() - then) / 3600
+        return (count - then_count) / hours
+
+    def stuck_links(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        cutoff = self._clock() - self._thresholds.stuck_after
+        with self._store.read() as session:
+            count = int(
+                session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Link)
+                    .where(
+                        Link.state.in_(sorted(STUCK_STATES)),
+                        sa.func.coalesce(Link.created_at, Link.discovered_at) < cutoff,
+                    )
+                )
+                or 0
+            )
+        if count <= params["max_links"]:
+            return []
+        return [
+            Finding(
+                rule_id, "", f"{count} links stuck", float(count), {"links": {"health": "stuck"}}
+            )
+        ]
+
+    def sync_lag(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        now = self._clock()
+        with self._store.read() as session:
+            oldest = session.scalar(
+                sa.select(sa.func.min(SyncJob.due_at)).where(
+                    SyncJob.due_at <= now,
+                    sa.or_(SyncJob.claimed_until.is_(None), SyncJob.claimed_until < now),
+                )
+            )
+        if oldest is None:
+            return []
+        minutes = (now - oldest).total_seconds() / 60
+        if minutes <= params["max_minutes"]:
+            return []
+        return [
+            Finding(
+                rule_id,
+                "",
+                f"Sync is {minutes:.0f} min behind",
+                round(minutes, 1),
+                {"oldest_due_at": oldest.isoformat(), "links": {}},
+            )
+        ]
+
+    def webhook_lag(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        now = self._clock()
+        with self._store.read() as session:
+            oldest = session.scalar(
+                sa.select(sa.func.min(WebhookEvent.webhook_timestamp)).where(
+                    WebhookEvent.status == "pending"
+                )
+            )
+        if oldest is None:
+            return []
+        minutes = (now - oldest).total_seconds() / 60
+        if minutes <= params["max_minutes"]:
+            return []
+        return [
+            Finding(
+                rule_id,
+                "",
+                f"Webhooks are {minutes:.0f} min behind",
+                round(minutes, 1),
+                {"oldest_pending": oldest.isoformat(), "links": {}},
+            )
+        ]
+
+    def webhook_verification_failures(
+        self, rule_id: str, params: dict[str, float]
+    ) -> list[Finding]:
+        since = self._clock() - timedelta(minutes=params["window_minutes"])
+        with self._store.read() as session:
+            reasons = Counter(
+                dict(
+                    session.execute(
+                        sa.select(WebhookDelivery.reason, sa.func.count())
+                        .where(
+                            WebhookDelivery.received_at >= since,
+                            WebhookDelivery.verdict == "rejected",
+                        )
+                        .group_by(WebhookDelivery.reason)
+                    )
+                    .tuples()
+                    .all()
+                )
+            )
+        refused = sum(reasons.values())
+        if refused < params["max_rejected"]:
+            return []
+        return [
+            Finding(
+                rule_id,
+                "",
+                f"{refused} webhook deliveries refused in {int(params['window_minutes'])} min",
+                float(refused),
+                {"reasons": {str(k): int(v) for k, v in reasons.items()}, "links": {}},
+            )
+        ]
+
+    def moneykit_errors(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        since = self._clock() - timedelta(minutes=params["window_minutes"])
+        with self._store.read() as session:
+            outcomes = dict(
+                session.execute(
+                    sa.select(SyncAttempt.outcome, sa.func.count())
+                    .where(SyncAttempt.at >= since)
+                    .group_by(SyncAttempt.outcome)
+                )
+                .tuples()
+                .all()
+            )
+        total = sum(int(n) for n in outcomes.values())
+        failed = int(outcomes.get("error", 0)) + int(outcomes.get("rate_limited", 0))
+        if total < params["min_attempts"] or total == 0:
+            return []
+        percent = 100.0 * failed / total
+        if percent <= params["max_percent"]:
+            return []
+        return [
+            Finding(
+                rule_id,
+                "",
+                f"{percent:.0f}% of MoneyKit reads failed or were rate-limited "
+                f"({failed} of {total})",
+                round(percent, 1),
+                {
+                    "errors": int(outcomes.get("error", 0)),
+                    "rate_limited": int(outcomes.get("rate_limited", 0)),
+                    "attempts": total,
+                    "links": {},
+                },
+            )
+        ]
+
+    def discovery_suspect(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        with self._store.read() as session:
+            row = session.get(WorkerState, DISCOVERY_SUSPECT_STATE)
+            value = dict(row.value or {}) if row is not None else {}
+        if not value:
+            return []
+        missing = value.get("missing")
+        missing_n = (
+            int(missing) if isinstance(missing, int) and not isinstance(missing, bool) else 0
+        )
+        return [
+            Finding(
+                rule_id,
+                "",
+                f"Discovery listed {value.get('listed', '?')} of {value.get('known', '?')} known "
+                f"links ({missing_n} missing); none were marked deleted",
+                float(missing_n),
+                {"suspect": value, "links": {}},
+            )
+        ]
+
+    def run(self, kind: str, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        check: Callable[[str, dict[str, float]], list[Finding]] = getattr(self, kind)
+        return check(rule_id, params)

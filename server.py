@@ -5,6 +5,7 @@
 * the dashboard (`dashboard.py`) at `/`;
 * `POST /webhooks/moneykit`, MoneyKit's signed webhooks, verified and queued by the core;
 * `GET /healthz`, a liveness probe for the process and its store;
+* `GET /metrics`, Prometheus metrics (bearer token `LINKDESK_METRICS_TOKEN` when set);
 * the reconciliation worker in a background thread, unless `LINKDESK_RUN_WORKER=false` (then run
   `python -m linkdesk worker` as its own process, e.g. one worker beside several dashboards).
 
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from linkdesk.metrics import CONTENT_TYPE_LATEST, authorized
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from ui.wiring import get_services
 
@@ -57,6 +59,18 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
 
 
+async def metrics(request: Request) -> Response:
+    services = get_services()
+    token = services.settings.metrics_token
+    if not authorized(
+        token.get_secret_value() if token else None, request.headers.get("authorization")
+    ):
+        return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    # The shared gauges read the database: off the event loop.
+    body = await run_in_threadpool(services.metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     services = get_services()
@@ -81,6 +95,7 @@ app = st.App(
     routes=[
         Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ],
     lifespan=lifespan,
 )

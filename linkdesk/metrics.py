@@ -15,10 +15,13 @@ Two kinds, named so a query can tell them apart:
 
 from __future__ import annotations
 
+import hmac
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -36,7 +39,13 @@ if TYPE_CHECKING:
     from linkdesk.store.queries import LinkQueries
     from linkdesk.webhooks.receiver import ReceiveResult
 
-__all__ = ["CONTENT_TYPE_LATEST", "DB_GAUGES_MAX_AGE", "Metrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "DB_GAUGES_MAX_AGE",
+    "Metrics",
+    "authorized",
+    "serve_metrics",
+]
 
 log = logging.getLogger("linkdesk.metrics")
 
@@ -297,3 +306,47 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus's text format."""
         return generate_latest(self.registry)
+
+
+def authorized(token: str | None, authorization: str | None) -> bool:
+    """True when no token is set, or the header is ``Bearer <token>`` (constant-time compare)."""
+    if not token:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+def serve_metrics(
+    metrics: Metrics, *, host: str, port: int, token: str | None
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """``GET /metrics`` on its own small port, in a daemon thread (for ``python -m linkdesk
+    worker``, which has no web server). Returns the server (``shutdown()`` stops it)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            if not authorized(token, self.headers.get("Authorization")):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="metrics"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = metrics.exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes every few seconds would flood the worker's log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="linkdesk-metrics", daemon=True)
+    thread.start()
+    return server, thread

@@ -70,7 +70,9 @@ def bucket_of(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0, minute=at.minute - at.minute % 5)
 
 
-def _upsert_bucket(session: Session, institution_id: str, start: datetime, broke: int, back: int):  # type: ignore[no-untyped-def]
+def _upsert_bucket(
+    session: Session, institution_id: str, start: datetime, broke: int, back: int
+) -> None:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(AlertBankBucket).values(

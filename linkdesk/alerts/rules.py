@@ -1,4 +1,4 @@
-"""The kinds of alert rule, their parameters with limits, and the rules a fresh install starts with."""
+"""Kinds of alert rule, their parameters with limits, and the rules a fresh install has."""
 
 from __future__ import annotations
 

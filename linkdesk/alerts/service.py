@@ -509,7 +509,7 @@ class AlertService:
             )
 
     def silence(self, actor: Actor, alert_id: int, *, minutes: int, reason: str) -> datetime:
-        """No notifications for this alert's rule and key for ``minutes``; the reason is required."""
+        """No notifications for this alert's rule and key for ``minutes``; a reason is required."""
         require(actor, Permission.ALERT_RESPOND)
         reason = (reason or "").strip()[:MAX_REASON]
         if not reason:

@@ -502,7 +502,7 @@ class Alert(Base):
 
 
 class AlertEvent(Base):
-    """What happened to an alert and who did it: fired, notified, acknowledged, silenced, resolved."""
+    """What happened to an alert, and who did it: fired, notified, acknowledged, silenced…"""
 
     __tablename__ = "alert_events"
 

@@ -21,6 +21,7 @@ STAFF_PAGE_PATHS = (
     "funnel",
     "activity",
     "webhooks",
+    "alerts",
     "demo",
 )
 
@@ -71,6 +72,8 @@ else:
             st.Page("app_pages/connect.py", title="Connect a bank", icon="➕", url_path="connect")
         )
     work.append(st.Page("app_pages/activity.py", title="Activity", icon="🧾", url_path="activity"))
+    # Everyone sees alerts; the service decides who may acknowledge, silence or edit rules.
+    operations.append(st.Page("app_pages/alerts.py", title="Alerts", icon="🚨", url_path="alerts"))
     if actor.can(Permission.SYNC_TRIGGER):
         operations.append(
             st.Page("app_pages/webhooks.py", title="Webhooks", icon="📨", url_path="webhooks")

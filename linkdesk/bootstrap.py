@@ -157,9 +157,9 @@ def build_services(
     client.observers.append(metrics.on_moneykit_request)
     webhooks.delivery_observers.append(metrics.on_webhook_delivery)
     sessions.session_observers.append(metrics.on_connect_session)
-    alerts_http = httpx.Client(timeout=10.0) if http_client is None else http_client
-    if http_client is None:
-        closers.append(alerts_http.close)
+    # Alert channels are not MoneyKit: they get a client of their own, never the injected one.
+    alerts_http = httpx.Client(timeout=10.0)
+    closers.append(alerts_http.close)
     channels = build_channels(settings, alerts_http, lambda: clock().timestamp())
     alerts = AlertService(
         store=store,

@@ -235,23 +235,17 @@ class Metrics:
             totals = dict(
                 session.execute(
                     sa.select(Link.institution_id, sa.func.count()).group_by(Link.institution_id)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             errors = dict(
                 session.execute(
                     sa.select(Link.institution_id, sa.func.count())
                     .where(Link.state == "error")
                     .group_by(Link.institution_id)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             names = dict(
-                session.execute(sa.select(Institution.institution_id, Institution.name))
-                .tuples()
-                .all()
+                session.execute(sa.select(Institution.institution_id, Institution.name)).all()
             )
             oldest_due = session.scalar(
                 sa.select(sa.func.min(SyncJob.due_at)).where(
@@ -277,18 +271,14 @@ class Metrics:
                     sa.select(Alert.rule_id, sa.func.count())
                     .where(Alert.status == "firing")
                     .group_by(Alert.rule_id)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             notifications = dict(
                 session.execute(
                     sa.select(AlertNotification.status, sa.func.count())
                     .where(AlertNotification.status.in_(["pending", "failed"]))
                     .group_by(AlertNotification.status)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
         return _DbSnapshot(
             links=links,

@@ -173,9 +173,7 @@ class Evaluator:
                 banks.update(
                     session.execute(
                         sa.select(Link.link_id, Link.institution_id).where(Link.link_id.in_(chunk))
-                    )
-                    .tuples()
-                    .all()
+                    ).all()
                 )
             broke: Counter[tuple[str, datetime]] = Counter()
             back: Counter[tuple[str, datetime]] = Counter()
@@ -385,9 +383,7 @@ class Evaluator:
                             WebhookDelivery.verdict == "rejected",
                         )
                         .group_by(WebhookDelivery.reason)
-                    )
-                    .tuples()
-                    .all()
+                    ).all()
                 )
             )
         refused = sum(reasons.values())
@@ -411,9 +407,7 @@ class Evaluator:
                     sa.select(SyncAttempt.outcome, sa.func.count())
                     .where(SyncAttempt.at >= since)
                     .group_by(SyncAttempt.outcome)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
         total = sum(int(n) for n in outcomes.values())
         failed = int(outcomes.get("error", 0)) + int(outcomes.get("rate_limited", 0))

@@ -584,7 +584,7 @@ class AlertService:
         with self._store.read() as session:
             return [
                 HistoryRow(e.alert_id, e.at, e.actor, e.action, e.detail, title)
-                for e, title in session.execute(stmt).tuples()
+                for e, title in session.execute(stmt).all()
             ]
 
     def notifications(

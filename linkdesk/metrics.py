@@ -31,7 +31,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from linkdesk.store.engine import Store
-from linkdesk.store.models import Alert, AlertNotification, Institution, Link, SyncJob, WebhookEvent
+from linkdesk.store.models import (
+    Alert,
+    AlertNotification,
+    Institution,
+    Link,
+    SyncJob,
+    WebhookEvent,
+    WorkerState,
+)
 from linkdesk.store.shared import SharedResult
 
 if TYPE_CHECKING:
@@ -62,6 +70,7 @@ class _DbSnapshot:
     webhooks_pending: int
     alerts_firing: dict[str, int]
     notifications: dict[str, int]  # pending | failed
+    discovery_missing: int  # known links missing from a suspect discovery listing (0: none)
 
 
 class _DatabaseCollector(Collector):
@@ -124,6 +133,12 @@ class _DatabaseCollector(Collector):
         for status in ("pending", "failed"):
             outbox.add_metric([status], snap.notifications.get(status, 0))
         yield outbox
+        yield GaugeMetricFamily(
+            "linkdesk_discovery_suspect_missing",
+            "Known links missing from the last discovery listing when it looked incomplete "
+            "(0 when it did not) (shared).",
+            value=snap.discovery_missing,
+        )
 
 
 class Metrics:
@@ -280,6 +295,9 @@ class Metrics:
                     .group_by(AlertNotification.status)
                 ).all()
             )
+            suspect_row = session.get(WorkerState, "discovery_suspect")
+            suspect = dict(suspect_row.value or {}) if suspect_row is not None else {}
+        missing = suspect.get("missing")
         return _DbSnapshot(
             links=links,
             banks={
@@ -291,6 +309,7 @@ class Metrics:
             webhooks_pending=pending,
             alerts_firing={str(k): int(v) for k, v in firing.items()},
             notifications={str(k): int(v) for k, v in notifications.items()},
+            discovery_missing=missing if isinstance(missing, int) and missing > 0 else 0,
         )
 
     def exposition(self) -> bytes:

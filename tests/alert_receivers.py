@@ -68,7 +68,7 @@ class _Inbox:
         self.messages: list[Message] = []
         self.recipients: list[list[str]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.original_content or envelope.content))
         self.recipients.append(list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"

@@ -28,6 +28,11 @@ cols[0].metric("Firing", len(open_now))
 cols[1].metric("Acknowledged", len(acknowledged))
 cols[2].metric("Resolved (last 50)", len(resolved))
 cols[3].metric("Deliveries retrying or failed", len(failing))
+if not firing and not resolved:
+    st.info(
+        "No alert has fired yet. The workers check the rules below on their own interval "
+        "(`LINKDESK_ALERTS_EVALUATE_SECONDS`) and notify the channels set up in the settings."
+    )
 
 
 def _table(rows: list[AlertRow], key: str) -> int | None:

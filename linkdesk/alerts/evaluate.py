@@ -274,31 +274,40 @@ class Evaluator:
         ]
 
     def _growth_per_hour(self, count: int, now: datetime) -> float | None:
-        """Change over about the last hour, from samples kept in ``alert_state``."""
-        with self._store.write() as session:
-            insert_if_absent(
-                session,
-                AlertState,
-                {"name": SAMPLES_STATE, "number": 0, "value": {}, "updated_at": now},
-                ["name"],
-            )
-            row = session.get(AlertState, SAMPLES_STATE)
-            assert row is not None
-            samples = [
+        """Change over about the last hour, from samples kept in ``alert_state`` (one a minute,
+        written only when one is due, so most evaluations only read)."""
+        stamp = now.timestamp()
+
+        def recent(value: dict[str, Any] | None) -> list[tuple[float, int]]:
+            return [
                 (float(t), int(n))
-                for t, n in (row.value or {}).get("samples", [])
-                if now.timestamp() - float(t) <= 2 * 3600
+                for t, n in (value or {}).get("samples", [])
+                if stamp - float(t) <= 2 * 3600
             ]
-            if not samples or now.timestamp() - samples[-1][0] >= 60:
-                samples.append((now.timestamp(), count))
-                row.value = {"samples": samples[-150:]}
-                row.updated_at = now
-        old = [s for s in samples if now.timestamp() - s[0] >= 50 * 60]
+
+        with self._store.read() as session:
+            row = session.get(AlertState, SAMPLES_STATE)
+            samples = recent(row.value if row is not None else None)
+        if not samples or stamp - samples[-1][0] >= 60:
+            with self._store.write() as session:
+                insert_if_absent(
+                    session,
+                    AlertState,
+                    {"name": SAMPLES_STATE, "number": 0, "value": {}, "updated_at": now},
+                    ["name"],
+                )
+                stored = session.get(AlertState, SAMPLES_STATE)
+                assert stored is not None
+                samples = recent(stored.value)
+                if not samples or stamp - samples[-1][0] >= 60:
+                    samples.append((stamp, count))
+                    stored.value = {"samples": samples[-150:]}
+                    stored.updated_at = now
+        old = [s for s in samples if stamp - s[0] >= 50 * 60]
         if not old:
             return None
         then, then_count = old[-1]
-        hours = (now.timestamp() - then) / 3600
-        return (count - then_count) / hours
+        return (count - then_count) / ((stamp - then) / 3600)
 
     def stuck_links(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
         cutoff = self._clock() - self._thresholds.stuck_after

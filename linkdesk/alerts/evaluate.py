@@ -46,6 +46,10 @@ log = logging.getLogger("linkdesk.alerts")
 BUCKET = timedelta(minutes=5)
 ROLLUP_STATE = "spike_rollup"
 SAMPLES_STATE = "needs_relink_samples"
+RELINK_COUNT_STATE = "needs_relink_count"
+# The running count of links needing relink is checked against a full (indexed) count this often,
+# which also heals any drift (links removed without a recorded change).
+RELINK_RECOUNT_EVERY = timedelta(hours=1)
 # Buckets are kept this long: the longest baseline (a week) plus the longest window.
 ROLLUP_HORIZON = timedelta(days=7, hours=5)
 # State changes rolled up per transaction, and transactions per evaluation: a first start on a
@@ -68,6 +72,19 @@ class Finding:
 
 def bucket_of(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0, minute=at.minute - at.minute % 5)
+
+
+def _needs_relink(state: str | None, error: str | None) -> bool:
+    return state == "error" and error in RELINK_ERRORS
+
+
+def _relink_delta(rows: Any) -> int:
+    """How the number of links needing relink moved over these state changes."""
+    return sum(
+        int(_needs_relink(row.to_state, row.to_error))
+        - int(_needs_relink(row.from_state, row.from_error))
+        for row in rows
+    )
 
 
 def _upsert_bucket(
@@ -114,7 +131,7 @@ class Evaluator:
             insert_if_absent(
                 session,
                 AlertState,
-                {"name": ROLLUP_STATE, "number": 0, "value": {}, "updated_at": now},
+                {"name": ROLLUP_STATE, "number": 0, "position": 0, "value": {}, "updated_at": now},
                 ["name"],
             )
             position = int(
@@ -127,7 +144,9 @@ class Evaluator:
                     LinkStateChange.link_id,
                     LinkStateChange.at,
                     LinkStateChange.from_state,
+                    LinkStateChange.from_error,
                     LinkStateChange.to_state,
+                    LinkStateChange.to_error,
                 )
                 .where(LinkStateChange.id > position)
                 .order_by(LinkStateChange.id)
@@ -143,6 +162,9 @@ class Evaluator:
                         .values(number=0, updated_at=now)
                     )
                     session.execute(sa.delete(AlertBankBucket))
+                    session.execute(
+                        sa.delete(AlertState).where(AlertState.name == RELINK_COUNT_STATE)
+                    )
                 return 0
             last = int(rows[-1].id)
             # Compare-and-set first: a second evaluator that read the same position waits on
@@ -155,6 +177,12 @@ class Evaluator:
             if not moved:
                 session.rollback()
                 return 0
+            # The running count of links needing relink moves with the same changes.
+            session.execute(
+                sa.update(AlertState)
+                .where(AlertState.name == RELINK_COUNT_STATE, AlertState.position == position)
+                .values(number=AlertState.number + _relink_delta(rows), position=last)
+            )
             horizon = now - ROLLUP_HORIZON
             relevant = [
                 row
@@ -246,15 +274,7 @@ class Evaluator:
 
     def needs_relink(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
         now = self._clock()
-        with self._store.read() as session:
-            count = int(
-                session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(Link)
-                    .where(Link.error_code.in_(sorted(RELINK_ERRORS)), Link.state == "error")
-                )
-                or 0
-            )
+        count = self.relink_count()
         growth = self._growth_per_hour(count, now)
         over = count > params["max_links"]
         growing = growth is not None and growth > params["growth_per_hour"]
@@ -272,6 +292,71 @@ class Evaluator:
                 {"count": count, "growth_per_hour": growth, "links": {"health": "needs_relink"}},
             )
         ]
+
+    def relink_count(self) -> int:
+        """Links needing relink now: the running count kept by the rollup plus the few changes
+        since its position. Counted through the index (cost: the links needing relink) only on
+        first use, once an hour, or while the rollup is catching up on a long history."""
+        now = self._clock()
+        with self._store.read() as session:
+            kept = session.get(AlertState, RELINK_COUNT_STATE)
+            position = session.scalar(
+                sa.select(AlertState.number).where(AlertState.name == ROLLUP_STATE)
+            )
+            if position is not None and kept is not None and kept.position == position:
+                fresh = now - kept.updated_at < RELINK_RECOUNT_EVERY
+                since = self._changes_after(session, int(position))
+                if fresh and since is not None:
+                    return int(kept.number) + _relink_delta(since)
+        with self._store.write() as session:
+            position = session.scalar(
+                sa.select(AlertState.number).where(AlertState.name == ROLLUP_STATE)
+            )
+            count = self._count_needing_relink(session)
+            since = self._changes_after(session, int(position)) if position is not None else None
+            if since is not None and position is not None:
+                values = {
+                    "name": RELINK_COUNT_STATE,
+                    "number": count - _relink_delta(since),
+                    "position": int(position),
+                    "value": {},
+                    "updated_at": now,
+                }
+                if not insert_if_absent(session, AlertState, values, ["name"]):
+                    session.execute(
+                        sa.update(AlertState)
+                        .where(AlertState.name == RELINK_COUNT_STATE)
+                        .values(
+                            number=values["number"], position=values["position"], updated_at=now
+                        )
+                    )
+            return count
+
+    @staticmethod
+    def _count_needing_relink(session: Session) -> int:
+        return int(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Link)
+                .where(Link.error_code.in_(sorted(RELINK_ERRORS)), Link.state == "error")
+            )
+            or 0
+        )
+
+    @staticmethod
+    def _changes_after(session: Session, position: int) -> list[Any] | None:
+        """State changes not rolled up yet (None when there are too many: still catching up)."""
+        rows = session.execute(
+            sa.select(
+                LinkStateChange.from_state,
+                LinkStateChange.from_error,
+                LinkStateChange.to_state,
+                LinkStateChange.to_error,
+            )
+            .where(LinkStateChange.id > position)
+            .limit(ROLLUP_CHUNK + 1)
+        ).all()
+        return None if len(rows) > ROLLUP_CHUNK else list(rows)
 
     def _growth_per_hour(self, count: int, now: datetime) -> float | None:
         """Change over about the last hour, from samples kept in ``alert_state`` (one a minute,
@@ -293,7 +378,13 @@ class Evaluator:
                 insert_if_absent(
                     session,
                     AlertState,
-                    {"name": SAMPLES_STATE, "number": 0, "value": {}, "updated_at": now},
+                    {
+                        "name": SAMPLES_STATE,
+                        "number": 0,
+                        "position": 0,
+                        "value": {},
+                        "updated_at": now,
+                    },
                     ["name"],
                 )
                 stored = session.get(AlertState, SAMPLES_STATE)

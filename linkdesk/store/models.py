@@ -579,13 +579,15 @@ class AlertBankBucket(Base):
 
 
 class AlertState(Base):
-    """Small counters of the alert evaluation shared by every process (the rollup's position,
-    samples for growth rules). ``number`` is compared-and-set, so two evaluators never roll the
-    same state changes up twice."""
+    """Small counters of the alert evaluation shared by every process: the rollup's position,
+    the number of links needing relink as of a position, samples for growth rules. Positions are
+    compared-and-set, so two evaluators never roll the same state changes up twice."""
 
     __tablename__ = "alert_state"
 
     name: Mapped[str] = mapped_column(String(60), primary_key=True)
     number: Mapped[int] = mapped_column(Integer, default=0)
+    # The rollup position (a link_state_changes id) that ``number`` is right at.
+    position: Mapped[int] = mapped_column(Integer, default=0)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow)

@@ -23,6 +23,7 @@ from linkdesk.settings import Settings
 from linkdesk.store.models import (
     Alert,
     AlertNotification,
+    AlertState,
     AuditEntry,
     Link,
     WorkerState,
@@ -477,3 +478,46 @@ def test_signature_helper_matches_the_documented_scheme() -> None:
     header = sign_payload("secret", body, 1700000000)
     expected = hmac.new(b"secret", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert header == f"t=1700000000,v1={expected}"
+
+
+def test_the_running_relink_count_follows_the_store_without_counting_it(
+    make_services: BuildServices, fake_moneykit: FakeMoneyKit, core_clock: FakeClock
+) -> None:
+    ids = populate(fake_moneykit, 30)
+    services = make_services()
+    services.worker.run_once()
+    evaluator = services.alerts.evaluator
+
+    def stored_count() -> int:
+        with services.store.read() as session:
+            return int(
+                session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Link)
+                    .where(Link.state == "error", Link.error_code == "auth_expired")
+                )
+                or 0
+            )
+
+    def kept() -> AlertState | None:
+        with services.store.read() as session:
+            return session.get(AlertState, "needs_relink_count")
+
+    evaluator.roll_up()
+    assert evaluator.relink_count() == 0  # the first call counts, and keeps the count
+    first = kept()
+    assert first is not None
+    break_links(services, fake_moneykit, ids[:9], error="auth_expired")
+    repair_links(services, fake_moneykit, ids[:2])
+    break_links(services, fake_moneykit, ids[20:22], error="institution_error")  # not relink
+    # Not rolled up yet: the count adds the changes since the kept position.
+    assert evaluator.relink_count() == stored_count() == 7
+    evaluator.roll_up()
+    assert evaluator.relink_count() == 7
+    now_kept = kept()
+    assert now_kept is not None and now_kept.number == 7
+    assert now_kept.updated_at == first.updated_at  # moved by the rollup, not recounted
+    core_clock.advance(2 * 3600)
+    assert evaluator.relink_count() == 7
+    recounted = kept()
+    assert recounted is not None and recounted.updated_at > first.updated_at

@@ -122,6 +122,7 @@ def upgrade() -> None:
         "alert_state",
         sa.Column("name", sa.String(60), nullable=False),
         sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("value", sa.JSON(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_alert_state"),

@@ -88,9 +88,7 @@ def run(size: int, backend: str) -> None:
     _clean(store)
     with store.read() as session:
         first_added = int(session.scalar(sa.select(sa.func.max(LinkStateChange.id))) or 0) + 1
-        history = int(
-            session.scalar(sa.select(sa.func.count()).select_from(LinkStateChange)) or 0
-        )
+        history = int(session.scalar(sa.select(sa.func.count()).select_from(LinkStateChange)) or 0)
         # Links of a few banks (the first by id), the ones that "break" in every round.
         victims = [
             (link_id, state)

@@ -201,3 +201,40 @@ def test_prometheus_sees_a_link_break(tmp_path: Path) -> None:
                     prometheus, 'sum(linkdesk_webhook_deliveries_total{verdict="accepted"})'
                 )
                 assert accepted is not None and accepted >= 1
+
+
+def test_a_worker_process_serves_its_own_metrics_port(tmp_path: Path) -> None:
+    """``python -m linkdesk worker`` with ``LINKDESK_WORKER_METRICS_PORT``: its per-process
+    MoneyKit counters (its discovery and reads) on its own port, behind the token."""
+    with running_sandbox(CLIENT_ID, CLIENT_SECRET, "--demo-links", "4") as sandbox:
+        port = free_port()
+        env = {
+            **os.environ,
+            "MONEYKIT_CLIENT_ID": CLIENT_ID,
+            "MONEYKIT_CLIENT_SECRET": CLIENT_SECRET,
+            "MONEYKIT_BASE_URL": sandbox,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'linkdesk.db'}",
+            "LINKDESK_SIGNING_KEY_FILE": str(tmp_path / "signing.key"),
+            "LINKDESK_WORKER_POLL_SECONDS": "0.5",
+            "LINKDESK_WORKER_METRICS_PORT": str(port),
+            "LINKDESK_METRICS_TOKEN": TOKEN,
+        }
+        log = tmp_path / "worker.log"
+        with process(
+            [sys.executable, "-m", "linkdesk", "worker"], log, cwd=ROOT, env=env
+        ) as worker:
+            url = f"http://127.0.0.1:{port}/metrics"
+
+            def scraped() -> str | None:
+                if worker.poll() is not None:
+                    pytest.fail(f"the worker exited: {log.read_text()[-2000:]}")
+                try:
+                    answer = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+                except httpx.HTTPError:
+                    return None
+                listed = 'endpoint="/links",method="GET",status="200"'
+                return answer.text if listed in answer.text else None
+
+            text = poll(scraped, "the worker's discovery in its metrics")
+            assert 'linkdesk_moneykit_requests_total{endpoint="/links/{id}"' in text
+            assert httpx.get(url, timeout=5).status_code == 401

@@ -127,6 +127,14 @@ class Evaluator:
 
     def _roll_up_chunk(self) -> int:
         now = self._clock()
+        with self._store.read() as session:
+            # Nothing new (the usual case between two quiet evaluations): no write at all.
+            position = session.scalar(
+                sa.select(AlertState.number).where(AlertState.name == ROLLUP_STATE)
+            )
+            newest = session.scalar(sa.select(sa.func.max(LinkStateChange.id))) or 0
+            if position is not None and newest == position:
+                return 0
         with self._store.write() as session:
             insert_if_absent(
                 session,

@@ -420,6 +420,9 @@ class AlertService:
             and alert.last_notified_at is not None
             and now - alert.last_notified_at >= timedelta(minutes=rule.renotify_minutes)
         )
+        changed = (alert.value, alert.title) != (finding.value, finding.title[:300])
+        if not (changed or due):
+            return 0  # nothing to write: most evaluations of a long incident end here
         with self._store.write() as session:
             session.execute(
                 sa.update(Alert)

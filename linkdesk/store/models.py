@@ -489,7 +489,7 @@ class Alert(Base):
     value: Mapped[float] = mapped_column(Float, default=0.0)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     started_at: Mapped[datetime]
-    last_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]  # when its value last changed (or it was reminded)
     last_notified_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))

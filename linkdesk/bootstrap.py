@@ -153,7 +153,9 @@ def build_services(
         budget=budget,
     )
     links = LinkQueries(store, clock=clock, thresholds=health)
-    metrics = Metrics(store=store, links=links, clock=clock)
+    metrics = Metrics(
+        store=store, links=links, clock=clock, db_max_age=settings.metrics_db_max_age_seconds
+    )
     client.observers.append(metrics.on_moneykit_request)
     webhooks.delivery_observers.append(metrics.on_webhook_delivery)
     sessions.session_observers.append(metrics.on_connect_session)

@@ -8,9 +8,9 @@ Two kinds, named so a query can tell them apart:
   Sum them across instances (``sum by (…) (rate(…[5m]))``).
 * **Shared gauges from the database** (``linkdesk_links``, ``linkdesk_bank_links…``, the lags,
   alerts firing, notifications waiting) — the same value whichever replica or worker is scraped.
-  They are computed at most once per ``DB_GAUGES_MAX_AGE`` seconds per process from grouped counts
-  (the verdict totals are the ones the pages share), and carry no per-process meaning: aggregate
-  them with ``max`` (or scrape one instance), never ``sum``.
+  They are computed at most once per ``LINKDESK_METRICS_DB_MAX_AGE_SECONDS`` per process from
+  grouped counts (the verdict totals are the ones the pages share), and carry no per-process
+  meaning: aggregate them with ``max`` (or scrape one instance), never ``sum``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ __all__ = [
 
 log = logging.getLogger("linkdesk.metrics")
 
-DB_GAUGES_MAX_AGE = 15.0
+DB_GAUGES_MAX_AGE = 60.0  # the default of LINKDESK_METRICS_DB_MAX_AGE_SECONDS
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -150,9 +150,11 @@ class Metrics:
         store: Store,
         links: LinkQueries,
         clock: Callable[[], datetime],
+        db_max_age: float = DB_GAUGES_MAX_AGE,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._store, self._links, self._clock = store, links, clock
+        self._db_max_age = db_max_age
         r = self.registry
         self.moneykit_requests = Counter(
             "linkdesk_moneykit_requests",
@@ -234,14 +236,16 @@ class Metrics:
 
     def _snapshot(self) -> _DbSnapshot | None:
         try:
-            return self._db.get(DB_GAUGES_MAX_AGE)
+            # An older value is served while one background thread counts (SharedResult), so a
+            # scrape waits only for the very first count.
+            return self._db.get(self._db_max_age)
         except Exception:
             # A scrape while the database is down shows the process metrics, without these.
             log.exception("metrics: database gauges unavailable")
             return None
 
     def _compute_db(self) -> _DbSnapshot:
-        summary = self._links.health_summary(max_age=DB_GAUGES_MAX_AGE)
+        summary = self._links.health_summary(max_age=self._db_max_age)
         links = {
             (health.value, state, error): n for (health, state, error), n in summary.groups.items()
         }

@@ -462,6 +462,16 @@ class Settings(BaseSettings):
             "scraper on a private network. Never logged or rendered."
         ),
     )
+    metrics_db_max_age_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        validation_alias=_env("LINKDESK_METRICS_DB_MAX_AGE_SECONDS", "metrics_db_max_age_seconds"),
+        description=(
+            "Longest age of the database gauges on /metrics (links per verdict and bank, lags): "
+            "each process counts at most this often, in the background, whatever the scrapes."
+        ),
+    )
     worker_metrics_port: int = Field(
         default=0,
         ge=0,

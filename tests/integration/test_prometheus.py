@@ -98,6 +98,7 @@ def test_prometheus_sees_a_link_break(tmp_path: Path) -> None:
             "LINKDESK_WEBHOOK_ISSUER": sandbox,
             "LINKDESK_WORKER_POLL_SECONDS": "0.5",
             "LINKDESK_METRICS_TOKEN": TOKEN,
+            "LINKDESK_METRICS_DB_MAX_AGE_SECONDS": "2",
         }
         for command in (("migrate",), ("sync",)):
             subprocess.run(

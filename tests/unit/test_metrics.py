@@ -190,3 +190,20 @@ def test_shipped_prometheus_rules_and_config_pass_promtool() -> None:
         timeout=60,
     )
     assert config.returncode == 0, config.stdout + config.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool (Debian's prometheus) is not installed; `make test` installs it",
+)
+def test_shipped_alerting_rules_fire_where_the_built_in_rules_do() -> None:
+    """``promtool test rules``: spike, sync lag, refused webhooks and the max-not-sum of shared
+    gauges, on series shaped like the ones Linkdesk exports (tests/prometheus/)."""
+    tested = subprocess.run(
+        ["promtool", "test", "rules", str(ROOT / "tests/prometheus/linkdesk-alerts.test.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout

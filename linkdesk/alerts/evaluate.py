@@ -55,7 +55,7 @@ ROLLUP_HORIZON = timedelta(days=7, hours=5)
 # State changes rolled up per transaction, and transactions per evaluation: a first start on a
 # large history catches up over a few evaluations instead of one long write.
 ROLLUP_CHUNK = 5000
-ROLLUP_CHUNKS_PER_RUN = 20
+ROLLUP_CHUNKS_PER_RUN = 4
 DISCOVERY_SUSPECT_STATE = "discovery_suspect"
 
 
@@ -136,12 +136,21 @@ class Evaluator:
             if position is not None and newest == position:
                 return 0
         with self._store.write() as session:
-            insert_if_absent(
-                session,
-                AlertState,
-                {"name": ROLLUP_STATE, "number": 0, "position": 0, "value": {}, "updated_at": now},
-                ["name"],
-            )
+            if position is None:
+                # First start on an existing store: skip the history older than any window.
+                start = self._first_id_since(session, now - ROLLUP_HORIZON) - 1
+                insert_if_absent(
+                    session,
+                    AlertState,
+                    {
+                        "name": ROLLUP_STATE,
+                        "number": start,
+                        "position": 0,
+                        "value": {},
+                        "updated_at": now,
+                    },
+                    ["name"],
+                )
             position = int(
                 session.scalar(sa.select(AlertState.number).where(AlertState.name == ROLLUP_STATE))
                 or 0
@@ -228,6 +237,30 @@ class Evaluator:
                 sa.delete(AlertBankBucket).where(AlertBankBucket.bucket_start < horizon)
             )
             return len(rows)
+
+    @staticmethod
+    def _first_id_since(session: Session, since: datetime) -> int:
+        """The first state change recorded at or after ``since``, by bisecting the ids (they
+        follow time as changes are appended): a few primary-key reads instead of reading a long
+        history. Changes written out of order (a bulk import of the past) may be rolled up or
+        skipped around the cut; they are older than any window anyway."""
+        low = int(session.scalar(sa.select(sa.func.min(LinkStateChange.id))) or 0)
+        high = int(session.scalar(sa.select(sa.func.max(LinkStateChange.id))) or 0)
+        if high == 0:
+            return 1
+        while low < high:
+            middle = (low + high) // 2
+            at = session.scalar(
+                sa.select(LinkStateChange.at)
+                .where(LinkStateChange.id >= middle)
+                .order_by(LinkStateChange.id)
+                .limit(1)
+            )
+            if at is not None and at >= since:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     # -- rules -----------------------------------------------------------------------------------
 

@@ -23,11 +23,21 @@ open_now = [a for a in firing if a.acknowledged_at is None]
 acknowledged = [a for a in firing if a.acknowledged_at is not None]
 resolved = alerts.alerts(status="resolved", limit=50)
 failing = alerts.notifications()
-cols = st.columns(4)
-cols[0].metric("Firing", len(open_now))
-cols[1].metric("Acknowledged", len(acknowledged))
-cols[2].metric("Resolved (last 50)", len(resolved))
-cols[3].metric("Deliveries retrying or failed", len(failing))
+
+
+@st.fragment(run_every=10)
+def live_counts() -> None:
+    """Counts that refresh on their own, so an alert shows up here (e.g. during a demo
+    scenario) without anyone touching the page; the tables below follow on the next action."""
+    now_firing = alerts.alerts(status="firing")
+    cols = st.columns(4)
+    cols[0].metric("Firing", sum(1 for a in now_firing if a.acknowledged_at is None))
+    cols[1].metric("Acknowledged", sum(1 for a in now_firing if a.acknowledged_at is not None))
+    cols[2].metric("Resolved (last 50)", len(alerts.alerts(status="resolved", limit=50)))
+    cols[3].metric("Deliveries retrying or failed", len(alerts.notifications()))
+
+
+live_counts()
 if not firing and not resolved:
     st.info(
         "No alert has fired yet. The workers check the rules below on their own interval "

@@ -12,12 +12,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services
 from linkdesk.metrics import authorized, serve_metrics
 from linkdesk.moneykit.client import endpoint_template
 from linkdesk.moneykit.errors import RateLimitError
 from linkdesk.store.repository import put_named_state
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
+from tests.unit.test_services_connect import log_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,3 +209,30 @@ def test_shipped_alerting_rules_fire_where_the_built_in_rules_do() -> None:
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+def test_relinks_and_connect_sessions_are_counted_by_outcome(
+    core_services: Services, fake_moneykit: FakeMoneyKit
+) -> None:
+    agent = Actor("alice@example.com", Role.SUPPORT)
+    fake_moneykit.add_link("mk_a", state="error", error_code="auth_expired")
+    fake_moneykit.add_link("mk_b", state="error", error_code="auth_expired")
+    core_services.discovery.sync_all()
+
+    repaired = core_services.sessions.start_relink(link_id="mk_a", actor=agent)
+    fake_moneykit.links["mk_a"].update(state="connected", error_code=None)
+    sid = repaired.session_id
+    core_services.sessions.apply_log(
+        sid, [log_entry(sid, 1, "relink_success", link_id="mk_a")], actor=agent
+    )
+    abandoned = core_services.sessions.start_relink(link_id="mk_b", actor=agent)
+    sid = abandoned.session_id
+    core_services.sessions.apply_log(sid, [log_entry(sid, 1, "exit")], actor=agent)
+
+    assert value(core_services, "linkdesk_relinks_total", outcome="started") == 2
+    assert value(core_services, "linkdesk_relinks_total", outcome="succeeded") == 1
+    assert value(core_services, "linkdesk_relinks_total", outcome="failed") == 1
+    sessions = "linkdesk_connect_sessions_total"
+    assert value(core_services, sessions, mode="relink", outcome="started") == 2
+    assert value(core_services, sessions, mode="relink", outcome="success") == 1
+    assert value(core_services, sessions, mode="relink", outcome="exit") == 1

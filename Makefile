@@ -20,7 +20,7 @@ export LINKDESK_TEST_POSTGRES_URL ?= postgresql+psycopg://linkdesk@localhost:$(P
 run: setup
 	$(PY) scripts/run_local.py --sandbox-port $(SANDBOX_PORT) --dashboard-port $(DASHBOARD_PORT)
 
-## test: set everything up (incl. Debian chromium and PostgreSQL), then lint, type-check and run
+## test: set everything up (incl. Debian chromium, prometheus and PostgreSQL), then lint, type-check, run
 ## every test layer (store, services, worker and webhooks on SQLite and on PostgreSQL)
 test: setup-dev chromium postgres prometheus
 	$(PY) -m ruff check .

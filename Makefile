@@ -14,15 +14,15 @@ export LINKDESK_PG_PORT := $(PG_PORT)
 export LINKDESK_TEST_POSTGRES_URL ?= postgresql+psycopg://linkdesk@localhost:$(PG_PORT)/postgres
 
 .PHONY: run test setup setup-dev lint typecheck unit contract app e2e bench chromium postgres \
-	postgres-stop clean
+	postgres-stop prometheus integration clean
 
 ## run: set everything up, start the local MoneyKit sandbox and the dashboard (Ctrl-C stops both)
 run: setup
 	$(PY) scripts/run_local.py --sandbox-port $(SANDBOX_PORT) --dashboard-port $(DASHBOARD_PORT)
 
-## test: set everything up (incl. Debian chromium and PostgreSQL), then lint, type-check and run
+## test: set everything up (incl. Debian chromium, prometheus and PostgreSQL), then lint, type-check, run
 ## every test layer (store, services, worker and webhooks on SQLite and on PostgreSQL)
-test: setup-dev chromium postgres
+test: setup-dev chromium postgres prometheus
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -63,12 +63,22 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    chromium fonts-noto-color-emoji >/dev/null; }
 
+# The metrics tests run Debian's real prometheus (and check the shipped rules with its promtool).
+prometheus:
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || { \
+	  echo "Installing Debian's prometheus for the metrics tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; }
+
 lint: setup-dev
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 typecheck: setup-dev
 	$(PY) -m mypy
-unit: setup-dev postgres
+unit: setup-dev postgres prometheus
 	$(PY) -m pytest -q tests/unit tests/security tests/postgres
+integration: setup-dev prometheus
+	$(PY) -m pytest -q tests/integration
 contract: setup-dev
 	$(PY) -m pytest -q tests/contract tests/sandbox
 app: setup-dev

@@ -21,6 +21,7 @@ STAFF_PAGE_PATHS = (
     "funnel",
     "activity",
     "webhooks",
+    "alerts",
     "demo",
     "outreach",
     "outreach_admin",
@@ -86,6 +87,8 @@ else:
                 url_path="outreach_admin",
             )
         )
+    # Everyone sees alerts; the service decides who may acknowledge, silence or edit rules.
+    operations.append(st.Page("app_pages/alerts.py", title="Alerts", icon="🚨", url_path="alerts"))
     if actor.can(Permission.SYNC_TRIGGER):
         operations.append(
             st.Page("app_pages/webhooks.py", title="Webhooks", icon="📨", url_path="webhooks")

@@ -7,6 +7,7 @@
 * `GET /healthz`, a liveness probe for the process and its store;
 * security headers on every response (`linkdesk.http_security`: CSP, frame-ancestors,
   nosniff, no-referrer) and Streamlit's own `/_stcore/metrics` closed;
+* `GET /metrics`, Prometheus metrics (bearer token `LINKDESK_METRICS_TOKEN` when set);
 * the reconciliation worker in a background thread, unless `LINKDESK_RUN_WORKER=false` (then run
   `python -m linkdesk worker` as its own process, e.g. one worker beside several dashboards).
 
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from linkdesk.http_security import SecurityHeadersMiddleware
+from linkdesk.metrics import CONTENT_TYPE_LATEST, authorized
 from linkdesk.settings import Settings
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from ui.wiring import get_services
@@ -62,6 +64,18 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
 
 
+async def metrics(request: Request) -> Response:
+    services = get_services()
+    token = services.settings.metrics_token
+    if not authorized(
+        token.get_secret_value() if token else None, request.headers.get("authorization")
+    ):
+        return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    # The shared gauges read the database: off the event loop.
+    body = await run_in_threadpool(services.metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     services = get_services()
@@ -86,6 +100,7 @@ app = st.App(
     routes=[
         Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ],
     lifespan=lifespan,
     middleware=[

@@ -79,6 +79,22 @@ def _worker(settings: Settings, *, once: bool) -> int:
 
     services = build_services(settings)
     stop = threading.Event()
+    metrics_server = None
+    if settings.worker_metrics_port:
+        from linkdesk.metrics import serve_metrics
+
+        token = settings.metrics_token
+        metrics_server, _thread = serve_metrics(
+            services.metrics,
+            host=settings.worker_metrics_host,
+            port=settings.worker_metrics_port,
+            token=token.get_secret_value() if token else None,
+        )
+        print(
+            f"Metrics at http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+            "/metrics",
+            flush=True,
+        )
 
     def _stop(signum: int, _frame: object) -> None:
         print(f"Stopping the worker ({signal.Signals(signum).name}).", flush=True)
@@ -112,6 +128,9 @@ def _worker(settings: Settings, *, once: bool) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         services.close()
 
 

@@ -60,6 +60,7 @@ class Permission(enum.StrEnum):
     DEMO_RESET = "demo.reset"
     DEMO_SCENARIO = "demo.scenario"
     SETTINGS = "settings.change"
+    ALERT_RESPOND = "alert.respond"
 
 
 _SUPPORT = frozenset({Role.SUPPORT, Role.ADMIN})
@@ -76,6 +77,8 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.DEMO_RESET: _ADMIN,
     # Presenters sign in as support or admin; viewers watch.
     Permission.DEMO_SCENARIO: _SUPPORT,
+    # Acknowledging and silencing alerts is part of responding to them; editing rules is SETTINGS.
+    Permission.ALERT_RESPOND: _SUPPORT,
     Permission.SETTINGS: _ADMIN,
 }
 

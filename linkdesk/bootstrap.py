@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy.engine import Engine
 
+from linkdesk.alerts import AlertRunner, AlertService, Dispatcher, build_channels
 from linkdesk.demo import DemoService, SandboxControls
 from linkdesk.health import HealthThresholds
+from linkdesk.metrics import Metrics
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.images import ImagePolicy
 from linkdesk.services.audit import AuditLog
@@ -53,6 +55,9 @@ class Services:
     customer_links: CustomerLinkService
     demo: DemoService
     outreach: OutreachService
+    alerts: AlertService
+    alert_runner: AlertRunner
+    metrics: Metrics
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -158,6 +163,36 @@ def build_services(
         refused_sample=settings.webhook_refused_sample,
         retention=timedelta(days=settings.webhook_delivery_retention_days),
     )
+    links = LinkQueries(store, clock=clock, thresholds=health)
+    metrics = Metrics(
+        store=store, links=links, clock=clock, db_max_age=settings.metrics_db_max_age_seconds
+    )
+    client.observers.append(metrics.on_moneykit_request)
+    webhooks.delivery_observers.append(metrics.on_webhook_delivery)
+    sessions.session_observers.append(metrics.on_connect_session)
+    # Alert channels are not MoneyKit: they get a client of their own, never the injected one.
+    alerts_http = httpx.Client(timeout=10.0)
+    closers.append(alerts_http.close)
+    channels = build_channels(settings, alerts_http, lambda: clock().timestamp())
+    alerts = AlertService(
+        store=store,
+        audit=audit,
+        clock=clock,
+        thresholds=health,
+        channels=lambda: set(channels),
+    )
+    alert_runner = AlertRunner(
+        alerts,
+        Dispatcher(
+            store,
+            channels,
+            clock=clock,
+            dashboard_url=settings.alert_dashboard_url,
+            on_delivery=metrics.on_alert_delivery,
+        ),
+        interval=timedelta(seconds=settings.alerts_evaluate_seconds),
+        monotonic=monotonic,
+    )
     worker = SyncWorker(
         store=store,
         client=background_client,
@@ -168,6 +203,7 @@ def build_services(
         budget=budget,
         receiver=webhooks,
         worker_id=worker_id,
+        alerts=alert_runner if settings.alerts_enabled else None,
     )
     customer_links = CustomerLinkService(
         store=store,
@@ -222,5 +258,8 @@ def build_services(
         customer_links=customer_links,
         demo=demo,
         outreach=outreach,
+        alerts=alerts,
+        alert_runner=alert_runner,
+        metrics=metrics,
         _closers=closers,
     )

@@ -488,6 +488,125 @@ class Settings(BaseSettings):
         description="Days of synthetic history (Connect sessions, state changes, syncs).",
     )
 
+    # -- alerts and metrics ---------------------------------------------------------------------
+    alerts_enabled: bool = Field(
+        default=True,
+        validation_alias=_env("LINKDESK_ALERTS_ENABLED", "alerts_enabled"),
+        description=(
+            "Evaluate the alert rules (Alerts page) in every worker and deliver notifications. "
+            "Replicas share the work: the database keeps one alert per incident."
+        ),
+    )
+    alerts_evaluate_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        validation_alias=_env("LINKDESK_ALERTS_EVALUATE_SECONDS", "alerts_evaluate_seconds"),
+        description="Seconds between two evaluations of the alert rules by a worker.",
+    )
+    alert_slack_webhook_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_SLACK_WEBHOOK_URL", "alert_slack_webhook_url"),
+        description=(
+            "Slack-compatible incoming webhook URL for the 'slack' alert channel. Never logged "
+            "or rendered."
+        ),
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_WEBHOOK_URL", "alert_webhook_url"),
+        description=(
+            "URL the 'webhook' alert channel posts JSON to, signed with HMAC-SHA256 in the "
+            "Linkdesk-Signature header (see Alerts and metrics)."
+        ),
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_WEBHOOK_SECRET", "alert_webhook_secret"),
+        description=(
+            "Shared secret of the 'webhook' alert channel's HMAC signature (the channel is off "
+            "without it). Never logged or rendered."
+        ),
+    )
+    alert_smtp_host: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_SMTP_HOST", "alert_smtp_host"),
+        description="SMTP server of the 'email' alert channel (the channel is off without it).",
+    )
+    alert_smtp_port: int = Field(
+        default=587,
+        ge=1,
+        le=65535,
+        validation_alias=_env("LINKDESK_ALERT_SMTP_PORT", "alert_smtp_port"),
+        description="Port of the alert SMTP server.",
+    )
+    alert_smtp_starttls: bool = Field(
+        default=True,
+        validation_alias=_env("LINKDESK_ALERT_SMTP_STARTTLS", "alert_smtp_starttls"),
+        description="Upgrade the alert SMTP connection with STARTTLS before sending.",
+    )
+    alert_smtp_username: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_SMTP_USERNAME", "alert_smtp_username"),
+        description="User name for the alert SMTP server (no login when unset).",
+    )
+    alert_smtp_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_SMTP_PASSWORD", "alert_smtp_password"),
+        description="Password for the alert SMTP server. Never logged or rendered.",
+    )
+    alert_email_from: str = Field(
+        default="linkdesk@localhost",
+        validation_alias=_env("LINKDESK_ALERT_EMAIL_FROM", "alert_email_from"),
+        description="Sender address of alert emails.",
+    )
+    alert_email_to: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_EMAIL_TO", "alert_email_to"),
+        description="Recipients of alert emails, comma-separated.",
+    )
+    alert_dashboard_url: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_ALERT_DASHBOARD_URL", "alert_dashboard_url"),
+        description=(
+            "Public URL of the dashboard (e.g. https://linkdesk.example.com), for the links in "
+            "alert messages; unset: messages carry no link."
+        ),
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_METRICS_TOKEN", "metrics_token"),
+        description=(
+            "Bearer token GET /metrics asks for (Authorization: Bearer …); unset: open, for a "
+            "scraper on a private network. Never logged or rendered."
+        ),
+    )
+    metrics_db_max_age_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        validation_alias=_env("LINKDESK_METRICS_DB_MAX_AGE_SECONDS", "metrics_db_max_age_seconds"),
+        description=(
+            "Longest age of the database gauges on /metrics (links per verdict and bank, lags): "
+            "each process counts at most this often, in the background, whatever the scrapes."
+        ),
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        validation_alias=_env("LINKDESK_WORKER_METRICS_PORT", "worker_metrics_port"),
+        description=(
+            "Port on which python -m linkdesk worker serves GET /metrics (0: none). Protected "
+            "by LINKDESK_METRICS_TOKEN too."
+        ),
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        validation_alias=_env("LINKDESK_WORKER_METRICS_HOST", "worker_metrics_host"),
+        description="Address the worker's metrics port listens on (0.0.0.0 inside a container).",
+    )
+
     @classmethod
     def fields_documentation(cls) -> list[tuple[str, str]]:
         """(environment variable, description) for every field, for docs and their test."""

@@ -8,6 +8,7 @@ exponential backoff that honours ``Retry-After``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import email.utils
 import enum
 import logging
@@ -73,7 +74,9 @@ __all__ = [
     "MAX_RETRY_DELAY",
     "UNSET",
     "MoneyKitClient",
+    "RequestEvent",
     "Unset",
+    "endpoint_template",
     "parse_retry_after",
 ]
 
@@ -150,6 +153,35 @@ def parse_retry_after(
         return None
     moment = email.utils.mktime_tz(parsed)
     return float(moment - (time.time() if now is None else now))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One HTTP attempt, told to the client's observers (metrics): no URL values, no body."""
+
+    method: str
+    endpoint: str  # the path template, e.g. /links/{id}/accounts
+    status: str  # the HTTP status code, or "error" when no response came back
+    seconds: float
+    retrying: bool  # another attempt follows this one
+
+
+# Path segments that name a thing (an id) when they follow one of these collections.
+_ID_AFTER = frozenset({"links", "users", "accounts", "institutions", "link", "link-session"})
+_LITERAL_SEGMENTS = frozenset({"import", "numbers", "sync", "test", "token", "introspect"})
+
+
+def endpoint_template(path: str) -> str:
+    """``/links/lnk_123/accounts`` → ``/links/{id}/accounts``: few label values for metrics."""
+    out: list[str] = []
+    previous = ""
+    for segment in path.split("?")[0].split("/"):
+        if previous in _ID_AFTER and segment and segment not in _LITERAL_SEGMENTS:
+            out.append("{id}")
+        else:
+            out.append(segment)
+        previous = segment
+    return "/".join(out)
 
 
 def _quote(segment: str) -> str:
@@ -250,6 +282,20 @@ class MoneyKitClient:
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_expires_at = 0.0
+        # Called after every HTTP attempt (metrics); shared with with_options() copies.
+        self.observers: list[Callable[[RequestEvent], None]] = []
+
+    def _tell(self, method: str, path: str, status: str, started: float, retrying: bool) -> None:
+        if not self.observers:
+            return
+        event = RequestEvent(
+            method, endpoint_template(path), status, time.perf_counter() - started, retrying
+        )
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.exception("moneykit request observer failed")
 
     def __repr__(self) -> str:
         return f"MoneyKitClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
@@ -366,6 +412,7 @@ class MoneyKitClient:
             if authenticated:
                 token = self._access_token()
                 headers["Authorization"] = f"Bearer {token}"
+            started = time.perf_counter()
             try:
                 response = self._http.request(
                     method,
@@ -377,7 +424,11 @@ class MoneyKitClient:
                     timeout=self._timeout,
                 )
             except httpx.TransportError as exc:
-                if retries_taken < self.max_retries and self._exception_retryable(exc, retry):
+                will_retry = retries_taken < self.max_retries and self._exception_retryable(
+                    exc, retry
+                )
+                self._tell(method, path, "error", started, will_retry)
+                if will_retry:
                     delay = self._retry_delay(retries_taken, None)
                     logger.debug(
                         "moneykit: %s %s failed (%s), retrying in %.2f s",
@@ -395,16 +446,25 @@ class MoneyKitClient:
 
             logger.debug("moneykit: %s %s -> %s", method, path, response.status_code)
             if response.is_success:
+                self._tell(method, path, str(response.status_code), started, False)
                 return response
-            if response.status_code == 401 and authenticated and not refreshed_after_401:
+            retry_401 = response.status_code == 401 and authenticated and not refreshed_after_401
+            retryable = self._status_retryable(response, retry) and (
+                retry_rate_limit or response.status_code != 429
+            )
+            self._tell(
+                method,
+                path,
+                str(response.status_code),
+                started,
+                retry_401 or (retries_taken < self.max_retries and retryable),
+            )
+            if retry_401:
                 # The token may have been revoked or expired early: fetch a new one, once.
                 refreshed_after_401 = True
                 response.close()
                 self.invalidate_token(token)
                 continue
-            retryable = self._status_retryable(response, retry) and (
-                retry_rate_limit or response.status_code != 429
-            )
             if retries_taken < self.max_retries and retryable:
                 delay = self._retry_delay(retries_taken, response.headers)
                 logger.debug(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,8 @@ from linkdesk.store.engine import Store
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
 from linkdesk.store.queries import LinkQueries, SessionRow, session_row
 from linkdesk.store.repository import mark_link_deleted
+
+logger = logging.getLogger("linkdesk.connect")
 
 __all__ = [
     "ApplyOutcome",
@@ -174,6 +177,8 @@ class ConnectService:
         self._clock = clock or _utcnow
         self._lease_ttl = lease_ttl or timedelta(minutes=settings.relink_lease_minutes)
         self._queries = LinkQueries(store)
+        # Told (mode, outcome) when a Connect session starts ("started") or ends; metrics listen.
+        self.session_observers: list[Callable[[str, str], None]] = []
         self._ingestor = LinkIngestor(
             store=store,
             client=client,
@@ -230,6 +235,14 @@ class ConnectService:
             )
             if error is not None and link_id is not None:
                 self._release_lease(session, link_id, session_id)
+        self._tell_observers(mode, "failed" if error else "started")
+
+    def _tell_observers(self, mode: str, outcome: str) -> None:
+        for observer in self.session_observers:
+            try:
+                observer(mode, outcome)
+            except Exception:
+                logger.exception("connect session observer failed")
 
     def _open_session(
         self,
@@ -715,6 +728,8 @@ class ConnectService:
             )
             if row.mode == "relink" and row.link_id:
                 self._release_lease(session, row.link_id, session_id)
+            mode = row.mode
+        self._tell_observers(mode, outcome)
 
     def _finish_exit(self, session_id: str, entry: LogEntry, actor: Actor | str) -> None:
         if self._claim(session_id) is None:

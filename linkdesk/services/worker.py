@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from linkdesk.alerts.service import AlertRunner
 from linkdesk.auth import Actor, Permission, require
 from linkdesk.health import Health, HealthThresholds, assess
 from linkdesk.moneykit.client import MoneyKitClient
@@ -133,6 +134,7 @@ class SyncWorker:
         receiver: WebhookReceiver | None = None,
         worker_id: str | None = None,
         concurrency: int | None = None,
+        alerts: AlertRunner | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -142,6 +144,7 @@ class SyncWorker:
         self._sleep = sleep
         self._budget = budget or RequestBudget.from_settings(settings)
         self._receiver = receiver
+        self._alerts = alerts
         self.worker_id = worker_id or f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:6]}"
         self._concurrency = max(1, concurrency or settings.sync_concurrency)
         self._jobs = JobQueue(
@@ -219,6 +222,7 @@ class SyncWorker:
     def run_once(self) -> RoundReport:
         if self.is_paused():
             self._set_state("last_run", {"worker": self.worker_id, "paused": True})
+            self._evaluate_alerts()
             return RoundReport(paused=True)
         webhooks = self._receiver.apply_pending(worker=self.worker_id) if self._receiver else None
         now = self._clock()
@@ -275,7 +279,13 @@ class SyncWorker:
             "last_run",
             {"worker": self.worker_id, "claimed": report.claimed, "errors": report.errors},
         )
+        self._evaluate_alerts()
         return report
+
+    def _evaluate_alerts(self) -> None:
+        # On its own interval, a few indexed reads; delivery happens in the alert thread.
+        if self._alerts is not None:
+            self._alerts.tick()
 
     def run_forever(
         self,
@@ -283,7 +293,24 @@ class SyncWorker:
         *,
         on_round: Callable[[RoundReport], None] | None = None,
     ) -> None:
-        """Run rounds until ``stop_event`` is set; a failing round is logged and retried."""
+        """Run rounds until ``stop_event`` is set; a failing round is logged and retried.
+
+        Alert notifications are sent by a thread of their own, started and stopped with this
+        loop, so a slow channel never delays a round.
+        """
+        if self._alerts is not None:
+            self._alerts.start()
+        try:
+            self._run_rounds(stop_event, on_round)
+        finally:
+            if self._alerts is not None:
+                self._alerts.stop()
+
+    def _run_rounds(
+        self,
+        stop_event: threading.Event,
+        on_round: Callable[[RoundReport], None] | None,
+    ) -> None:
         poll = self._settings.worker_poll_seconds
         while not stop_event.is_set():
             idle = poll

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -29,6 +30,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Account",
+    "Alert",
+    "AlertBankBucket",
+    "AlertEvent",
+    "AlertNotification",
+    "AlertRule",
+    "AlertSilence",
+    "AlertState",
     "AuditEntry",
     "AuditLogIsAppendOnly",
     "Base",
@@ -532,3 +540,142 @@ class OutreachMessage(Base):
         Index("ix_outreach_messages_customer", "customer_id", "created_at"),
         Index("ix_outreach_messages_sent", "sent_at"),
     )
+
+
+class AlertRule(Base):
+    """One alert rule (Alerts page). Defaults are created on first start; admins edit them."""
+
+    __tablename__ = "alert_rules"
+
+    id: Mapped[str] = mapped_column(String(60), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    renotify_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200), default="linkdesk")
+
+
+class Alert(Base):
+    """One incident of one rule for one key (a bank, or '' for app-wide rules).
+
+    ``open_key`` is ``<rule>|<key>`` while the incident lasts and NULL once it is resolved: its
+    unique constraint is what keeps one open alert per incident when several processes evaluate
+    the rules at the same moment.
+    """
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(60))
+    key: Mapped[str] = mapped_column(String(200), default="")
+    open_key: Mapped[str | None] = mapped_column(String(270), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="firing")  # firing | resolved
+    title: Mapped[str] = mapped_column(String(300))
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]  # when its value last changed (or it was reminded)
+    last_notified_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_alerts_status_started", "status", "started_at"),
+        Index("ix_alerts_started", "started_at"),
+    )
+
+
+class AlertEvent(Base):
+    """What happened to an alert, and who did it: fired, notified, acknowledged, silenced…"""
+
+    __tablename__ = "alert_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(Integer, ForeignKey("alerts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_alert_events_alert_at", "alert_id", "at"),
+        Index("ix_alert_events_at", "at"),
+    )
+
+
+class AlertSilence(Base):
+    """No notifications for a rule (and key, when set) until ``until``; why, and who said so."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(60))
+    key: Mapped[str | None] = mapped_column(String(200))
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_alert_silences_rule_until", "rule_id", "until"),)
+
+
+class AlertNotification(Base):
+    """The outbox: one message for one channel, sent by a delivery thread, retried with backoff.
+
+    Rows are written in the transaction that fires, reminds or resolves the alert, so a message
+    exists exactly when its alert change does, and a slow or failing channel never holds up the
+    evaluation.
+    """
+
+    __tablename__ = "alert_notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(Integer, ForeignKey("alerts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(20))  # slack | webhook | email
+    kind: Mapped[str] = mapped_column(String(20))  # fired | reminder | resolved
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_alert_notifications_status_next", "status", "next_attempt_at"),
+        Index("ix_alert_notifications_alert", "alert_id"),
+    )
+
+
+class AlertBankBucket(Base):
+    """Rollup for the error-spike rule: per bank and five-minute bucket, how many links entered
+    an error state and how many came back. Filled from ``link_state_changes`` incrementally, so
+    evaluating the rule reads these few rows, never the links table."""
+
+    __tablename__ = "alert_bank_buckets"
+
+    institution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    broke: Mapped[int] = mapped_column(Integer, default=0)
+    recovered: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_alert_bank_buckets_start", "bucket_start"),)
+
+
+class AlertState(Base):
+    """Small counters of the alert evaluation shared by every process: the rollup's position,
+    the number of links needing relink as of a position, samples for growth rules. Positions are
+    compared-and-set, so two evaluators never roll the same state changes up twice."""
+
+    __tablename__ = "alert_state"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, default=0)
+    # The rollup position (a link_state_changes id) that ``number`` is right at.
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)

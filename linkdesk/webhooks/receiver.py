@@ -250,11 +250,22 @@ class WebhookReceiver:
         self._flushing = False
         self._flushed_at = self._clock()
         self._pruned_at: datetime | None = None
+        # Told every delivery's verdict and reason (metrics listen).
+        self.delivery_observers: list[Callable[[ReceiveResult], None]] = []
 
     # -- receiving -------------------------------------------------------------------------------
 
     def receive(self, raw_body: bytes, headers: Mapping[str, str]) -> ReceiveResult:
         """Verify, record, deduplicate and queue one delivery; never raises for bad input."""
+        result = self._receive(raw_body, headers)
+        for observer in self.delivery_observers:
+            try:
+                observer(result)
+            except Exception:
+                logger.exception("webhook delivery observer failed")
+        return result
+
+    def _receive(self, raw_body: bytes, headers: Mapping[str, str]) -> ReceiveResult:
         token = _short(_header(headers, "MoneyKit-Delivery-Token"))
         attempt_text = _header(headers, "MoneyKit-Delivery-Attempt") or ""
         attempt = int(attempt_text) if attempt_text.strip().isdigit() else None

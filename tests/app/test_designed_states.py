@@ -20,7 +20,16 @@ from tests.app.conftest import as_shown, dashboard
 from tests.conftest import PostgresDatabases
 from ui.wiring import get_services
 
-STAFF_PAGES = ("overview", "links", "customer", "funnel", "activity", "webhooks", "connect")
+STAFF_PAGES = (
+    "overview",
+    "links",
+    "customer",
+    "funnel",
+    "activity",
+    "webhooks",
+    "alerts",
+    "connect",
+)
 TITLES = {
     "overview": "Overview",
     "links": "Links",
@@ -28,6 +37,7 @@ TITLES = {
     "funnel": "Connect funnel",
     "activity": "Activity",
     "webhooks": "Webhooks",
+    "alerts": "Alerts",
     "connect": "Connect a bank",
 }
 
@@ -71,6 +81,7 @@ EMPTY_MESSAGES = {
     "activity": "No audit entry matches these filters",
     "webhooks": "No webhook delivery yet",
     "connect": "Opens MoneyKit Connect for a customer",
+    "alerts": "No alert has fired yet",
 }
 
 

@@ -178,6 +178,12 @@ def _webhooks(page: Page, data: Fixtures) -> None:
     expect(page.get_by_test_id("stMetricLabel").get_by_text("Deliveries")).to_be_visible()
 
 
+def _alerts(page: Page, data: Fixtures) -> None:
+    expect(heading(page, "Alerts")).to_be_visible()
+    expect(page.get_by_test_id("stMetricLabel").get_by_text("Firing", exact=True)).to_be_visible()
+    expect(page.get_by_role("tab", name="Rules")).to_be_visible()
+
+
 def _connect(page: Page, data: Fixtures) -> None:
     expect(heading(page, "Connect a bank")).to_be_visible()
     expect(page.get_by_role("button", name="Open MoneyKit Connect")).to_be_visible()
@@ -211,6 +217,7 @@ STOPS = (
     TourStop("funnel", _staff(lambda d: "/funnel"), _funnel),
     TourStop("activity", _staff(lambda d: "/activity"), _activity),
     TourStop("webhooks", _staff(lambda d: "/webhooks", admin=True), _webhooks),
+    TourStop("alerts", _staff(lambda d: "/alerts"), _alerts),
     TourStop("connect", _staff(lambda d: "/connect"), _connect),
     TourStop("outreach", _staff(lambda d: "/outreach?error=auth_expired"), _outreach),
     TourStop(

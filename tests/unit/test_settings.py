@@ -66,6 +66,23 @@ ENV_NAMES = {
     "smtp_timeout_seconds": "LINKDESK_SMTP_TIMEOUT_SECONDS",
     "outreach_emails_per_minute": "LINKDESK_OUTREACH_EMAILS_PER_MINUTE",
     "public_url": "LINKDESK_PUBLIC_URL",
+    "alerts_enabled": "LINKDESK_ALERTS_ENABLED",
+    "alerts_evaluate_seconds": "LINKDESK_ALERTS_EVALUATE_SECONDS",
+    "alert_slack_webhook_url": "LINKDESK_ALERT_SLACK_WEBHOOK_URL",
+    "alert_webhook_url": "LINKDESK_ALERT_WEBHOOK_URL",
+    "alert_webhook_secret": "LINKDESK_ALERT_WEBHOOK_SECRET",
+    "alert_smtp_host": "LINKDESK_ALERT_SMTP_HOST",
+    "alert_smtp_port": "LINKDESK_ALERT_SMTP_PORT",
+    "alert_smtp_starttls": "LINKDESK_ALERT_SMTP_STARTTLS",
+    "alert_smtp_username": "LINKDESK_ALERT_SMTP_USERNAME",
+    "alert_smtp_password": "LINKDESK_ALERT_SMTP_PASSWORD",
+    "alert_email_from": "LINKDESK_ALERT_EMAIL_FROM",
+    "alert_email_to": "LINKDESK_ALERT_EMAIL_TO",
+    "alert_dashboard_url": "LINKDESK_ALERT_DASHBOARD_URL",
+    "metrics_token": "LINKDESK_METRICS_TOKEN",
+    "metrics_db_max_age_seconds": "LINKDESK_METRICS_DB_MAX_AGE_SECONDS",
+    "worker_metrics_port": "LINKDESK_WORKER_METRICS_PORT",
+    "worker_metrics_host": "LINKDESK_WORKER_METRICS_HOST",
 }
 
 
@@ -150,3 +167,17 @@ def test_settings_are_immutable_and_hashable():
     with pytest.raises(ValidationError):
         s.staff_user = "x"
     hash(s)
+
+
+def test_alert_and_metrics_secrets_are_never_shown(monkeypatch):
+    secrets = {
+        "LINKDESK_ALERT_SLACK_WEBHOOK_URL": "https://hooks.example/very-secret-path",
+        "LINKDESK_ALERT_WEBHOOK_SECRET": "hmac-secret-value",
+        "LINKDESK_ALERT_SMTP_PASSWORD": "smtp-secret-value",
+        "LINKDESK_METRICS_TOKEN": "metrics-secret-value",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        assert not any(value in text for value in secrets.values())

@@ -1,0 +1,211 @@
+"""Alerts: what is firing, acknowledged or resolved, who did what, deliveries that keep failing,
+and the rules (admins edit them). Each alert opens the Links view behind it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from linkdesk.alerts.rules import CHANNEL_NAMES, RULE_KINDS
+from linkdesk.alerts.service import AlertRow
+from linkdesk.auth import Permission
+from linkdesk.errors import ServiceError
+from ui.auth import require_actor
+from ui.wiring import get_services
+
+services = get_services()
+actor = require_actor()
+alerts = services.alerts
+TIME = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
+
+st.title("Alerts")
+firing = alerts.alerts(status="firing")
+open_now = [a for a in firing if a.acknowledged_at is None]
+acknowledged = [a for a in firing if a.acknowledged_at is not None]
+resolved = alerts.alerts(status="resolved", limit=50)
+failing = alerts.notifications()
+
+
+@st.fragment(run_every=10)
+def live_counts() -> None:
+    """Counts that refresh on their own, so an alert shows up here (e.g. during a demo
+    scenario) without anyone touching the page; the tables below follow on the next action."""
+    now_firing = alerts.alerts(status="firing")
+    cols = st.columns(4)
+    cols[0].metric("Firing", sum(1 for a in now_firing if a.acknowledged_at is None))
+    cols[1].metric("Acknowledged", sum(1 for a in now_firing if a.acknowledged_at is not None))
+    cols[2].metric("Resolved (last 50)", len(alerts.alerts(status="resolved", limit=50)))
+    cols[3].metric("Deliveries retrying or failed", len(alerts.notifications()))
+
+
+live_counts()
+if not firing and not resolved:
+    st.info(
+        "No alert has fired yet. The workers check the rules below on their own interval "
+        "(`LINKDESK_ALERTS_EVALUATE_SECONDS`) and notify the channels set up in the settings."
+    )
+
+
+def _table(rows: list[AlertRow], key: str) -> int | None:
+    """Alerts as a table (text only: titles carry bank names from outside); the chosen id."""
+    if not rows:
+        st.caption("None.")
+        return None
+    picked = st.dataframe(
+        [
+            {
+                "Id": a.id,
+                "Alert": a.title,
+                "Rule": a.rule_id,
+                "Started": a.started_at,
+                "Resolved": a.resolved_at,
+                "Acknowledged by": a.acknowledged_by or "",
+                "Silenced until": a.silenced_until,
+            }
+            for a in rows
+        ],
+        key=key,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={"Started": TIME, "Resolved": TIME, "Silenced until": TIME},
+    )
+    chosen = picked.selection.rows if picked else []
+    return int(rows[chosen[0]].id) if chosen and chosen[0] < len(rows) else None
+
+
+tabs = st.tabs(["Firing", "Acknowledged", "Resolved", "History", "Deliveries", "Rules"])
+for tab, rows, key in (
+    (tabs[0], open_now, "alerts.firing"),
+    (tabs[1], acknowledged, "alerts.acknowledged"),
+    (tabs[2], resolved, "alerts.resolved"),
+):
+    with tab:
+        chosen = _table(rows, key)
+        if chosen is not None:
+            st.query_params["alert"] = str(chosen)  # shareable, like the links in messages
+with tabs[3]:
+    st.dataframe(
+        [
+            {"At": h.at, "Alert": h.alert_id, "Who": h.actor, "What": h.action, "Detail": h.detail}
+            for h in alerts.history(limit=200)
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={"At": TIME},
+    )
+with tabs[4]:
+    st.caption("Notifications still being retried (with backoff) or given up after 8 attempts.")
+    st.dataframe(
+        [
+            {
+                "Alert": n.alert_id,
+                "Channel": n.channel,
+                "Message": n.kind,
+                "Status": n.status,
+                "Attempts": n.attempts,
+                "Next try": n.next_attempt_at if n.status == "pending" else None,
+                "Last error": n.last_error or "",
+            }
+            for n in failing
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={"Next try": TIME},
+    )
+with tabs[5]:
+    can_edit = actor.can(Permission.SETTINGS)
+    for rule in alerts.rules():
+        with st.expander(f"{'🟢' if rule.enabled else '⚪'} {rule.name}"):
+            st.caption(RULE_KINDS[rule.kind].description)
+            st.caption(f"Last changed by {rule.updated_by} at {rule.updated_at:%Y-%m-%d %H:%M} UTC")
+            with st.form(f"alerts.rule.{rule.id}"):
+                enabled = st.checkbox("Enabled", value=rule.enabled, disabled=not can_edit)
+                params = {
+                    p.name: st.number_input(
+                        p.label,
+                        min_value=p.minimum if not p.integer else int(p.minimum),
+                        max_value=p.maximum if not p.integer else int(p.maximum),
+                        value=(
+                            float(rule.params.get(p.name, p.default))
+                            if not p.integer
+                            else int(rule.params.get(p.name, p.default))
+                        ),
+                        disabled=not can_edit,
+                    )
+                    for p in RULE_KINDS[rule.kind].params
+                }
+                channels = st.multiselect(
+                    "Channels", CHANNEL_NAMES, default=rule.channels, disabled=not can_edit
+                )
+                renotify = st.number_input(
+                    "Re-notify every (minutes)",
+                    min_value=1,
+                    max_value=10080,
+                    value=rule.renotify_minutes,
+                    disabled=not can_edit,
+                )
+                why = st.text_input("Reason (kept in the audit log)", disabled=not can_edit)
+                if st.form_submit_button("Save rule", disabled=not can_edit):
+                    try:
+                        alerts.update_rule(
+                            actor,
+                            rule.id,
+                            enabled=enabled,
+                            params=params,
+                            channels=list(channels),
+                            renotify_minutes=int(renotify),
+                            reason=why.strip() or None,
+                        )
+                    except (ValueError, ServiceError) as refused:
+                        st.warning(str(refused))
+                    else:
+                        st.success("Saved.")
+    if not can_edit:
+        st.caption("Only admins can change the rules.")
+
+selected = st.query_params.get("alert") or ""
+alert = alerts.get_alert(int(selected)) if selected.isdigit() and len(selected) < 12 else None
+if alert is None:
+    st.caption("Select an alert to see what is behind it, acknowledge it or silence it.")
+    st.stop()
+
+st.subheader(f"Alert {alert.id} · {alert.status}", divider="gray")
+st.text(alert.title)
+st.page_link(
+    "app_pages/links.py",
+    label="Open the links behind it",
+    icon="🔗",
+    query_params=alert.links_query,
+)
+if alert.silenced_until is not None:
+    st.caption(f"Silenced until {alert.silenced_until:%Y-%m-%d %H:%M} UTC")
+    st.text(f"Reason: {alert.silence_reason or ''}")
+if alert.status == "firing" and actor.can(Permission.ALERT_RESPOND):
+    act = st.columns(2)
+    if alert.acknowledged_at is None and act[0].button("Acknowledge", type="primary"):
+        try:
+            alerts.acknowledge(actor, alert.id)
+        except (ValueError, ServiceError) as refused:
+            st.warning(str(refused))
+        else:
+            st.rerun()
+    with act[1].form(f"alerts.silence.{alert.id}"):
+        minutes = st.number_input("Silence for (minutes)", 1, 43200, 60)
+        reason = st.text_input("Why (required)")
+        if st.form_submit_button("Silence"):
+            try:
+                until = alerts.silence(actor, alert.id, minutes=int(minutes), reason=reason)
+            except (ValueError, ServiceError) as refused:
+                st.warning(str(refused))
+            else:
+                st.success(f"Silenced until {until:%Y-%m-%d %H:%M} UTC.")
+st.dataframe(
+    [
+        {"At": h.at, "Who": h.actor, "What": h.action, "Detail": h.detail}
+        for h in alerts.history(alert_id=alert.id)
+    ],
+    hide_index=True,
+    width="stretch",
+    column_config={"At": TIME},
+)

@@ -75,10 +75,14 @@ class SmtpSettings:
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMail:
-    to: str
+    to: str | tuple[str, ...]  # one address, or several who get the same message
     subject: str
     text: str
     html: str | None = None
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return (self.to,) if isinstance(self.to, str) else self.to
 
 
 def _one_line(value: str) -> str:
@@ -88,14 +92,17 @@ def _one_line(value: str) -> str:
 
 def build_message(sender: str, mail: OutgoingMail) -> EmailMessage:
     """The MIME message: text/plain, plus text/html as an alternative when given."""
-    if not is_valid_address(mail.to):
-        raise MailError(f"not a valid email address: {mail.to!r}")
+    if not mail.recipients:
+        raise MailError("no recipient")
+    for recipient in mail.recipients:
+        if not is_valid_address(recipient):
+            raise MailError(f"not a valid email address: {recipient!r}")
     name, address = parseaddr(sender)
     if not is_valid_address(address):
         raise MailError("LINKDESK_SMTP_SENDER is not a valid address")
     message = EmailMessage()
     message["From"] = Address(display_name=_one_line(name), addr_spec=address)
-    message["To"] = mail.to
+    message["To"] = ", ".join(mail.recipients)
     message["Subject"] = _one_line(mail.subject)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain=address.rsplit("@", 1)[1])
@@ -145,7 +152,8 @@ def send_mail(smtp: SmtpSettings, mail: OutgoingMail) -> str:
             f"the SMTP server refused the user name or password ({exc.smtp_code})"
         ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
-        raise MailError(f"the SMTP server refused the recipient {mail.to}") from exc
+        refused_to = ", ".join(sorted(exc.recipients))
+        raise MailError(f"the SMTP server refused the recipient {refused_to}") from exc
     except smtplib.SMTPResponseException as exc:
         text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else ""
         raise MailError(
@@ -158,5 +166,5 @@ def send_mail(smtp: SmtpSettings, mail: OutgoingMail) -> str:
             f"cannot reach the SMTP server {smtp.host}:{smtp.port} ({exc.strerror or exc})"
         ) from exc
     if refused:
-        raise MailError(f"the SMTP server refused the recipient {mail.to}")
+        raise MailError(f"the SMTP server refused the recipient {', '.join(sorted(refused))}")
     return str(message["Message-ID"])

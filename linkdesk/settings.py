@@ -556,7 +556,7 @@ class Settings(BaseSettings):
         description="Password for the alert SMTP server. Never logged or rendered.",
     )
     alert_email_from: str = Field(
-        default="linkdesk@localhost",
+        default="Linkdesk <linkdesk@localhost.localdomain>",
         validation_alias=_env("LINKDESK_ALERT_EMAIL_FROM", "alert_email_from"),
         description="Sender address of alert emails.",
     )

@@ -14,15 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import smtplib
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any, Protocol
 
 import httpx
 
+from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, send_mail
 from linkdesk.settings import Settings
 
 __all__ = [
@@ -135,30 +133,33 @@ class SignedWebhookChannel:
 
 
 class EmailChannel:
+    """Alert email through the one SMTP sender (``linkdesk.mail``), one message to all."""
+
     name = "email"
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        assert settings.alert_smtp_host is not None
+        self._recipients = tuple(
+            address.strip()
+            for address in (settings.alert_email_to or "").split(",")
+            if address.strip()
+        )
+        self._smtp = SmtpSettings(
+            host=settings.alert_smtp_host,
+            port=settings.alert_smtp_port,
+            tls="starttls" if settings.alert_smtp_starttls else "none",
+            sender=settings.alert_email_from,
+            username=settings.alert_smtp_username or None,
+            password=settings.alert_smtp_password,
+            timeout=HTTP_TIMEOUT,
+        )
 
     def send(self, message: Message) -> None:
-        s = self._settings
-        recipients = [a.strip() for a in (s.alert_email_to or "").split(",") if a.strip()]
-        email = EmailMessage()
-        email["From"] = s.alert_email_from
-        email["To"] = ", ".join(recipients)
-        # No line breaks from outside text in a header.
-        email["Subject"] = " ".join(message.headline.split())[:200]
-        email.set_content(message.text())
-        assert s.alert_smtp_host is not None
+        mail = OutgoingMail(to=self._recipients, subject=message.headline, text=message.text())
         try:
-            with smtplib.SMTP(s.alert_smtp_host, s.alert_smtp_port, timeout=HTTP_TIMEOUT) as smtp:
-                if s.alert_smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if s.alert_smtp_username and s.alert_smtp_password is not None:
-                    smtp.login(s.alert_smtp_username, s.alert_smtp_password.get_secret_value())
-                smtp.send_message(email, to_addrs=recipients)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryFailed(f"SMTP error ({type(exc).__name__})") from None
+            send_mail(self._smtp, mail)
+        except MailError as exc:
+            raise DeliveryFailed(str(exc)) from None
 
 
 def build_channels(

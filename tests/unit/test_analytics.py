@@ -549,6 +549,7 @@ class TestReapply:
     ) -> None:
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
         wired.webhooks.receive(body.replace(b"connected", b"connectee"), headers)
+        wired.webhooks.flush_refusals()  # refusals are written in batches, off the request
         (forged,) = self.deliveries(wired)
         admin = Actor("root", Role.ADMIN)
         with pytest.raises(NotReapplicable):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import streamlit as st
 
@@ -16,14 +18,15 @@ from ui.link_detail import render_link_detail
 from ui.render import (
     ERROR_LABELS,
     error_label,
+    framed_logo_data_uri,
     health_label,
-    institution_avatar,
-    institution_colour,
-    swatch_data_uri,
 )
 from ui.wiring import get_services, theme_is_dark
 
 PAGE_SIZE = 50
+# Twenty rows in view at once (the grid scrolls through the other thirty of the page).
+ROW_HEIGHT = 36
+TABLE_HEIGHT = ROW_HEIGHT * 21 + 3
 # Counts of the whole table are shared by every session of the process and recomputed in the
 # background this often (seconds); the page itself then reads only one page of rows.
 SUMMARY_MAX_AGE = 30.0
@@ -175,30 +178,70 @@ def _matching(summary: HealthSummary | None, filters: LinkFilters) -> tuple[int,
     return counted, counted <= COUNT_CAP
 
 
-def _sync_now() -> None:
-    try:
-        touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
-    except ServiceError as refused:
-        st.warning(str(refused))
+@st.dialog("Sync every link now?")
+def _confirm_sync_now(count: int) -> None:
+    st.write(
+        f"This queues **{count:,}** links for the sync worker, ahead of its routine work. "
+        "Links already queued keep their place; a second request adds nothing."
+    )
+    confirm, cancel = st.columns(2)
+    if confirm.button("Queue them", type="primary", width="stretch", key="sync-now.confirm"):
+        try:
+            touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
+        except ServiceError as refused:
+            st.session_state["links.sync_now.result"] = ("warning", str(refused))
+        else:
+            st.session_state["links.sync_now.result"] = (
+                "toast",
+                f"{touched} links queued for the sync worker; watch the lag below."
+                if touched
+                else "Every link was already queued; nothing was added.",
+            )
+        st.rerun()
+    if cancel.button("Cancel", width="stretch", key="sync-now.cancel"):
+        st.rerun()
+
+
+def _show_sync_now_result() -> None:
+    result = st.session_state.pop("links.sync_now.result", None)
+    if result is None:
+        return
+    kind, text = result
+    if kind == "warning":
+        st.warning(text)
     else:
-        st.toast(f"{touched} links queued for the sync worker; watch the lag below.")
+        st.toast(text)
+
+
+def _last_change(row: LinkRow) -> datetime:
+    # The time "Recently changed first" sorts by, so that the column shown and the order agree.
+    return row.updated_at
 
 
 def _table_rows(rows: list[LinkRow]) -> list[dict[str, object]]:
     return [
         {
-            "Logo": institution_avatar(row, dark=dark),
+            "Logo": framed_logo_data_uri(row, dark=dark),
             "Institution": row.institution_name,
-            "Colour": swatch_data_uri(institution_colour(row, dark=dark)),
-            "Customer": row.customer_id or "—",
             "Health": health_label(row.health),
-            "State": row.state,
-            "Error": error_label(row.error_code),
-            "Last update": row.products_refreshed_at or row.last_synced_at or row.updated_at,
+            "Error": error_label(row.error_code) or "—",
+            "Customer": row.customer_id or "—",
             "Link ID": row.link_id,
+            "State": row.state,
+            "Last update": _last_change(row),
         }
         for row in rows
     ]
+
+
+def _select_row(table_key: str, shown: list[str]) -> None:
+    """Selection callback: remember the chosen link by its id, read from the rows that were on
+    screen when it was clicked. A row index would point at another link as soon as the list
+    changes (a relinked link leaves a filtered list)."""
+    event = st.session_state.get(table_key)
+    rows = event.selection.rows if event is not None else []
+    if rows and rows[0] < len(shown):
+        st.query_params["link"] = shown[rows[0]]
 
 
 _init_filters_from_url()
@@ -209,7 +252,8 @@ header.title("Links")
 if actor.can(Permission.SYNC_TRIGGER) and action.button(
     "Sync now", icon="🔄", width="stretch", help="Queue every link for the sync worker"
 ):
-    _sync_now()
+    _confirm_sync_now(queries.count_links(LinkFilters(include_deleted=False)))
+_show_sync_now_result()
 _worker_panel()
 
 summary = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE, wait=FIRST_COUNT_WAIT)
@@ -330,17 +374,35 @@ download.download_button(
     key="links.download",
 )
 
-selection = st.dataframe(
+shown_ids = [row.link_id for row in page.rows]
+selected_link = st.query_params.get("link")
+# The table's key follows the rows on screen: when they change (a relinked link left the
+# filter) the grid starts without a highlighted row instead of highlighting whichever link
+# moved into the selected position.
+table_key = "links.table." + hashlib.sha1("\n".join(shown_ids).encode()).hexdigest()[:16]
+st.dataframe(
     _table_rows(page.rows),
-    key="links.table",
+    key=table_key,
     hide_index=True,
     width="stretch",
-    on_select="rerun",
+    height=TABLE_HEIGHT,
+    row_height=ROW_HEIGHT,
+    on_select=partial(_select_row, table_key, shown_ids),
     selection_mode="single-row",
     column_config={
-        "Logo": st.column_config.ImageColumn("Logo", width="small"),
-        "Colour": st.column_config.ImageColumn("Colour", width="small"),
-        "Last update": st.column_config.DatetimeColumn("Last update", format="YYYY-MM-DD HH:mm"),
+        "Logo": st.column_config.ImageColumn("Logo", width=48, help="Framed in the bank's colour"),
+        "Institution": st.column_config.TextColumn("Institution", width=170),
+        "Health": st.column_config.TextColumn("Health", width=190),
+        "Error": st.column_config.TextColumn("Error", width=250),
+        "Customer": st.column_config.TextColumn("Customer", width=110),
+        "Link ID": st.column_config.TextColumn("Link ID", width=215),
+        "State": st.column_config.TextColumn("State", width=110),
+        "Last update": st.column_config.DatetimeColumn(
+            "Last update",
+            format="YYYY-MM-DD HH:mm",
+            width=130,
+            help="When anything about the link last changed (UTC); the list's sort order",
+        ),
     },
 )
 
@@ -353,11 +415,6 @@ pager[1].button(
     args=(page.next_cursor,),
 )
 
-selected_rows = selection.selection.rows if selection else []
-if selected_rows and selected_rows[0] < len(page.rows):
-    st.query_params["link"] = page.rows[selected_rows[0]].link_id
-
-selected_link = st.query_params.get("link")
 if selected_link:
     st.divider()
     render_link_detail(selected_link)

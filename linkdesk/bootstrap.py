@@ -115,8 +115,11 @@ def build_services(
 
     audit = AuditLog(store, clock=clock)
     health = HealthThresholds.from_settings(settings)
+    # One read side for the pages and the services that change links, so that a staff action
+    # moves the link between the shared totals the pages show.
+    links = LinkQueries(store, clock=clock, thresholds=health)
     sessions = ConnectService(
-        store=store, client=client, settings=settings, audit=audit, clock=clock
+        store=store, client=client, settings=settings, audit=audit, clock=clock, links=links
     )
     jobs = JobQueue(store, clock=clock, thresholds=health)
     budget = RequestBudget.from_settings(settings, monotonic=monotonic)
@@ -180,7 +183,7 @@ def build_services(
         settings=settings,
         store=store,
         client=client,
-        links=LinkQueries(store, clock=clock, thresholds=health),
+        links=links,
         sessions=sessions,
         discovery=DiscoveryService(
             store=store,

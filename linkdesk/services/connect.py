@@ -33,16 +33,19 @@ from linkdesk.moneykit.errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.moneykit.models import LinkSession
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.errors import (
     InvalidCustomerId,
     LeaseHeld,
+    LeaseNotHeld,
     LinkNotFound,
+    ReasonRequired,
     RelinkNotNeeded,
     UnknownSession,
 )
-from linkdesk.services.ingest import LinkIngestor
+from linkdesk.services.ingest import IngestResult, LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
@@ -166,6 +169,7 @@ class ConnectService:
         audit: AuditLog,
         clock: Callable[[], datetime] | None = None,
         lease_ttl: timedelta | None = None,
+        links: LinkQueries | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -173,13 +177,23 @@ class ConnectService:
         self._audit = audit
         self._clock = clock or _utcnow
         self._lease_ttl = lease_ttl or timedelta(minutes=settings.relink_lease_minutes)
-        self._queries = LinkQueries(store)
+        # The read side whose shared totals the pages show: a link this service changes is
+        # moved between its counts at once (see _ingest).
+        self._queries = links or LinkQueries(store)
         self._ingestor = LinkIngestor(
             store=store,
             client=client,
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
         )
+
+    def _ingest(self, link: ApiLink, **kwargs: Any) -> IngestResult:
+        """Store what MoneyKit says of ``link`` and move it between the shared totals' counts,
+        so that the numbers a staff action changed are right on the page's next run."""
+        before = self._queries.summary_group(link.link_id)
+        result = self._ingestor.ingest(link, **kwargs)
+        self._queries.count_moved(before, self._queries.summary_group(link.link_id))
+        return result
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -429,7 +443,7 @@ class ConnectService:
                     reason=reason,
                 )
             raise RelinkNotNeeded(link_id, Health.DELETED.value, "deleted", None) from exc
-        result = self._ingestor.ingest(
+        result = self._ingest(
             live,
             source="relink",
             fetcher=InstitutionFetcher(self._client),
@@ -478,6 +492,164 @@ class ConnectService:
                 link_tags=tags,
             ),
         )
+
+    # -- the reservation: resume, release, take over, abandon ---------------------------------
+
+    def _close_unfinished(self, session: Session, session_id: str, *, message: str) -> bool:
+        """End a session nobody is finishing as 'exit' with ``message`` (in the caller's
+        transaction). A session whose end is already claimed is left to its finisher."""
+        closed = session.execute(
+            sa.update(ConnectSession)
+            .where(
+                ConnectSession.id == session_id,
+                ConnectSession.outcome == "pending",
+                ConnectSession.completion_claimed_at.is_(None),
+            )
+            .values(outcome="exit", finished_at=self._clock(), exit_message=message[:_MAX_TEXT])
+        )
+        return bool(closed.rowcount)  # type: ignore[attr-defined]
+
+    def _current_lease(self, session: Session, link_id: str) -> RelinkLease | None:
+        lease = session.get(RelinkLease, link_id)
+        return lease if lease is not None and lease.expires_at > self._clock() else None
+
+    def abandon_session(self, session_id: str, *, actor: Actor | str) -> None:
+        """The person who opened Connect gives it up: the session ends (outcome 'exit') and a
+        relink's reservation is released at once instead of after its 15 minutes. Idempotent."""
+        actor = self._actor(actor)
+        with self._store.write() as session:
+            row = session.get(ConnectSession, session_id)
+            if row is None:
+                raise UnknownSession(session_id)
+            require(actor, Permission.RELINK if row.mode == "relink" else Permission.START_LINK)
+            if row.started_by != actor.name and not actor.can(Permission.RELINK_TAKE_OVER):
+                raise LeaseNotHeld(row.link_id or "-", f"{row.started_by} opened this session.")
+            closed = self._close_unfinished(
+                session, session_id, message=f"Abandoned by {actor.name} before finishing."
+            )
+            if row.mode == "relink" and row.link_id:
+                self._release_lease(session, row.link_id, session_id)
+            if closed:
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="connect.abandon",
+                    outcome="abandoned",
+                    link_id=row.link_id,
+                    customer_id=row.customer_id,
+                    detail=f"session {session_id}",
+                )
+
+    def release_relink(
+        self, link_id: str, *, actor: Actor | str, reason: str | None = None
+    ) -> None:
+        """The holder gives up their reservation of ``link_id`` (its open session ends), so
+        anyone may relink it now. Decided by one conditional DELETE on the lease's session."""
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK)
+        with self._store.write() as session:
+            lease = self._current_lease(session, link_id)
+            if lease is None or lease.holder != actor.name[:200]:
+                raise LeaseNotHeld(link_id, "you hold no reservation of it (any more).")
+            held_session = lease.session_id
+            gone = session.execute(
+                sa.delete(RelinkLease).where(
+                    RelinkLease.link_id == link_id, RelinkLease.session_id == held_session
+                )
+            )
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                raise LeaseNotHeld(link_id, "the reservation changed meanwhile.")
+            self._close_unfinished(
+                session, held_session, message=f"Released by {actor.name} before finishing."
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="connect.relink_release",
+                outcome="released",
+                link_id=link_id,
+                detail=f"session {held_session}",
+                reason=reason,
+            )
+
+    def take_over_relink(self, link_id: str, *, actor: Actor | str, reason: str) -> str:
+        """An admin takes someone else's reservation of ``link_id`` (the reason is required and
+        audited) and returns the previous holder; then :meth:`start_relink` opens Connect for
+        the admin. Exactly one of several admins taking over at once wins: the lease moves by
+        one conditional UPDATE on the session it held, decided by the database."""
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK_TAKE_OVER)
+        reason = " ".join((reason or "").split())
+        if not reason:
+            raise ReasonRequired("Say why you take over this relink; the reason is audited.")
+        now = self._clock()
+        with self._store.write() as session:
+            lease = self._current_lease(session, link_id)
+            if lease is None:
+                raise LeaseNotHeld(link_id, "nobody is relinking it now; start a relink instead.")
+            if lease.holder == actor.name[:200]:
+                raise LeaseNotHeld(link_id, "you hold it yourself; use Resume or Release.")
+            previous_holder, previous_session = lease.holder, lease.session_id
+            won = session.execute(
+                sa.update(RelinkLease)
+                .where(RelinkLease.link_id == link_id, RelinkLease.session_id == previous_session)
+                .values(
+                    holder=actor.name[:200],
+                    session_id=f"takeover-{uuid.uuid4().hex[:20]}",
+                    acquired_at=now,
+                    expires_at=now + self._lease_ttl,
+                )
+            )
+            if not won.rowcount:  # type: ignore[attr-defined]
+                raise LeaseNotHeld(link_id, "someone else changed the reservation first.")
+            self._close_unfinished(
+                session, previous_session, message=f"Taken over by {actor.name}: {reason}"
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="connect.relink_take_over",
+                outcome="success",
+                link_id=link_id,
+                detail=f"from {previous_holder} (session {previous_session})",
+                reason=reason,
+            )
+        return previous_holder
+
+    def resume_relink(
+        self, link_id: str, *, actor: Actor | str, reason: str | None = None
+    ) -> StartedSession:
+        """The holder opens Connect again for their reservation (after a reload, a closed tab
+        or an abandoned overlay): a new session under the same lease; the old one ends."""
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK)
+        with self._store.read() as session:
+            lease = self._current_lease(session, link_id)
+            if lease is None or lease.holder != actor.name[:200]:
+                raise LeaseNotHeld(link_id, "your reservation has ended; start a relink instead.")
+            previous = lease.session_id
+        try:
+            started = self.start_relink(link_id=link_id, actor=actor, reason=reason)
+        except RelinkNotNeeded:
+            # Repaired meanwhile (by the customer, or MoneyKit): nothing left to reserve.
+            with self._store.write() as session:
+                self._release_lease(session, link_id, previous)
+                self._close_unfinished(session, previous, message="The link no longer needs it.")
+            raise
+        with self._store.write() as session:
+            self._close_unfinished(
+                session, previous, message=f"Resumed by {actor.name} in a new Connect session."
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="connect.relink_resume",
+                outcome="started",
+                link_id=link_id,
+                detail=f"session {started.session_id} replaces {previous}",
+                reason=reason,
+            )
+        return started
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -778,7 +950,7 @@ class ConnectService:
         link = exchanged.link
         detail = f"exchanged; state {link.state}"
         try:
-            result = self._ingestor.ingest(
+            result = self._ingest(
                 link,
                 source="connect",
                 fetcher=InstitutionFetcher(self._client),
@@ -829,7 +1001,7 @@ class ConnectService:
             try:
                 # Verify instead of trusting Connect: the state MoneyKit reports now is stored.
                 link = self._client.get_link(link_id)
-                self._ingestor.ingest(
+                self._ingest(
                     link,
                     source="relink",
                     fetcher=InstitutionFetcher(self._client),

@@ -34,6 +34,18 @@ class LeaseHeld(ServiceError):
         )
 
 
+class LeaseNotHeld(ServiceError):
+    """The reservation asked for is not (or no longer) the one in the store."""
+
+    def __init__(self, link_id: str, detail: str) -> None:
+        self.link_id = link_id
+        super().__init__(f"Link {link_id}: {detail}")
+
+
+class ReasonRequired(ServiceError):
+    """An action that must say why was asked without a reason."""
+
+
 class UnknownSession(ServiceError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id

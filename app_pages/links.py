@@ -11,22 +11,19 @@ import streamlit as st
 from linkdesk.auth import Permission
 from linkdesk.services.errors import ServiceError
 from linkdesk.store.analytics import EXPORT_CAP, links_csv
-from linkdesk.store.queries import Health, HealthSummary, LinkFilters, LinkRow, LinkSort
+from linkdesk.store.queries import Health, HealthSummary, LinkFilters, LinkSort
 from ui.auth import require_actor
 from ui.errors import guarded
 from ui.link_detail import render_link_detail
+from ui.links_table import ROW_HEIGHT, column_config, table_height, table_rows
 from ui.render import (
     ERROR_LABELS,
     error_label,
-    framed_logo_data_uri,
     health_label,
 )
 from ui.wiring import get_services, theme_is_dark
 
 PAGE_SIZE = 50
-# Twenty rows in view at once (the grid scrolls through the other thirty of the page).
-ROW_HEIGHT = 36
-TABLE_HEIGHT = ROW_HEIGHT * 21 + 3
 # Counts of the whole table are shared by every session of the process and recomputed in the
 # background this often (seconds); the page itself then reads only one page of rows.
 SUMMARY_MAX_AGE = 30.0
@@ -213,27 +210,6 @@ def _show_sync_now_result() -> None:
         st.toast(text)
 
 
-def _last_change(row: LinkRow) -> datetime:
-    # The time "Recently changed first" sorts by, so that the column shown and the order agree.
-    return row.updated_at
-
-
-def _table_rows(rows: list[LinkRow]) -> list[dict[str, object]]:
-    return [
-        {
-            "Logo": framed_logo_data_uri(row, dark=dark),
-            "Institution": row.institution_name,
-            "Health": health_label(row.health),
-            "Error": error_label(row.error_code) or "—",
-            "Customer": row.customer_id or "—",
-            "Link ID": row.link_id,
-            "State": row.state,
-            "Last update": _last_change(row),
-        }
-        for row in rows
-    ]
-
-
 def _select_row(table_key: str, shown: list[str]) -> None:
     """Selection callback: remember the chosen link by its id, read from the rows that were on
     screen when it was clicked. A row index would point at another link as soon as the list
@@ -254,7 +230,9 @@ if actor.can(Permission.SYNC_TRIGGER) and action.button(
 ):
     _confirm_sync_now(queries.count_links(LinkFilters(include_deleted=False)))
 _show_sync_now_result()
-_worker_panel()
+# Folded away by default: the table below is what most visits are for.
+with st.expander("Sync worker and webhooks", icon="⚙️"):
+    _worker_panel()
 
 summary = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE, wait=FIRST_COUNT_WAIT)
 if summary is not None and summary.total == 0:
@@ -289,7 +267,7 @@ if summary is not None:
         st.stop()
 
 institutions = queries.institution_names(max_age=SUMMARY_MAX_AGE)
-filters_row = st.columns([1.2, 1.2, 1.4, 1, 1.2])
+filters_row = st.columns([1.1, 1.1, 1.2, 0.9, 1, 1.5])
 filters_row[0].selectbox(
     "Health",
     [None, *Health],
@@ -338,7 +316,7 @@ filters = LinkFilters(
 )
 
 sort = LinkSort(
-    st.selectbox(
+    filters_row[5].selectbox(
         "Sort by",
         list(LinkSort),
         format_func=lambda value: SORT_LABELS[LinkSort(value)],
@@ -381,29 +359,15 @@ selected_link = st.query_params.get("link")
 # moved into the selected position.
 table_key = "links.table." + hashlib.sha1("\n".join(shown_ids).encode()).hexdigest()[:16]
 st.dataframe(
-    _table_rows(page.rows),
+    table_rows(page.rows, dark=dark),
     key=table_key,
     hide_index=True,
     width="stretch",
-    height=TABLE_HEIGHT,
+    height=table_height(len(page.rows)),
     row_height=ROW_HEIGHT,
     on_select=partial(_select_row, table_key, shown_ids),
     selection_mode="single-row",
-    column_config={
-        "Logo": st.column_config.ImageColumn("Logo", width=48, help="Framed in the bank's colour"),
-        "Institution": st.column_config.TextColumn("Institution", width=170),
-        "Health": st.column_config.TextColumn("Health", width=190),
-        "Error": st.column_config.TextColumn("Error", width=250),
-        "Customer": st.column_config.TextColumn("Customer", width=110),
-        "Link ID": st.column_config.TextColumn("Link ID", width=215),
-        "State": st.column_config.TextColumn("State", width=110),
-        "Last update": st.column_config.DatetimeColumn(
-            "Last update",
-            format="YYYY-MM-DD HH:mm",
-            width=130,
-            help="When anything about the link last changed (UTC); the list's sort order",
-        ),
-    },
+    column_config=column_config(),
 )
 
 pager = st.columns([1, 1, 6])

@@ -17,7 +17,7 @@ from linkdesk.validation import safe_hex_color, safe_logo_url
 HEALTH_LABELS: dict[Health, str] = {
     Health.HEALTHY: "✅ Healthy",
     Health.NEEDS_RELINK: "🔴 Needs relink",
-    Health.WAIT: "🟡 Wait — MoneyKit retries",
+    Health.WAIT: "🟡 Wait: retrying",
     Health.STUCK: "🟠 Stuck",
     Health.STALE: "🟤 Stale",
     Health.PENDING: "🔵 Linking",

@@ -152,7 +152,9 @@ def _lease_actions(detail: LinkDetail, actor: Actor, lease: RelinkInProgress, sl
         if st.form_submit_button("Take over"):
 
             def take_over() -> StartedSession:
-                services.sessions.take_over_relink(link_id, actor=actor, reason=reason)
+                services.sessions.take_over_relink(
+                    link_id, actor=actor, reason=reason, seen_session=lease.session_id
+                )
                 return services.sessions.start_relink(
                     link_id=link_id, actor=actor, reason=reason.strip()
                 )

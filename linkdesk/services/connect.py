@@ -572,11 +572,17 @@ class ConnectService:
                 reason=reason,
             )
 
-    def take_over_relink(self, link_id: str, *, actor: Actor | str, reason: str) -> str:
+    def take_over_relink(
+        self, link_id: str, *, actor: Actor | str, reason: str, seen_session: str | None = None
+    ) -> str:
         """An admin takes someone else's reservation of ``link_id`` (the reason is required and
         audited) and returns the previous holder; then :meth:`start_relink` opens Connect for
-        the admin. Exactly one of several admins taking over at once wins: the lease moves by
-        one conditional UPDATE on the session it held, decided by the database."""
+        the admin. ``seen_session`` is the reservation the admin was shown (its session id):
+        when it has changed meanwhile (released, resumed, taken over by another admin) the take
+        over is refused rather than taking a reservation nobody looked at. Of several admins
+        taking over at once exactly one wins: the lease moves by one conditional UPDATE on the
+        session it held, decided by the database.
+        """
         actor = self._actor(actor)
         require(actor, Permission.RELINK_TAKE_OVER)
         reason = " ".join((reason or "").split())
@@ -590,6 +596,8 @@ class ConnectService:
             if lease.holder == actor.name[:200]:
                 raise LeaseNotHeld(link_id, "you hold it yourself; use Resume or Release.")
             previous_holder, previous_session = lease.holder, lease.session_id
+            if seen_session is not None and seen_session != previous_session:
+                raise LeaseNotHeld(link_id, "the reservation changed meanwhile; look again.")
             won = session.execute(
                 sa.update(RelinkLease)
                 .where(RelinkLease.link_id == link_id, RelinkLease.session_id == previous_session)

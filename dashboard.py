@@ -22,6 +22,8 @@ STAFF_PAGE_PATHS = (
     "activity",
     "webhooks",
     "demo",
+    "outreach",
+    "outreach_admin",
 )
 
 # Reached by customers and banks, never through the menu.
@@ -70,7 +72,20 @@ else:
         work.append(
             st.Page("app_pages/connect.py", title="Connect a bank", icon="➕", url_path="connect")
         )
+    if actor.can(Permission.CUSTOMER_LINK):
+        work.append(
+            st.Page("app_pages/outreach.py", title="Outreach", icon="📧", url_path="outreach")
+        )
     work.append(st.Page("app_pages/activity.py", title="Activity", icon="🧾", url_path="activity"))
+    if actor.can(Permission.SETTINGS):
+        work.append(
+            st.Page(
+                "app_pages/outreach_admin.py",
+                title="Outreach settings",
+                icon="✉️",
+                url_path="outreach_admin",
+            )
+        )
     if actor.can(Permission.SYNC_TRIGGER):
         operations.append(
             st.Page("app_pages/webhooks.py", title="Webhooks", icon="📨", url_path="webhooks")

@@ -11,6 +11,7 @@ import streamlit as st
 from linkdesk.store.analytics import TIMELINE_KINDS, Analytics
 from ui.auth import require_actor
 from ui.link_detail import relink_started_here, render_repair_panel
+from ui.outreach import render_customer_outreach
 from ui.wiring import get_services
 
 PAGE_SIZE = 50
@@ -145,6 +146,7 @@ def _repair_section() -> None:
 
 
 _repair_section()
+render_customer_outreach(customer)
 st.subheader("Timeline", divider="gray")
 kinds = st.pills(
     "Show",

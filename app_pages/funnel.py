@@ -9,6 +9,7 @@ import streamlit as st
 from linkdesk.store.analytics import ABANDONED_AFTER, Analytics, FunnelFilters
 from ui import charts
 from ui.auth import require_actor
+from ui.outreach import render_outreach_funnel
 from ui.wiring import get_services
 
 services = get_services()
@@ -49,6 +50,7 @@ if summary.started == 0:
         "No Connect session in this period. Sessions appear here once staff (or customers "
         "through a relink link) open MoneyKit Connect."
     )
+    render_outreach_funnel(since, until, institution)
     st.stop()
 
 rate = summary.completion_rate
@@ -110,3 +112,5 @@ if exits:
     )
 else:
     st.caption("No session ended with an error in this period.")
+
+render_outreach_funnel(since, until, institution)

@@ -122,6 +122,11 @@ def _worker_panel() -> None:
             f"Last discovery of new links {_ago(status.last_discovery_at, now)}"
             + (f" · last error: {status.last_error}" if status.last_error else "")
         )
+        if suspect := status.discovery_suspect:
+            st.warning(
+                f"The last listing from MoneyKit lacked {suspect.get('missing')} of "
+                f"{suspect.get('known')} known links and was ignored: no link was changed."
+            )
         if actor.can(Permission.WORKER_CONTROL):
             if status.paused:
                 if st.button("Resume the sync worker", key="worker.resume"):
@@ -352,6 +357,15 @@ download.download_button(
     key="links.download",
 )
 
+if actor.can(Permission.CUSTOMER_LINK) and matching:
+    st.page_link(
+        "app_pages/outreach.py",
+        label="Email relink links to these customers",
+        icon="📧",
+        query_params={
+            name: st.query_params[name] for name in FILTER_PARAMS if name in st.query_params
+        },
+    )
 shown_ids = [row.link_id for row in page.rows]
 selected_link = st.query_params.get("link")
 # The table's key follows the rows on screen: when they change (a relinked link left the

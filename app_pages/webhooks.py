@@ -28,11 +28,16 @@ def _reset_paging() -> None:
 
 st.title("Webhooks")
 counts = analytics.delivery_counts()
+# Refused requests are counted by reason; only the newest are kept as rows.
+refused = services.webhooks.refusal_counts()
+rejected = max(sum(refused.values()), counts.get("rejected", 0))
 cols = st.columns(4)
-cols[0].metric("Deliveries", sum(counts.values()))
+cols[0].metric("Deliveries", counts.get("accepted", 0) + counts.get("duplicate", 0) + rejected)
 cols[1].metric("Accepted", counts.get("accepted", 0))
 cols[2].metric("Duplicates", counts.get("duplicate", 0))
-cols[3].metric("Rejected", counts.get("rejected", 0))
+cols[3].metric("Rejected", rejected, help="Every refusal is counted; the newest are listed below.")
+if refused:
+    st.caption("Refused by reason: " + ", ".join(f"`{k}` {v:,}" for k, v in refused.items()))
 if not counts:
     st.info(
         "No webhook delivery yet. MoneyKit sends them to the URL set in `LINKDESK_WEBHOOK_URL` "

@@ -69,7 +69,7 @@ def _sync(settings: Settings) -> int:
             print(f"  {failure.link_id}: {failure.error}", file=sys.stderr)
         if len(report.failures) > 20:
             print(f"  … and {len(report.failures) - 20} more", file=sys.stderr)
-        return EXIT_PARTIAL if report.failed else EXIT_OK
+        return EXIT_PARTIAL if report.failed or report.suspect else EXIT_OK
     finally:
         services.close()
 

@@ -23,6 +23,7 @@ from linkdesk.services.connect import ConnectService
 from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
 from linkdesk.services.discovery import DiscoveryService
 from linkdesk.services.jobs import JobQueue
+from linkdesk.services.outreach import OutreachService
 from linkdesk.services.ratelimit import RateLimiter, RequestBudget
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
@@ -50,6 +51,7 @@ class Services:
     worker: SyncWorker
     customer_links: CustomerLinkService
     demo: DemoService
+    outreach: OutreachService
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -149,6 +151,9 @@ def build_services(
         customer_tag_prefix=settings.customer_tag_prefix,
         clock=clock,
         budget=budget,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        refused_sample=settings.webhook_refused_sample,
+        retention=timedelta(days=settings.webhook_delivery_retention_days),
     )
     worker = SyncWorker(
         store=store,
@@ -179,6 +184,17 @@ def build_services(
         clock=clock,
     )
     closers.append(demo.close)
+    links = LinkQueries(store, clock=clock, thresholds=health)
+    outreach = OutreachService(
+        store=store,
+        links=links,
+        customer_links=customer_links,
+        audit=audit,
+        settings=settings,
+        clock=clock,
+        monotonic=monotonic,
+        sleep=sleep or time.sleep,
+    )
     return Services(
         settings=settings,
         store=store,
@@ -201,5 +217,6 @@ def build_services(
         worker=worker,
         customer_links=customer_links,
         demo=demo,
+        outreach=outreach,
         _closers=closers,
     )

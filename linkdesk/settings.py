@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -148,6 +150,32 @@ class Settings(BaseSettings):
         validation_alias=_env("LINKDESK_WEBHOOK_MAX_SKEW_SECONDS", "webhook_max_skew_seconds"),
         description="How far in the future a webhook signature's 'iat' may be (clock skew).",
     )
+    webhook_max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=10 * 1024 * 1024,
+        validation_alias=_env("LINKDESK_WEBHOOK_MAX_BODY_BYTES", "webhook_max_body_bytes"),
+        description="Largest webhook body accepted (413 beyond, refused before it is read).",
+    )
+    webhook_refused_sample: int = Field(
+        default=100,
+        ge=0,
+        le=100_000,
+        validation_alias=_env("LINKDESK_WEBHOOK_REFUSED_SAMPLE", "webhook_refused_sample"),
+        description=(
+            "Refused webhook requests kept as rows (the newest); every refusal is counted by "
+            "reason."
+        ),
+    )
+    webhook_delivery_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        validation_alias=_env(
+            "LINKDESK_WEBHOOK_DELIVERY_RETENTION_DAYS", "webhook_delivery_retention_days"
+        ),
+        description="Days webhook deliveries (and applied events) are kept.",
+    )
     jwks_cache_hours: float = Field(
         default=12.0,
         gt=0,
@@ -194,6 +222,26 @@ class Settings(BaseSettings):
         ),
         description=(
             "Minutes between two listings of every link (finds links made or deleted elsewhere)."
+        ),
+    )
+    discovery_suspect_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        validation_alias=_env("LINKDESK_DISCOVERY_SUSPECT_SHARE", "discovery_suspect_share"),
+        description=(
+            "Share of known links a listing may lack before it is treated as suspect (no link is "
+            "changed from it, an alert is raised); links it lacks are read one by one instead."
+        ),
+    )
+    discovery_suspect_floor: int = Field(
+        default=5,
+        ge=0,
+        le=100_000,
+        validation_alias=_env("LINKDESK_DISCOVERY_SUSPECT_FLOOR", "discovery_suspect_floor"),
+        description=(
+            "Links a listing may always lack without being suspect, whatever the share "
+            "(small stores)."
         ),
     )
     worker_poll_seconds: float = Field(
@@ -327,6 +375,66 @@ class Settings(BaseSettings):
         description=(
             "Role given to an actor passed as a bare name (older callers without sign-in): "
             "viewer, support or admin."
+        ),
+    )
+
+    # -- email (SMTP) and customer outreach --------------------------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SMTP_HOST", "smtp_host"),
+        description="SMTP server that sends Linkdesk's email (customer outreach); unset: no email.",
+    )
+    smtp_port: int = Field(
+        default=587,
+        ge=1,
+        le=65535,
+        validation_alias=_env("LINKDESK_SMTP_PORT", "smtp_port"),
+        description="Port of the SMTP server (587 for starttls, 465 for tls, 25 for none).",
+    )
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        validation_alias=_env("LINKDESK_SMTP_TLS", "smtp_tls"),
+        description=(
+            "How the SMTP connection is encrypted: starttls (upgrade a plain connection, refused "
+            "when the server does not offer it), tls (TLS from the start) or none."
+        ),
+    )
+    smtp_username: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SMTP_USERNAME", "smtp_username"),
+        description="SMTP user name; unset: no authentication.",
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_SMTP_PASSWORD", "smtp_password"),
+        description="SMTP password. Never logged or rendered.",
+    )
+    smtp_sender: str = Field(
+        default="Linkdesk <linkdesk@example.com>",
+        min_length=3,
+        validation_alias=_env("LINKDESK_SMTP_SENDER", "smtp_sender"),
+        description="From address of Linkdesk's email, e.g. Support <support@example.com>.",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        validation_alias=_env("LINKDESK_SMTP_TIMEOUT_SECONDS", "smtp_timeout_seconds"),
+        description="Timeout of one SMTP connection or command, in seconds.",
+    )
+    outreach_emails_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("LINKDESK_OUTREACH_EMAILS_PER_MINUTE", "outreach_emails_per_minute"),
+        description="Relink emails a campaign sends per minute at most (mail providers' limits).",
+    )
+    public_url: str | None = Field(
+        default=None,
+        validation_alias=_env("LINKDESK_PUBLIC_URL", "public_url"),
+        description=(
+            "Origin of the dashboard as customers reach it (https://linkdesk.example.com), used "
+            "in emailed relink links; unset: the address the agent's browser used."
         ),
     )
 

@@ -44,6 +44,8 @@ from linkdesk.store.models import (
     CustomerLinkToken,
     Link,
     LinkStateChange,
+    OutreachCampaign,
+    OutreachMessage,
     RelinkLease,
     SyncAttempt,
     SyncJob,
@@ -61,6 +63,8 @@ SWITCH = "demo_mode"
 WORLD = "demo_world"
 # Children before parents; the audit log and the worker's own state are kept.
 _WIPED_TABLES = (
+    OutreachMessage,
+    OutreachCampaign,
     ConnectEvent,
     ConnectSession,
     CustomerLinkToken,

@@ -71,6 +71,16 @@ class Link(_Model):
         return list(dict.fromkeys([*self.link_tags, *self.tags]))
 
     @property
+    def customer_email(self) -> str | None:
+        """``customer_user.email.address`` when MoneyKit sends the link's customer user."""
+        user = (self.model_extra or {}).get("customer_user")
+        if not isinstance(user, dict):
+            return None
+        email = user.get("email")
+        address = email.get("address") if isinstance(email, dict) else email
+        return address.strip() if isinstance(address, str) and address.strip() else None
+
+    @property
     def products_refreshed_at(self) -> datetime | None:
         stamps = [p.refreshed_at for p in self.products.values() if p and p.refreshed_at]
         return max(stamps) if stamps else None

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from linkdesk.services.errors import (
     LinkExpired,
     LinkNotFound,
     LinkTampered,
+    LiveLinkExists,
     RelinkNotNeeded,
     ServiceError,
 )
@@ -86,14 +89,19 @@ def load_signing_key(settings: Settings) -> bytes:
         return value.encode()
     path = Path(settings.signing_key_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: when two processes start together, one creates the key and the other reads it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+    if not path.exists():
+        # Written whole to a private file first and then linked into place: a link never
+        # replaces an existing file, so when two processes start together one key wins, and
+        # the other never reads a file that is still being written (as it could with O_EXCL).
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".signing-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            os.chmod(temporary, 0o600)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
     value = path.read_text().strip()
     if len(value) < _MIN_KEY_CHARS:
         raise ValueError(f"the signing key in {path} is too short; delete it to create a new one")
@@ -171,29 +179,60 @@ class CustomerLinkService:
         token = f"{payload}.{self._sign(payload)}"
         # The stored expiry is the one inside the token (whole seconds).
         expires_at = datetime.fromtimestamp(int(expires_at.timestamp()), UTC)
+        refusal: LiveLinkExists | None = None
         with self._store.write() as session:
-            session.add(
-                CustomerLinkToken(
-                    id=token_id,
-                    token_sha256=_sha256(token),
+            # One live link per link: the check and the insert share one transaction that holds
+            # the link's row lock (PostgreSQL; SQLite writers take turns), so two agents sending
+            # at the same moment cannot both pass the check.
+            session.execute(
+                sa.select(Link.link_id).where(Link.link_id == link_id).with_for_update()
+            )
+            live = session.execute(
+                sa.select(CustomerLinkToken.created_by, CustomerLinkToken.expires_at)
+                .where(
+                    CustomerLinkToken.link_id == link_id,
+                    CustomerLinkToken.used_at.is_(None),
+                    CustomerLinkToken.expires_at > now,
+                )
+                .limit(1)
+            ).first()
+            if live is not None:
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="customer_link.create",
+                    outcome="refused",
                     link_id=link_id,
                     customer_id=customer_id,
-                    created_by=actor.name,
-                    created_at=now,
-                    expires_at=expires_at,
-                    reason=(reason or "").strip()[:1000] or None,
+                    detail="a live relink link exists already",
+                    reason=reason,
                 )
-            )
-            self._audit.add(
-                session,
-                actor=actor,
-                action="customer_link.create",
-                outcome="created",
-                link_id=link_id,
-                customer_id=customer_id,
-                detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
-                reason=reason,
-            )
+                refusal = LiveLinkExists(link_id, live.created_by, live.expires_at)
+            else:
+                session.add(
+                    CustomerLinkToken(
+                        id=token_id,
+                        token_sha256=_sha256(token),
+                        link_id=link_id,
+                        customer_id=customer_id,
+                        created_by=actor.name,
+                        created_at=now,
+                        expires_at=expires_at,
+                        reason=(reason or "").strip()[:1000] or None,
+                    )
+                )
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="customer_link.create",
+                    outcome="created",
+                    link_id=link_id,
+                    customer_id=customer_id,
+                    detail=f"relink link {token_id}, valid until {expires_at:%Y-%m-%d %H:%M} UTC",
+                    reason=reason,
+                )
+        if refusal is not None:
+            raise refusal
         return CustomerLink(id=token_id, token=token, link_id=link_id, expires_at=expires_at)
 
     # -- redeeming -------------------------------------------------------------------------------
@@ -220,7 +259,27 @@ class CustomerLinkService:
             raise LinkTampered()
         if check_expiry and self._clock().timestamp() >= expiry:
             raise LinkExpired()
+        if row.opened_at is None:
+            self._record_opened(row)
         return row
+
+    def _record_opened(self, row: CustomerLinkToken) -> None:
+        # Outreach tracking: the first time a genuine token reaches the repair page.
+        with self._store.write() as session:
+            first = session.execute(
+                sa.update(CustomerLinkToken)
+                .where(CustomerLinkToken.id == row.id, CustomerLinkToken.opened_at.is_(None))
+                .values(opened_at=self._clock())
+            )
+            if first.rowcount == 1:  # type: ignore[attr-defined]
+                self._audit.add(
+                    session,
+                    actor=self._machine_actor(row),
+                    action="customer_link.open",
+                    outcome="opened",
+                    link_id=row.link_id,
+                    customer_id=row.customer_id,
+                )
 
     def _machine_actor(self, row: CustomerLinkToken) -> str:
         return f"customer-link:{row.id[:12]}"

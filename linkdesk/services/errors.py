@@ -70,3 +70,16 @@ class LinkAlreadyUsed(ServiceError):
 class LinkTampered(ServiceError):
     def __init__(self) -> None:
         super().__init__("This relink link is not valid.")
+
+
+class LiveLinkExists(ServiceError):
+    """A link has at most one live customer relink link: a second one is refused, never made."""
+
+    def __init__(self, link_id: str, created_by: str, expires_at: datetime) -> None:
+        self.link_id = link_id
+        self.created_by = created_by
+        self.expires_at = expires_at
+        super().__init__(
+            f"Link {link_id} already has a live customer relink link (sent by {created_by}, "
+            f"valid until {expires_at:%Y-%m-%d %H:%M} UTC); no second one is made."
+        )

@@ -16,6 +16,7 @@ from linkdesk.moneykit.errors import (
 from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.services.institutions import InstitutionFetcher
+from linkdesk.store.contacts import remember_moneykit_email
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Institution
 from linkdesk.store.repository import (
@@ -115,6 +116,8 @@ class LinkIngestor:
             )
             if accounts is not None and not result.skipped_as_older:
                 replace_accounts(session, link.link_id, accounts, now)
+            if customer and not result.skipped_as_older:
+                remember_moneykit_email(session, customer, link.customer_email, now)
         return IngestResult(
             link=link,
             upsert=result,

@@ -5,8 +5,11 @@ worker also reads every link on a schedule. Each round it
 
 1. applies queued webhook events (when a receiver is wired in);
 2. gives every stored link a job in ``sync_jobs`` (see :mod:`linkdesk.services.jobs`);
-3. runs discovery (``GET /links``) when its own interval is due: new links get a job, links that
-   MoneyKit no longer lists are marked deleted;
+3. runs discovery (``GET /links``) when its own interval is due: new links get a job, links
+   listed again after being deleted are read (and so restored), links the listing lacks are read
+   one by one within the budget, and only their own read can mark them deleted; a listing that
+   lacks too many known links is suspect and changes nothing (see
+   :mod:`linkdesk.services.discovery`);
 4. claims the most urgent due link jobs (webhook > admin trigger > new > unhealthy > routine) and
    reads them with bounded concurrency, inside MoneyKit's per-link and per-app limits.
 
@@ -30,14 +33,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
-
 from linkdesk.auth import Actor, Permission, require
 from linkdesk.health import Health, HealthThresholds, assess
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError, RateLimitError
 from linkdesk.services.audit import AuditLog
-from linkdesk.services.ingest import LinkIngestor
+from linkdesk.services.discovery import (
+    NOT_FOUND_KEPT,
+    audit_restored,
+    plan_listing,
+    record_listing_verdict,
+)
+from linkdesk.services.ingest import IngestResult, LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.services.jobs import (
     PRIORITY_NEW,
@@ -355,25 +362,8 @@ class SyncWorker:
                 error=None,
             )
             return _JobResult("deferred")
-        fetched_at = self._clock()
         try:
-            link = self._client.get_link(link_id)
-            read_accounts = link.state == "connected" and (
-                self._budget.try_acquire("accounts", link_id) == 0
-            )
-            result = self._ingestor.ingest(
-                link,
-                source="sync",
-                fetcher=self._fetcher,
-                fetched_at=fetched_at,
-                read_accounts=read_accounts,
-            )
-        except (NotFoundError, GoneError):
-            with self._store.write() as session:
-                mark_link_deleted(session, link_id, now=self._clock(), source="sync")
-            self._jobs.finish(job, due_at=None, priority=job.priority, ok=True)
-            self._record_attempt(link_id, "link", "deleted", None, started)
-            return _JobResult("deleted")
+            outcome, result = self._read_link(link_id)
         except RateLimitError as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else DEFAULT_RETRY_AFTER
             self._jobs.finish(
@@ -409,6 +399,21 @@ class SyncWorker:
             self._record_attempt(link_id, "link", "error", error, started)
             return _JobResult("error")
 
+        if outcome == "deleted":
+            self._jobs.finish(job, due_at=None, priority=job.priority, ok=True)
+            self._record_attempt(link_id, "link", "deleted", None, started)
+            return _JobResult("deleted")
+        if outcome == "not_found":
+            self._jobs.finish(
+                job,
+                due_at=self._clock() + self._backoff(job.attempts),
+                priority=job.priority,
+                ok=False,
+                error=NOT_FOUND_KEPT,
+            )
+            self._record_attempt(link_id, "link", "not_found", NOT_FOUND_KEPT, started)
+            return _JobResult("error")
+        assert result is not None
         interval, priority = self._next_run(link_id)
         note = None
         if isinstance(result.accounts_error, RateLimitError):
@@ -422,6 +427,81 @@ class SyncWorker:
         )
         self._record_attempt(link_id, "link", "ok", note, started)
         return _JobResult("ok")
+
+    def _read_link(self, link_id: str) -> tuple[str, IngestResult | None]:
+        """Read one link and store what MoneyKit says: ``("ok", result)``, ``("deleted", …)``
+        when MoneyKit says it was deleted (state ``deleted`` or 410), or ``("not_found", None)``
+        on a 404, which changes nothing (see ``NOT_FOUND_KEPT``). Other errors are raised.
+        """
+        fetched_at = self._clock()
+        try:
+            link = self._client.get_link(link_id)
+        except GoneError:
+            with self._store.write() as session:
+                mark_link_deleted(session, link_id, now=self._clock(), source="sync")
+            return "deleted", None
+        except NotFoundError:
+            logger.warning("worker: MoneyKit answered 404 for link %s; kept", link_id)
+            return "not_found", None
+        read_accounts = link.state == "connected" and (
+            self._budget.try_acquire("accounts", link_id) == 0
+        )
+        result = self._ingestor.ingest(
+            link,
+            source="sync",
+            fetcher=self._fetcher,
+            fetched_at=fetched_at,
+            read_accounts=read_accounts,
+        )
+        if result.upsert.restored:
+            audit_restored(self._audit, result, actor="sync")
+        return ("deleted" if link.state == "deleted" else "ok"), result
+
+    def _check_unlisted(self, link_ids: list[str], *, reappeared: bool) -> dict[str, int]:
+        """Read links whose listing status changed, within the budget.
+
+        ``reappeared``: stored as deleted and listed again; a read that finds them alive
+        restores them (their job comes back with the next ``ensure_jobs``). Otherwise: stored
+        and not listed; only their own read may delete them. A link the budget has no room for
+        now is left to its job (brought forward) or, when it has none, to the next discovery.
+        """
+        counts = {"deleted": 0, "restored": 0, "kept": 0, "later": 0}
+        for link_id in link_ids:
+            started = time.monotonic()
+            wait = self._budget.try_acquire("link", link_id)
+            if wait > 0:
+                counts["later"] += 1
+                if not reappeared:
+                    self._jobs.request(
+                        link_id,
+                        priority=PRIORITY_NEW,
+                        due_at=self._clock() + timedelta(seconds=wait),
+                    )
+                continue
+            try:
+                outcome, result = self._read_link(link_id)
+            except Exception as exc:
+                # Its own job (or the next discovery) tries again; nothing was changed.
+                counts["later"] += 1
+                error = str(exc) if isinstance(exc, MoneyKitError) else type(exc).__name__
+                self._record_attempt(link_id, "link", "error", error, started)
+                if not reappeared:
+                    self._jobs.request(link_id, priority=PRIORITY_NEW)
+                continue
+            if outcome == "deleted":
+                counts["deleted"] += 1
+            elif result is not None and result.upsert.restored:
+                counts["restored"] += 1
+            else:
+                counts["kept"] += 1
+            self._record_attempt(
+                link_id,
+                "link",
+                outcome,
+                NOT_FOUND_KEPT if outcome == "not_found" else None,
+                started,
+            )
+        return counts
 
     def _run_discovery(self, job: ClaimedJob) -> str:
         started = time.monotonic()
@@ -456,28 +536,41 @@ class SyncWorker:
             self._record_attempt(None, "discovery", "error", str(exc), started)
             return f"error: {exc}"
 
-        listed_ids = set(listed)
-        with self._store.read() as session:
-            known = set(session.scalars(sa.select(Link.link_id)).all())
-            vanished = session.scalars(
-                sa.select(Link.link_id).where(
-                    Link.state != "deleted",
-                    # Read after the listing started: it may be newer than the list.
-                    sa.or_(Link.last_synced_at.is_(None), Link.last_synced_at < started_at),
-                )
-            ).all()
-        new_ids = sorted(listed_ids - known)
-        gone = [link_id for link_id in vanished if link_id not in listed_ids]
+        plan = plan_listing(
+            self._store, set(listed), started_at=started_at, settings=self._settings
+        )
+        record_listing_verdict(
+            self._store, plan, now=self._clock(), audit=self._audit, actor="worker"
+        )
+        if plan.suspect:
+            # Nothing from this listing is trusted: no job, no read, no deletion. The next
+            # discovery comes at the usual interval; the alert stays until one is complete.
+            self._jobs.finish(
+                job,
+                due_at=self._clock() + self._discovery_interval,
+                priority=job.priority,
+                ok=False,
+                error=f"suspect listing: {plan.summary}",
+            )
+            self._record_attempt(None, "discovery", "suspect", plan.summary, started)
+            return f"suspect: {plan.summary}; nothing changed"
         now = self._clock()
         with self._store.write() as session:
-            for link_id in new_ids:
+            for link_id in plan.new:
                 JobQueue.schedule_link(session, link_id, due_at=now, priority=PRIORITY_NEW)
-            for link_id in gone:
-                mark_link_deleted(session, link_id, now=now, source="sync")
+        back = self._check_unlisted(plan.reappeared, reappeared=True)
+        gone = self._check_unlisted(plan.missing, reappeared=False)
         self._jobs.finish(
             job, due_at=self._clock() + self._discovery_interval, priority=job.priority, ok=True
         )
-        summary = f"ok: {len(listed_ids)} listed, {len(new_ids)} new, {len(gone)} deleted"
+        summary = (
+            f"ok: {plan.listed} listed, {len(plan.new)} new, {gone['deleted']} deleted, "
+            f"{back['restored']} restored"
+        )
+        if plan.missing:
+            summary += (
+                f", {len(plan.missing)} not listed ({gone['kept']} kept, {gone['later']} to read)"
+            )
         self._record_attempt(None, "discovery", "ok", None, started)
         logger.info("discovery %s", summary)
         return summary

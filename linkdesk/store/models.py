@@ -35,10 +35,14 @@ __all__ = [
     "ConnectEvent",
     "ConnectSession",
     "Customer",
+    "CustomerEmail",
     "CustomerLinkToken",
     "Institution",
     "Link",
     "LinkStateChange",
+    "OutreachCampaign",
+    "OutreachMessage",
+    "OutreachTemplate",
     "RelinkLease",
     "SyncAttempt",
     "SyncJob",
@@ -442,5 +446,89 @@ class CustomerLinkToken(Base):
     session_id: Mapped[str | None] = mapped_column(String(64))
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(String(20))
+    # First time the customer's repair page validated the token (outreach tracking: "opened").
+    opened_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_customer_link_tokens_link", "link_id", "created_at"),)
+
+
+class CustomerEmail(Base):
+    """Where a customer's relink emails go: MoneyKit's ``customer_user.email``, else an import.
+
+    Kept apart from ``customers`` so an address imported before the customer's first link is
+    synced is not lost, and a demo reset (which empties link data) keeps the addresses.
+    """
+
+    __tablename__ = "customer_emails"
+
+    customer_id: Mapped[str] = mapped_column(String(150), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    source: Mapped[str] = mapped_column(String(20))  # moneykit | import
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class OutreachTemplate(Base):
+    """The relink email admins edit (one row per template name; ``relink`` is the one used)."""
+
+    __tablename__ = "outreach_templates"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class OutreachCampaign(Base):
+    """One "email relink links to these customers" run, sent in the background.
+
+    A process sends it while it holds the claim (``claimed_by``/``claimed_until``, renewed per
+    message), so a campaign whose sender died can be resumed by another process.
+    """
+
+    __tablename__ = "outreach_campaigns"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    # The Links filters the campaign was started from, and their description for people.
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    description: Mapped[str] = mapped_column(String(500))
+    repair_base_url: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))  # sending | done
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outreach_campaigns_created", "created_at"),)
+
+
+class OutreachMessage(Base):
+    """One email of a campaign: one link of one customer, and what became of it."""
+
+    __tablename__ = "outreach_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("outreach_campaigns.id", ondelete="CASCADE")
+    )
+    link_id: Mapped[str] = mapped_column(String(200))
+    customer_id: Mapped[str | None] = mapped_column(String(150))
+    institution_id: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    # pending | sending | sent | failed | skipped
+    status: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    token_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_outreach_messages_campaign", "campaign_id", "status", "id"),
+        Index("ix_outreach_messages_link", "link_id", "created_at"),
+        Index("ix_outreach_messages_customer", "customer_id", "created_at"),
+        Index("ix_outreach_messages_sent", "sent_at"),
+    )

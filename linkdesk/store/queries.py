@@ -305,6 +305,8 @@ class WorkerStatus:
     last_error: str | None
     last_discovery_at: datetime | None
     webhooks_pending: int
+    # {} or None: the last listing was complete; else {"at", "listed", "known", "missing"}.
+    discovery_suspect: dict[str, Any] | None = None
 
     @property
     def lag(self) -> timedelta:
@@ -1211,6 +1213,7 @@ class LinkQueries:
             discovery = session.get(SyncJob, "discovery")
             last_run = session.get(WorkerState, "last_run")
             paused = session.get(WorkerState, "paused")
+            suspect = session.get(WorkerState, "discovery_suspect")
             pending = session.scalar(
                 sa.select(sa.func.count()).where(WebhookEvent.status == "pending")
             )
@@ -1235,6 +1238,7 @@ class LinkQueries:
             last_error=last_error,
             last_discovery_at=discovery.last_success_at if discovery is not None else None,
             webhooks_pending=int(pending or 0),
+            discovery_suspect=dict(suspect.value or {}) if suspect is not None else None,
         )
 
     def webhook_deliveries(

@@ -155,6 +155,8 @@ class LinkUpsert:
     created: bool
     state_changed: bool
     skipped_as_older: bool = False
+    # Stored as deleted, and MoneyKit's read says it is not: the link is back, history kept.
+    restored: bool = False
 
 
 def _record_change(
@@ -244,6 +246,7 @@ def upsert_link(
         return LinkUpsert(created=False, state_changed=False, skipped_as_older=True)
 
     changed = (row.state, row.error_code) != (link.state, error_code)
+    restored = row.state == "deleted" and link.state != "deleted"
     if changed:
         _record_change(
             session,
@@ -278,11 +281,18 @@ def upsert_link(
         # updated_at means "something about this link changed", the Links page's default order.
         row.updated_at = now
     session.flush()
-    return LinkUpsert(created=False, state_changed=changed)
+    return LinkUpsert(created=False, state_changed=changed, restored=restored)
 
 
 def mark_link_deleted(session: Session, link_id: str, *, now: datetime, source: str) -> bool:
-    """Mark a stored link deleted; False if it is unknown or already deleted."""
+    """Mark a stored link deleted; False if it is unknown or already deleted.
+
+    Call it only when MoneyKit said so for this very link: its own read answered state
+    ``deleted`` or 410 ``link_error.deleted``. A listing that lacks the link, or a 404, is not
+    that (a proxy, a wrong client id or an upstream bug answer the same), and a wrongly deleted
+    link loses its sync job. Its history is kept: a link that comes back is restored by the next
+    read (``upsert_link``), with a state change recorded.
+    """
     row = session.get(Link, link_id, with_for_update=True)
     if row is None or row.state == "deleted":
         return False

@@ -3,7 +3,8 @@
 It mounts in any Starlette/ASGI app (the dashboard's server or a small standalone one). The raw
 body is read before anything parses it (the signature covers the exact bytes), the blocking
 receiver runs in a worker thread, and the answer is ``{"ok", "reason"}``: the request body is
-never echoed back.
+never echoed back. A body over the receiver's size limit is refused with 413 before it is read:
+on its declared ``Content-Length``, or as soon as the streamed bytes pass the limit.
 """
 
 from __future__ import annotations
@@ -42,7 +43,16 @@ def webhook_route(receiver: WebhookReceiver, path: str = WEBHOOK_PATH) -> Route:
     async def endpoint(request: Request) -> JSONResponse:
         body = await _read_limited(request, receiver.max_body_bytes)
         if body is None:
-            return JSONResponse({"ok": False, "reason": Reason.TOO_LARGE.value}, status_code=413)
+            # Counted in memory only (no store, no thread hop): a flood of these costs nothing.
+            receiver.count_refusal(
+                Reason.TOO_LARGE, request.headers.get("moneykit-delivery-token"), None
+            )
+            return JSONResponse(
+                {"ok": False, "reason": Reason.TOO_LARGE.value},
+                status_code=413,
+                # The rest of the body is not read: the connection cannot carry another request.
+                headers={"Cache-Control": "no-store", "Connection": "close"},
+            )
         result = await run_in_threadpool(receiver.receive, body, dict(request.headers))
         return JSONResponse(
             {"ok": result.ok, "reason": result.reason.value},

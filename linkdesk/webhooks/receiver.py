@@ -4,7 +4,15 @@
 duplicates, and put a verified event in the durable queue (``webhook_events``). MoneyKit retries
 anything that is not 2xx for about two hours and does not keep order, so:
 
-* every attempt is recorded (``webhook_deliveries``), with its verdict and reason;
+* every accepted or duplicate attempt is recorded (``webhook_deliveries``), with its verdict;
+  refused requests (forged, unsigned, too large…) are counted per reason and only a bounded
+  sample of them is kept as rows. Refusals are tallied in memory and written in the background:
+  a refusal never waits for the store, so a flood of forged requests is answered at once even
+  while the database is busy or locked, and cannot grow a table without bound;
+* deliveries (and applied events) older than the retention are deleted;
+* an event's time orders it against others, but MoneyKit's clock is not ours and a signed event
+  may be stamped ahead of it: the time used is the event's ``webhook_timestamp`` but never later
+  than when it was received, so no event can make genuine later ones look stale;
 * an event is queued once per ``webhook_idempotency_key`` (and per delivery token), enforced by
   unique constraints, so two concurrent retries cannot both be queued;
 * ``apply_pending`` takes queued events oldest ``webhook_timestamp`` first, and an event older
@@ -20,6 +28,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,8 +47,8 @@ from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.services.jobs import PRIORITY_WEBHOOK, JobQueue
 from linkdesk.services.ratelimit import RequestBudget
 from linkdesk.store.engine import Store
-from linkdesk.store.models import Base, Link, WebhookDelivery, WebhookEvent
-from linkdesk.store.repository import apply_event_state, mark_link_deleted
+from linkdesk.store.models import Base, Link, WebhookDelivery, WebhookEvent, WorkerState
+from linkdesk.store.repository import apply_event_state, mark_link_deleted, put_named_state
 from linkdesk.webhooks.verify import Reason, WebhookVerifier
 
 __all__ = ["ApplyReport", "NotReapplicable", "ReapplyResult", "ReceiveResult", "WebhookReceiver"]
@@ -52,6 +61,13 @@ MAX_BODY_BYTES = 256 * 1024
 # stores older state; only a clearly older event is ignored).
 TIMESTAMP_SLACK = timedelta(seconds=1)
 CLAIM_TTL = timedelta(minutes=2)
+# Named worker state holding the refusal counters: {"counts": {reason: n}, "since", "last_at"}.
+REFUSALS_STATE = "webhook_refusals"
+# Refusals tallied in memory are written at most this often (and by every apply pass).
+REFUSAL_FLUSH_EVERY = timedelta(seconds=5)
+RETENTION_EVERY = timedelta(minutes=10)
+REFUSED_SAMPLE = 100
+DELIVERY_RETENTION = timedelta(days=30)
 FETCHER_LIFETIME = timedelta(hours=1)
 _COVERED = "covered by this pass's read of the link"
 # Outcomes that changed nothing wait for at most this many others before they are written.
@@ -61,7 +77,8 @@ _STATE_EVENT = "link.state_changed"
 # The receive path runs thousands of times a minute in a burst: plain Core statements, built
 # once (SQLAlchemy caches their compiled form), instead of ORM objects and a flush per delivery.
 _EVENTS = Base.metadata.tables[WebhookEvent.__tablename__]
-_INSERT_DELIVERY = Base.metadata.tables[WebhookDelivery.__tablename__].insert()
+_DELIVERIES = Base.metadata.tables[WebhookDelivery.__tablename__]
+_INSERT_DELIVERY = _DELIVERIES.insert()
 _LINKS = Base.metadata.tables[Link.__tablename__]
 _QUEUE_EVENT = {
     # No conflict target: a clash on either unique column (idempotency key or delivery token)
@@ -206,6 +223,8 @@ class WebhookReceiver:
         budget: RequestBudget | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         audit: AuditLog | None = None,
+        refused_sample: int = REFUSED_SAMPLE,
+        retention: timedelta = DELIVERY_RETENTION,
     ) -> None:
         self._store = store
         self._verifier = verifier
@@ -221,6 +240,16 @@ class WebhookReceiver:
         self._fetcher: InstitutionFetcher | None = None
         self._fetcher_since = self._clock()
         self._fetcher_lock = threading.Lock()
+        self._refused_sample = max(0, refused_sample)
+        self._retention = retention
+        # Refusals not yet written: counts per reason and the newest rows of the sample.
+        self._refusal_lock = threading.Lock()
+        self._refused_counts: Counter[str] = Counter()
+        self._refused_rows: deque[dict[str, Any]] = deque(maxlen=self._refused_sample or None)
+        self._refused_last_at: datetime | None = None
+        self._flushing = False
+        self._flushed_at = self._clock()
+        self._pruned_at: datetime | None = None
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -272,19 +301,137 @@ class WebhookReceiver:
         }
 
     def _reject(self, reason: Reason, token: str | None, attempt: int | None) -> ReceiveResult:
-        # The body of a refused request is not stored: it may be forged, or not ours at all.
-        row = self._delivery_row(
-            verdict="rejected",
-            reason=reason,
-            token=token,
-            attempt=attempt,
-            received_at=self._clock(),
-        )
-        with self._store.write() as session:
-            session.connection().execute(_INSERT_DELIVERY, row)
+        """Count a refusal in memory and answer; the store is not touched on this path."""
+        self.count_refusal(reason, token, attempt)
         status = _STATUS.get(reason, 401)
         logger.info("webhook refused: %s (delivery %s)", reason.value, token or "-")
         return ReceiveResult(status, "rejected", reason)
+
+    def count_refusal(self, reason: Reason, token: str | None, attempt: int | None) -> None:
+        """Tally one refused request; written by :meth:`flush_refusals`, soon, in the
+        background. The body of a refused request is never kept: it may be forged, or not ours.
+        """
+        now = self._clock()
+        token = _short(token)
+        # The sample only holds rows this process has not written yet; the deque drops the
+        # oldest beyond its size, so memory stays bounded whatever the flood.
+        row = self._delivery_row(
+            verdict="rejected", reason=reason, token=token, attempt=attempt, received_at=now
+        )
+        with self._refusal_lock:
+            self._refused_counts[reason.value] += 1
+            self._refused_last_at = now
+            if self._refused_sample:
+                self._refused_rows.append(row)
+            due = not self._flushing and now - self._flushed_at >= REFUSAL_FLUSH_EVERY
+            if due:
+                self._flushing = True
+        if due:
+            threading.Thread(
+                target=self._flush_in_background, name="linkdesk-webhook-refusals", daemon=True
+            ).start()
+
+    def _flush_in_background(self) -> None:
+        try:
+            self.flush_refusals(already_flushing=True)
+        except Exception as exc:
+            # The tallies were put back; the next refusal or apply pass tries again.
+            logger.warning("webhook refusals not written yet (%s)", type(exc).__name__)
+
+    def flush_refusals(self, *, already_flushing: bool = False) -> int:
+        """Write the tallied refusals: add to the per-reason counters, store the sample rows,
+        keep only the newest ``refused_sample`` refused rows, and apply the retention to every
+        delivery row (at most every few minutes). Returns the refusals written.
+        """
+        with self._refusal_lock:
+            if self._flushing and not already_flushing:
+                return 0  # another thread is writing them now
+            self._flushing = True
+            counts = self._refused_counts
+            rows = list(self._refused_rows)
+            last_at = self._refused_last_at
+            self._refused_counts = Counter()
+            self._refused_rows.clear()
+        try:
+            now = self._clock()
+            if counts:
+                self._write_refusals(counts, rows, last_at or now, now)
+            if self._pruned_at is None or now - self._pruned_at >= RETENTION_EVERY:
+                self._prune(now)
+                self._pruned_at = now
+        except Exception:
+            with self._refusal_lock:
+                # Put them back so nothing is lost; the sample stays bounded by its deque.
+                self._refused_counts.update(counts)
+                for row in reversed(rows):
+                    if len(self._refused_rows) < (self._refused_rows.maxlen or len(rows) + 1):
+                        self._refused_rows.appendleft(row)
+            raise
+        finally:
+            with self._refusal_lock:
+                self._flushing = False
+                self._flushed_at = self._clock()
+        return sum(counts.values())
+
+    def _write_refusals(
+        self, counts: Counter[str], rows: list[dict[str, Any]], last_at: datetime, now: datetime
+    ) -> None:
+        deliveries = _DELIVERIES
+        with self._store.write() as session:
+            # Locked: the counters are a read-modify-write shared by every process.
+            stored = session.get(WorkerState, REFUSALS_STATE, with_for_update=True)
+            value = dict(stored.value or {}) if stored is not None else {}
+            merged = Counter({k: int(v) for k, v in dict(value.get("counts") or {}).items()})
+            merged.update(counts)
+            put_named_state(
+                session,
+                REFUSALS_STATE,
+                {
+                    "counts": dict(sorted(merged.items())),
+                    "since": value.get("since") or now.isoformat(),
+                    "last_at": last_at.isoformat(),
+                },
+                now,
+            )
+            connection = session.connection()
+            if rows:
+                connection.execute(_INSERT_DELIVERY, rows)
+            # The sample: the newest refused rows; older ones only live on in the counters.
+            cutoff = connection.scalar(
+                sa.select(deliveries.c.id)
+                .where(deliveries.c.verdict == "rejected")
+                .order_by(deliveries.c.id.desc())
+                .offset(self._refused_sample)
+                .limit(1)
+            )
+            if cutoff is not None:
+                connection.execute(
+                    sa.delete(deliveries).where(
+                        deliveries.c.verdict == "rejected", deliveries.c.id <= cutoff
+                    )
+                )
+
+    def _prune(self, now: datetime) -> None:
+        """Delete deliveries, and events no longer pending, older than the retention."""
+        cutoff = now - self._retention
+        with self._store.write() as session:
+            connection = session.connection()
+            connection.execute(sa.delete(_DELIVERIES).where(_DELIVERIES.c.received_at < cutoff))
+            connection.execute(
+                sa.delete(_EVENTS).where(
+                    _EVENTS.c.status != "pending", _EVENTS.c.received_at < cutoff
+                )
+            )
+
+    def refusal_counts(self) -> dict[str, int]:
+        """Refused requests per reason since counting began (written ones plus unwritten)."""
+        with self._store.read() as session:
+            stored = session.get(WorkerState, REFUSALS_STATE)
+            value = dict(stored.value or {}) if stored is not None else {}
+        total = Counter({k: int(v) for k, v in dict(value.get("counts") or {}).items()})
+        with self._refusal_lock:
+            total.update(self._refused_counts)
+        return dict(sorted(total.items()))
 
     def _accept(
         self,
@@ -303,12 +450,21 @@ class WebhookReceiver:
         rolled back); SQLite's writers take turns. No query before the insert is needed.
         """
         now = self._clock()
+        # Ordered by a time that cannot be pushed past ours: a signed event stamped ahead of
+        # the receive time would otherwise make every genuine later event look stale.
+        ordered_at = min(event.timestamp, now)
+        if event.timestamp > now + TIMESTAMP_SLACK:
+            logger.warning(
+                "webhook for link %s stamped %.0f s ahead of its receipt; ordered by receipt",
+                event.link_id,
+                (event.timestamp - now).total_seconds(),
+            )
         queued = {
             "idempotency_key": event.idempotency_key,
             "delivery_token": token,
             "event": event.event,
             "link_id": event.link_id,
-            "webhook_timestamp": event.timestamp,
+            "webhook_timestamp": ordered_at,
             "payload": payload,
             "received_at": now,
             "status": "pending",
@@ -417,6 +573,10 @@ class WebhookReceiver:
         the end of the pass: one write instead of one each. Should the process die before that,
         those events are claimed again later and come to the same outcome.
         """
+        try:
+            self.flush_refusals()
+        except Exception as exc:
+            logger.warning("webhook refusals not written yet (%s)", type(exc).__name__)
         counts = {"applied": 0, "stale_ignored": 0, "queued_for_worker": 0, "failed": 0}
         read_at: dict[str, datetime] = {}  # links already re-read in this pass
         fetcher = self._institutions()
@@ -465,8 +625,15 @@ class WebhookReceiver:
         read_at: dict[str, datetime],
         fetcher: InstitutionFetcher,
     ) -> tuple[str, str]:
-        if kind == _STATE_EVENT and as_of is not None and at < as_of - TIMESTAMP_SLACK:
-            return "stale_ignored", f"older than the stored state ({as_of.isoformat()})"
+        now = self._clock()
+        # Never later than now (re-applied deliveries carry the time the event claims).
+        at = min(at, now)
+        # A stored time ahead of now was pushed there (by an event stamped in the future before
+        # events were ordered by receipt): it proves nothing, so the link is re-read instead.
+        trusted_as_of = as_of if as_of is not None and as_of <= now + TIMESTAMP_SLACK else None
+        stale = trusted_as_of is not None and at < trusted_as_of - TIMESTAMP_SLACK
+        if kind == _STATE_EVENT and stale and trusted_as_of is not None:
+            return "stale_ignored", f"older than the stored state ({trusted_as_of.isoformat()})"
         if link_id in read_at and at < read_at[link_id] - TIMESTAMP_SLACK:
             return "applied", _COVERED
         if self._budget is not None and self._budget.try_acquire("link", link_id) > 0:
@@ -475,10 +642,15 @@ class WebhookReceiver:
         fetched_at = self._clock()
         try:
             link = self._client.get_link(link_id)
-        except (NotFoundError, GoneError):
+        except GoneError:
             with self._store.write() as session:
                 mark_link_deleted(session, link_id, now=self._clock(), source="webhook")
             return "applied", "link is gone at MoneyKit"
+        except NotFoundError:
+            # A 404 is not proof of deletion (wrong client id, proxy, upstream bug): the link is
+            # kept and its own job reads it again later.
+            self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)
+            return "queued_for_worker", "MoneyKit answered 404; link kept, read again later"
         except MoneyKitError as exc:
             applied = False
             if kind == _STATE_EVENT and isinstance(payload.get("state"), str):
@@ -502,9 +674,14 @@ class WebhookReceiver:
                 sa.update(Link)
                 .where(
                     Link.link_id == link_id,
-                    sa.or_(Link.state_as_of.is_(None), Link.state_as_of < at),
+                    sa.or_(
+                        Link.state_as_of.is_(None),
+                        Link.state_as_of < at,
+                        # Pushed into the future before: the read just made is the truth now.
+                        Link.state_as_of > now + TIMESTAMP_SLACK,
+                    ),
                 )
-                .values(state_as_of=at)
+                .values(state_as_of=max(at, fetched_at))
             )
         read_at[link_id] = max(fetched_at, at)
         return "applied", f"re-read from MoneyKit: {link.state}" + (

@@ -183,6 +183,16 @@ def _connect(page: Page, data: Fixtures) -> None:
     expect(page.get_by_role("button", name="Open MoneyKit Connect")).to_be_visible()
 
 
+def _outreach(page: Page, data: Fixtures) -> None:
+    expect(heading(page, "Email relink links to customers")).to_be_visible()
+    expect(page.get_by_test_id("stMetricLabel").get_by_text("To email")).to_be_visible()
+
+
+def _outreach_settings(page: Page, data: Fixtures) -> None:
+    expect(heading(page, "Outreach settings")).to_be_visible()
+    expect(heading(page, "Relink email")).to_be_visible()
+
+
 def _repair(page: Page, data: Fixtures) -> None:
     expect(heading(page, "Repair your bank connection")).to_be_visible()
     expect(page.get_by_role("button", name="Reconnect my bank")).to_be_visible()
@@ -202,6 +212,10 @@ STOPS = (
     TourStop("activity", _staff(lambda d: "/activity"), _activity),
     TourStop("webhooks", _staff(lambda d: "/webhooks", admin=True), _webhooks),
     TourStop("connect", _staff(lambda d: "/connect"), _connect),
+    TourStop("outreach", _staff(lambda d: "/outreach?error=auth_expired"), _outreach),
+    TourStop(
+        "outreach-settings", _staff(lambda d: "/outreach_admin", admin=True), _outreach_settings
+    ),
     TourStop("repair", _open_repair, _repair),
 )
 

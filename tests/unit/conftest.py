@@ -116,6 +116,9 @@ class FakeMoneyKit:
     # link id -> (status, extra headers) answered instead of the link, e.g. (429, Retry-After)
     link_faults: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
     signer: Any = None  # a WebhookSigner whose keys /.well-known/jwks.json publishes
+    # Each entry answers one whole listing with only its first N links (0: empty), in one page:
+    # an upstream bug or a proxy that blanks or truncates GET /links.
+    truncated_listings: list[int] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -187,8 +190,14 @@ class FakeMoneyKit:
                 link = self.links[self.exchangeable[token]]
             return httpx.Response(201, json={"link_id": link["link_id"], "link": link})
         if method == "GET" and path == "/links":
-            ids = sorted(self.links)
+            # As MoneyKit: deleted links stay readable one by one but are no longer listed.
+            ids = sorted(i for i, link in self.links.items() if link["state"] != "deleted")
             cursor = request.url.params.get("cursor")
+            if cursor is None and self.truncated_listings:
+                with self._lock:
+                    keep = self.truncated_listings.pop(0)
+                listed = [{"link_id": i, "created_at": "2024-06-01T00:00:00"} for i in ids[:keep]]
+                return httpx.Response(200, json={"links": listed, "next_cursor": None})
             start = int(cursor) if cursor else 0
             page = ids[start : start + self.page_size]
             nxt = str(start + self.page_size) if start + self.page_size < len(ids) else None

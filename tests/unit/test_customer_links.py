@@ -231,3 +231,31 @@ class TestSigningKey:
         first = load_signing_key(settings)
         assert load_signing_key(settings) == first and len(first) >= 32
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    def test_processes_starting_together_all_read_the_same_whole_key(self, core_settings, tmp_path):
+        def load_together(settings, count: int) -> tuple[list[bytes], list[Exception]]:
+            start = threading.Barrier(count)
+            keys: list[bytes] = []
+            errors: list[Exception] = []
+
+            def load() -> None:
+                start.wait()
+                try:
+                    keys.append(load_signing_key(settings))
+                except Exception as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=load) for _ in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return keys, errors
+
+        # Many times: with a create-then-write file, a reader sometimes found it still empty.
+        for attempt in range(30):
+            path = tmp_path / f"run{attempt}" / "signing.key"
+            settings = core_settings.model_copy(update={"signing_key_file": str(path)})
+            keys, errors = load_together(settings, 8)
+            assert errors == [] and len(set(keys)) == 1 and len(keys) == 8
+            assert [p.name for p in path.parent.iterdir()] == ["signing.key"]

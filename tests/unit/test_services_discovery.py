@@ -9,7 +9,11 @@ import pytest
 from linkdesk.__main__ import main as cli_main
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.moneykit import APIConnectionError
+from linkdesk.services.discovery import DISCOVERY_SUSPECT, NOT_FOUND_KEPT
+from linkdesk.services.jobs import link_job_id
+from linkdesk.store.models import Link, LinkStateChange, SyncJob
 from linkdesk.store.queries import Health, LinkFilters
+from linkdesk.store.repository import get_named_state
 
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeMoneyKit
@@ -81,11 +85,12 @@ def test_second_sync_records_changes_marks_vanished_links_and_reuses_images(
     images_before = sum(n for k, n in populated.calls.items() if "/assets/" in k)
 
     populated.failing_links.clear()
-    del populated.links["mk_3"]
+    populated.links["mk_3"]["state"] = "deleted"  # no longer listed; its own read says deleted
     populated.links["mk_1"].update(state="error", error_code="auth_expired")
     report = core_services.discovery.sync_all()
 
-    assert (report.listed, report.ok, report.failed) == (4, 4, 0)
+    # Four listed links read, plus mk_3, which the listing lacked.
+    assert (report.listed, report.ok, report.failed) == (4, 5, 0)
     assert report.new == 1  # mk_4, failing the first time
     assert report.deleted == 1
     assert report.state_changes == 2  # mk_1 broke, mk_3 vanished
@@ -142,3 +147,107 @@ def test_cli_sync_exits_non_zero_when_moneykit_is_unreachable(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "unreachable" in err and "http://localhost:9" in err
     assert "cli-secret-value" not in err
+
+
+# -- a listing is never proof of deletion --------------------------------------------------------
+
+
+def stored_states(services: Services) -> dict[str, str]:
+    with services.store.read() as session:
+        return {link.link_id: link.state for link in session.query(Link).all()}
+
+
+def suspect_state(services: Services) -> dict[str, object] | None:
+    with services.store.read() as session:
+        return get_named_state(session, DISCOVERY_SUSPECT)
+
+
+def many_links(fake: FakeMoneyKit, n: int = 12) -> list[str]:
+    ids = [f"mk_{i:02d}" for i in range(n)]
+    for link_id in ids:
+        fake.add_link(link_id)
+    return ids
+
+
+def test_an_empty_listing_is_suspect_and_changes_nothing(
+    core_services: Services, fake_moneykit: FakeMoneyKit, caplog: pytest.LogCaptureFixture
+):
+    ids = many_links(fake_moneykit)
+    core_services.discovery.sync_all()
+    reads_before = sum(fake_moneykit.calls[f"GET /links/{i}"] for i in ids)
+
+    fake_moneykit.truncated_listings.append(0)  # one blank answer, e.g. from a proxy
+    with caplog.at_level("WARNING", logger="linkdesk.services.discovery"):
+        report = core_services.discovery.sync_all()
+
+    assert report.suspect and report.deleted == 0 and "suspect" in report.summary
+    assert set(stored_states(core_services).values()) == {"connected"}
+    assert sum(fake_moneykit.calls[f"GET /links/{i}"] for i in ids) == reads_before
+    flagged = suspect_state(core_services)
+    assert flagged is not None
+    assert (flagged["listed"], flagged["known"], flagged["missing"]) == (0, 12, 12)
+    assert any("suspect listing" in r.getMessage() for r in caplog.records)
+    actions = [(e.action, e.outcome) for e in core_services.audit.entries()]
+    assert ("discovery.suspect", "refused") in actions
+
+    complete = core_services.discovery.sync_all()
+    assert not complete.suspect and complete.deleted == 0
+    assert suspect_state(core_services) == {}
+
+
+def test_a_partial_listing_reads_the_links_it_lacks_instead_of_deleting_them(
+    core_services: Services, fake_moneykit: FakeMoneyKit
+):
+    ids = many_links(fake_moneykit, 4)  # fewer than the floor: not suspect, read one by one
+    core_services.discovery.sync_all()
+    fake_moneykit.truncated_listings.append(1)
+    report = core_services.discovery.sync_all()
+    assert not report.suspect and report.deleted == 0
+    assert set(stored_states(core_services).values()) == {"connected"}
+    assert all(fake_moneykit.calls[f"GET /links/{i}"] == 2 for i in ids)
+
+
+def test_a_404_on_one_read_keeps_the_link(core_services: Services, fake_moneykit: FakeMoneyKit):
+    many_links(fake_moneykit, 3)
+    core_services.discovery.sync_all()
+    del fake_moneykit.links["mk_01"]  # not listed, and its read answers 404
+    report = core_services.discovery.sync_all()
+    assert report.deleted == 0
+    assert [(f.link_id, f.error) for f in report.failures] == [("mk_01", NOT_FOUND_KEPT)]
+    assert stored_states(core_services)["mk_01"] == "connected"
+
+
+def test_a_410_or_a_deleted_state_deletes_and_a_relisted_link_is_restored(
+    core_services: Services, fake_moneykit: FakeMoneyKit
+):
+    many_links(fake_moneykit, 3)
+    core_services.discovery.sync_all()
+    core_services.jobs.ensure_jobs()
+    fake_moneykit.links["mk_00"]["state"] = "deleted"
+    fake_moneykit.link_faults["mk_01"] = (410, {})
+    report = core_services.discovery.sync_all()
+    assert report.deleted == 2
+    assert stored_states(core_services) == {
+        "mk_00": "deleted",
+        "mk_01": "deleted",
+        "mk_02": "connected",
+    }
+    core_services.jobs.ensure_jobs()  # deleted links lose their jobs
+    with core_services.store.read() as session:
+        assert session.get(SyncJob, link_job_id("mk_00")) is None
+
+    fake_moneykit.links["mk_00"]["state"] = "connected"  # MoneyKit lists it again
+    report = core_services.discovery.sync_all()
+    assert report.restored == 1
+    assert stored_states(core_services)["mk_00"] == "connected"
+    with core_services.store.read() as session:
+        assert session.get(SyncJob, link_job_id("mk_00")) is not None
+        history = [
+            (c.from_state, c.to_state)
+            for c in session.query(LinkStateChange)
+            .filter(LinkStateChange.link_id == "mk_00")
+            .order_by(LinkStateChange.id)
+        ]
+    assert history == [(None, "connected"), ("connected", "deleted"), ("deleted", "connected")]
+    actions = [(e.action, e.link_id) for e in core_services.audit.entries()]
+    assert ("link.restore", "mk_00") in actions

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.services.jobs import PRIORITY_WEBHOOK, link_job_id
 from linkdesk.settings import Settings
-from linkdesk.store.models import Link, SyncJob, WebhookDelivery, WebhookEvent
+from linkdesk.store.models import Link, SyncJob, WebhookDelivery, WebhookEvent, WorkerState
 from linkdesk.webhooks.asgi import webhook_route
 from linkdesk.webhooks.receiver import ApplyReport, WebhookReceiver
 from linkdesk.webhooks.verify import Reason
@@ -63,6 +66,8 @@ class TestReceive:
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
         result = wired.webhooks.receive(body.replace(b"connected", b"connectee"), headers)
         assert (result.status_code, result.reason) == (401, Reason.BODY_MISMATCH)
+        assert deliveries(wired) == []  # tallied in memory; written in the background
+        assert wired.webhooks.flush_refusals() == 1
         (delivery,) = deliveries(wired)
         assert (delivery.verdict, delivery.reason, delivery.payload) == (
             "rejected",
@@ -328,6 +333,7 @@ class TestApply:
     ):
         t0 = core_clock.now  # after the initial sync
         first, second = t0 + timedelta(seconds=1), t0 + timedelta(seconds=2)
+        core_clock.advance(10)  # both happened before they arrive
         wired.webhooks.receive(
             *signer.delivery(link_id="mk_1", iat=t0, timestamp=second, key="b", state="connected")
         )
@@ -463,3 +469,244 @@ class TestHttpRoute:
 def test_clock_fixture_is_shared(core_clock: FakeClock, wired: Services):
     # The receiver judges signature age with the services' clock, not the wall clock.
     assert wired.webhooks._clock is core_clock
+
+
+# -- refusals are counted, not stored without bound ----------------------------------------------
+
+
+@pytest.fixture
+def small_sample(
+    core_settings: Settings, fake_moneykit: FakeMoneyKit, signer: WebhookSigner, core_clock
+) -> Iterator[Services]:
+    fake_moneykit.signer = signer
+    fake_moneykit.add_link("mk_1")
+    http = fake_moneykit.http_client()
+    services = build_services(
+        core_settings.model_copy(
+            update={"webhook_refused_sample": 10, "webhook_delivery_retention_days": 30}
+        ),
+        http_client=http,
+        clock=core_clock,
+        sleep=lambda _s: None,
+    )
+    services.discovery.sync_all()
+    yield services
+    services.close()
+    http.close()
+
+
+class TestRefusalsAreCounted:
+    def test_a_flood_of_unsigned_requests_keeps_a_bounded_sample_and_counts_every_one(
+        self, small_sample, signer, core_clock
+    ):
+        body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        del headers["MoneyKit-Signature"]
+        http = TestClient(Starlette(routes=[webhook_route(small_sample.webhooks)]))
+        for _ in range(150):
+            assert http.post("/webhooks/moneykit", content=body, headers=headers).status_code == 401
+        for _ in range(50):
+            forged = signer.delivery(link_id="mk_1", iat=core_clock.now)[1]
+            small_sample.webhooks.receive(body + b" ", forged)  # body no longer matches
+        small_sample.webhooks.flush_refusals()
+        small_sample.webhooks.receive(body, headers)  # one more, not written yet
+
+        rows = deliveries(small_sample)
+        assert len(rows) == 10 and {r.verdict for r in rows} == {"rejected"}
+        assert all(r.payload is None for r in rows)
+        assert small_sample.webhooks.refusal_counts() == {
+            "body_mismatch": 50,
+            "missing_signature": 151,
+        }
+        small_sample.webhooks.flush_refusals()
+        assert len(deliveries(small_sample)) == 10
+        with small_sample.store.read() as session:
+            stored = session.get(WorkerState, "webhook_refusals")
+            assert stored is not None and stored.value["counts"] == {
+                "body_mismatch": 50,
+                "missing_signature": 151,
+            }
+
+    def test_too_large_bodies_are_counted(self, small_sample):
+        http = TestClient(Starlette(routes=[webhook_route(small_sample.webhooks)]))
+        big = b"x" * (small_sample.webhooks.max_body_bytes + 1)
+        assert http.post("/webhooks/moneykit", content=big).status_code == 413
+        assert small_sample.webhooks.refusal_counts() == {"too_large": 1}
+
+    def test_deliveries_older_than_the_retention_are_deleted(
+        self, small_sample, signer, core_clock
+    ):
+        old = signer.delivery(link_id="mk_1", iat=core_clock.now, key="old")
+        assert small_sample.webhooks.receive(*old).verdict == "accepted"
+        small_sample.webhooks.apply_pending()
+        core_clock.advance(31 * 24 * 3600)
+        new = signer.delivery(link_id="mk_1", iat=core_clock.now, key="new")
+        assert small_sample.webhooks.receive(*new).verdict == "accepted"
+        small_sample.webhooks.flush_refusals()
+        assert [d.idempotency_key for d in deliveries(small_sample)] == ["new"]
+        # Applied events go too; a pending one stays whatever its age.
+        assert [e.idempotency_key for e in events(small_sample)] == ["new"]
+
+
+class TestForgedWebhookWhileTheStoreIsLocked:
+    def test_a_forged_webhook_is_refused_without_waiting_for_the_store(
+        self, wired, signer, core_clock
+    ):
+        forged_body, forged_headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
+        forged_headers["MoneyKit-Signature"] = signer.signature(b"another body", iat=core_clock.now)
+        wired.webhooks.receive(*signer.delivery(link_id="mk_1", iat=core_clock.now))  # keys cached
+        results: list[int] = []
+        with holding_write_lock(wired):
+            sender = threading.Thread(
+                target=lambda: results.append(
+                    wired.webhooks.receive(forged_body, forged_headers).status_code
+                ),
+                daemon=True,
+            )
+            sender.start()
+            # A bound so a regression fails instead of hanging; the assertion is on the status.
+            sender.join(timeout=60)
+        assert results == [401]
+        assert wired.webhooks.refusal_counts() == {"body_mismatch": 1}
+
+
+@contextmanager
+def holding_write_lock(services: Services) -> Iterator[None]:
+    """Another connection holds the store's write lock (SQLite) or every table (PostgreSQL)."""
+    engine = sa.create_engine(services.store.engine.url, poolclass=sa.pool.NullPool)
+    connection = engine.connect()
+    try:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN EXCLUSIVE")
+        else:
+            transaction = connection.begin()
+            names = ", ".join(
+                f'"{n}"' for n in sa.inspect(connection).get_table_names() if n != "audit_log"
+            )
+            connection.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("ROLLBACK")
+        else:
+            transaction.rollback()
+        connection.close()
+        engine.dispose()
+
+
+class TestEventTimeCannotBePushedIntoTheFuture:
+    def test_an_event_stamped_ahead_does_not_hide_later_genuine_events(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        ahead = core_clock.now + timedelta(minutes=15)
+        fake_moneykit.links["mk_1"].update(state="connected", error_code=None)
+        # Validly signed now (iat within the skew), but stamped 15 minutes ahead.
+        wired.webhooks.receive(
+            *signer.delivery(
+                link_id="mk_1", iat=core_clock.now, timestamp=ahead, key="ahead", state="connected"
+            )
+        )
+        assert wired.webhooks.apply_pending().applied == 1
+        link = stored_link(wired, "mk_1")
+        assert link.state == "connected"
+        assert link.state_as_of is not None and link.state_as_of <= core_clock.now
+
+        core_clock.advance(60)
+        fake_moneykit.links["mk_1"].update(state="error", error_code="auth_expired")
+        wired.webhooks.receive(
+            *signer.delivery(
+                link_id="mk_1",
+                iat=core_clock.now,
+                key="genuine",
+                state="error",
+                error="auth_expired",
+            )
+        )
+        report = wired.webhooks.apply_pending()
+        assert (report.applied, report.stale_ignored) == (1, 0)
+        link = stored_link(wired, "mk_1")
+        assert (link.state, link.error_code) == ("error", "auth_expired")
+
+    def test_a_state_time_already_pushed_ahead_is_not_trusted(
+        self, wired, signer, core_clock, fake_moneykit
+    ):
+        with wired.store.write() as session:
+            session.execute(
+                sa.update(Link)
+                .where(Link.link_id == "mk_1")
+                .values(state_as_of=core_clock.now + timedelta(minutes=15))
+            )
+        fake_moneykit.links["mk_1"].update(state="connected", error_code=None)
+        wired.webhooks.receive(
+            *signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
+        )
+        assert wired.webhooks.apply_pending().applied == 1
+        link = stored_link(wired, "mk_1")
+        assert link.state == "connected"
+        assert link.state_as_of is not None and link.state_as_of <= core_clock.now
+
+
+def test_a_404_on_the_reread_keeps_the_link(wired, signer, core_clock, fake_moneykit):
+    del fake_moneykit.links["mk_1"]
+    wired.webhooks.receive(*signer.delivery(link_id="mk_1", iat=core_clock.now))
+    assert wired.webhooks.apply_pending().queued_for_worker == 1
+    assert stored_link(wired, "mk_1").state == "error"
+    with wired.store.read() as session:
+        assert session.get(SyncJob, link_job_id("mk_1")) is not None
+
+
+class TestBodyCapOverRealHttp:
+    """The size limit holds before the body is read: the answer comes while the sender is still
+    holding back most of what it announced (a bound on the socket read keeps a regression from
+    hanging; the assertions are on the answer)."""
+
+    @pytest.fixture
+    def port(self, wired: Services) -> Iterator[int]:
+        app = Starlette(routes=[webhook_route(wired.webhooks)])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = int(probe.getsockname()[1])
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=free, log_level="warning", lifespan="off")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        started = threading.Event()
+        while not server.started and thread.is_alive():
+            started.wait(0.05)
+        assert server.started
+        yield free
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    @staticmethod
+    def _answer(sock: socket.socket) -> bytes:
+        sock.settimeout(30)
+        return sock.recv(65536)
+
+    def test_a_declared_length_over_the_limit_is_refused_before_the_body_arrives(self, port, wired):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /webhooks/moneykit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 1000
+            )
+            answer = self._answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert wired.webhooks.refusal_counts() == {"too_large": 1}
+
+    def test_a_stream_past_the_limit_is_refused_without_waiting_for_its_end(self, port, wired):
+        chunk = b"y" * 65536
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /webhooks/moneykit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            sent = 0
+            try:
+                while sent <= wired.webhooks.max_body_bytes:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused and closed while still sending: the answer is already there
+            # No closing chunk: a server reading the whole body would wait for ever.
+            answer = self._answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413")

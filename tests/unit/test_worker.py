@@ -17,7 +17,7 @@ from linkdesk.services.jobs import DISCOVERY_JOB, PRIORITY_TRIGGERED, link_job_i
 from linkdesk.services.ratelimit import Limit, RequestBudget
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
-from linkdesk.store.models import Link, SyncAttempt, SyncJob
+from linkdesk.store.models import Link, LinkStateChange, SyncAttempt, SyncJob, WorkerState
 from tests.unit.conftest import FakeClock, FakeMoneyKit
 
 ADMIN = Actor("root", Role.ADMIN)
@@ -100,7 +100,7 @@ def test_discovery_marks_links_deleted_elsewhere(make_services, fake_moneykit, c
     populate(fake_moneykit, 3)
     services = make_services(worker_discovery_interval_minutes=60)
     services.worker.run_once()
-    del fake_moneykit.links["mk_001"]
+    fake_moneykit.links["mk_001"]["state"] = "deleted"  # unlisted; its own read says deleted
     core_clock.advance(61 * 60)
     report = services.worker.run_once()
     assert report.discovery is not None and "1 deleted" in report.discovery
@@ -108,6 +108,112 @@ def test_discovery_marks_links_deleted_elsewhere(make_services, fake_moneykit, c
         link = session.get(Link, "mk_001")
         assert link is not None and link.state == "deleted"
     assert job(services, "mk_001") is None  # nothing left to poll
+
+
+class TestListingIsNoProofOfDeletion:
+    def test_an_empty_listing_deletes_nothing_and_is_flagged(
+        self, make_services, fake_moneykit, core_clock, caplog
+    ):
+        ids = populate(fake_moneykit, 12)
+        services = make_services(worker_discovery_interval_minutes=60, worker_batch_size=100)
+        services.worker.run_once()
+        fake_moneykit.truncated_listings.append(0)
+        core_clock.advance(61 * 60)
+        with caplog.at_level("WARNING", logger="linkdesk.services.discovery"):
+            report = services.worker.run_once()
+        assert report.discovery is not None and report.discovery.startswith("suspect")
+        assert report.deleted == 0
+        with services.store.read() as session:
+            assert {link.state for link in session.query(Link)} == {"connected"}
+            assert all(session.get(SyncJob, link_job_id(i)) is not None for i in ids)
+            flagged = session.get(WorkerState, "discovery_suspect")
+            assert flagged is not None
+            assert {k: flagged.value[k] for k in ("listed", "known", "missing")} == {
+                "listed": 0,
+                "known": 12,
+                "missing": 12,
+            }
+        assert any(r.levelname == "WARNING" for r in caplog.records)
+        assert any(e.action == "discovery.suspect" for e in services.audit.entries())
+
+        # Complete listings again: nothing was lost, the flag is cleared.
+        for _ in range(3):
+            core_clock.advance(61 * 60)
+            services.worker.run_once()
+        with services.store.read() as session:
+            assert {link.state for link in session.query(Link)} == {"connected"}
+            assert all(session.get(SyncJob, link_job_id(i)) is not None for i in ids)
+            flagged = session.get(WorkerState, "discovery_suspect")
+            assert flagged is not None and flagged.value == {}
+
+    def test_links_a_small_listing_lacks_are_read_not_deleted(
+        self, make_services, fake_moneykit, core_clock
+    ):
+        populate(fake_moneykit, 3)
+        services = make_services(worker_discovery_interval_minutes=60)
+        services.worker.run_once()
+        fake_moneykit.truncated_listings.append(1)
+        core_clock.advance(61 * 60)
+        before = fake_moneykit.calls["GET /links/mk_002"]
+        report = services.worker.run_once()
+        assert report.discovery is not None and "2 not listed (2 kept" in report.discovery
+        assert fake_moneykit.calls["GET /links/mk_002"] > before
+        with services.store.read() as session:
+            assert {link.state for link in session.query(Link)} == {"connected"}
+
+    def test_a_404_keeps_the_link_and_reads_it_again_later(
+        self, make_services, fake_moneykit, core_clock
+    ):
+        populate(fake_moneykit, 2)
+        services = make_services()
+        services.worker.run_once()
+        stored = fake_moneykit.links.pop("mk_000")  # 404 link_error.not_found
+        services.worker.trigger_sync(ADMIN, link_id="mk_000")
+        report = services.worker.run_once()
+        assert (report.deleted, report.errors) == (0, 1)
+        row = job(services, "mk_000")
+        assert row is not None and row.due_at > core_clock.now
+        assert row.last_error is not None and "404" in row.last_error
+        assert [a.outcome for a in attempts(services) if a.link_id == "mk_000"][-1] == "not_found"
+        with services.store.read() as session:
+            link = session.get(Link, "mk_000")
+            assert link is not None and link.state == "connected"
+        fake_moneykit.links["mk_000"] = stored  # MoneyKit answers again
+        core_clock.advance(3600)
+        services.worker.run_once()
+        assert job(services, "mk_000").last_error is None  # type: ignore[union-attr]
+
+    def test_a_link_listed_again_is_restored_with_its_history_and_job(
+        self, make_services, fake_moneykit, core_clock
+    ):
+        populate(fake_moneykit, 3)
+        services = make_services(worker_discovery_interval_minutes=60)
+        services.worker.run_once()
+        fake_moneykit.links["mk_001"]["state"] = "deleted"
+        core_clock.advance(61 * 60)
+        services.worker.run_once()
+        assert job(services, "mk_001") is None
+        fake_moneykit.links["mk_001"]["state"] = "connected"
+        core_clock.advance(61 * 60)
+        report = services.worker.run_once()
+        assert report.discovery is not None and "1 restored" in report.discovery
+        assert job(services, "mk_001") is not None
+        with services.store.read() as session:
+            link = session.get(Link, "mk_001")
+            assert link is not None and link.state == "connected"
+            history = session.execute(
+                sa.select(LinkStateChange.from_state, LinkStateChange.to_state)
+                .where(LinkStateChange.link_id == "mk_001")
+                .order_by(LinkStateChange.id)
+            ).all()
+        assert [tuple(h) for h in history] == [
+            (None, "connected"),
+            ("connected", "deleted"),
+            ("deleted", "connected"),
+        ]
+        assert any(
+            (e.action, e.link_id) == ("link.restore", "mk_001") for e in services.audit.entries()
+        )
 
 
 class TestDurableClaims:
@@ -230,7 +336,7 @@ class TestMoneyKitPushback:
         populate(fake_moneykit, 2)
         services = make_services()
         services.worker.run_once()
-        del fake_moneykit.links["mk_000"]
+        fake_moneykit.link_faults["mk_000"] = (410, {})  # link_error.deleted
         services.worker.trigger_sync(ADMIN, link_id="mk_000")
         assert services.worker.run_once().deleted == 1
         assert job(services, "mk_000") is None

@@ -1,0 +1,222 @@
+"""Email relink links: every affected customer of a filtered Links view gets their own link.
+
+Opened from the Links page with its filters as query parameters. Shows who will be emailed and
+who not (with why), a preview for one real customer, asks to confirm the count, then follows the
+campaign that a background thread sends (``?campaign=<id>``).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from linkdesk.auth import Permission
+from linkdesk.errors import ServiceError
+from linkdesk.services.outreach import CampaignProgress, PlannedEmail, filters_from_params
+from ui.auth import require_actor
+from ui.errors import guarded
+from ui.outreach import dashboard_origin
+from ui.wiring import get_services
+
+FILTER_PARAMS = ("health", "error", "institution", "customer", "q")
+
+services = get_services()
+outreach = services.outreach
+actor = require_actor()
+
+st.title("Email relink links to customers")
+if not actor.can(Permission.CUSTOMER_LINK):
+    st.warning("Sending relink emails needs the support or admin role.")
+    st.stop()
+
+
+def _status_text(progress: CampaignProgress) -> str:
+    return (
+        f"{progress.done} of {progress.total} done · {progress.sent} sent · "
+        f"{progress.failed} failed · {progress.skipped} not sent"
+    )
+
+
+@st.fragment(run_every=1)
+@guarded("outreach.progress")
+def _follow(campaign_id: str) -> None:
+    """The campaign's progress as the background sender records it, polled every second."""
+    progress = outreach.progress(campaign_id)
+    if progress is None:
+        return
+    st.progress(progress.fraction, text=_status_text(progress))
+    if progress.finished:
+        st.rerun()  # the whole page shows the final report
+    if not progress.sender_alive and progress.waiting:
+        st.warning("Nobody is sending this campaign right now (the sending process stopped).")
+        if st.button("Resume sending", key="outreach.resume"):
+            outreach.resume(campaign_id, actor)
+            st.rerun(scope="fragment")
+    if st.button("Stop sending", key="outreach.stop"):
+        outreach.stop(campaign_id, actor)
+        st.rerun()
+
+
+def _campaign(campaign_id: str) -> None:
+    progress = outreach.progress(campaign_id)
+    if progress is None:
+        st.error("This campaign is not known to Linkdesk.")
+        return
+    # Filter values come from a URL: shown as text, never as Markdown.
+    st.text(
+        f"Started by {progress.created_by} at {progress.created_at:%Y-%m-%d %H:%M} UTC for the "
+        f"Links view: {progress.description}"
+    )
+    if not progress.finished:
+        _follow(campaign_id)
+        return
+    st.progress(progress.fraction, text=_status_text(progress))
+    if progress.status == "stopped":
+        st.warning(f"Stopped. {progress.sent} emails were sent.", icon="⏹️")
+    else:
+        sent = progress.sent
+        st.success(f"Done: {sent} relink email{'' if sent == 1 else 's'} sent.", icon="✅")
+    problems = outreach.messages(campaign_id, statuses=("failed", "skipped"))
+    if problems:
+        st.subheader("Not emailed", divider="orange")
+        st.dataframe(
+            [
+                {
+                    "Customer": row.customer_id or "—",
+                    "Link": row.link_id,
+                    "Address": row.email or "—",
+                    "Result": row.status,
+                    "Why": row.detail or "",
+                }
+                for row in problems
+            ],
+            key="outreach.problems",
+            hide_index=True,
+            width="stretch",
+        )
+
+
+def _listed(rows: list[PlannedEmail]) -> list[dict[str, object]]:
+    return [
+        {
+            "Customer": row.customer_id or "—",
+            "Bank": row.institution_name,
+            "Link": row.link_id,
+            "Address": row.email or "—",
+            "Why not emailed": row.reason or "",
+        }
+        for row in rows
+    ]
+
+
+campaign_id = st.query_params.get("campaign")
+if campaign_id:
+    _campaign(campaign_id)
+    st.page_link("app_pages/outreach.py", label="Start another outreach", icon="📧")
+    st.stop()
+
+params = {name: st.query_params.get(name) for name in FILTER_PARAMS}
+try:
+    filters = filters_from_params(params)
+except ServiceError as bad:
+    st.error(str(bad))
+    st.stop()
+plan = outreach.plan(filters, actor)
+st.text(f"Links view: {plan.description}")
+st.page_link(
+    "app_pages/links.py",
+    label="Back to this Links view",
+    icon="🔗",
+    query_params={name: value for name, value in params.items() if value},
+)
+cols = st.columns(4)
+cols[0].metric("To email", len(plan.to_send))
+cols[1].metric("Without an email address", len(plan.without_email))
+cols[2].metric("Relink link already live", len(plan.live_link))
+cols[3].metric("Do not need a relink", len(plan.not_needed))
+if plan.truncated:
+    st.warning("More links match than one campaign covers; narrow the filters on Links.")
+if not plan.email_configured:
+    st.error(
+        "Email is not set up on this server: an administrator sets LINKDESK_SMTP_HOST and the "
+        "other LINKDESK_SMTP_* settings."
+    )
+if plan.without_email or plan.live_link:
+    unsent = len(plan.without_email) + len(plan.live_link)
+    with st.expander(
+        f"Not emailed: {unsent} link{'' if unsent == 1 else 's'} (and why)",
+        expanded=bool(plan.without_email),
+    ):
+        st.dataframe(
+            _listed([*plan.without_email, *plan.live_link]),
+            key="outreach.listed",
+            hide_index=True,
+            width="stretch",
+        )
+        if plan.without_email and actor.can(Permission.SETTINGS):
+            st.page_link("app_pages/outreach_admin.py", label="Import email addresses", icon="📥")
+if not plan.to_send:
+    st.info("Nobody in this view can be emailed a relink link.")
+    st.stop()
+
+with st.expander(f"Links to email, one email each ({len(plan.to_send)})"):
+    st.dataframe(_listed(plan.to_send), key="outreach.to_send", hide_index=True, width="stretch")
+
+st.subheader("Preview", divider="blue")
+by_link = {row.link_id: row for row in plan.to_send}
+chosen = st.selectbox(
+    "Preview the email of",
+    list(by_link),
+    format_func=lambda link_id: (
+        f"{by_link[link_id].customer_id} · {by_link[link_id].institution_name} · {link_id}"
+    ),
+    key="outreach.preview_link",
+)
+try:
+    preview = outreach.preview(by_link[chosen or next(iter(by_link))], dashboard_origin())
+except ServiceError as problem:
+    st.error(str(problem))
+    st.stop()
+st.text(f"To: {preview.to}")
+st.text(f"Subject: {preview.subject}")
+text_tab, html_tab = st.tabs(["Plain text", "HTML"])
+with text_tab:
+    st.code(preview.text, language=None, wrap_lines=True)
+# The email as a mail client shows it; st.html sanitises it (no scripts), and the values from
+# outside are escaped by the template already.
+html_tab.container(border=True, height=420).html(preview.html)
+st.caption("The preview's link does not work; each customer's email carries their own link.")
+
+count = len(plan.to_send)
+confirmed = st.checkbox(
+    f"I checked the preview: send {count} relink email{'' if count == 1 else 's'}, "
+    "each with its own single-use link",
+    key="outreach.confirm",
+)
+if st.button(
+    f"Send {count} relink email{'' if count == 1 else 's'}",
+    type="primary",
+    disabled=not confirmed or not plan.email_configured,
+    key="outreach.send",
+):
+    try:
+        started = outreach.start(filters, actor, base_url=dashboard_origin(), expected=count)
+    except ServiceError as refused:
+        st.error(str(refused))
+    else:
+        st.session_state.pop("outreach.confirm", None)
+        st.query_params["campaign"] = started
+        st.rerun()
+
+recent = outreach.recent_campaigns(limit=5)
+if recent:
+    st.subheader("Recent outreach", divider="gray")
+    for done in recent:
+        when, what = st.columns([1, 3], vertical_alignment="center")
+        with when:
+            st.page_link(
+                "app_pages/outreach.py",
+                label=f"{done.created_at:%Y-%m-%d %H:%M} UTC",
+                icon="📧",
+                query_params={"campaign": done.id},
+            )
+        what.text(f"{done.description} · {done.sent} sent of {done.total} · {done.status}")

@@ -1,0 +1,1095 @@
+"""Customer outreach: email each affected customer their own single-use relink link.
+
+After an outage or a credentials rotation a support agent picks the broken links on the Links
+page (any filter), previews the email for one real customer, confirms the count, and a
+background thread sends one email per link, at most ``LINKDESK_OUTREACH_EMAILS_PER_MINUTE``.
+Each email carries a fresh customer relink link (:class:`CustomerLinkService`), so a link never
+gets a second live one: a link that already has one is listed and not emailed.
+
+Addresses come from MoneyKit's ``customer_user.email`` (stored during sync), else from a CSV
+import by an admin. Customers without one are listed in the plan and in the campaign's report.
+
+Tracking per email: sent → opened (the repair page validated the token) → finished, or expired.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+from linkdesk.auth import Actor, Permission, Role, as_actor, require
+from linkdesk.errors import ServiceError
+from linkdesk.health import Health
+from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, is_valid_address, send_mail
+from linkdesk.services.audit import AuditLog
+from linkdesk.services.customer_links import CustomerLinkService
+from linkdesk.services.ratelimit import RateLimiter
+from linkdesk.settings import Settings
+from linkdesk.store.contacts import FROM_IMPORT, FROM_MONEYKIT, emails_of
+from linkdesk.store.engine import Store
+from linkdesk.store.models import (
+    CustomerEmail,
+    CustomerLinkToken,
+    Institution,
+    Link,
+    OutreachCampaign,
+    OutreachMessage,
+    OutreachTemplate,
+)
+from linkdesk.store.queries import LinkFilters, LinkQueries, LinkRow
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "MAX_CAMPAIGN_LINKS",
+    "CampaignProgress",
+    "EmailNotConfigured",
+    "EmailTemplate",
+    "ImportProblem",
+    "ImportReport",
+    "MessageRow",
+    "OutreachChanged",
+    "OutreachFunnel",
+    "OutreachPlan",
+    "OutreachService",
+    "PlannedEmail",
+    "RenderedEmail",
+    "TemplateInvalid",
+    "Tracking",
+    "describe_filters",
+    "filters_from_params",
+    "render_email",
+]
+
+logger = logging.getLogger("linkdesk.outreach")
+
+# One campaign covers at most this many links; narrow the filters for more.
+MAX_CAMPAIGN_LINKS = 5000
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+TEMPLATE_NAME = "relink"
+PLACEHOLDERS = ("institution_name", "customer_id", "link", "expires_at", "logo")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_LOGO_URI = re.compile(r"data:image/(?:svg\+xml|png|jpeg|webp|gif);base64,[A-Za-z0-9+/]+={0,2}")
+_CLAIM = timedelta(minutes=2)
+_CHUNK = 500
+
+
+class TemplateInvalid(ServiceError):
+    pass
+
+
+class OutreachChanged(ServiceError):
+    pass
+
+
+class EmailNotConfigured(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("Email is not set up: set LINKDESK_SMTP_HOST (see the README).")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailTemplate:
+    subject: str
+    text: str
+    html: str
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+DEFAULT_TEMPLATE = EmailTemplate(
+    subject="Please reconnect your {{institution_name}} account",
+    text=(
+        "Hello,\n\n"
+        "Your connection to {{institution_name}} stopped working, so we can no longer see your "
+        "accounts there. Please reconnect it with this link:\n\n"
+        "{{link}}\n\n"
+        "The link works once, until {{expires_at}}. You sign in to your bank in a secure "
+        "window; we never see your bank password.\n\n"
+        "If you did not expect this email, you can ignore it.\n"
+    ),
+    html=(
+        '<!doctype html>\n<html><body style="font-family:Arial,sans-serif;color:#222">\n'
+        "{{logo}}\n"
+        "<p>Hello,</p>\n"
+        "<p>Your connection to <strong>{{institution_name}}</strong> stopped working, so we can "
+        "no longer see your accounts there. Please reconnect it:</p>\n"
+        '<p><a href="{{link}}" style="background:#1d4ed8;color:#fff;padding:10px 16px;'
+        'border-radius:6px;text-decoration:none">Reconnect {{institution_name}}</a></p>\n'
+        "<p>The link works once, until {{expires_at}}. You sign in to your bank in a secure "
+        "window; we never see your bank password.</p>\n"
+        '<p style="color:#666;font-size:12px">If the button does not work, open this address: '
+        "{{link}}<br>If you did not expect this email, you can ignore it.</p>\n"
+        "</body></html>\n"
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEmail:
+    """One link of the filtered view and what outreach will do with it."""
+
+    link_id: str
+    customer_id: str | None
+    institution_id: str
+    institution_name: str
+    email: str | None
+    email_source: str | None
+    # None: it will be emailed; else why not (no customer, no email, live link, not needed).
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutreachPlan:
+    description: str
+    to_send: list[PlannedEmail]
+    without_email: list[PlannedEmail]
+    live_link: list[PlannedEmail]
+    not_needed: list[PlannedEmail]
+    truncated: bool
+    email_configured: bool
+
+    @property
+    def listed(self) -> list[PlannedEmail]:
+        """Every link that will not be emailed, with why."""
+        return [*self.without_email, *self.live_link, *self.not_needed]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    to: str
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProblem:
+    line: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    added: int
+    updated: int
+    unchanged: int
+    problems: list[ImportProblem]
+    kept_from_moneykit: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignProgress:
+    id: str
+    status: str
+    description: str
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    total: int
+    sent: int
+    failed: int
+    skipped: int
+    waiting: int
+    sender_alive: bool
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.skipped
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "sending"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    link_id: str
+    customer_id: str | None
+    email: str | None
+    status: str
+    detail: str | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """Where one emailed relink link stands: sent → opened → finished (or expired)."""
+
+    campaign_id: str
+    link_id: str
+    customer_id: str | None
+    institution_name: str | None
+    email: str | None
+    status: str  # the message: sent | failed | skipped | pending | sending
+    detail: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    opened_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    expires_at: datetime | None
+    stage: str  # not sent | sent | opened | finished | expired | ended (<outcome>)
+
+
+@dataclass(frozen=True, slots=True)
+class OutreachFunnel:
+    emailed: int
+    opened: int
+    finished: int
+    expired: int
+    failed: int
+    not_emailed: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def describe_filters(filters: LinkFilters, institution_name: str | None = None) -> str:
+    parts = []
+    if filters.health is not None:
+        parts.append(f"health {filters.health.value}")
+    if filters.error_code:
+        parts.append(f"error {filters.error_code}")
+    if filters.institution_id:
+        parts.append(f"bank {institution_name or filters.institution_id}")
+    if filters.customer:
+        parts.append(f"customer starts with {filters.customer}")
+    if filters.search:
+        parts.append(f"search {filters.search}")
+    return ", ".join(parts) if parts else "all links"
+
+
+def _filters_json(filters: LinkFilters) -> dict[str, str]:
+    values = {
+        "health": filters.health.value if filters.health else None,
+        "error": filters.error_code,
+        "institution": filters.institution_id,
+        "customer": filters.customer,
+        "q": filters.search,
+    }
+    return {key: value for key, value in values.items() if value}
+
+
+def filters_from_params(params: dict[str, str | None]) -> LinkFilters:
+    """The Links page's filters from its query parameters (health, error, institution, …)."""
+    health = params.get("health")
+    try:
+        health_value = Health(health) if health else None
+    except ValueError as exc:
+        raise ServiceError(f"Unknown health filter {health!r}.") from exc
+    return LinkFilters(
+        health=health_value,
+        error_code=(params.get("error") or "").strip() or None,
+        institution_id=(params.get("institution") or "").strip() or None,
+        customer=(params.get("customer") or "").strip() or None,
+        search=(params.get("q") or "").strip() or None,
+    )
+
+
+def _check_template(template: EmailTemplate) -> None:
+    problems = []
+    for part, text in (
+        ("subject", template.subject),
+        ("text", template.text),
+        ("HTML", template.html),
+    ):
+        if not text.strip():
+            problems.append(f"the {part} is empty")
+        for line_no, line in enumerate(text.splitlines() or [""], start=1):
+            for match in _PLACEHOLDER.finditer(line):
+                if match.group(1) not in PLACEHOLDERS:
+                    problems.append(
+                        f"unknown placeholder {{{{{match.group(1)}}}}} in the {part}, "
+                        f"line {line_no}"
+                    )
+    for part, text in (("text", template.text), ("HTML", template.html)):
+        names = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
+        if "link" not in names:
+            problems.append(f"the {part} must contain {{{{link}}}}")
+    if "{{link}}" in template.subject.replace(" ", ""):
+        problems.append("the subject must not contain the link")
+    if problems:
+        raise TemplateInvalid("The template was not saved: " + "; ".join(problems) + ".")
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)
+
+
+def render_email(
+    template: EmailTemplate,
+    *,
+    to: str,
+    institution_name: str,
+    customer_id: str,
+    link: str,
+    expires_at: datetime,
+    logo: str | None,
+) -> RenderedEmail:
+    """The email for one customer. In the HTML every value is escaped, and the logo is the
+    stored ``data:`` image or nothing (never a remote URL)."""
+    expiry = f"{expires_at:%d %B %Y, %H:%M} UTC"
+    plain = {
+        "institution_name": institution_name,
+        "customer_id": customer_id,
+        "link": link,
+        "expires_at": expiry,
+        "logo": "",
+    }
+    logo_html = ""
+    if logo and _LOGO_URI.fullmatch(logo):
+        logo_html = (
+            f'<img src="{logo}" alt="{html.escape(institution_name)}" height="40" '
+            'style="height:40px;margin-bottom:12px">'
+        )
+    escaped = {key: html.escape(value, quote=True) for key, value in plain.items()}
+    escaped["logo"] = logo_html
+    return RenderedEmail(
+        to=to,
+        subject=" ".join(_fill(template.subject, plain).split()),
+        text=_fill(template.text, plain),
+        html=_fill(template.html, escaped),
+    )
+
+
+def _base_url(value: str | None) -> str:
+    parts = urlsplit((value or "").strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ServiceError(
+            "Linkdesk does not know its own address for the emailed links: set LINKDESK_PUBLIC_URL."
+        )
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _thread_runner(target: Callable[[], None], name: str) -> threading.Thread:
+    def logged() -> None:
+        try:
+            target()
+        except Exception:
+            # The campaign keeps its waiting emails; the page offers to resume once the claim
+            # of this sender has run out.
+            logger.exception("outreach sender %s stopped", name)
+
+    thread = threading.Thread(target=logged, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+class OutreachService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        links: LinkQueries,
+        customer_links: CustomerLinkService,
+        audit: AuditLog,
+        settings: Settings,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        mailer: Callable[[OutgoingMail], object] | None = None,
+        runner: Callable[[Callable[[], None], str], threading.Thread | None] = _thread_runner,
+        sender_id: str | None = None,
+    ) -> None:
+        self._store = store
+        self._links = links
+        self._customer_links = customer_links
+        self._audit = audit
+        self._settings = settings
+        self._clock = clock or _utcnow
+        self._mailer = mailer
+        self._runner = runner
+        self._sender_id = sender_id or f"outreach-{uuid.uuid4().hex[:8]}"
+        # Shared by every campaign this process sends, so two campaigns do not double the rate.
+        self._limiter = RateLimiter(
+            settings.outreach_emails_per_minute, burst=1, monotonic=monotonic, sleep=sleep
+        )
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- email delivery --------------------------------------------------------------------------
+
+    @property
+    def email_configured(self) -> bool:
+        return self._mailer is not None or SmtpSettings.from_settings(self._settings) is not None
+
+    def _deliver(self, mail: OutgoingMail) -> None:
+        if self._mailer is not None:
+            self._mailer(mail)
+            return
+        smtp = SmtpSettings.from_settings(self._settings)
+        if smtp is None:
+            raise MailError("email is not set up (LINKDESK_SMTP_HOST is unset)")
+        send_mail(smtp, mail)
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    def import_emails(self, data: str | bytes, actor: Actor | str) -> ImportReport:
+        """Store ``customer id,email`` rows (a header row is optional). Valid rows are stored;
+        every bad row is reported with its line number. MoneyKit's addresses are kept."""
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.SETTINGS)
+        if isinstance(data, bytes):
+            if len(data) > MAX_IMPORT_BYTES:
+                raise ServiceError("The file is larger than 5 MB; split it.")
+            try:
+                data = data.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise ServiceError("The file is not UTF-8 text (save it as CSV UTF-8).") from exc
+        problems: list[ImportProblem] = []
+        wanted: dict[str, tuple[str, int]] = {}
+        reader = csv.reader(io.StringIO(data))
+        for record in reader:
+            line = reader.line_num
+            cells = [cell.strip() for cell in record]
+            if not any(cells):
+                continue
+            if line == 1 and [c.lower() for c in cells[:2]] in (
+                ["customer_id", "email"],
+                ["customer id", "email"],
+                ["customer", "email"],
+            ):
+                continue
+            if len(cells) != 2:
+                problems.append(ImportProblem(line, f"expected 2 columns, found {len(cells)}"))
+                continue
+            customer_id, email = cells
+            if not 1 <= len(customer_id) <= 150 or any(ord(ch) < 32 for ch in customer_id):
+                problems.append(
+                    ImportProblem(line, "the customer id must be 1–150 printable characters")
+                )
+                continue
+            if not is_valid_address(email):
+                problems.append(ImportProblem(line, f"{email[:80]!r} is not a valid email address"))
+                continue
+            if customer_id in wanted:
+                first = wanted[customer_id][1]
+                problems.append(
+                    ImportProblem(line, f"customer {customer_id} is on line {first} already")
+                )
+                continue
+            wanted[customer_id] = (email, line)
+        added = updated = unchanged = 0
+        kept: list[str] = []
+        now = self._clock()
+        with self._store.write() as session:
+            existing = emails_of(session, wanted)
+            for customer_id, (email, _line) in wanted.items():
+                row = existing.get(customer_id)
+                if row is None:
+                    session.add(
+                        CustomerEmail(
+                            customer_id=customer_id,
+                            email=email,
+                            source=FROM_IMPORT,
+                            updated_at=now,
+                            updated_by=actor.name,
+                        )
+                    )
+                    added += 1
+                elif row.source == FROM_MONEYKIT:
+                    if row.email != email:
+                        kept.append(customer_id)
+                    else:
+                        unchanged += 1
+                elif row.email == email:
+                    unchanged += 1
+                else:
+                    row.email, row.updated_at, row.updated_by = email, now, actor.name
+                    updated += 1
+            self._audit.add(
+                session,
+                actor=actor,
+                action="outreach.import_emails",
+                outcome="imported" if not problems else "imported_with_problems",
+                detail=(
+                    f"{added} added, {updated} updated, {unchanged} unchanged, "
+                    f"{len(kept)} kept from MoneyKit, {len(problems)} bad rows"
+                ),
+            )
+        return ImportReport(added, updated, unchanged, problems, kept)
+
+    def address_count(self) -> dict[str, int]:
+        with self._store.read() as session:
+            rows = session.execute(
+                sa.select(CustomerEmail.source, sa.func.count()).group_by(CustomerEmail.source)
+            ).all()
+        return {source: int(count) for source, count in rows}
+
+    # -- template --------------------------------------------------------------------------------
+
+    def template(self) -> EmailTemplate:
+        with self._store.read() as session:
+            row = session.get(OutreachTemplate, TEMPLATE_NAME)
+            if row is None:
+                return DEFAULT_TEMPLATE
+            return EmailTemplate(
+                row.subject, row.text_body, row.html_body, row.updated_by, row.updated_at
+            )
+
+    def save_template(
+        self, subject: str, text: str, html_body: str, actor: Actor | str
+    ) -> EmailTemplate:
+        """Validate (known placeholders, the link in both bodies) and store the template."""
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.SETTINGS)
+        template = EmailTemplate(subject.strip(), text, html_body)
+        _check_template(template)
+        now = self._clock()
+        with self._store.write() as session:
+            row = session.get(OutreachTemplate, TEMPLATE_NAME)
+            if row is None:
+                row = OutreachTemplate(name=TEMPLATE_NAME)
+                session.add(row)
+            row.subject, row.text_body, row.html_body = template.subject, text, html_body
+            row.updated_at, row.updated_by = now, actor.name
+            self._audit.add(session, actor=actor, action="outreach.template", outcome="saved")
+        return EmailTemplate(template.subject, text, html_body, actor.name, now)
+
+    def reset_template(self, actor: Actor | str) -> None:
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.SETTINGS)
+        with self._store.write() as session:
+            session.execute(
+                sa.delete(OutreachTemplate).where(OutreachTemplate.name == TEMPLATE_NAME)
+            )
+            self._audit.add(session, actor=actor, action="outreach.template", outcome="reset")
+
+    # -- planning and preview --------------------------------------------------------------------
+
+    def _matching_links(self, filters: LinkFilters) -> tuple[list[LinkRow], bool]:
+        rows: list[LinkRow] = []
+        cursor: str | None = None
+        while True:
+            page = self._links.list_links(filters, limit=1000, after=cursor)
+            rows.extend(page.rows)
+            if page.next_cursor is None or len(rows) > MAX_CAMPAIGN_LINKS:
+                break
+            cursor = page.next_cursor
+        return rows[:MAX_CAMPAIGN_LINKS], len(rows) > MAX_CAMPAIGN_LINKS
+
+    def _live_links(self, link_ids: Iterable[str], now: datetime) -> dict[str, CustomerLinkToken]:
+        wanted = sorted(set(link_ids))
+        found: dict[str, CustomerLinkToken] = {}
+        with self._store.read() as session:
+            for start in range(0, len(wanted), _CHUNK):
+                for row in session.scalars(
+                    sa.select(CustomerLinkToken).where(
+                        CustomerLinkToken.link_id.in_(wanted[start : start + _CHUNK]),
+                        CustomerLinkToken.used_at.is_(None),
+                        CustomerLinkToken.expires_at > now,
+                    )
+                ):
+                    found[row.link_id] = row
+        return found
+
+    def plan(self, filters: LinkFilters, actor: Actor | str) -> OutreachPlan:
+        """Who the filtered view would email, and who not (with why)."""
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.CUSTOMER_LINK)
+        rows, truncated = self._matching_links(filters)
+        now = self._clock()
+        with self._store.read() as session:
+            emails = emails_of(session, [r.customer_id for r in rows if r.customer_id])
+            addresses = {cid: (row.email, row.source) for cid, row in emails.items()}
+        live = self._live_links([r.link_id for r in rows if r.health is Health.NEEDS_RELINK], now)
+        to_send: list[PlannedEmail] = []
+        without_email: list[PlannedEmail] = []
+        live_link: list[PlannedEmail] = []
+        not_needed: list[PlannedEmail] = []
+        for row in rows:
+            email, source = addresses.get(row.customer_id or "", (None, None))
+            planned = PlannedEmail(
+                link_id=row.link_id,
+                customer_id=row.customer_id,
+                institution_id=row.institution_id,
+                institution_name=row.institution_name,
+                email=email,
+                email_source=source,
+            )
+            if row.health is not Health.NEEDS_RELINK:
+                not_needed.append(_because(planned, f"does not need a relink ({row.health.value})"))
+            elif row.customer_id is None:
+                without_email.append(_because(planned, "no customer id on the link"))
+            elif email is None:
+                without_email.append(_because(planned, "no email address for this customer"))
+            elif row.link_id in live:
+                token = live[row.link_id]
+                live_link.append(
+                    _because(
+                        planned,
+                        f"a relink link sent by {token.created_by} is live until "
+                        f"{token.expires_at:%Y-%m-%d %H:%M} UTC",
+                    )
+                )
+            else:
+                to_send.append(planned)
+        institution_name = rows[0].institution_name if rows and filters.institution_id else None
+        return OutreachPlan(
+            description=describe_filters(filters, institution_name),
+            to_send=to_send,
+            without_email=without_email,
+            live_link=live_link,
+            not_needed=not_needed,
+            truncated=truncated,
+            email_configured=self.email_configured,
+        )
+
+    def preview(self, planned: PlannedEmail, base_url: str | None) -> RenderedEmail:
+        """The email ``planned`` would get, with a sample link that does not work."""
+        base = _base_url(self._settings.public_url or base_url)
+        return self._render(
+            planned.link_id,
+            to=planned.email or "",
+            customer_id=planned.customer_id or "",
+            link=f"{base}/repair?token=PREVIEW-NOT-A-WORKING-LINK",
+            expires_at=self._clock() + timedelta(hours=self._settings.customer_link_ttl_hours),
+        )
+
+    def _render(
+        self, link_id: str, *, to: str, customer_id: str, link: str, expires_at: datetime
+    ) -> RenderedEmail:
+        with self._store.read() as session:
+            found = session.execute(
+                sa.select(Institution.name, Institution.logo, Institution.avatar)
+                .join(Link, Link.institution_id == Institution.institution_id)
+                .where(Link.link_id == link_id)
+            ).first()
+        name, logo = (found.name, found.logo or found.avatar) if found else ("your bank", None)
+        return render_email(
+            self.template(),
+            to=to,
+            institution_name=name,
+            customer_id=customer_id,
+            link=link,
+            expires_at=expires_at,
+            logo=logo,
+        )
+
+    # -- campaigns -------------------------------------------------------------------------------
+
+    def start(
+        self,
+        filters: LinkFilters,
+        actor: Actor | str,
+        *,
+        base_url: str | None,
+        expected: int,
+    ) -> str:
+        """Create the campaign for the filtered view and start sending it in the background.
+
+        ``expected`` is the count the agent confirmed; when the view changed since, nothing is
+        sent and :class:`OutreachChanged` says so.
+        """
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.CUSTOMER_LINK)
+        if not self.email_configured:
+            raise EmailNotConfigured()
+        base = _base_url(self._settings.public_url or base_url)
+        plan = self.plan(filters, actor)
+        if len(plan.to_send) != expected:
+            raise OutreachChanged(
+                f"The view now has {len(plan.to_send)} customers to email instead of {expected}; "
+                "look at the preview again."
+            )
+        if not plan.to_send:
+            raise ServiceError("Nobody to email in this view.")
+        campaign_id = uuid.uuid4().hex
+        now = self._clock()
+        with self._store.write() as session:
+            session.add(
+                OutreachCampaign(
+                    id=campaign_id,
+                    created_by=actor.name,
+                    created_role=actor.role.value,
+                    created_at=now,
+                    filters=_filters_json(filters),
+                    description=plan.description[:500],
+                    repair_base_url=base,
+                    status="sending",
+                )
+            )
+            session.flush()
+            for planned in [*plan.to_send, *plan.without_email, *plan.live_link]:
+                session.add(
+                    OutreachMessage(
+                        campaign_id=campaign_id,
+                        link_id=planned.link_id,
+                        customer_id=planned.customer_id,
+                        institution_id=planned.institution_id,
+                        email=planned.email,
+                        status="pending" if planned.reason is None else "skipped",
+                        detail=planned.reason,
+                        created_at=now,
+                    )
+                )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="outreach.start",
+                outcome="started",
+                detail=(
+                    f"campaign {campaign_id[:8]} ({plan.description}): {len(plan.to_send)} to "
+                    f"email, {len(plan.without_email)} without an address, "
+                    f"{len(plan.live_link)} with a live relink link"
+                ),
+            )
+        self._launch(campaign_id)
+        return campaign_id
+
+    def resume(self, campaign_id: str, actor: Actor | str) -> bool:
+        """Send the campaign's waiting emails in the background again (its sender stopped)."""
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.CUSTOMER_LINK)
+        self._audit.record(
+            actor=actor,
+            action="outreach.resume",
+            outcome="resumed",
+            detail=f"campaign {campaign_id[:8]}",
+        )
+        return self._launch(campaign_id)
+
+    def _launch(self, campaign_id: str) -> bool:
+        if (thread := self._threads.get(campaign_id)) is not None and thread.is_alive():
+            return False
+        started = self._runner(lambda: self.run(campaign_id), f"outreach-{campaign_id[:8]}")
+        if started is not None:
+            self._threads[campaign_id] = started
+        return True
+
+    def wait(self, campaign_id: str, timeout: float | None = None) -> None:
+        """Until this process's sender of ``campaign_id`` has finished (for tests and the CLI)."""
+        thread = self._threads.get(campaign_id)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _claim(self, campaign_id: str) -> bool:
+        now = self._clock()
+        with self._store.write() as session:
+            won = session.execute(
+                sa.update(OutreachCampaign)
+                .where(
+                    OutreachCampaign.id == campaign_id,
+                    OutreachCampaign.status == "sending",
+                    sa.or_(
+                        OutreachCampaign.claimed_by == self._sender_id,
+                        OutreachCampaign.claimed_until.is_(None),
+                        OutreachCampaign.claimed_until < now,
+                    ),
+                )
+                .values(claimed_by=self._sender_id, claimed_until=now + _CLAIM)
+            )
+        return bool(won.rowcount == 1)  # type: ignore[attr-defined]
+
+    def run(self, campaign_id: str) -> None:
+        """Send every waiting email of the campaign, rate-limited; safe to call again."""
+        if not self._claim(campaign_id):
+            return
+        with self._store.read() as session:
+            campaign = session.get(OutreachCampaign, campaign_id)
+            assert campaign is not None
+            sender = Actor(campaign.created_by, Role(campaign.created_role))
+            base = campaign.repair_base_url
+        while self._claim(campaign_id):
+            with self._store.read() as session:
+                message = session.scalars(
+                    sa.select(OutreachMessage)
+                    .where(
+                        OutreachMessage.campaign_id == campaign_id,
+                        OutreachMessage.status.in_(("pending", "sending")),
+                    )
+                    .order_by(OutreachMessage.id)
+                    .limit(1)
+                ).first()
+            if message is None:
+                self._finish(campaign_id, sender)
+                return
+            if message.status == "sending" and message.token_id:
+                # A sender stopped between making the link and sending it: that link was never
+                # delivered, so it is retired before a new one is made.
+                self._retire_token(message.token_id)
+            self._limiter.acquire()
+            self._send_one(message, sender, base, campaign_id)
+
+    def _send_one(
+        self, message: OutreachMessage, sender: Actor, base: str, campaign_id: str
+    ) -> None:
+        try:
+            made = self._customer_links.create(
+                message.link_id, sender, reason=f"Relink email (outreach {campaign_id[:8]})"
+            )
+        except ServiceError as refused:
+            self._set_message(message.id, status="skipped", detail=str(refused)[:500])
+            return
+        self._set_message(message.id, status="sending", token_id=made.id)
+        rendered = self._render(
+            message.link_id,
+            to=message.email or "",
+            customer_id=message.customer_id or "",
+            link=f"{base}/repair?token={made.token}",
+            expires_at=made.expires_at,
+        )
+        try:
+            self._deliver(OutgoingMail(rendered.to, rendered.subject, rendered.text, rendered.html))
+        except MailError as failure:
+            self._retire_token(made.id)
+            self._set_message(message.id, status="failed", detail=str(failure)[:500])
+            self._audit.record(
+                actor=sender,
+                action="outreach.send",
+                outcome="failed",
+                link_id=message.link_id,
+                customer_id=message.customer_id,
+                detail=f"to {message.email}: {failure}",
+            )
+            return
+        now = self._clock()
+        with self._store.write() as session:
+            session.execute(
+                sa.update(OutreachMessage)
+                .where(OutreachMessage.id == message.id)
+                .values(status="sent", sent_at=now, detail=None)
+            )
+            self._audit.add(
+                session,
+                actor=sender,
+                action="outreach.send",
+                outcome="sent",
+                link_id=message.link_id,
+                customer_id=message.customer_id,
+                detail=f"relink email to {message.email} (campaign {campaign_id[:8]})",
+            )
+
+    def _retire_token(self, token_id: str) -> None:
+        now = self._clock()
+        with self._store.write() as session:
+            session.execute(
+                sa.update(CustomerLinkToken)
+                .where(CustomerLinkToken.id == token_id, CustomerLinkToken.used_at.is_(None))
+                .values(used_at=now, finished_at=now, outcome="not_sent")
+            )
+
+    def _set_message(self, message_id: int, **values: object) -> None:
+        with self._store.write() as session:
+            session.execute(
+                sa.update(OutreachMessage).where(OutreachMessage.id == message_id).values(**values)
+            )
+
+    def _finish(self, campaign_id: str, sender: Actor) -> None:
+        now = self._clock()
+        with self._store.write() as session:
+            done = session.execute(
+                sa.update(OutreachCampaign)
+                .where(OutreachCampaign.id == campaign_id, OutreachCampaign.status == "sending")
+                .values(status="done", finished_at=now, claimed_until=None)
+            )
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                counts = dict(
+                    session.execute(
+                        sa.select(OutreachMessage.status, sa.func.count())
+                        .where(OutreachMessage.campaign_id == campaign_id)
+                        .group_by(OutreachMessage.status)
+                    ).all()
+                )
+                self._audit.add(
+                    session,
+                    actor=sender,
+                    action="outreach.finish",
+                    outcome="done",
+                    detail=(
+                        f"campaign {campaign_id[:8]}: {counts.get('sent', 0)} sent, "
+                        f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} not sent"
+                    ),
+                )
+
+    def stop(self, campaign_id: str, actor: Actor | str) -> None:
+        """Stop sending: waiting emails are not sent (listed as stopped)."""
+        actor = as_actor(actor, self._settings.default_role)
+        require(actor, Permission.CUSTOMER_LINK)
+        now = self._clock()
+        with self._store.write() as session:
+            stopped = session.execute(
+                sa.update(OutreachCampaign)
+                .where(OutreachCampaign.id == campaign_id, OutreachCampaign.status == "sending")
+                .values(status="stopped", finished_at=now)
+            )
+            if stopped.rowcount != 1:  # type: ignore[attr-defined]
+                return
+            session.execute(
+                sa.update(OutreachMessage)
+                .where(
+                    OutreachMessage.campaign_id == campaign_id,
+                    OutreachMessage.status == "pending",
+                )
+                .values(status="skipped", detail=f"stopped by {actor.name}")
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="outreach.stop",
+                outcome="stopped",
+                detail=f"campaign {campaign_id[:8]}",
+            )
+
+    # -- progress and tracking -------------------------------------------------------------------
+
+    def progress(self, campaign_id: str) -> CampaignProgress | None:
+        now = self._clock()
+        with self._store.read() as session:
+            campaign = session.get(OutreachCampaign, campaign_id)
+            if campaign is None:
+                return None
+            counts = dict(
+                session.execute(
+                    sa.select(OutreachMessage.status, sa.func.count())
+                    .where(OutreachMessage.campaign_id == campaign_id)
+                    .group_by(OutreachMessage.status)
+                ).all()
+            )
+            alive = campaign.claimed_until is not None and campaign.claimed_until > now
+            return CampaignProgress(
+                id=campaign.id,
+                status=campaign.status,
+                description=campaign.description,
+                created_by=campaign.created_by,
+                created_at=campaign.created_at,
+                finished_at=campaign.finished_at,
+                total=sum(counts.values()),
+                sent=counts.get("sent", 0),
+                failed=counts.get("failed", 0),
+                skipped=counts.get("skipped", 0),
+                waiting=counts.get("pending", 0) + counts.get("sending", 0),
+                sender_alive=alive,
+            )
+
+    def recent_campaigns(self, limit: int = 10) -> list[CampaignProgress]:
+        with self._store.read() as session:
+            ids = session.scalars(
+                sa.select(OutreachCampaign.id)
+                .order_by(OutreachCampaign.created_at.desc())
+                .limit(limit)
+            ).all()
+        return [p for i in ids if (p := self.progress(i)) is not None]
+
+    def messages(
+        self, campaign_id: str, *, statuses: tuple[str, ...] | None = None
+    ) -> list[MessageRow]:
+        stmt = sa.select(OutreachMessage).where(OutreachMessage.campaign_id == campaign_id)
+        if statuses:
+            stmt = stmt.where(OutreachMessage.status.in_(statuses))
+        with self._store.read() as session:
+            return [
+                MessageRow(m.link_id, m.customer_id, m.email, m.status, m.detail, m.sent_at)
+                for m in session.scalars(stmt.order_by(OutreachMessage.id))
+            ]
+
+    def _tracking(self, where: list[sa.ColumnElement[bool]], limit: int) -> list[Tracking]:
+        now = self._clock()
+        stmt = (
+            sa.select(OutreachMessage, CustomerLinkToken, Institution.name)
+            .outerjoin(CustomerLinkToken, CustomerLinkToken.id == OutreachMessage.token_id)
+            .outerjoin(Institution, Institution.institution_id == OutreachMessage.institution_id)
+            .where(*where)
+            .order_by(OutreachMessage.created_at.desc(), OutreachMessage.id.desc())
+            .limit(limit)
+        )
+        with self._store.read() as session:
+            rows = session.execute(stmt).all()
+        return [_tracking(message, token, name, now) for message, token, name in rows]
+
+    def customer_tracking(self, customer_id: str, limit: int = 50) -> list[Tracking]:
+        """Every relink email of one customer, newest first, with where it stands."""
+        return self._tracking([OutreachMessage.customer_id == customer_id], limit)
+
+    def link_stages(self, link_ids: Iterable[str]) -> dict[str, str]:
+        """The stage of each link's latest relink email (for a column in a list of links)."""
+        wanted = sorted(set(link_ids))
+        if not wanted:
+            return {}
+        stages: dict[str, str] = {}
+        for row in self._tracking([OutreachMessage.link_id.in_(wanted)], limit=len(wanted) * 5):
+            stages.setdefault(row.link_id, row.stage)
+        return stages
+
+    def funnel(
+        self, since: datetime, until: datetime, institution_id: str | None = None
+    ) -> OutreachFunnel:
+        """Relink emails of campaigns started in [since, until): emailed → opened → finished."""
+        where: list[sa.ColumnElement[bool]] = [
+            OutreachMessage.created_at >= since,
+            OutreachMessage.created_at < until,
+        ]
+        if institution_id:
+            where.append(OutreachMessage.institution_id == institution_id)
+        rows = self._tracking(where, limit=1_000_000)
+        emailed = [r for r in rows if r.status == "sent"]
+        return OutreachFunnel(
+            emailed=len(emailed),
+            opened=sum(1 for r in emailed if r.opened_at is not None),
+            finished=sum(1 for r in emailed if r.stage == "finished"),
+            expired=sum(1 for r in emailed if r.stage == "expired"),
+            failed=sum(1 for r in rows if r.status == "failed"),
+            not_emailed=sum(1 for r in rows if r.status == "skipped"),
+        )
+
+
+def _because(planned: PlannedEmail, reason: str) -> PlannedEmail:
+    return PlannedEmail(
+        planned.link_id,
+        planned.customer_id,
+        planned.institution_id,
+        planned.institution_name,
+        planned.email,
+        planned.email_source,
+        reason,
+    )
+
+
+def _stage(message: OutreachMessage, token: CustomerLinkToken | None, now: datetime) -> str:
+    if message.status != "sent":
+        return "not sent"
+    if token is None:  # its relink link was removed (a demo reset): only the sending is known
+        return "sent"
+    if token.finished_at is not None:
+        return "finished" if token.outcome == "success" else f"ended ({token.outcome})"
+    if token.used_at is None and token.expires_at <= now:
+        return "expired"
+    if token.opened_at is not None or token.used_at is not None:
+        return "opened"
+    return "sent"
+
+
+def _tracking(
+    message: OutreachMessage, token: CustomerLinkToken | None, name: str | None, now: datetime
+) -> Tracking:
+    return Tracking(
+        campaign_id=message.campaign_id,
+        link_id=message.link_id,
+        customer_id=message.customer_id,
+        institution_name=name,
+        email=message.email,
+        status=message.status,
+        detail=message.detail,
+        created_at=message.created_at,
+        sent_at=message.sent_at,
+        opened_at=token.opened_at if token else None,
+        finished_at=token.finished_at if token else None,
+        outcome=token.outcome if token else None,
+        expires_at=token.expires_at if token else None,
+        stage=_stage(message, token, now),
+    )

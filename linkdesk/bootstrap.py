@@ -184,7 +184,6 @@ def build_services(
         clock=clock,
     )
     closers.append(demo.close)
-    links = LinkQueries(store, clock=clock, thresholds=health)
     outreach = OutreachService(
         store=store,
         links=links,

@@ -74,9 +74,15 @@ def mount_connect(
     )
 
 
+def _applied_key(slot: str) -> str:
+    return f"connect.{slot}.applied"
+
+
 def _apply(slot: str, started: StartedSession, log: list[dict[str, Any]]) -> ApplyOutcome:
     """Apply the log; once the session has ended, keep its outcome and close the slot."""
     outcome = get_services().sessions.apply_log(started.session_id, log, actor=require_actor())
+    # The same log is handed to the page's run after the callback: nothing new to apply then.
+    st.session_state[_applied_key(slot)] = (started.session_id, len(log))
     if outcome.outcome != "pending":
         st.session_state[_result_key(slot)] = outcome
         st.session_state.pop(_active_key(slot), None)
@@ -109,7 +115,7 @@ def render(slot: str) -> ApplyOutcome | None:
             on_change=partial(_apply_before_the_run, slot, started.session_id),
         )
         outcome: ApplyOutcome | None = None
-        if log:
+        if log and st.session_state.get(_applied_key(slot)) != (started.session_id, len(log)):
             try:
                 outcome = _apply(slot, started, log)
             except MoneyKitError as error:

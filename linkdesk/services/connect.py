@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -67,6 +69,8 @@ DEFAULT_LEASE_TTL = timedelta(minutes=15)
 # Products a relink asks MoneyKit to refresh at once (the ones staff look at first); others wait
 # for their normal schedule, since refreshes are limited per link and per day.
 REFRESH_AFTER_RELINK = ("accounts", "transactions")
+# How long institutions read by this service are reused (as the sync worker does).
+FETCHER_LIFETIME = timedelta(hours=1)
 # A completion (exchange + reads) takes seconds; one claimed this long ago was interrupted.
 STALE_COMPLETION = timedelta(minutes=5)
 SOURCE_TAG = "source:linkdesk"
@@ -180,12 +184,26 @@ class ConnectService:
         # The read side whose shared totals the pages show: a link this service changes is
         # moved between its counts at once (see _ingest).
         self._queries = links or LinkQueries(store)
+        self._fetcher_lock = threading.Lock()
+        self._fetcher_cache: InstitutionFetcher | None = None
+        self._fetcher_since = self._clock()
         self._ingestor = LinkIngestor(
             store=store,
             client=client,
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
         )
+
+    def _fetcher(self) -> InstitutionFetcher:
+        """Institutions as read within the last hour: the completion of a relink finds the one
+        its start has just read instead of asking MoneyKit again (they rarely change; the sync
+        worker re-reads them hourly the same way)."""
+        now = self._clock()
+        with self._fetcher_lock:
+            if self._fetcher_cache is None or now - self._fetcher_since > FETCHER_LIFETIME:
+                self._fetcher_cache = InstitutionFetcher(self._client)
+                self._fetcher_since = now
+            return self._fetcher_cache
 
     def _ingest(self, link: ApiLink, **kwargs: Any) -> IngestResult:
         """Store what MoneyKit says of ``link`` and move it between the shared totals' counts,
@@ -446,7 +464,7 @@ class ConnectService:
         result = self._ingest(
             live,
             source="relink",
-            fetcher=InstitutionFetcher(self._client),
+            fetcher=self._fetcher(),
             fetched_at=fetched_at,
             customer_id=stored_customer,
         )
@@ -961,7 +979,7 @@ class ConnectService:
             result = self._ingest(
                 link,
                 source="connect",
-                fetcher=InstitutionFetcher(self._client),
+                fetcher=self._fetcher(),
                 fetched_at=fetched_at,
                 customer_id=customer_id,
             )
@@ -1004,23 +1022,28 @@ class ConnectService:
         link_id = claimed.link_id or (reported if isinstance(reported, str) and reported else None)
         detail = "relink completed in Connect"
         if link_id:
-            detail += "; " + self._refresh_after_relink(link_id)
-            fetched_at = self._clock()
-            try:
-                # Verify instead of trusting Connect: the state MoneyKit reports now is stored.
-                link = self._client.get_link(link_id)
-                self._ingest(
-                    link,
-                    source="relink",
-                    fetcher=InstitutionFetcher(self._client),
-                    fetched_at=fetched_at,
-                    customer_id=claimed.customer_id,
-                )
-                detail += f"; state now {link.state}"
-                if link.error_code:
-                    detail += f"/{link.error_code}"
-            except MoneyKitError as exc:
-                detail += f"; state not re-read: {exc}"
+            # The refresh only asks MoneyKit to fetch data later, so it does not have to come
+            # before the read: both go out at once, and the agent waits for one round trip
+            # fewer between Done and the confirmation.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="relink-refresh") as pool:
+                refresh = pool.submit(self._refresh_after_relink, link_id)
+                fetched_at = self._clock()
+                try:
+                    # Verify instead of trusting Connect: the state MoneyKit reports now is stored.
+                    link = self._client.get_link(link_id)
+                    self._ingest(
+                        link,
+                        source="relink",
+                        fetcher=self._fetcher(),
+                        fetched_at=fetched_at,
+                        customer_id=claimed.customer_id,
+                    )
+                    read = f"; state now {link.state}"
+                    if link.error_code:
+                        read += f"/{link.error_code}"
+                except MoneyKitError as exc:
+                    read = f"; state not re-read: {exc}"
+                detail += "; " + refresh.result() + read
         self._finish(
             session_id,
             actor=actor,

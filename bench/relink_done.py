@@ -256,21 +256,18 @@ def main() -> int:
         sync_playwright() as playwright,
     ):
         engine = sa.create_engine(database)
+        # A different link each run: MoneyKit limits reads per link (accounts: 4 a minute), and
+        # an agent does not relink one link every few seconds.
         with engine.connect() as connection:
             candidates = [
-                str(link_id)
-                for (link_id,) in connection.execute(
-                    sa.text(
-                        "SELECT link_id FROM links WHERE state = 'connected' "
-                        "AND institution_id = 'moneykit-creds-bank' ORDER BY link_id"
-                    )
-                )
-            ] or [
                 str(link_id)
                 for (link_id,) in connection.execute(
                     sa.text("SELECT link_id FROM links WHERE state = 'connected' ORDER BY link_id")
                 )
             ]
+        if len(candidates) < args.runs + 1:
+            print(f"only {len(candidates)} connected links; use --links", file=sys.stderr)
+            return 1
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )

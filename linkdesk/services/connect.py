@@ -193,6 +193,14 @@ class ConnectService:
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
         )
+        # After Done the agent waits for these reads: a rate-limited account read is skipped
+        # (the sync worker reads the accounts soon after) instead of sleeping out Retry-After.
+        self._completion_ingestor = LinkIngestor(
+            store=store,
+            client=client.with_options(max_retries=0),
+            customer_tag_prefix=settings.customer_tag_prefix,
+            clock=self._clock,
+        )
 
     def _fetcher(self) -> InstitutionFetcher:
         """Institutions as read within the last hour: the completion of a relink finds the one
@@ -205,11 +213,13 @@ class ConnectService:
                 self._fetcher_since = now
             return self._fetcher_cache
 
-    def _ingest(self, link: ApiLink, **kwargs: Any) -> IngestResult:
+    def _ingest(self, link: ApiLink, *, completing: bool = False, **kwargs: Any) -> IngestResult:
         """Store what MoneyKit says of ``link`` and move it between the shared totals' counts,
-        so that the numbers a staff action changed are right on the page's next run."""
+        so that the numbers a staff action changed are right on the page's next run.
+        ``completing``: while the agent waits after Done (see _completion_ingestor)."""
         before = self._queries.summary_group(link.link_id)
-        result = self._ingestor.ingest(link, **kwargs)
+        ingestor = self._completion_ingestor if completing else self._ingestor
+        result = ingestor.ingest(link, **kwargs)
         self._queries.count_moved(before, self._queries.summary_group(link.link_id))
         return result
 
@@ -1033,6 +1043,7 @@ class ConnectService:
                     link = self._client.get_link(link_id)
                     self._ingest(
                         link,
+                        completing=True,
                         source="relink",
                         fetcher=self._fetcher(),
                         fetched_at=fetched_at,

@@ -122,8 +122,18 @@ def _repair_section() -> None:
     if not shown:
         st.success("All of this customer's links are working.", icon="✅")
         return
+    # A link repaired here keeps its panel (with the outcome) but not under "Needs action".
+    if repaired_here:
+        st.subheader("Repaired just now", divider="green")
+        for link_id in repaired_here:
+            detail = queries.get_link(link_id)
+            if detail is not None:
+                render_repair_panel(detail, actor)
+    if not to_act_on:
+        st.success("All of this customer's links are working.", icon="✅")
+        return
     st.subheader("Needs action", divider="red")
-    for link_id in shown:
+    for link_id in to_act_on[:MAX_REPAIR_PANELS]:
         detail = queries.get_link(link_id)
         if detail is not None:
             render_repair_panel(detail, actor)

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import streamlit as st
 
 from linkdesk.auth import Permission
 from linkdesk.services.errors import ServiceError
 from linkdesk.store.analytics import EXPORT_CAP, links_csv
-from linkdesk.store.queries import Health, HealthSummary, LinkFilters, LinkRow, LinkSort
+from linkdesk.store.queries import Health, HealthSummary, LinkFilters, LinkSort
 from ui.auth import require_actor
 from ui.errors import guarded
 from ui.link_detail import render_link_detail
+from ui.links_table import ROW_HEIGHT, column_config, table_height, table_rows
 from ui.render import (
     ERROR_LABELS,
     error_label,
     health_label,
-    institution_avatar,
-    institution_colour,
     plain,
-    swatch_data_uri,
 )
 from ui.wiring import get_services, theme_is_dark
 
@@ -181,30 +181,49 @@ def _matching(summary: HealthSummary | None, filters: LinkFilters) -> tuple[int,
     return counted, counted <= COUNT_CAP
 
 
-def _sync_now() -> None:
-    try:
-        touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
-    except ServiceError as refused:
-        st.warning(plain(refused))
+@st.dialog("Sync every link now?")
+def _confirm_sync_now(count: int) -> None:
+    st.write(
+        f"This queues **{count:,}** links for the sync worker, ahead of its routine work. "
+        "Links already queued keep their place; a second request adds nothing."
+    )
+    confirm, cancel = st.columns(2)
+    if confirm.button("Queue them", type="primary", width="stretch", key="sync-now.confirm"):
+        try:
+            touched = services.worker.trigger_sync(actor, reason="Sync now on the Links page")
+        except ServiceError as refused:
+            st.session_state["links.sync_now.result"] = ("warning", str(refused))
+        else:
+            st.session_state["links.sync_now.result"] = (
+                "toast",
+                f"{touched} links queued for the sync worker; watch the lag below."
+                if touched
+                else "Every link was already queued; nothing was added.",
+            )
+        st.rerun()
+    if cancel.button("Cancel", width="stretch", key="sync-now.cancel"):
+        st.rerun()
+
+
+def _show_sync_now_result() -> None:
+    result = st.session_state.pop("links.sync_now.result", None)
+    if result is None:
+        return
+    kind, text = result
+    if kind == "warning":
+        st.warning(plain(text))
     else:
-        st.toast(f"{touched} links queued for the sync worker; watch the lag below.")
+        st.toast(text)
 
 
-def _table_rows(rows: list[LinkRow]) -> list[dict[str, object]]:
-    return [
-        {
-            "Logo": institution_avatar(row, dark=dark),
-            "Institution": row.institution_name,
-            "Colour": swatch_data_uri(institution_colour(row, dark=dark)),
-            "Customer": row.customer_id or "—",
-            "Health": health_label(row.health),
-            "State": row.state,
-            "Error": error_label(row.error_code),
-            "Last update": row.products_refreshed_at or row.last_synced_at or row.updated_at,
-            "Link ID": row.link_id,
-        }
-        for row in rows
-    ]
+def _select_row(table_key: str, shown: list[str]) -> None:
+    """Selection callback: remember the chosen link by its id, read from the rows that were on
+    screen when it was clicked. A row index would point at another link as soon as the list
+    changes (a relinked link leaves a filtered list)."""
+    event = st.session_state.get(table_key)
+    rows = event.selection.rows if event is not None else []
+    if rows and rows[0] < len(shown):
+        st.query_params["link"] = shown[rows[0]]
 
 
 _init_filters_from_url()
@@ -215,8 +234,11 @@ header.title("Links")
 if actor.can(Permission.SYNC_TRIGGER) and action.button(
     "Sync now", icon="🔄", width="stretch", help="Queue every link for the sync worker"
 ):
-    _sync_now()
-_worker_panel()
+    _confirm_sync_now(queries.count_links(LinkFilters(include_deleted=False)))
+_show_sync_now_result()
+# Folded away by default: the table below is what most visits are for.
+with st.expander("Sync worker and webhooks", icon="⚙️"):
+    _worker_panel()
 
 summary = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE, wait=FIRST_COUNT_WAIT)
 if summary is not None and summary.total == 0:
@@ -251,7 +273,7 @@ if summary is not None:
         st.stop()
 
 institutions = queries.institution_names(max_age=SUMMARY_MAX_AGE)
-filters_row = st.columns([1.2, 1.2, 1.4, 1, 1.2])
+filters_row = st.columns([1.1, 1.1, 1.2, 0.9, 1, 1.5])
 filters_row[0].selectbox(
     "Health",
     [None, *Health],
@@ -300,7 +322,7 @@ filters = LinkFilters(
 )
 
 sort = LinkSort(
-    st.selectbox(
+    filters_row[5].selectbox(
         "Sort by",
         list(LinkSort),
         format_func=lambda value: SORT_LABELS[LinkSort(value)],
@@ -345,18 +367,22 @@ if actor.can(Permission.CUSTOMER_LINK) and matching:
             name: st.query_params[name] for name in FILTER_PARAMS if name in st.query_params
         },
     )
-selection = st.dataframe(
-    _table_rows(page.rows),
-    key="links.table",
+shown_ids = [row.link_id for row in page.rows]
+selected_link = st.query_params.get("link")
+# The table's key follows the rows on screen: when they change (a relinked link left the
+# filter) the grid starts without a highlighted row instead of highlighting whichever link
+# moved into the selected position.
+table_key = "links.table." + hashlib.sha1("\n".join(shown_ids).encode()).hexdigest()[:16]
+st.dataframe(
+    table_rows(page.rows, dark=dark),
+    key=table_key,
     hide_index=True,
     width="stretch",
-    on_select="rerun",
+    height=table_height(len(page.rows)),
+    row_height=ROW_HEIGHT,
+    on_select=partial(_select_row, table_key, shown_ids),
     selection_mode="single-row",
-    column_config={
-        "Logo": st.column_config.ImageColumn("Logo", width="small"),
-        "Colour": st.column_config.ImageColumn("Colour", width="small"),
-        "Last update": st.column_config.DatetimeColumn("Last update", format="YYYY-MM-DD HH:mm"),
-    },
+    column_config=column_config(),
 )
 
 pager = st.columns([1, 1, 6])
@@ -368,11 +394,6 @@ pager[1].button(
     args=(page.next_cursor,),
 )
 
-selected_rows = selection.selection.rows if selection else []
-if selected_rows and selected_rows[0] < len(page.rows):
-    st.query_params["link"] = page.rows[selected_rows[0]].link_id
-
-selected_link = st.query_params.get("link")
 if selected_link:
     st.divider()
     render_link_detail(selected_link)

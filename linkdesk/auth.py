@@ -53,6 +53,7 @@ class Role(enum.StrEnum):
 class Permission(enum.StrEnum):
     START_LINK = "link.start"
     RELINK = "link.relink"
+    RELINK_TAKE_OVER = "link.relink_take_over"
     CUSTOMER_LINK = "customer_link.create"
     NOTE = "note.add"
     SYNC_TRIGGER = "sync.trigger"
@@ -70,6 +71,8 @@ _ADMIN = frozenset({Role.ADMIN})
 PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.START_LINK: _SUPPORT,
     Permission.RELINK: _SUPPORT,
+    # Ending someone else's relink reservation; audited with the reason.
+    Permission.RELINK_TAKE_OVER: _ADMIN,
     Permission.CUSTOMER_LINK: _SUPPORT,
     Permission.NOTE: _SUPPORT,
     Permission.SYNC_TRIGGER: _ADMIN,

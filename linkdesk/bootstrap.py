@@ -128,8 +128,11 @@ def build_services(
 
     audit = AuditLog(store, clock=clock)
     health = HealthThresholds.from_settings(settings)
+    # One read side for the pages and the services that change links, so that a staff action
+    # moves the link between the shared totals the pages show.
+    links = LinkQueries(store, clock=clock, thresholds=health)
     sessions = ConnectService(
-        store=store, client=client, settings=settings, audit=audit, clock=clock
+        store=store, client=client, settings=settings, audit=audit, clock=clock, links=links
     )
     jobs = JobQueue(store, clock=clock, thresholds=health)
     budget = RequestBudget.from_settings(settings, monotonic=monotonic)
@@ -163,7 +166,6 @@ def build_services(
         refused_sample=settings.webhook_refused_sample,
         retention=timedelta(days=settings.webhook_delivery_retention_days),
     )
-    links = LinkQueries(store, clock=clock, thresholds=health)
     metrics = Metrics(
         store=store, links=links, clock=clock, db_max_age=settings.metrics_db_max_age_seconds
     )
@@ -224,7 +226,6 @@ def build_services(
         clock=clock,
     )
     closers.append(demo.close)
-    links = LinkQueries(store, clock=clock, thresholds=health)
     outreach = OutreachService(
         store=store,
         links=links,

@@ -9,11 +9,14 @@ which session is open and the outcome to show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
 from typing import Any, Literal
 
 import streamlit as st
 
-from components.moneykit_connect import moneykit_connect
+from components.moneykit_connect import log_in_state, moneykit_connect
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import ApplyOutcome, StartedSession
 from ui.auth import require_actor
@@ -50,8 +53,15 @@ def clear(slot: str) -> None:
     st.session_state.pop(_result_key(slot), None)
 
 
+def _component_key(started: StartedSession) -> str:
+    return f"moneykit-connect-{started.session_id}"
+
+
 def mount_connect(
-    started: StartedSession, *, color_scheme: Literal["light", "dark"]
+    started: StartedSession,
+    *,
+    color_scheme: Literal["light", "dark"],
+    on_change: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Mount Connect for a started session and return its event log so far."""
     return moneykit_connect(
@@ -60,8 +70,39 @@ def mount_connect(
         connect_host=get_services().settings.moneykit_connect_host,
         link_session_token=started.link_session_token,
         color_scheme=color_scheme,
-        key=f"moneykit-connect-{started.session_id}",
+        key=_component_key(started),
+        on_change=on_change,
     )
+
+
+def _applied_key(slot: str) -> str:
+    return f"connect.{slot}.applied"
+
+
+def _apply(slot: str, started: StartedSession, log: list[dict[str, Any]]) -> ApplyOutcome:
+    """Apply the log; once the session has ended, keep its outcome and close the slot."""
+    outcome = get_services().sessions.apply_log(started.session_id, log, actor=require_actor())
+    # The same log is handed to the page's run after the callback: nothing new to apply then.
+    st.session_state[_applied_key(slot)] = (started.session_id, len(log))
+    if outcome.outcome != "pending":
+        st.session_state[_result_key(slot)] = outcome
+        st.session_state.pop(_active_key(slot), None)
+    return outcome
+
+
+def _apply_before_the_run(slot: str, session_id: str) -> None:
+    """The component's change callback. It runs before the page's script, so the run that
+    follows already reads the link's new state and shows the outcome: one run after Done
+    instead of one that applies and a second one that shows."""
+    started: StartedSession | None = st.session_state.get(_active_key(slot))
+    if started is None or started.session_id != session_id:
+        return
+    log = log_in_state(_component_key(started), session_id=session_id)
+    if not log:
+        return
+    # On a MoneyKit error the log is applied again while the page draws, where it is shown.
+    with suppress(MoneyKitError):
+        _apply(slot, started, log)
 
 
 def render(slot: str) -> ApplyOutcome | None:
@@ -69,18 +110,18 @@ def render(slot: str) -> ApplyOutcome | None:
     services = get_services()
     started: StartedSession | None = st.session_state.get(_active_key(slot))
     if started is not None:
-        log = mount_connect(started, color_scheme="dark" if theme_is_dark() else "light")
+        log = mount_connect(
+            started,
+            color_scheme="dark" if theme_is_dark() else "light",
+            on_change=partial(_apply_before_the_run, slot, started.session_id),
+        )
         outcome: ApplyOutcome | None = None
-        if log:
+        if log and st.session_state.get(_applied_key(slot)) != (started.session_id, len(log)):
             try:
-                outcome = services.sessions.apply_log(
-                    started.session_id, log, actor=require_actor()
-                )
+                outcome = _apply(slot, started, log)
             except MoneyKitError as error:
                 report(error, where="connect.apply", key=f"apply-{slot}")
         if outcome is not None and outcome.outcome != "pending":
-            st.session_state[_result_key(slot)] = outcome
-            del st.session_state[_active_key(slot)]
             # Redraw the whole page so everything above shows the link's new state.
             st.rerun()
         else:
@@ -90,6 +131,7 @@ def render(slot: str) -> ApplyOutcome | None:
                 "window; this page updates by itself."
             )
             if st.button("Abandon this Connect session", key=f"abandon-{started.session_id}"):
+                services.sessions.abandon_session(started.session_id, actor=require_actor())
                 clear(slot)
                 st.rerun()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,12 +11,13 @@ import streamlit as st
 from linkdesk.auth import Actor, Permission
 from linkdesk.health import playbook_for
 from linkdesk.moneykit.errors import MoneyKitError
+from linkdesk.services import StartedSession
 from linkdesk.services.errors import ServiceError
-from linkdesk.store.queries import Health, LinkDetail
+from linkdesk.store.queries import Health, LinkDetail, RelinkInProgress
 from ui import connect_flow
 from ui.auth import require_actor
 from ui.errors import report
-from ui.render import error_label, health_label, institution_card_html, plain
+from ui.render import error_label, health_label, institution_card_html, labelled_value_html, plain
 from ui.wiring import get_services, theme_is_dark
 
 
@@ -34,7 +35,8 @@ def render_link_detail(link_id: str) -> None:
     cols = st.columns([1.7, 0.9, 1.1, 1.3])
     cols[0].metric("Health", health_label(row.health))
     cols[1].metric("State", plain(row.state))
-    cols[2].metric("Customer", plain(row.customer_id or "—"))
+    # Not a metric: its large type cuts a customer id short; this wraps instead.
+    cols[2].html(labelled_value_html("Customer", row.customer_id or "—", testid="link-customer"))
     cols[2].page_link(
         "app_pages/customer.py",
         label="Customer timeline",
@@ -42,8 +44,8 @@ def render_link_detail(link_id: str) -> None:
         query_params={"customer": row.customer_id or ""},
         disabled=not row.customer_id,
     )
-    last_update = row.products_refreshed_at or row.last_synced_at or row.updated_at
-    cols[3].metric("Last update (UTC)", f"{last_update:%d %b %H:%M}" if last_update else "—")
+    # The time the Links table shows and sorts by.
+    cols[3].metric("Last update (UTC)", f"{row.updated_at:%d %b %H:%M}")
     if row.error_code:
         st.caption(f"Error: {plain(error_label(row.error_code))}")
 
@@ -94,6 +96,72 @@ def relink_started_here(link_id: str) -> bool:
     return connect_flow.is_open(slot) or connect_flow.has_result(slot)
 
 
+def _start_connect(slot: str, start: Callable[[], StartedSession], where: str) -> None:
+    """Run ``start`` (a service call that opens a Connect session) and open Connect for it."""
+    try:
+        started = start()
+    except ServiceError as refused:
+        st.warning(plain(refused))
+    except MoneyKitError as error:
+        report(error, where=where, key=f"{where}-{slot}")
+    else:
+        connect_flow.begin(slot, started)
+        st.rerun()
+
+
+def _lease_actions(detail: LinkDetail, actor: Actor, lease: RelinkInProgress, slot: str) -> None:
+    """A reservation with no Connect open in this browser: its holder may open Connect again
+    or give it up; an admin may take it over, saying why."""
+    services = get_services()
+    link_id = detail.row.link_id
+    if lease.holder == actor.name:
+        st.info(
+            f"You started a relink of this link at {lease.since:%H:%M} UTC; it is reserved for "
+            f"you until {lease.expires_at:%H:%M} UTC. Open Connect again, or release it so "
+            "others can relink it.",
+            icon="⏳",
+        )
+        resume, release, _ = st.columns([1, 1, 3])
+        if resume.button("Resume", type="primary", key=f"relink-resume-{link_id}"):
+            _start_connect(
+                slot,
+                lambda: services.sessions.resume_relink(link_id, actor=actor),
+                "relink.resume",
+            )
+        if release.button("Release", key=f"relink-release-{link_id}"):
+            try:
+                services.sessions.release_relink(link_id, actor=actor)
+            except ServiceError as refused:
+                st.warning(plain(refused))
+            else:
+                st.toast("Reservation released; anyone may relink this link now.")
+                st.rerun()
+        return
+    st.warning(
+        f"Relink in progress by **{plain(lease.holder)}** since {lease.since:%H:%M} UTC "
+        f"(released at {lease.expires_at:%H:%M} UTC if abandoned).",
+        icon="⏳",
+    )
+    if not actor.can(Permission.RELINK_TAKE_OVER):
+        return
+    with st.form(f"relink-take-over-{link_id}", border=True):
+        reason = st.text_input(
+            f"Why take this relink over from {plain(lease.holder)}? (kept in the audit log)",
+            placeholder="e.g. agent left for the day, customer waiting on the phone",
+        )
+        if st.form_submit_button("Take over"):
+
+            def take_over() -> StartedSession:
+                services.sessions.take_over_relink(
+                    link_id, actor=actor, reason=reason, seen_session=lease.session_id
+                )
+                return services.sessions.start_relink(
+                    link_id=link_id, actor=actor, reason=reason.strip()
+                )
+
+            _start_connect(slot, take_over, "relink.take_over")
+
+
 def render_relink_action(detail: LinkDetail, actor: Actor, *, label: str = "Relink") -> None:
     """The relink button (for roles that may) and, once started, Connect in relink mode."""
     services = get_services()
@@ -101,11 +169,7 @@ def render_relink_action(detail: LinkDetail, actor: Actor, *, label: str = "Reli
     slot = relink_slot(row.link_id)
     lease = detail.relink_in_progress
     if lease is not None and not connect_flow.is_open(slot):
-        st.warning(
-            f"Relink in progress by **{plain(lease.holder)}** since {lease.since:%H:%M} UTC "
-            f"(released at {lease.expires_at:%H:%M} UTC if abandoned).",
-            icon="⏳",
-        )
+        _lease_actions(detail, actor, lease, slot)
     # == rather than `is`: Streamlit re-imports edited modules in a running server, and an enum
     # member from before the reload is equal to, but not the same object as, one from after.
     elif row.health == Health.NEEDS_RELINK and not connect_flow.is_open(slot):
@@ -118,17 +182,13 @@ def render_relink_action(detail: LinkDetail, actor: Actor, *, label: str = "Reli
                 placeholder="e.g. customer called about missing transactions",
             )
             if st.button(label, type="primary", key=f"relink-button-{row.link_id}"):
-                try:
-                    started = services.sessions.start_relink(
+                _start_connect(
+                    slot,
+                    lambda: services.sessions.start_relink(
                         link_id=row.link_id, actor=actor, reason=reason.strip() or None
-                    )
-                except ServiceError as refused:
-                    st.warning(plain(refused))
-                except MoneyKitError as error:
-                    report(error, where="relink.start", key=f"relink-{row.link_id}")
-                else:
-                    connect_flow.begin(slot, started)
-                    st.rerun()
+                    ),
+                    "relink.start",
+                )
     connect_flow.render(slot)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 from urllib.parse import quote
 
 from linkdesk.store.queries import Health, LinkRow
@@ -23,7 +24,7 @@ from linkdesk.validation import safe_hex_color, safe_logo_url
 HEALTH_LABELS: dict[Health, str] = {
     Health.HEALTHY: "✅ Healthy",
     Health.NEEDS_RELINK: "🔴 Needs relink",
-    Health.WAIT: "🟡 Wait — MoneyKit retries",
+    Health.WAIT: "🟡 Wait: retrying",
     Health.STUCK: "🟠 Stuck",
     Health.STALE: "🟤 Stale",
     Health.PENDING: "🔵 Linking",
@@ -131,6 +132,52 @@ def swatch_data_uri(colour: str | None) -> str:
         f"<rect width='40' height='16' rx='4' fill='{fill}'/></svg>"
     )
     return "data:image/svg+xml;charset=utf-8," + quote(svg)
+
+
+def framed_logo_data_uri(row: LinkRow, *, dark: bool) -> str:
+    """The bank's square logo inside a frame of its brand colour, for a table's image column:
+    the colour is shown without a column of its own. A logo that is not a ``data:`` image (an
+    ``https:`` one would not load inside an SVG drawn as an image) gives way to the bank's
+    initial."""
+    return _framed_logo(
+        institution_avatar(row, dark=dark),
+        institution_colour(row, dark=dark),
+        (row.institution_name or row.institution_id or "?")[:1].upper(),
+    )
+
+
+@lru_cache(maxsize=512)
+def _framed_logo(logo: str | None, colour: str | None, initial: str) -> str:
+    # Checked again here: this text becomes SVG markup.
+    stroke = safe_hex_color(colour) or NEUTRAL_SWATCH
+    image = safe_logo_url(logo)
+    if image and image.startswith("data:image/"):
+        inner = (
+            f"<image href='{html.escape(image, quote=True)}' x='7' y='7' width='26' "
+            "height='26' preserveAspectRatio='xMidYMid meet'/>"
+        )
+    else:
+        inner = (
+            "<text x='20' y='26' text-anchor='middle' font-family='sans-serif' font-size='16' "
+            f"font-weight='600' fill='{stroke}'>{html.escape(initial)}</text>"
+        )
+    svg = (
+        "<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40' viewBox='0 0 40 40'>"
+        f"<rect x='2' y='2' width='36' height='36' rx='9' fill='none' stroke='{stroke}' "
+        f"stroke-width='4'/>{inner}</svg>"
+    )
+    return "data:image/svg+xml;charset=utf-8," + quote(svg)
+
+
+def labelled_value_html(label: str, value: str, *, testid: str) -> str:
+    """A small label over a value in metric-like type that wraps rather than being cut short
+    (a customer id can be 150 characters). Both are escaped: the value comes from outside."""
+    return (
+        f'<div data-testid="{html.escape(testid, quote=True)}">'
+        f'<div style="font-size:.875rem;opacity:.8;margin-bottom:.25rem">{html.escape(label)}</div>'
+        '<div data-role="value" style="font-size:1.5rem;line-height:1.3;overflow-wrap:anywhere">'
+        f"{html.escape(value)}</div></div>"
+    )
 
 
 def institution_card_html(row: LinkRow, *, dark: bool) -> str:

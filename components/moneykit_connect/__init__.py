@@ -13,6 +13,7 @@ first (``make setup``, or ``npm ci && npm run build`` in ``frontend/``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ __all__ = [
     "COMPONENT_NAME",
     "ComponentNotBuiltError",
     "LaunchArgs",
+    "log_in_state",
     "moneykit_connect",
     "sanitize_log",
     "validate_connect_host",
@@ -104,6 +106,7 @@ def moneykit_connect(
     link_session_token: str | None = None,
     redirect_url: str | None = None,
     color_scheme: Literal["light", "dark"] = "light",
+    on_change: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Open MoneyKit Connect once for ``session_id`` and return its event log so far.
 
@@ -127,6 +130,10 @@ def moneykit_connect(
         never shown.
     color_scheme
         Passed to Connect as its colour scheme.
+    on_change
+        Called when the log changes, before the page's script runs again (read the log with
+        :func:`log_in_state`): acting on an end there lets that same run show the outcome,
+        instead of a run that acts and a second one that shows.
 
     Returns
     -------
@@ -158,6 +165,15 @@ def moneykit_connect(
         key=key,
         data=launch.to_component_data(),
         default={LOG_STATE_KEY: []},
-        on_log_change=_keep_log,
+        on_log_change=on_change or _keep_log,
     )
     return sanitize_log(result.get(LOG_STATE_KEY), session_id=session_id)
+
+
+def log_in_state(key: str, *, session_id: str) -> list[dict[str, Any]]:
+    """The log the component keyed ``key`` holds in session state (for ``on_change``
+    callbacks, which run before the component is mounted again); same shape as
+    :func:`moneykit_connect` returns, empty when there is none."""
+    value = st.session_state.get(key)
+    raw = value.get(LOG_STATE_KEY) if isinstance(value, Mapping) else None
+    return sanitize_log(raw, session_id=session_id)

@@ -12,8 +12,10 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -34,16 +36,20 @@ from linkdesk.moneykit.errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.moneykit.models import LinkSession
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.errors import (
     InvalidCustomerId,
     LeaseHeld,
+    LeaseNotHeld,
     LinkNotFound,
+    LinkUnavailable,
+    ReasonRequired,
     RelinkNotNeeded,
     UnknownSession,
 )
-from linkdesk.services.ingest import LinkIngestor
+from linkdesk.services.ingest import IngestResult, LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
@@ -67,6 +73,8 @@ DEFAULT_LEASE_TTL = timedelta(minutes=15)
 # Products a relink asks MoneyKit to refresh at once (the ones staff look at first); others wait
 # for their normal schedule, since refreshes are limited per link and per day.
 REFRESH_AFTER_RELINK = ("accounts", "transactions")
+# How long institutions read by this service are reused (as the sync worker does).
+FETCHER_LIFETIME = timedelta(hours=1)
 # A completion (exchange + reads) takes seconds; one claimed this long ago was interrupted.
 STALE_COMPLETION = timedelta(minutes=5)
 SOURCE_TAG = "source:linkdesk"
@@ -169,6 +177,7 @@ class ConnectService:
         audit: AuditLog,
         clock: Callable[[], datetime] | None = None,
         lease_ttl: timedelta | None = None,
+        links: LinkQueries | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -176,7 +185,12 @@ class ConnectService:
         self._audit = audit
         self._clock = clock or _utcnow
         self._lease_ttl = lease_ttl or timedelta(minutes=settings.relink_lease_minutes)
-        self._queries = LinkQueries(store)
+        # The read side whose shared totals the pages show: a link this service changes is
+        # moved between its counts at once (see _ingest).
+        self._queries = links or LinkQueries(store)
+        self._fetcher_lock = threading.Lock()
+        self._fetcher_cache: InstitutionFetcher | None = None
+        self._fetcher_since = self._clock()
         # Told (mode, outcome) when a Connect session starts ("started") or ends; metrics listen.
         self.session_observers: list[Callable[[str, str], None]] = []
         self._ingestor = LinkIngestor(
@@ -185,6 +199,35 @@ class ConnectService:
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
         )
+        # After Done the agent waits for these reads: a rate-limited account read is skipped
+        # (the sync worker reads the accounts soon after) instead of sleeping out Retry-After.
+        self._completion_ingestor = LinkIngestor(
+            store=store,
+            client=client.with_options(max_retries=0),
+            customer_tag_prefix=settings.customer_tag_prefix,
+            clock=self._clock,
+        )
+
+    def _fetcher(self) -> InstitutionFetcher:
+        """Institutions as read within the last hour: the completion of a relink finds the one
+        its start has just read instead of asking MoneyKit again (they rarely change; the sync
+        worker re-reads them hourly the same way)."""
+        now = self._clock()
+        with self._fetcher_lock:
+            if self._fetcher_cache is None or now - self._fetcher_since > FETCHER_LIFETIME:
+                self._fetcher_cache = InstitutionFetcher(self._client)
+                self._fetcher_since = now
+            return self._fetcher_cache
+
+    def _ingest(self, link: ApiLink, *, completing: bool = False, **kwargs: Any) -> IngestResult:
+        """Store what MoneyKit says of ``link`` and move it between the shared totals' counts,
+        so that the numbers a staff action changed are right on the page's next run.
+        ``completing``: while the agent waits after Done (see _completion_ingestor)."""
+        before = self._queries.summary_group(link.link_id)
+        ingestor = self._completion_ingestor if completing else self._ingestor
+        result = ingestor.ingest(link, **kwargs)
+        self._queries.count_moved(before, self._queries.summary_group(link.link_id))
+        return result
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -428,7 +471,7 @@ class ConnectService:
         fetched_at = self._clock()
         try:
             live = self._client.get_link(link_id)
-        except (NotFoundError, GoneError) as exc:
+        except GoneError as exc:
             with self._store.write() as session:
                 mark_link_deleted(session, link_id, now=self._clock(), source="relink")
                 self._audit.add(
@@ -442,10 +485,24 @@ class ConnectService:
                     reason=reason,
                 )
             raise RelinkNotNeeded(link_id, Health.DELETED.value, "deleted", None) from exc
-        result = self._ingestor.ingest(
+        except NotFoundError as exc:
+            # A 404 is not MoneyKit saying the link was deleted (that is a 410, or state
+            # "deleted"): a wrong client id or a proxy answers 404 too. Nothing is changed;
+            # the worker reads the link again later.
+            self._audit.record(
+                actor=actor,
+                action="connect.start_relink",
+                outcome="refused",
+                link_id=link_id,
+                customer_id=stored_customer,
+                detail=f"MoneyKit did not find the link (404); nothing changed: {exc}",
+                reason=reason,
+            )
+            raise LinkUnavailable(link_id) from exc
+        result = self._ingest(
             live,
             source="relink",
-            fetcher=InstitutionFetcher(self._client),
+            fetcher=self._fetcher(),
             fetched_at=fetched_at,
             customer_id=stored_customer,
         )
@@ -491,6 +548,172 @@ class ConnectService:
                 link_tags=tags,
             ),
         )
+
+    # -- the reservation: resume, release, take over, abandon ---------------------------------
+
+    def _close_unfinished(self, session: Session, session_id: str, *, message: str) -> bool:
+        """End a session nobody is finishing as 'exit' with ``message`` (in the caller's
+        transaction). A session whose end is already claimed is left to its finisher."""
+        closed = session.execute(
+            sa.update(ConnectSession)
+            .where(
+                ConnectSession.id == session_id,
+                ConnectSession.outcome == "pending",
+                ConnectSession.completion_claimed_at.is_(None),
+            )
+            .values(outcome="exit", finished_at=self._clock(), exit_message=message[:_MAX_TEXT])
+        )
+        return bool(closed.rowcount)  # type: ignore[attr-defined]
+
+    def _current_lease(self, session: Session, link_id: str) -> RelinkLease | None:
+        lease = session.get(RelinkLease, link_id)
+        return lease if lease is not None and lease.expires_at > self._clock() else None
+
+    def abandon_session(self, session_id: str, *, actor: Actor | str) -> None:
+        """The person who opened Connect gives it up: the session ends (outcome 'exit') and a
+        relink's reservation is released at once instead of after its 15 minutes. Idempotent."""
+        actor = self._actor(actor)
+        with self._store.write() as session:
+            row = session.get(ConnectSession, session_id)
+            if row is None:
+                raise UnknownSession(session_id)
+            require(actor, Permission.RELINK if row.mode == "relink" else Permission.START_LINK)
+            if row.started_by != actor.name and not actor.can(Permission.RELINK_TAKE_OVER):
+                raise LeaseNotHeld(row.link_id or "-", f"{row.started_by} opened this session.")
+            closed = self._close_unfinished(
+                session, session_id, message=f"Abandoned by {actor.name} before finishing."
+            )
+            if row.mode == "relink" and row.link_id:
+                self._release_lease(session, row.link_id, session_id)
+            if closed:
+                self._audit.add(
+                    session,
+                    actor=actor,
+                    action="connect.abandon",
+                    outcome="abandoned",
+                    link_id=row.link_id,
+                    customer_id=row.customer_id,
+                    detail=f"session {session_id}",
+                )
+
+    def release_relink(
+        self, link_id: str, *, actor: Actor | str, reason: str | None = None
+    ) -> None:
+        """The holder gives up their reservation of ``link_id`` (its open session ends), so
+        anyone may relink it now. Decided by one conditional DELETE on the lease's session."""
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK)
+        with self._store.write() as session:
+            lease = self._current_lease(session, link_id)
+            if lease is None or lease.holder != actor.name[:200]:
+                raise LeaseNotHeld(link_id, "you hold no reservation of it (any more).")
+            held_session = lease.session_id
+            gone = session.execute(
+                sa.delete(RelinkLease).where(
+                    RelinkLease.link_id == link_id, RelinkLease.session_id == held_session
+                )
+            )
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                raise LeaseNotHeld(link_id, "the reservation changed meanwhile.")
+            self._close_unfinished(
+                session, held_session, message=f"Released by {actor.name} before finishing."
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="connect.relink_release",
+                outcome="released",
+                link_id=link_id,
+                detail=f"session {held_session}",
+                reason=reason,
+            )
+
+    def take_over_relink(
+        self, link_id: str, *, actor: Actor | str, reason: str, seen_session: str | None = None
+    ) -> str:
+        """An admin takes someone else's reservation of ``link_id`` (the reason is required and
+        audited) and returns the previous holder; then :meth:`start_relink` opens Connect for
+        the admin. ``seen_session`` is the reservation the admin was shown (its session id):
+        when it has changed meanwhile (released, resumed, taken over by another admin) the take
+        over is refused rather than taking a reservation nobody looked at. Of several admins
+        taking over at once exactly one wins: the lease moves by one conditional UPDATE on the
+        session it held, decided by the database.
+        """
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK_TAKE_OVER)
+        reason = " ".join((reason or "").split())
+        if not reason:
+            raise ReasonRequired("Say why you take over this relink; the reason is audited.")
+        now = self._clock()
+        with self._store.write() as session:
+            lease = self._current_lease(session, link_id)
+            if lease is None:
+                raise LeaseNotHeld(link_id, "nobody is relinking it now; start a relink instead.")
+            if lease.holder == actor.name[:200]:
+                raise LeaseNotHeld(link_id, "you hold it yourself; use Resume or Release.")
+            previous_holder, previous_session = lease.holder, lease.session_id
+            if seen_session is not None and seen_session != previous_session:
+                raise LeaseNotHeld(link_id, "the reservation changed meanwhile; look again.")
+            won = session.execute(
+                sa.update(RelinkLease)
+                .where(RelinkLease.link_id == link_id, RelinkLease.session_id == previous_session)
+                .values(
+                    holder=actor.name[:200],
+                    session_id=f"takeover-{uuid.uuid4().hex[:20]}",
+                    acquired_at=now,
+                    expires_at=now + self._lease_ttl,
+                )
+            )
+            if not won.rowcount:  # type: ignore[attr-defined]
+                raise LeaseNotHeld(link_id, "someone else changed the reservation first.")
+            self._close_unfinished(
+                session, previous_session, message=f"Taken over by {actor.name}: {reason}"
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="connect.relink_take_over",
+                outcome="success",
+                link_id=link_id,
+                detail=f"from {previous_holder} (session {previous_session})",
+                reason=reason,
+            )
+        return previous_holder
+
+    def resume_relink(
+        self, link_id: str, *, actor: Actor | str, reason: str | None = None
+    ) -> StartedSession:
+        """The holder opens Connect again for their reservation (after a reload, a closed tab
+        or an abandoned overlay): a new session under the same lease; the old one ends."""
+        actor = self._actor(actor)
+        require(actor, Permission.RELINK)
+        with self._store.read() as session:
+            lease = self._current_lease(session, link_id)
+            if lease is None or lease.holder != actor.name[:200]:
+                raise LeaseNotHeld(link_id, "your reservation has ended; start a relink instead.")
+            previous = lease.session_id
+        try:
+            started = self.start_relink(link_id=link_id, actor=actor, reason=reason)
+        except RelinkNotNeeded:
+            # Repaired meanwhile (by the customer, or MoneyKit): nothing left to reserve.
+            with self._store.write() as session:
+                self._release_lease(session, link_id, previous)
+                self._close_unfinished(session, previous, message="The link no longer needs it.")
+            raise
+        with self._store.write() as session:
+            self._close_unfinished(
+                session, previous, message=f"Resumed by {actor.name} in a new Connect session."
+            )
+            self._audit.add(
+                session,
+                actor=actor,
+                action="connect.relink_resume",
+                outcome="started",
+                link_id=link_id,
+                detail=f"session {started.session_id} replaces {previous}",
+                reason=reason,
+            )
+        return started
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -793,10 +1016,10 @@ class ConnectService:
         link = exchanged.link
         detail = f"exchanged; state {link.state}"
         try:
-            result = self._ingestor.ingest(
+            result = self._ingest(
                 link,
                 source="connect",
-                fetcher=InstitutionFetcher(self._client),
+                fetcher=self._fetcher(),
                 fetched_at=fetched_at,
                 customer_id=customer_id,
             )
@@ -838,24 +1061,50 @@ class ConnectService:
         reported = entry.data.get("link_id")
         link_id = claimed.link_id or (reported if isinstance(reported, str) and reported else None)
         detail = "relink completed in Connect"
+        still_needs_relink: str | None = None
         if link_id:
-            detail += "; " + self._refresh_after_relink(link_id)
-            fetched_at = self._clock()
-            try:
-                # Verify instead of trusting Connect: the state MoneyKit reports now is stored.
-                link = self._client.get_link(link_id)
-                self._ingestor.ingest(
-                    link,
-                    source="relink",
-                    fetcher=InstitutionFetcher(self._client),
-                    fetched_at=fetched_at,
-                    customer_id=claimed.customer_id,
-                )
-                detail += f"; state now {link.state}"
-                if link.error_code:
-                    detail += f"/{link.error_code}"
-            except MoneyKitError as exc:
-                detail += f"; state not re-read: {exc}"
+            # The refresh only asks MoneyKit to fetch data later, so it does not have to come
+            # before the read: both go out at once, and the agent waits for one round trip
+            # fewer between Done and the confirmation.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="relink-refresh") as pool:
+                refresh = pool.submit(self._refresh_after_relink, link_id)
+                fetched_at = self._clock()
+                try:
+                    # Verify instead of trusting Connect: the state MoneyKit reports now is stored.
+                    link = self._client.get_link(link_id)
+                    self._ingest(
+                        link,
+                        completing=True,
+                        source="relink",
+                        fetcher=self._fetcher(),
+                        fetched_at=fetched_at,
+                        customer_id=claimed.customer_id,
+                    )
+                    read = f"; state now {link.state}"
+                    if link.error_code:
+                        read += f"/{link.error_code}"
+                    if link_health(link.state, link.error_code) is Health.NEEDS_RELINK:
+                        # Connect's word is not enough (a hostile browser can post a
+                        # relink.complete): success is what MoneyKit confirms.
+                        still_needs_relink = read.removeprefix("; state now ")
+                except MoneyKitError as exc:
+                    read = f"; state not re-read: {exc}"
+                detail += "; " + refresh.result() + read
+        if still_needs_relink is not None:
+            self._finish(
+                session_id,
+                actor=actor,
+                action="connect.relink",
+                outcome="failed",
+                audit_outcome="unconfirmed",
+                detail=detail,
+                link_id=link_id,
+                failure_message=(
+                    "Connect reported the relink as finished, but MoneyKit still reports "
+                    f"{still_needs_relink}: the link still needs a relink."
+                ),
+            )
+            return
         self._finish(
             session_id,
             actor=actor,

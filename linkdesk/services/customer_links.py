@@ -495,7 +495,10 @@ class CustomerLinkService:
             return CustomerOutcome("pending", CUSTOMER_MESSAGES["pending"])
         kind = applied.outcome
         detail = applied.message
-        if applied.outcome == "success":
+        if applied.outcome in ("success", "failed"):
+            # "failed" is also what the Connect service records when Connect reported the
+            # relink but MoneyKit still says the link needs one: the customer hears the same
+            # answer either way, decided here by MoneyKit's word.
             confirmed, detail = self._confirmed_by_moneykit(row.link_id)
             kind = "success" if confirmed else "unconfirmed"
         with self._store.write() as session:

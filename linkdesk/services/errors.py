@@ -13,6 +13,17 @@ class LinkNotFound(ServiceError):
         super().__init__(f"Link {link_id} is not known to Linkdesk.")
 
 
+class LinkUnavailable(ServiceError):
+    """MoneyKit answered 404 for a link it should know: not a deletion, so nothing changes."""
+
+    def __init__(self, link_id: str) -> None:
+        self.link_id = link_id
+        super().__init__(
+            f"MoneyKit did not find link {link_id} just now (404). Nothing was changed; "
+            "the sync worker reads it again shortly. Try again in a few minutes."
+        )
+
+
 class RelinkNotNeeded(ServiceError):
     def __init__(self, link_id: str, health: str, state: str, error_code: str | None) -> None:
         self.link_id = link_id
@@ -32,6 +43,18 @@ class LeaseHeld(ServiceError):
             f"{holder} is already relinking link {link_id} "
             f"(until {expires_at:%H:%M} UTC unless they finish earlier)."
         )
+
+
+class LeaseNotHeld(ServiceError):
+    """The reservation asked for is not (or no longer) the one in the store."""
+
+    def __init__(self, link_id: str, detail: str) -> None:
+        self.link_id = link_id
+        super().__init__(f"Link {link_id}: {detail}")
+
+
+class ReasonRequired(ServiceError):
+    """An action that must say why was asked without a reason."""
 
 
 class UnknownSession(ServiceError):

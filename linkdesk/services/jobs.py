@@ -128,18 +128,31 @@ class JobQueue:
             self.schedule_link(session, link_id, due_at=due_at or self._clock(), priority=priority)
 
     def request_all(self, *, priority: int) -> int:
-        """Make every non-deleted link due now (an admin's "sync everything")."""
+        """Make every non-deleted link due now (an admin's "sync everything"). Idempotent: a
+        job already due at this priority or higher keeps its place in the queue, so asking
+        twice while the first request is still queued touches nothing the second time."""
         now = self._clock()
         self.ensure_jobs()
+        higher = (
+            sa.func.max(SyncJob.priority, priority)
+            if self._store.dialect == "sqlite"
+            else sa.func.greatest(SyncJob.priority, priority)
+        )
         with self._store.write() as session:
             result = session.execute(
                 sa.update(SyncJob)
-                .where(SyncJob.kind == "link")
-                .values(due_at=now, priority=sa.func.max(SyncJob.priority, priority))
-                if self._store.dialect == "sqlite"
-                else sa.update(SyncJob)
-                .where(SyncJob.kind == "link")
-                .values(due_at=now, priority=sa.func.greatest(SyncJob.priority, priority))
+                .where(
+                    SyncJob.kind == "link",
+                    sa.or_(SyncJob.due_at > now, SyncJob.priority < priority),
+                )
+                .values(
+                    # A job due earlier keeps its earlier time: it only moves up in priority.
+                    due_at=sa.case(
+                        (SyncJob.due_at < now, SyncJob.due_at),
+                        else_=sa.literal(now, SyncJob.due_at.type),
+                    ),
+                    priority=higher,
+                )
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -911,6 +911,48 @@ class LinkQueries:
         the totals of a large store on its first run."""
         return self._shared_summary.get_if_ready(max_age, wait=wait)
 
+    def summary_group(self, link_id: str) -> tuple[Health, str, str] | None:
+        """The group (verdict, state, error code or "") the health summary counts ``link_id``
+        in now, or None when it is not stored: read by primary key, before and after a staff
+        action, so the action can move the link between counts (see :meth:`count_moved`)."""
+        now = self._clock()
+        with self._store.read() as session:
+            link = session.get(Link, link_id)
+            if link is None:
+                return None
+            verdict = assess(
+                link.state,
+                link.error_code,
+                now=now,
+                created_at=link.created_at,
+                discovered_at=link.discovered_at,
+                products_refreshed_at=link.products_refreshed_at,
+                thresholds=self._thresholds,
+            )
+            return (verdict.health, link.state, link.error_code or "")
+
+    def count_moved(
+        self, before: tuple[Health, str, str] | None, after: tuple[Health, str, str] | None
+    ) -> None:
+        """One link moved from group ``before`` to ``after`` (None: it was not stored, or is
+        gone): the shared totals (this process's and the stored ones) change at once, so the
+        numbers a staff action changed are right on the next run of any page, without counting
+        the table again."""
+        if before == after:
+            return
+
+        def move(summary: HealthSummary) -> HealthSummary:
+            groups = dict(summary.groups)
+            if before is not None and groups.get(before, 0) > 0:
+                groups[before] -= 1
+                if groups[before] == 0:
+                    del groups[before]
+            if after is not None:
+                groups[after] = groups.get(after, 0) + 1
+            return HealthSummary.from_groups(groups, summary.computed_at)
+
+        self._shared_summary.adjust(move)
+
     def _compute_health_summary(self) -> HealthSummary:
         now = self._clock()
         groups: dict[tuple[Health, str, str], int] = {}

@@ -70,6 +70,8 @@ class SharedResult(Generic[_T]):
         self._value: _T | None = None
         self._at = 0.0
         self._refreshing = False
+        # Changes made known with adjust() while a computation is under way (None: none is).
+        self._changes_during: list[Callable[[_T], _T]] | None = None
 
     def _current(self) -> tuple[_T | None, float]:
         with self._lock:
@@ -116,13 +118,40 @@ class SharedResult(Generic[_T]):
             value, age = self._recall()
             if value is not None and age <= max_age:
                 return value  # another process computed it a moment ago
-        value = self._store(self._compute(), age=0.0)
+        with self._lock:
+            self._changes_during = []
+        try:
+            computed = self._compute()
+        finally:
+            with self._lock:
+                changes, self._changes_during = self._changes_during or [], None
+        for change in changes:
+            computed = change(computed)
+        value = self._store(computed, age=0.0)
+        self._share(value)
+        return value
+
+    def adjust(self, change: Callable[[_T], _T]) -> None:
+        """Apply a change the caller knows about (one link moved from one count to another) to
+        the value served now and to the stored one, instead of waiting up to ``max_age`` for the
+        next computation. A computation under way when the change is made gets it too: it most
+        likely read the table before the change was written (if it read after, the next
+        computation, ``max_age`` later, sets the count right)."""
+        with self._lock:
+            if self._changes_during is not None:
+                self._changes_during.append(change)
+            if self._value is None:
+                return
+            self._value = change(self._value)
+            value = self._value
+        self._share(value)
+
+    def _share(self, value: _T) -> None:
         if self._remembered is not None:
             try:
                 self._remembered.save(value)
             except Exception:  # the value is good; only sharing it failed
                 log.warning("could not store a shared result for other processes", exc_info=True)
-        return value
 
     def _recall(self) -> tuple[_T | None, float]:
         """The stored value, kept in memory, when it is young enough to serve at all."""

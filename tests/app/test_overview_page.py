@@ -141,6 +141,6 @@ def test_the_links_list_behind_the_numbers_sorts_and_exports(app_env: str) -> No
     table = app.dataframe[0].value
     names = list(table["Institution"])
     assert names == sorted(names)
-    assert (table["Error"] == "Login expired (auth_expired)").all()
+    assert (table["Error"] == "Login expired").all()
     downloads = app.get("download_button")
     assert len(downloads) == 1 and not downloads[0].proto.disabled

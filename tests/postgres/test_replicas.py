@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services, build_services
-from linkdesk.services.errors import LeaseHeld
+from linkdesk.services.errors import LeaseHeld, LeaseNotHeld
 from linkdesk.services.jobs import PRIORITY_TRIGGERED, JobQueue
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine
@@ -484,6 +484,62 @@ def test_two_replicas_starting_one_relink_at_once_exactly_one_wins(
             assert sorted(results) == ["lease_held", "started"], (link_id, results)
             lease = replicas[0].links.relink_in_progress(link_id)
             assert lease is not None and lease.holder in {"agent-0", "agent-1"}
+    finally:
+        for services in replicas:
+            services.close()
+
+
+def test_two_replicas_taking_over_one_relink_at_once_exactly_one_wins(
+    cluster: Cluster, store: Store, tmp_path: Path
+):
+    """Two admins on two replicas take over the same agent's reservation at the same moment:
+    the database moves the lease once, one take over is refused, one is audited."""
+    with store.read() as session:
+        link_ids = session.scalars(
+            sa.select(Link.link_id).where(Link.state == "connected").order_by(Link.link_id)
+        ).all()[:3]
+    for link_id in link_ids:
+        assert cluster.sandbox.api("POST", f"/links/{link_id}/reset").is_success
+
+    replicas = [_replica_services(cluster, tmp_path, f"admin-replica-{i}") for i in range(2)]
+    try:
+        for link_id in link_ids:
+            agent = Actor("agent-on-leave", Role.SUPPORT)
+            held = replicas[0].sessions.start_relink(link_id=link_id, actor=agent)
+            barrier = threading.Barrier(2)
+            results: list[str] = []
+
+            def take_over(
+                services: Services,
+                admin: str,
+                link_id: str = link_id,
+                seen: str = held.session_id,
+                barrier: threading.Barrier = barrier,
+                results: list[str] = results,
+            ) -> None:
+                barrier.wait()
+                try:
+                    services.sessions.take_over_relink(
+                        link_id, actor=Actor(admin, Role.ADMIN), reason="race", seen_session=seen
+                    )
+                    results.append(admin)
+                except LeaseNotHeld:
+                    results.append("refused")
+
+            threads = [
+                threading.Thread(target=take_over, args=(services, f"admin-{i}"))
+                for i, services in enumerate(replicas)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert sorted(results)[1] == "refused" and results.count("refused") == 1, results
+            (winner,) = [name for name in results if name != "refused"]
+            lease = replicas[1].links.relink_in_progress(link_id)
+            assert lease is not None and lease.holder == winner
+            taken = replicas[0].audit.entries(action="connect.relink_take_over", link_id=link_id)
+            assert [entry.actor for entry in taken] == [winner]
     finally:
         for services in replicas:
             services.close()

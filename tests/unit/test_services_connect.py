@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
-from linkdesk.auth import Actor, Role
+from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
 from linkdesk.moneykit import APIConnectionError
 from linkdesk.services import (
     InvalidCustomerId,
     LeaseHeld,
+    LeaseNotHeld,
     LinkNotFound,
+    LinkUnavailable,
+    ReasonRequired,
     RelinkNotNeeded,
     UnknownSession,
     exit_message,
@@ -458,6 +461,39 @@ class TestRelink:
         relink_audit = [a for a in core_services.audit.entries() if a.action == "connect.relink"]
         assert "rate limited" in (relink_audit[0].detail or "")
 
+    def test_a_404_when_starting_keeps_the_link(
+        self, core_services: Services, stored_links: FakeMoneyKit
+    ):
+        # A 404 can come from a proxy or a wrong client id: only a 410 or state "deleted" is
+        # MoneyKit saying the link is gone.
+        del stored_links.links["mk_expired"]
+        with pytest.raises(LinkUnavailable):
+            core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        detail = core_services.links.get_link("mk_expired")
+        assert detail is not None
+        assert (detail.row.state, detail.row.error_code) == ("error", "auth_expired")
+        (entry,) = core_services.audit.entries(action="connect.start_relink")
+        assert entry.outcome == "refused" and "404" in (entry.detail or "")
+
+    def test_a_relink_moneykit_does_not_confirm_is_not_a_success(
+        self, core_services: Services, stored_links: FakeMoneyKit
+    ):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        sid = started.session_id
+        # Connect (or a hostile browser) says the relink finished; MoneyKit still says otherwise.
+        outcome = core_services.sessions.apply_log(
+            sid, [log_entry(sid, 1, "relink_success", link_id="mk_expired")], actor=ACTOR
+        )
+        assert outcome.outcome == "failed"
+        assert "still needs a relink" in (outcome.message or "")
+        (entry,) = core_services.audit.entries(action="connect.relink")
+        assert entry.outcome == "unconfirmed" and "error/auth_expired" in (entry.detail or "")
+        detail = core_services.links.get_link("mk_expired")
+        assert detail is not None and detail.row.health is Health.NEEDS_RELINK
+        # The reservation ends with the session: another agent may try at once.
+        again = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        assert again.session_id != sid
+
     def test_a_bare_actor_name_still_works_as_the_configured_role(
         self, core_services: Services, stored_links: FakeMoneyKit
     ):
@@ -494,3 +530,164 @@ class TestRelink:
         found = core_services.sessions.latest_pending_session(actor=ACTOR)
         assert found is not None and found.session_id == started.session_id
         assert core_services.sessions.latest_pending_session(actor=BOB) is None
+
+
+# -- the reservation: abandon, release, resume, take over ----------------------------------------
+
+ADMIN_ACTOR = Actor("ada", Role.ADMIN)
+
+
+def session_outcome(services: Services, session_id: str) -> str:
+    row = services.sessions.get_session(session_id)
+    assert row is not None
+    return row.outcome
+
+
+class TestReservation:
+    def test_abandon_ends_the_session_and_frees_the_link_at_once(
+        self, core_services: Services, stored_links
+    ):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        core_services.sessions.abandon_session(started.session_id, actor=ACTOR)
+        assert session_outcome(core_services, started.session_id) == "exit"
+        assert core_services.links.relink_in_progress("mk_expired") is None
+        # Idempotent: a second abandon writes nothing more.
+        core_services.sessions.abandon_session(started.session_id, actor=ACTOR)
+        assert len(core_services.audit.entries(action="connect.abandon")) == 1
+        assert core_services.sessions.start_relink(link_id="mk_expired", actor=BOB)
+
+    def test_only_who_opened_a_session_may_abandon_it(self, core_services: Services, stored_links):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        with pytest.raises(LeaseNotHeld):
+            core_services.sessions.abandon_session(started.session_id, actor=BOB)
+        assert session_outcome(core_services, started.session_id) == "pending"
+
+    def test_the_holder_releases_and_anyone_may_relink(self, core_services: Services, stored_links):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        with pytest.raises(LeaseNotHeld):
+            core_services.sessions.release_relink("mk_expired", actor=BOB)
+        core_services.sessions.release_relink("mk_expired", actor=ACTOR, reason="wrong customer")
+        assert core_services.links.relink_in_progress("mk_expired") is None
+        assert session_outcome(core_services, started.session_id) == "exit"
+        (entry,) = core_services.audit.entries(action="connect.relink_release")
+        assert (entry.actor, entry.reason) == (ACTOR.name, "wrong customer")
+        with pytest.raises(LeaseNotHeld):
+            core_services.sessions.release_relink("mk_expired", actor=ACTOR)
+        assert core_services.sessions.start_relink(link_id="mk_expired", actor=BOB)
+
+    def test_resume_opens_a_new_session_under_the_same_reservation(
+        self, core_services: Services, stored_links
+    ):
+        first = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        with pytest.raises(LeaseNotHeld):
+            core_services.sessions.resume_relink("mk_expired", actor=BOB)
+        again = core_services.sessions.resume_relink("mk_expired", actor=ACTOR)
+        assert again.session_id != first.session_id
+        assert session_outcome(core_services, first.session_id) == "exit"
+        lease = core_services.links.relink_in_progress("mk_expired")
+        assert lease is not None and (lease.holder, lease.session_id) == (
+            ACTOR.name,
+            again.session_id,
+        )
+        assert len(core_services.audit.entries(action="connect.relink_resume")) == 1
+
+    def test_resume_of_a_link_repaired_meanwhile_frees_it(
+        self, core_services: Services, stored_links
+    ):
+        first = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        stored_links.links["mk_expired"].update(state="connected", error_code=None)
+        with pytest.raises(RelinkNotNeeded):
+            core_services.sessions.resume_relink("mk_expired", actor=ACTOR)
+        assert core_services.links.relink_in_progress("mk_expired") is None
+        assert session_outcome(core_services, first.session_id) == "exit"
+
+    def test_an_admin_takes_over_with_a_reason(self, core_services: Services, stored_links):
+        first = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        with pytest.raises(PermissionDenied):
+            core_services.sessions.take_over_relink("mk_expired", actor=BOB, reason="mine now")
+        with pytest.raises(ReasonRequired):
+            core_services.sessions.take_over_relink("mk_expired", actor=ADMIN_ACTOR, reason=" ")
+        previous = core_services.sessions.take_over_relink(
+            "mk_expired", actor=ADMIN_ACTOR, reason="agent left for the day"
+        )
+        assert previous == ACTOR.name
+        assert session_outcome(core_services, first.session_id) == "exit"
+        (entry,) = core_services.audit.entries(action="connect.relink_take_over")
+        assert (entry.actor, entry.reason) == ("ada", "agent left for the day")
+        assert ACTOR.name in (entry.detail or "")
+        # The first agent is now refused, the admin may open Connect.
+        with pytest.raises(LeaseHeld):
+            core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ADMIN_ACTOR)
+        lease = core_services.links.relink_in_progress("mk_expired")
+        assert lease is not None and lease.session_id == started.session_id
+
+    def test_a_late_success_of_a_taken_over_session_changes_nothing(
+        self, core_services: Services, stored_links
+    ):
+        first = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        core_services.sessions.take_over_relink("mk_expired", actor=ADMIN_ACTOR, reason="urgent")
+        sid = first.session_id
+        outcome = core_services.sessions.apply_log(
+            sid, [log_entry(sid, 1, "relink_success", link_id="mk_expired")], actor=ACTOR
+        )
+        assert outcome.outcome == "exit"
+        assert core_services.audit.entries(action="connect.relink") == []
+
+    def test_two_admins_taking_over_at_once_exactly_one_wins(
+        self, core_services: Services, stored_links
+    ):
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        barrier = threading.Barrier(2)
+        results: list[str] = []
+
+        def take_over(name: str) -> None:
+            barrier.wait()
+            try:
+                core_services.sessions.take_over_relink(
+                    "mk_expired",
+                    actor=Actor(name, Role.ADMIN),
+                    reason="race",
+                    seen_session=started.session_id,
+                )
+                results.append("won")
+            except LeaseNotHeld:
+                results.append("refused")
+
+        threads = [threading.Thread(target=take_over, args=(f"admin-{i}",)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(results) == ["refused", "won"]
+        assert len(core_services.audit.entries(action="connect.relink_take_over")) == 1
+
+
+class TestTotalsFollowStaffActions:
+    def test_a_relink_moves_the_link_between_the_shared_counts_at_once(
+        self, core_services: Services, stored_links
+    ):
+        before = core_services.links.health_summary(max_age=3600)
+        assert before.errors.get("auth_expired") == 1
+        started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
+        stored_links.links["mk_expired"].update(state="connected", error_code=None)
+        sid = started.session_id
+        core_services.sessions.apply_log(
+            sid, [log_entry(sid, 1, "relink_success", link_id="mk_expired")], actor=ACTOR
+        )
+        # Served from the shared value (no recount within the hour), already moved.
+        after = core_services.links.health_summary(max_age=3600)
+        assert after.computed_at == before.computed_at
+        assert after.errors.get("auth_expired", 0) == 0
+        assert after.counts[Health.HEALTHY] == before.counts[Health.HEALTHY] + 1
+        assert after.counts[Health.NEEDS_RELINK] == before.counts[Health.NEEDS_RELINK] - 1
+        assert after.groups == core_services.links.health_summary(max_age=0).groups  # a recount
+
+    def test_a_new_link_is_counted_at_once(self, core_services: Services, stored_links, started):
+        before = core_services.links.health_summary(max_age=3600)
+        core_services.sessions.apply_log(
+            started.session_id, success_log(started.session_id), actor=ACTOR
+        )
+        after = core_services.links.health_summary(max_age=3600)
+        assert after.total == before.total + 1
+        assert after.groups == core_services.links.health_summary(max_age=0).groups

@@ -68,3 +68,37 @@ def test_a_failing_store_neither_fails_nor_blocks_the_value() -> None:
     shared = SharedResult(lambda: 3, remembered=Broken(), recall_max_age=60)
     assert shared.get(30) == 3
     assert shared.get_if_ready(30) == 3
+
+
+def test_a_known_change_is_served_at_once_and_stored() -> None:
+    remembered = Remembered()
+    shared = SharedResult(lambda: 10, remembered=remembered, recall_max_age=60)
+    assert shared.get(30) == 10
+    shared.adjust(lambda value: value + 1)
+    assert shared.get(30) == 11  # no recount within max_age, the change is there
+    assert remembered.saved[-1] == 11
+
+
+def test_a_change_made_while_counting_is_kept_in_the_new_count() -> None:
+    counting = threading.Event()
+    release = threading.Event()
+
+    def slow() -> int:
+        counting.set()
+        release.wait(10)
+        return 20  # read before the change below was written
+
+    shared = SharedResult(slow)
+    thread = threading.Thread(target=shared.get, args=(0,))
+    thread.start()
+    assert counting.wait(10)
+    shared.adjust(lambda value: value - 1)
+    release.set()
+    thread.join(10)
+    assert shared.get(30) == 19
+
+
+def test_a_change_before_any_value_waits_for_the_count() -> None:
+    shared = SharedResult(lambda: 5)
+    shared.adjust(lambda value: value + 100)  # nothing to change yet; the count will see it
+    assert shared.get(30) == 5

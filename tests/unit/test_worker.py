@@ -376,6 +376,25 @@ class TestPriorities:
         row = job(services, "mk_bad")
         assert row is not None and row.priority < PRIORITY_TRIGGERED
 
+    def test_sync_everything_twice_queues_every_link_once(
+        self, make_services, fake_moneykit, core_clock
+    ):
+        populate(fake_moneykit, 4)
+        services = make_services()
+        services.discovery.sync_all()
+        services.worker.run_once()  # every link read once: the jobs are due later
+        assert services.worker.trigger_sync(ADMIN) == 4
+        due = {link_id: job(services, link_id).due_at for link_id in ("mk_000", "mk_003")}  # type: ignore[union-attr]
+        core_clock.advance(1)
+        # Asked again while the first request is still queued: nothing moves back in line.
+        assert services.worker.trigger_sync(ADMIN) == 0
+        assert {link_id: job(services, link_id).due_at for link_id in due} == due  # type: ignore[union-attr]
+        details = [e.detail for e in services.audit.entries(action="sync.trigger")]
+        assert sorted(details) == ["0 link(s) due now", "4 link(s) due now"]
+        # Once read, a link can be asked for again.
+        services.worker.run_once()
+        assert services.worker.trigger_sync(ADMIN) == 4
+
 
 class TestRateLimits:
     def test_the_worker_claims_no_more_than_the_app_limit_allows(

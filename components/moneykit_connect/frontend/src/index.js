@@ -56,9 +56,60 @@ function createSession(sessionId) {
     phase: "starting",
     outcome: "",
     frame: null,
+    abandonControl: null,
     views: new Set(),
     teardownTimer: null,
   };
+}
+
+// The overlay covers the whole page, Streamlit's own buttons included, so its way out is drawn
+// above it: a button that ends the session the way closing Connect does (an "exit" entry, which
+// Python records and which releases a relink's reservation).
+const ABANDON_TEXT = "Abandon this Connect session";
+
+function showAbandonControl(session) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = ABANDON_TEXT;
+  button.dataset.testid = "moneykit-connect-abandon";
+  Object.assign(button.style, {
+    position: "fixed",
+    top: "12px",
+    left: "12px",
+    zIndex: "1000000",
+    padding: "8px 14px",
+    border: "1px solid rgba(0, 0, 0, 0.2)",
+    borderRadius: "8px",
+    background: "#ffffff",
+    color: "#1f1f24",
+    font: "500 14px/1.4 sans-serif",
+    cursor: "pointer",
+    boxShadow: "0 2px 8px rgba(0, 0, 0, 0.25)",
+  });
+  button.addEventListener("click", () => abandonFromOverlay(session));
+  document.body.appendChild(button);
+  session.abandonControl = button;
+}
+
+function hideAbandonControl(session) {
+  if (session.abandonControl?.isConnected) {
+    session.abandonControl.remove();
+  }
+  session.abandonControl = null;
+}
+
+function abandonFromOverlay(session) {
+  if (session.phase !== "open") {
+    return;
+  }
+  record(session, "exit", { error: null });
+  if (session.frame?.isConnected) {
+    session.frame.remove();
+  }
+  // Whatever the launcher's listener still hears belongs to no session of ours now.
+  session.phase = "abandoned";
+  session.outcome = "You abandoned this Connect session.";
+  renderSession(session);
 }
 
 function errorMessage(error) {
@@ -143,6 +194,7 @@ function record(session, type, data) {
   if (type !== "event" && session.phase !== "finished") {
     session.phase = "finished";
     session.outcome = outcomeOf(type, data);
+    hideAbandonControl(session);
   }
   publish(session);
   renderSession(session);
@@ -156,6 +208,7 @@ function abandon(session, reason) {
   if (session.frame?.isConnected) {
     session.frame.remove();
   }
+  hideAbandonControl(session);
   if (session.phase === "open" || session.phase === "starting") {
     session.phase = "abandoned";
     session.outcome = reason;
@@ -208,6 +261,7 @@ function launch(session, args) {
     frame.title = "MoneyKit Connect";
     session.frame = frame;
     session.phase = "open";
+    showAbandonControl(session);
   } else if (args.mode === "continue") {
     // In an OAuth popup, continue() only tells the opener to resume; the original
     // window finishes the flow and receives the callbacks.

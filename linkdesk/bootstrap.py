@@ -24,6 +24,7 @@ from linkdesk.services.customer_links import CustomerLinkService, load_signing_k
 from linkdesk.services.discovery import DiscoveryService
 from linkdesk.services.jobs import JobQueue
 from linkdesk.services.ratelimit import RateLimiter, RequestBudget
+from linkdesk.services.staff_auth import StaffAuth
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
@@ -50,6 +51,7 @@ class Services:
     worker: SyncWorker
     customer_links: CustomerLinkService
     demo: DemoService
+    staff: StaffAuth
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -198,5 +200,6 @@ def build_services(
         worker=worker,
         customer_links=customer_links,
         demo=demo,
+        staff=StaffAuth(store, audit, settings, clock=clock),
         _closers=closers,
     )

@@ -5,6 +5,8 @@
 * the dashboard (`dashboard.py`) at `/`;
 * `POST /webhooks/moneykit`, MoneyKit's signed webhooks, verified and queued by the core;
 * `GET /healthz`, a liveness probe for the process and its store;
+* `GET /auth/session` and `GET /auth/sign-out`, which set and clear the staff session cookie
+  (`linkdesk.staff_web`);
 * the reconciliation worker in a background thread, unless `LINKDESK_RUN_WORKER=false` (then run
   `python -m linkdesk worker` as its own process, e.g. one worker beside several dashboards).
 
@@ -26,6 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from linkdesk.services.staff_auth import StaffAuth
+from linkdesk.settings import Settings
+from linkdesk.staff_web import staff_session_routes
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from ui.wiring import get_services
 
@@ -57,6 +62,16 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
 
 
+def _staff_auth() -> StaffAuth:
+    return get_services().staff
+
+
+def _staff_routes() -> list[Route]:
+    # Read from the environment here, without building the services at import time. A proxy's
+    # X-Forwarded-Proto counts only where its X-Forwarded-For is trusted too.
+    return staff_session_routes(_staff_auth, trust_forwarded_proto=Settings().trust_forwarded_for)
+
+
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     services = get_services()
@@ -81,6 +96,7 @@ app = st.App(
     routes=[
         Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *_staff_routes(),
     ],
     lifespan=lifespan,
 )

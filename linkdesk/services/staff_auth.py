@@ -32,12 +32,14 @@ from linkdesk.store.models import SignInFailure, StaffSession, StaffUser
 
 __all__ = [
     "HANDOFF_SECONDS",
+    "SESSION_COOKIE",
     "SignInResult",
     "StaffAuth",
     "StaffSessionRow",
     "client_address",
 ]
 
+SESSION_COOKIE = "linkdesk_session"
 HANDOFF_SECONDS = 60  # a handoff code is used by the very next page load
 _MAX_NAME = 100
 

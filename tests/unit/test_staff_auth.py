@@ -10,7 +10,14 @@ import pytest
 import sqlalchemy as sa
 
 from linkdesk.__main__ import main
-from linkdesk.auth import Actor, PermissionDenied, Role, hash_password, load_users, verify_local_password
+from linkdesk.auth import (
+    Actor,
+    PermissionDenied,
+    Role,
+    hash_password,
+    load_users,
+    verify_local_password,
+)
 from linkdesk.bootstrap import Services
 from linkdesk.services.staff_auth import client_address
 from linkdesk.store.models import StaffSession, StaffUser

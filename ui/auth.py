@@ -109,7 +109,7 @@ def current_actor() -> Actor | None:
             st.session_state[ACTOR_KEY] = actor
         return actor
     token = st.context.cookies.get(SESSION_COOKIE)
-    if token:
+    if isinstance(token, str) and token:
         found = staff.actor_for_token(token)
         if found is not None:
             actor, session_id = found
@@ -131,9 +131,23 @@ def require_actor() -> Actor:
     return actor
 
 
+def _connection_ip() -> str | None:
+    ip = st.context.ip_address  # None on localhost (and outside a browser)
+    return ip if isinstance(ip, str) else None
+
+
+def _request_headers() -> dict[str, str]:
+    try:
+        headers = dict(st.context.headers)
+    except TypeError:  # no browser connection (AppTest)
+        return {}
+    return {str(k): v for k, v in headers.items() if isinstance(v, str)}
+
+
 def _requested_url() -> str:
     """The path and query the person asked for, so sign-in ends where they wanted to go."""
-    path = urlsplit(st.context.url or "/").path or "/"
+    url = st.context.url
+    path = (urlsplit(url).path if isinstance(url, str) else "") or "/"
     query = st.query_params.to_dict()
     return path + (f"?{urlencode(query)}" if query else "")
 
@@ -167,8 +181,8 @@ def sign_in_page() -> None:
     if not submitted:
         return
     client = client_address(
-        st.context.ip_address,
-        dict(st.context.headers),
+        _connection_ip(),
+        _request_headers(),
         trust_forwarded_for=services.settings.trust_forwarded_for,
     )
     result = services.staff.sign_in(username, password, client=client, configured_users=users)

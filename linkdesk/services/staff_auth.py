@@ -278,7 +278,7 @@ class StaffAuth:
 
     def actor_for_token(self, token: str | None) -> tuple[Actor, str] | None:
         """(actor, session id) of a live cookie token, or None."""
-        if not token or len(token) > 200:
+        if not isinstance(token, str) or not token or len(token) > 200:
             return None
         return self._live(StaffSession.token_sha256 == _sha256(token))
 

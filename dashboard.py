@@ -24,6 +24,7 @@ STAFF_PAGE_PATHS = (
     "activity",
     "webhooks",
     "demo",
+    "staff_sessions",
 )
 
 # Reached by customers and banks, never through the menu.

@@ -24,7 +24,7 @@ if not sessions:
     st.info("Nobody is signed in with a local account right now.")
 own = st.session_state.get(STAFF_SESSION_KEY)
 for row in sessions:
-    with st.container(border=True):
+    with st.container(border=True, key=f"staff-session-{row.id}"):
         left, right = st.columns([4, 1])
         mine = " (this browser)" if row.id == own else ""
         left.text(f"{row.name} · {row.role}{mine}")

@@ -6,7 +6,6 @@ because the launcher compares it byte for byte with the browser's origin.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from linkdesk.auth import hash_password
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "e2e"
@@ -40,10 +41,6 @@ ADMIN = "e2e-admin"
 ADMIN_PASSWORD = "e2e-admin-password"
 CLIENT_ID = "e2e_client"
 CLIENT_SECRET = "e2e_secret"  # credentials of a throwaway sandbox
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def free_port() -> int:
@@ -113,8 +110,8 @@ def running_stack(
         "LINKDESK_SIGNING_KEY_FILE": str(work / "signing.key"),
         "LINKDESK_USERS": json.dumps(
             {
-                AGENT: {"role": "support", "password_sha256": sha256(AGENT_PASSWORD)},
-                ADMIN: {"role": "admin", "password_sha256": sha256(ADMIN_PASSWORD)},
+                AGENT: {"role": "support", "password_hash": hash_password(AGENT_PASSWORD)},
+                ADMIN: {"role": "admin", "password_hash": hash_password(ADMIN_PASSWORD)},
             }
         ),
         **(extra_env or {}),

@@ -209,3 +209,14 @@ def test_user_add_print_gives_a_line_for_the_users_setting(
     assert main(["user", "add", "ivy", "--role", "viewer", "--print"]) == 0
     entry = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert verify_local_password(entry, "ivy", "printed-password") == Actor("ivy", Role.VIEWER)
+
+
+def test_the_secrets_example_signs_in_the_readme_demo_users_with_argon2_hashes():
+    import tomllib
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / ".streamlit" / "secrets.example.toml"
+    users = load_users(tomllib.loads(example.read_text())["linkdesk"]["users"])
+    for name in ("admin", "support", "viewer"):
+        assert users[name]["password_hash"].startswith("$argon2id$")
+        assert verify_local_password(users, name, f"linkdesk-{name}") == Actor(name, Role(name))

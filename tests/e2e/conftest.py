@@ -88,12 +88,13 @@ def running_stack(
     demo_links: int = 60,
     extra_env: dict[str, str] | None = None,
     setup: tuple[tuple[str, ...], ...] = (("migrate",), ("sync",)),
+    dashboard_port: int | None = None,
 ) -> Iterator[Stack]:
     """A sandbox and a dashboard (`server.py`) on free ports, set up with ``python -m linkdesk``
     commands (``setup``), stopped afterwards. Logs go to test-output/e2e/logs/<name>*.log."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: run `make test` (it installs it)")
-    sandbox_port, dashboard_port = free_port(), free_port()
+    sandbox_port, dashboard_port = free_port(), dashboard_port or free_port()
     sandbox_url = f"http://localhost:{sandbox_port}"
     dashboard_url = f"http://localhost:{dashboard_port}"
     database_url = f"sqlite:///{work / 'linkdesk.db'}"

@@ -13,7 +13,7 @@ import streamlit as st
 from linkdesk.auth import Permission
 from ui.auth import current_actor, role_notice_page, sign_in_page, sign_out_page
 from ui.demo import demo_mode_on, demo_page_visible, show_demo_banner
-from ui.errors import run_page
+from ui.errors import report, run_page
 
 STAFF_PAGE_PATHS = (
     "overview",
@@ -48,7 +48,13 @@ def _notice(title: str, needs: str, url_path: str) -> st.Page:
     )
 
 
-actor = current_actor()
+try:
+    actor = current_actor()  # reads the staff session from the store
+except Exception as error:
+    # The store is down or locked: the designed panel, as on every page, not a traceback.
+    st.set_page_config(page_title="Linkdesk", page_icon="🔗", layout="wide")
+    report(error, where="sign-in")
+    st.stop()
 if actor is None:
     navigation = st.navigation(
         [

@@ -97,8 +97,14 @@ def current_actor() -> Actor | None:
         email = str(claims.get("email") or "")
         name = str(claims.get("name") or email or "signed-in user")
         return Actor(name, oidc_role(claims, _to_plain(_secrets_section("linkdesk"))))
-    staff = get_services().staff
     session_id = st.session_state.get(STAFF_SESSION_KEY)
+    token = st.context.cookies.get(SESSION_COOKIE)
+    if not isinstance(session_id, str) and not (isinstance(token, str) and token):
+        # An actor put in this session's state by the code itself (tests draw pages this
+        # way); a browser cannot write session state.
+        actor = st.session_state.get(ACTOR_KEY)
+        return actor if isinstance(actor, Actor) else None
+    staff = get_services().staff
     if isinstance(session_id, str):
         # Checked on every run: a sign-out in another tab or an admin's revocation ends it here.
         actor = staff.actor_for_session(session_id)
@@ -108,18 +114,14 @@ def current_actor() -> Actor | None:
         else:
             st.session_state[ACTOR_KEY] = actor
         return actor
-    token = st.context.cookies.get(SESSION_COOKIE)
-    if isinstance(token, str) and token:
-        found = staff.actor_for_token(token)
-        if found is not None:
-            actor, session_id = found
-            st.session_state[STAFF_SESSION_KEY] = session_id
-            st.session_state[ACTOR_KEY] = actor
-            return actor
-    # An actor put in this session's state by the code itself (tests draw pages this way);
-    # a browser cannot write session state.
-    actor = st.session_state.get(ACTOR_KEY)
-    return actor if isinstance(actor, Actor) else None
+    found = staff.actor_for_token(token if isinstance(token, str) else None)
+    if found is None:
+        st.session_state.pop(ACTOR_KEY, None)
+        return None
+    actor, session_id = found
+    st.session_state[STAFF_SESSION_KEY] = session_id
+    st.session_state[ACTOR_KEY] = actor
+    return actor
 
 
 def require_actor() -> Actor:

@@ -220,3 +220,18 @@ def test_the_secrets_example_signs_in_the_readme_demo_users_with_argon2_hashes()
     for name in ("admin", "support", "viewer"):
         assert users[name]["password_hash"].startswith("$argon2id$")
         assert verify_local_password(users, name, f"linkdesk-{name}") == Actor(name, Role(name))
+
+
+def test_oidc_roles_come_from_the_email_map_then_the_claim_mapping():
+    from ui.auth import oidc_role
+
+    config = {
+        "roles": {"lead@example.test": "admin"},
+        "oidc": {"role_claim": "groups", "role_map": {"ops": "support", "leads": "admin"}},
+    }
+    assert oidc_role({"email": "lead@example.test", "groups": []}, config) == Role.ADMIN
+    assert oidc_role({"email": "a@example.test", "groups": ["ops", "x"]}, config) == Role.SUPPORT
+    assert oidc_role({"groups": ["ops", "leads"]}, config) == Role.ADMIN  # the highest wins
+    assert oidc_role({"groups": "ops"}, config) == Role.SUPPORT  # a single value
+    assert oidc_role({"email": "new@example.test"}, config) == Role.VIEWER
+    assert oidc_role({"groups": ["ops"]}, {}) == Role.VIEWER

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from linkdesk.auth import Actor, Permission, Role, hash_password, password_matches, require
 from linkdesk.services.audit import AuditLog
@@ -179,7 +179,10 @@ class StaffAuth:
         users.update(self.stored_users())
         entry = users.get(username)
         if not password_matches(entry, username, password) or entry is None:
+            window = timedelta(minutes=self._settings.sign_in_window_minutes)
             with self._store.write() as session:
+                # Failures older than the window count for nothing: the table stays small.
+                session.execute(delete(SignInFailure).where(SignInFailure.at < now - window))
                 session.add(SignInFailure(at=now, username=username, client=client))
                 self._audit.add(
                     session,
@@ -223,6 +226,14 @@ class StaffAuth:
         session_id = secrets.token_hex(16)
         code = secrets.token_urlsafe(32)
         with self._store.write() as session:
+            # Sessions ended more than a day ago are of no use to anyone (the audit log keeps
+            # the sign-ins and sign-outs).
+            stale = now - timedelta(days=1)
+            session.execute(
+                delete(StaffSession).where(
+                    (StaffSession.expires_at < stale) | (StaffSession.revoked_at < stale)
+                )
+            )
             session.add(
                 StaffSession(
                     id=session_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -86,8 +87,11 @@ def test_thirty_guesses_over_six_sessions_then_the_right_password_is_refused(
     # Once the window has passed, the right password signs in.
     core_clock.advance(16 * 60)
     assert staff.sign_in("alice", "the-right-password", client="198.51.100.7").ok
+    # Failures that have left the window are removed with the next one.
+    assert not staff.sign_in("alice", "one-more-guess", client="198.51.100.7").ok
+    assert staff.failures_since(core_clock() - timedelta(days=1)) == 1
     outcomes = [e.outcome for e in core_services.audit.entries(100, action="staff.sign_in")]
-    assert outcomes.count("refused") == 5 and "throttled" in outcomes and "ok" in outcomes
+    assert outcomes.count("refused") == 6 and "throttled" in outcomes and "ok" in outcomes
 
 
 def test_one_client_guessing_many_names_is_throttled(core_services: Services):

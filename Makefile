@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FRONTEND := components/moneykit_connect/frontend
 BUNDLE := $(FRONTEND)/dist/index.js
+# The OpenID Connect provider the sign-in browser tests start (npm oidc-provider, pinned).
+OIDC_DIR := tests/e2e/oidc
+OIDC_PROVIDER := $(OIDC_DIR)/node_modules/.package-lock.json
 SANDBOX_PORT ?= 8611
 DASHBOARD_PORT ?= 8501
 # The throwaway PostgreSQL server of the tests (scripts/postgres.sh): every test that touches
@@ -29,7 +32,7 @@ test: setup-dev chromium postgres prometheus
 	$(PY) -m pytest -q -p no:cacheprovider
 
 setup: $(VENV)/.requirements $(BUNDLE)
-setup-dev: setup $(VENV)/.requirements-dev
+setup-dev: setup $(VENV)/.requirements-dev $(OIDC_PROVIDER)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +49,9 @@ $(VENV)/.requirements-dev: requirements-dev.txt requirements.txt | $(VENV)/bin/p
 # the bundle is built here and never committed.
 $(BUNDLE): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/build.mjs $(wildcard $(FRONTEND)/src/*.js)
 	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
+
+$(OIDC_PROVIDER): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
 # Debian's PostgreSQL (installed when missing) with a throwaway cluster on localhost:$(PG_PORT);
 # a second run reuses the running server.
@@ -92,4 +98,4 @@ bench: setup-dev postgres chromium
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(FRONTEND)/node_modules $(FRONTEND)/dist var test-output
+	rm -rf $(VENV) $(FRONTEND)/node_modules $(OIDC_DIR)/node_modules $(FRONTEND)/dist var test-output

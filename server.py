@@ -8,6 +8,8 @@
 * security headers on every response (`linkdesk.http_security`: CSP, frame-ancestors,
   nosniff, no-referrer) and Streamlit's own `/_stcore/metrics` closed;
 * `GET /metrics`, Prometheus metrics (bearer token `LINKDESK_METRICS_TOKEN` when set);
+* `GET /auth/session` and `GET /auth/sign-out`, which set and clear the staff session cookie
+  (`linkdesk.staff_web`);
 * the reconciliation worker in a background thread, unless `LINKDESK_RUN_WORKER=false` (then run
   `python -m linkdesk worker` as its own process, e.g. one worker beside several dashboards).
 
@@ -32,7 +34,9 @@ from starlette.routing import Route
 
 from linkdesk.http_security import SecurityHeadersMiddleware
 from linkdesk.metrics import CONTENT_TYPE_LATEST, authorized
+from linkdesk.services.staff_auth import StaffAuth
 from linkdesk.settings import Settings
+from linkdesk.staff_web import staff_session_routes
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from ui.wiring import get_services
 
@@ -76,6 +80,16 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+def _staff_auth() -> StaffAuth:
+    return get_services().staff
+
+
+def _staff_routes() -> list[Route]:
+    # Read from the environment here, without building the services at import time. A proxy's
+    # X-Forwarded-Proto counts only where its X-Forwarded-For is trusted too.
+    return staff_session_routes(_staff_auth, trust_forwarded_proto=Settings().trust_forwarded_for)
+
+
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     services = get_services()
@@ -101,6 +115,7 @@ app = st.App(
         Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *_staff_routes(),
     ],
     lifespan=lifespan,
     middleware=[

@@ -1,4 +1,5 @@
-"""Command line: ``python -m linkdesk migrate``, ``sync``, ``worker`` and ``demo-reset``."""
+"""Command line: ``python -m linkdesk migrate``, ``sync``, ``worker``, ``demo-reset`` and
+``user add``."""
 
 from __future__ import annotations
 
@@ -168,6 +169,36 @@ def _demo_reset(settings: Settings, *, unless_built: bool) -> int:
         services.close()
 
 
+def _user_add(settings: Settings, name: str, role: str, *, print_only: bool) -> int:
+    import getpass
+    import json
+
+    from linkdesk.auth import hash_password
+
+    # Typed twice and never echoed, so the password is in no shell history or process list.
+    password = getpass.getpass(f"Password for {name}: ")
+    if password != getpass.getpass("The same password again: "):
+        print("The passwords do not match; nothing was saved.", file=sys.stderr)
+        return EXIT_PARTIAL
+    if len(password) < 12:
+        print("Use at least 12 characters; nothing was saved.", file=sys.stderr)
+        return EXIT_PARTIAL
+    if print_only:
+        entry = {name: {"role": role, "password_hash": hash_password(password)}}
+        print("Add this entry to LINKDESK_USERS (or [linkdesk.users] in the secrets):")
+        print(json.dumps(entry))
+        return EXIT_OK
+    from linkdesk.bootstrap import build_services
+
+    services = build_services(settings)
+    try:
+        services.staff.add_user(name, role, password)
+    finally:
+        services.close()
+    print(f"Saved {name} ({role}) in the database; they can sign in on every replica.")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linkdesk", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -186,6 +217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep a demo world that is already built with LINKDESK_DEMO_LINKS links",
     )
+    user = commands.add_parser("user", help="manage local staff accounts")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_commands.add_parser(
+        "add", help="add a staff account or set its password (prompts for it twice)"
+    )
+    user_add.add_argument("name")
+    user_add.add_argument("--role", choices=["viewer", "support", "admin"], required=True)
+    user_add.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="print a LINKDESK_USERS entry instead of saving the account in the database",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
 
@@ -194,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "worker":
         return _worker(settings, once=args.once)
+    if args.command == "user":
+        return _user_add(settings, args.name, args.role, print_only=args.print_only)
     if args.command == "demo-reset":
         return _demo_reset(settings, unless_built=args.unless_built)
     return _sync(settings)

@@ -4,14 +4,14 @@ Pages hide buttons a role cannot use, but the check that counts is here: every s
 calls :func:`require` first, so a hand-crafted request or a forgotten ``if`` in a page cannot
 relink a link as a viewer.
 
-Local users (``LINKDESK_USERS``) are a JSON object::
+Local users live in the store (``python -m linkdesk user add NAME --role support``), or in
+``LINKDESK_USERS`` / the secrets file as a JSON object::
 
-    {"alice": {"role": "support", "password_sha256": "<64 hex digits>"},
-     "bob":   {"role": "admin",   "password_sha256": "<64 hex digits>"}}
+    {"alice": {"role": "support", "password_hash": "$argon2id$v=19$..."}}
 
-``password_sha256`` is ``sha256(password)`` in lower-case hex (``printf %s 'pw' | sha256sum``).
-This suits a small internal tool behind the company network; use OIDC (``st.login``) when the
-dashboard is reachable from anywhere else.
+Passwords are kept only as argon2id hashes (salted, deliberately slow). Entries written for older
+versions (``password_sha256``, an unsalted SHA-256) still sign in, with a loud warning naming the
+user, until an admin replaces them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
 from linkdesk.errors import ServiceError
 
 __all__ = [
@@ -36,7 +39,9 @@ __all__ = [
     "Role",
     "allowed",
     "as_actor",
+    "hash_password",
     "load_users",
+    "password_matches",
     "require",
     "verify_local_password",
 ]
@@ -147,8 +152,22 @@ def as_actor(actor: Actor | str, default_role: Role | str = Role.SUPPORT) -> Act
     raise TypeError(f"actor must be an Actor, got {type(actor).__name__}")
 
 
+_HASHER = PasswordHasher()  # argon2id with argon2-cffi's current parameters (RFC 9106 low-memory)
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password`` (salted; the PHC string holds salt and parameters)."""
+    if not password:
+        raise ValueError("a password cannot be empty")
+    return _HASHER.hash(password)
+
+
 def load_users(raw: str | Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
-    """Parse the users setting (JSON text or a mapping); malformed entries are left out."""
+    """Parse the users setting (JSON text or a mapping); malformed entries are left out.
+
+    Each entry has a ``role`` and either ``password_hash`` (argon2id, from ``python -m linkdesk
+    user add``) or, from older configurations, ``password_sha256``.
+    """
     if raw is None or raw == "":
         return {}
     data: Any = raw
@@ -164,18 +183,51 @@ def load_users(raw: str | Mapping[str, Any] | None) -> dict[str, dict[str, str]]
     for name, entry in data.items():
         if not isinstance(name, str) or not isinstance(entry, Mapping):
             continue
-        role, digest = entry.get("role"), entry.get("password_sha256")
-        if not isinstance(role, str) or not isinstance(digest, str):
+        role = entry.get("role")
+        argon, digest = entry.get("password_hash"), entry.get("password_sha256")
+        if not isinstance(role, str) or role not in {r.value for r in Role}:
+            logger.warning("local user %r has an unknown role; ignored", name[:100])
             continue
-        if role not in {r.value for r in Role} or len(digest) != 64:
-            logger.warning("local user %r has an unknown role or a malformed hash; ignored", name)
-            continue
-        users[name] = {"role": role, "password_sha256": digest.lower()}
+        if isinstance(argon, str) and argon.startswith("$argon2id$"):
+            users[name] = {"role": role, "password_hash": argon}
+        elif isinstance(digest, str) and len(digest) == 64:
+            users[name] = {"role": role, "password_sha256": digest.lower()}
+        else:
+            logger.warning("local user %r has no usable password hash; ignored", name[:100])
     return users
 
 
-# Compared against when the user does not exist, so a wrong name costs as much as a wrong password.
-_DUMMY_DIGEST = hashlib.sha256(b"linkdesk-no-such-user").hexdigest()
+# Checked when the user does not exist, so a wrong name costs as much as a wrong password.
+_DUMMY_HASH = _HASHER.hash("linkdesk-no-such-user")
+
+
+def password_matches(entry: Mapping[str, str] | None, username: str, password: str) -> bool:
+    """Whether ``password`` fits the stored entry; takes an argon2 check's time either way.
+
+    An unsalted SHA-256 entry still signs in (so an upgrade locks nobody out) but logs a
+    WARNING naming the user, never the hash, each time, until the entry is replaced.
+    """
+    if entry is not None and "password_sha256" in entry:
+        _argon2_matches(_DUMMY_HASH, password)  # the same cost as a real check
+        logger.warning(
+            "local user %r signs in with an unsalted SHA-256 password hash; replace it with an "
+            "argon2id entry (python -m linkdesk user add %s --role %s)",
+            username[:100],
+            username[:100],
+            entry.get("role", "viewer"),
+        )
+        given = hashlib.sha256(password.encode("utf-8")).hexdigest()
+        return hmac.compare_digest(given.encode(), entry["password_sha256"].encode())
+    stored = entry.get("password_hash") if entry is not None else None
+    matches = _argon2_matches(stored or _DUMMY_HASH, password)
+    return entry is not None and stored is not None and matches
+
+
+def _argon2_matches(stored: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
 
 def verify_local_password(
@@ -183,15 +235,12 @@ def verify_local_password(
 ) -> Actor | None:
     """The signed-in :class:`Actor`, or None when the name or password is wrong.
 
-    The comparison takes the same time whether the user exists or not; nothing about the
-    password is logged.
+    The check takes the same time whether the user exists or not; nothing about the password
+    is logged.
     """
     users = load_users(users_config)
     entry = users.get(username)
-    expected = entry["password_sha256"] if entry else _DUMMY_DIGEST
-    given = hashlib.sha256(password.encode("utf-8")).hexdigest()
-    matches = hmac.compare_digest(given.encode(), expected.encode())
-    if entry is None or not matches:
+    if not password_matches(entry, username, password) or entry is None:
         logger.info("local sign-in refused for %r", username[:100])
         return None
     return Actor(username, Role(entry["role"]))

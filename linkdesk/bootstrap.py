@@ -28,6 +28,7 @@ from linkdesk.services.discovery import DiscoveryService
 from linkdesk.services.jobs import JobQueue
 from linkdesk.services.outreach import OutreachService
 from linkdesk.services.ratelimit import RateLimiter, RequestBudget
+from linkdesk.services.staff_auth import StaffAuth
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
@@ -58,6 +59,7 @@ class Services:
     alerts: AlertService
     alert_runner: AlertRunner
     metrics: Metrics
+    staff: StaffAuth
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -262,5 +264,6 @@ def build_services(
         alerts=alerts,
         alert_runner=alert_runner,
         metrics=metrics,
+        staff=StaffAuth(store, audit, settings, clock=clock),
         _closers=closers,
     )

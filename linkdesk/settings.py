@@ -376,8 +376,57 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("LINKDESK_USERS", "users"),
         description=(
-            'Local staff accounts as JSON: {"alice": {"role": "support", "password_sha256": '
-            '"<hex>"}}; roles viewer, support, admin. Never logged or rendered.'
+            'Local staff accounts as JSON: {"alice": {"role": "support", "password_hash": '
+            '"$argon2id$..."}} (made by python -m linkdesk user add --print); roles viewer, '
+            "support, admin. Old password_sha256 entries still work with a warning. Never logged "
+            "or rendered."
+        ),
+    )
+    staff_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 30,
+        validation_alias=_env("LINKDESK_STAFF_SESSION_HOURS", "staff_session_hours"),
+        description=(
+            "How long a staff sign-in lasts (the session cookie and its row in the store), in "
+            "hours; sign-out or an admin ends it sooner."
+        ),
+    )
+    sign_in_window_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=24 * 60,
+        validation_alias=_env("LINKDESK_SIGN_IN_WINDOW_MINUTES", "sign_in_window_minutes"),
+        description="Window in which failed sign-ins are counted for throttling, in minutes.",
+    )
+    sign_in_max_failures_per_account: int = Field(
+        default=5,
+        ge=1,
+        validation_alias=_env(
+            "LINKDESK_SIGN_IN_MAX_FAILURES_PER_ACCOUNT", "sign_in_max_failures_per_account"
+        ),
+        description=(
+            "Failed sign-ins for one user name within the window after which that name is "
+            "refused until the window has passed (every replica, every browser)."
+        ),
+    )
+    sign_in_max_failures_per_client: int = Field(
+        default=20,
+        ge=1,
+        validation_alias=_env(
+            "LINKDESK_SIGN_IN_MAX_FAILURES_PER_CLIENT", "sign_in_max_failures_per_client"
+        ),
+        description=(
+            "Failed sign-ins from one client address within the window after which that "
+            "address is refused until the window has passed."
+        ),
+    )
+    trust_forwarded_for: bool = Field(
+        default=False,
+        validation_alias=_env("LINKDESK_TRUST_FORWARDED_FOR", "trust_forwarded_for"),
+        description=(
+            "Take the client address for sign-in throttling from the X-Forwarded-For header "
+            "(only behind a proxy that sets it); otherwise the connection's address is used."
         ),
     )
     default_role: str = Field(

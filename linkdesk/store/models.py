@@ -52,6 +52,9 @@ __all__ = [
     "OutreachMessage",
     "OutreachTemplate",
     "RelinkLease",
+    "SignInFailure",
+    "StaffSession",
+    "StaffUser",
     "SyncAttempt",
     "SyncJob",
     "UTCDateTime",
@@ -679,3 +682,52 @@ class AlertState(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
+class StaffUser(Base):
+    """A local staff account added with ``python -m linkdesk user add`` (argon2id hash only)."""
+
+    __tablename__ = "staff_users"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StaffSession(Base):
+    """A signed-in browser. Only hashes of its cookie token and of its one-time handoff code
+    are kept; a revoked or expired row signs every tab of that browser out."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_expires_at: Mapped[datetime | None]
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    client: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_staff_sessions_name", "name", "created_at"),)
+
+
+class SignInFailure(Base):
+    """A wrong password, counted per account and per client by every replica (throttling)."""
+
+    __tablename__ = "sign_in_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    username: Mapped[str] = mapped_column(String(100))
+    client: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (
+        Index("ix_sign_in_failures_username", "username", "at"),
+        Index("ix_sign_in_failures_client", "client", "at"),
+    )

@@ -6,7 +6,6 @@ because the launcher compares it byte for byte with the browser's origin.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from linkdesk.auth import hash_password
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "e2e"
@@ -40,10 +41,6 @@ ADMIN = "e2e-admin"
 ADMIN_PASSWORD = "e2e-admin-password"
 CLIENT_ID = "e2e_client"
 CLIENT_SECRET = "e2e_secret"  # credentials of a throwaway sandbox
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def free_port() -> int:
@@ -91,12 +88,13 @@ def running_stack(
     demo_links: int = 60,
     extra_env: dict[str, str] | None = None,
     setup: tuple[tuple[str, ...], ...] = (("migrate",), ("sync",)),
+    dashboard_port: int | None = None,
 ) -> Iterator[Stack]:
     """A sandbox and a dashboard (`server.py`) on free ports, set up with ``python -m linkdesk``
     commands (``setup``), stopped afterwards. Logs go to test-output/e2e/logs/<name>*.log."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: run `make test` (it installs it)")
-    sandbox_port, dashboard_port = free_port(), free_port()
+    sandbox_port, dashboard_port = free_port(), dashboard_port or free_port()
     sandbox_url = f"http://localhost:{sandbox_port}"
     dashboard_url = f"http://localhost:{dashboard_port}"
     database_url = f"sqlite:///{work / 'linkdesk.db'}"
@@ -113,8 +111,8 @@ def running_stack(
         "LINKDESK_SIGNING_KEY_FILE": str(work / "signing.key"),
         "LINKDESK_USERS": json.dumps(
             {
-                AGENT: {"role": "support", "password_sha256": sha256(AGENT_PASSWORD)},
-                ADMIN: {"role": "admin", "password_sha256": sha256(ADMIN_PASSWORD)},
+                AGENT: {"role": "support", "password_hash": hash_password(AGENT_PASSWORD)},
+                ADMIN: {"role": "admin", "password_hash": hash_password(ADMIN_PASSWORD)},
             }
         ),
         **(extra_env or {}),

@@ -1,8 +1,8 @@
 """Alerts: rules, incidents with their history, silences, the notification outbox, and the
 per-bank rollup the error-spike rule reads instead of the links table.
 
-Revision ID: 0011
-Revises: 0009
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 from linkdesk.store.models import UTCDateTime
 
-revision: str = "0011"
-down_revision: str | None = "0009"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

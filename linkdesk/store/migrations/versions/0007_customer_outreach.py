@@ -3,8 +3,8 @@
 Customers' email addresses (from MoneyKit or an import), the editable relink email, campaigns and
 their messages, and the first time a customer relink link was opened.
 
-Revision ID: 0009
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 from linkdesk.store.models import UTCDateTime
 
-revision: str = "0009"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

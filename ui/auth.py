@@ -17,7 +17,6 @@ which pages exist for the person; the services check it again before they act.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -26,6 +25,7 @@ import streamlit as st
 
 from linkdesk.auth import Actor, Role, load_users
 from linkdesk.services.staff_auth import SESSION_COOKIE, client_address
+from ui.navigate import go_to
 from ui.wiring import get_services
 
 ACTOR_KEY = "linkdesk.actor"
@@ -154,14 +154,6 @@ def _requested_url() -> str:
     return path + (f"?{urlencode(query)}" if query else "")
 
 
-def _go_to(url: str) -> None:
-    """Send the whole browser tab to ``url`` (a same-origin path built here, never input)."""
-    st.html(
-        f"<script>window.location.replace({json.dumps(url)});</script>",
-        unsafe_allow_javascript=True,
-    )
-
-
 def sign_in_page() -> None:
     st.title("Sign in to Linkdesk")
     if oidc_configured():
@@ -197,7 +189,7 @@ def sign_in_page() -> None:
     # this tab is already signed in through its session state if the browser stays here.
     target = "/auth/session?" + urlencode({"code": result.handoff_code, "next": _requested_url()})
     st.info("Signed in. Opening Linkdesk…")
-    _go_to(target)
+    go_to(target)
 
 
 def sign_out_page() -> None:
@@ -209,7 +201,7 @@ def sign_out_page() -> None:
     if isinstance(session_id, str):
         get_services().staff.sign_out(session_id=session_id)
     # Clears the cookie too, so the next visit asks for a password again.
-    _go_to("/auth/sign-out")
+    go_to("/auth/sign-out")
     st.info("Signed out.")
 
 

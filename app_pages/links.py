@@ -374,7 +374,7 @@ selected_link = st.query_params.get("link")
 # moved into the selected position.
 table_key = "links.table." + hashlib.sha1("\n".join(shown_ids).encode()).hexdigest()[:16]
 st.dataframe(
-    table_rows(page.rows, dark=dark),
+    table_rows(page.rows, dark=dark, outreach=services.outreach.link_stages(shown_ids)),
     key=table_key,
     hide_index=True,
     width="stretch",

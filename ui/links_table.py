@@ -54,9 +54,33 @@ def last_change(row: LinkRow) -> datetime:
     return row.updated_at
 
 
-def table_rows(rows: list[LinkRow], *, dark: bool) -> list[dict[str, object]]:
-    return [
-        {
+# The stage of a link's latest relink email (customer outreach) as one sign, so the column
+# stays narrow; it is shown only on pages where some link was emailed.
+OUTREACH_SIGNS = {
+    "not sent": "📤",
+    "sent": "📧",
+    "opened": "👀",
+    "finished": "✅",
+    "expired": "⌛",
+}
+OUTREACH_HELP = (
+    "Relink email to the customer: 📤 queued or not sent, 📧 sent, 👀 repair page opened, ✅ relinked, ⌛ link expired"
+)
+
+
+def outreach_sign(stage: str | None) -> str:
+    if not stage:
+        return ""
+    return OUTREACH_SIGNS.get(stage, "⚠️")  # "ended (…)": the repair did not succeed
+
+
+def table_rows(
+    rows: list[LinkRow], *, dark: bool, outreach: dict[str, str] | None = None
+) -> list[dict[str, object]]:
+    """One dict per row; with ``outreach`` (link id → stage) an Outreach column as well."""
+    table: list[dict[str, object]] = []
+    for row in rows:
+        cells: dict[str, object] = {
             "Logo": framed_logo_data_uri(row, dark=dark),
             "Institution": row.institution_name,
             "Health": health_label(row.health),
@@ -65,13 +89,16 @@ def table_rows(rows: list[LinkRow], *, dark: bool) -> list[dict[str, object]]:
             "Link ID": row.link_id,
             "Last update": last_change(row),
         }
-        for row in rows
-    ]
+        if outreach:
+            cells["Outreach"] = outreach_sign(outreach.get(row.link_id))
+        table.append(cells)
+    return table
 
 
 def column_config() -> dict[str, Any]:
     widths = COLUMN_WIDTHS
     return {
+        "Outreach": st.column_config.TextColumn("✉️", width=40, help=OUTREACH_HELP),
         "Logo": st.column_config.ImageColumn(
             "Logo", width=widths["Logo"], help="Framed in the bank's brand colour"
         ),

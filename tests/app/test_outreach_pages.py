@@ -130,6 +130,15 @@ def test_preview_confirm_and_send_from_a_filtered_view(outreach_env: Store, inbo
     assert metrics["Emailed"] == str(len(emailed))
     assert metrics["Not emailed"] == str(len(not_emailed))
 
+    # The Links table shows where each emailed link stands.
+    listed = dashboard(page="links", error="auth_expired").run()
+    rows = table_with(listed, "Outreach")
+    signs = dict(zip(rows["Link ID"], rows["Outreach"], strict=True))
+    sent_links = {link for link, c in links.items() if c and c != without}
+    assert {signs[link] for link in sent_links if link in signs} == {"📧"}
+    # Links the campaign could not email (no address) are marked as not sent.
+    assert {signs[link] for link in not_emailed if link in signs} <= {"📤"}
+
 
 def test_a_viewer_cannot_open_outreach(app_env: str) -> None:
     app = dashboard(role=Role.VIEWER, page="outreach").run()
@@ -157,4 +166,6 @@ def test_admins_edit_the_template_and_bad_templates_are_refused(outreach_env: St
 
 def test_support_cannot_open_outreach_settings(app_env: str) -> None:
     app = dashboard(role=Role.SUPPORT, page="outreach_admin").run()
-    assert not [t for t in app.title if t.value == "Outreach settings"]
+    # The page says which role it needs instead of showing the settings.
+    assert not app.text_area and not app.get("file_uploader")
+    assert any("needs the admin role" in w.value for w in app.warning)

@@ -64,7 +64,8 @@ OUTREACH_SIGNS = {
     "expired": "⌛",
 }
 OUTREACH_HELP = (
-    "Relink email to the customer: 📤 queued or not sent, 📧 sent, 👀 repair page opened, ✅ relinked, ⌛ link expired"
+    "Relink email to the customer: 📤 queued or not sent, 📧 sent, 👀 repair page opened, "
+    "✅ relinked, ⌛ link expired, ⚠️ repair not finished"
 )
 
 

@@ -167,7 +167,7 @@ def test_link_detail_shows_hostile_state_customer_and_error_as_text(
     admin_page: Page, world: World
 ) -> None:
     open_as_admin(admin_page, world, f"/links?link={world.link_id}")
-    expect(admin_page.get_by_test_id("stMetric").filter(has_text="Customer")).to_be_visible()
+    expect(admin_page.get_by_test_id("link-customer")).to_be_visible()
     shown(admin_page, world.customer)
     shown(admin_page, "Error: Error (![x](")
     assert_nothing_reached_the_canary(admin_page, world)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from linkdesk.store import Store, create_engine
+from linkdesk.store.models import CustomerLinkToken, RelinkLease
 from linkdesk.store.queries import LinkFilters, LinkQueries
 from tests.e2e.conftest import ADMIN, ADMIN_PASSWORD, OUTPUT, Stack, open_signed_in
 
@@ -93,8 +95,14 @@ def tour_data(stack: Stack, browser: Browser) -> Fixtures:
     expect.set_options(timeout=30_000)
     store = Store(create_engine(stack.database_url))
     queries = LinkQueries(store)
-    candidates = queries.list_links(LinkFilters(error_code="auth_expired"), limit=20).rows
-    link = next(row for row in reversed(candidates) if row.customer_id)
+    candidates = queries.list_links(LinkFilters(error_code="auth_expired"), limit=50).rows
+    with store.read() as session:
+        # A link has one live customer relink link at most; other tests on this stack make some.
+        taken = set(session.scalars(sa.select(CustomerLinkToken.link_id)))
+        leased = set(session.scalars(sa.select(RelinkLease.link_id)))
+    link = next(
+        row for row in reversed(candidates) if row.customer_id and row.link_id not in taken | leased
+    )
     store.engine.dispose()
     # A customer relink link, made the way support makes one (its token is used only on press).
     context = browser.new_context(viewport={"width": 1400, "height": 1000})

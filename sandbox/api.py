@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -41,7 +40,16 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def check_api_version(request: Request) -> None:
+    """MoneyKit pins behaviour to the ``MoneyKit-Version`` header: absent means the app's default
+    version, a known one is honoured, anything else is refused."""
+    version = request.headers.get("moneykit-version")
+    if version is not None and version not in errors.SUPPORTED_API_VERSIONS:
+        raise errors.unsupported_api_version(version)
+
+
 def _authorize(request: Request) -> SandboxState:
+    check_api_version(request)
     state = backend(request)
     state.authenticate(request.headers.get("authorization"))
     return state
@@ -94,24 +102,27 @@ def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
 
 
 async def create_access_token(request: Request) -> Response:
+    check_api_version(request)
     raw = await request.body()
-    content_type = request.headers.get("content-type", "")
-    fields: dict[str, str] = {}
-    if content_type.startswith("application/json") and raw.strip():
-        try:
-            loaded = json.loads(raw)
-        except ValueError as exc:
-            raise errors.validation_error(["body"], "JSON decode error", "json_invalid") from exc
-        if isinstance(loaded, dict):
-            fields = {k: v for k, v in loaded.items() if isinstance(v, str)}
-    else:
-        fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if raw.strip() and content_type != "application/x-www-form-urlencoded":
+        # MoneyKit's token endpoint is an OAuth 2 client-credentials endpoint: form data only.
+        raise errors.validation_error(
+            ["body"],
+            "Expected form data (application/x-www-form-urlencoded)",
+            "model_attributes_type",
+        )
+    fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
     grant_type = fields.get("grant_type")
     if grant_type is not None and grant_type != "client_credentials":
         raise errors.unauthorized(
             "Only the client_credentials grant type is supported.", status=400
         )
     client_id, client_secret = fields.get("client_id"), fields.get("client_secret")
+    if not client_id and not client_secret:
+        # MoneyKit's docs also show the credentials as X-Client-Id / X-Client-Secret headers.
+        client_id = request.headers.get("x-client-id")
+        client_secret = request.headers.get("x-client-secret")
     if not client_id and not client_secret:
         client_id, client_secret = _basic_credentials(request.headers.get("authorization"))
     token, expires_in = backend(request).issue_access_token(

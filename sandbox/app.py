@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sandbox import api, api_data, assets, connect_ui, controls
 from sandbox.bank import create_bank_app, default_bank_url
@@ -19,7 +19,9 @@ from sandbox.errors import (
     ConnectError,
     MoneyKitError,
     connect_error_handler,
+    method_not_allowed,
     moneykit_error_handler,
+    route_not_found,
 )
 from sandbox.limits import SandboxMiddleware
 from sandbox.state import Clock, SandboxState
@@ -29,9 +31,16 @@ logger = logging.getLogger("sandbox")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    # Unknown paths and wrong methods answer like MoneyKit's framework does: {"detail": ...}.
+    # Unknown paths and wrong methods answer in MoneyKit's error shape, like every other error.
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 404:
+        error = route_not_found()
+    elif exc.status_code == 405:
+        error = method_not_allowed()
+        error.headers = dict(exc.headers or {})
+    else:
+        error = MoneyKitError(exc.status_code, "api_error.request.invalid", str(exc.detail))
+    return await moneykit_error_handler(request, error)
 
 
 SCENARIO_TICK_S = 0.5

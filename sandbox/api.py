@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox import errors
+from sandbox import errors, scopes
 from sandbox.schemas import (
     CreateLinkSessionIn,
     ExchangeTokenIn,
@@ -51,7 +51,8 @@ def check_api_version(request: Request) -> None:
 def _authorize(request: Request) -> SandboxState:
     check_api_version(request)
     state = backend(request)
-    state.authenticate(request.headers.get("authorization"))
+    access = state.authenticate(request.headers.get("authorization"))
+    scopes.check(access.scope, request.method, request.url.path)
     return state
 
 
@@ -126,7 +127,7 @@ async def create_access_token(request: Request) -> Response:
     if not client_id and not client_secret:
         client_id, client_secret = _basic_credentials(request.headers.get("authorization"))
     token, expires_in = backend(request).issue_access_token(
-        client_id, client_secret, fields.get("scope")
+        client_id, client_secret, scopes.parse_requested(fields.get("scope"))
     )
     return JSONResponse(
         {"access_token": token, "token_type": "bearer", "expires_in": expires_in},

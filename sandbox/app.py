@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -69,6 +69,7 @@ def create_app(
     refresh_delay_s: float = 0.5,
     rate_limits: bool = True,
     demo_webhook_url: str | None = None,
+    redirect_uris: Sequence[str] | None = None,
 ) -> Starlette:
     """A fresh sandbox.
 
@@ -80,6 +81,8 @@ def create_app(
     (``time_scale`` speeds it up for tests); ``refresh_delay_s`` is how long a product refresh
     takes to land after its 202; ``rate_limits`` turns MoneyKit's limits on (the default).
     ``demo_webhook_url`` is the webhook URL the customer app gave the demo links (default none).
+    ``redirect_uris`` are the redirect URIs registered for the client (``*`` as port: any port;
+    default Linkdesk's local ``/oauth_return`` pages).
     """
 
     @contextlib.asynccontextmanager
@@ -120,6 +123,7 @@ def create_app(
         webhook_config=webhook_config,
         refresh_delay_s=refresh_delay_s,
         demo_webhook_url=demo_webhook_url,
+        redirect_uris=redirect_uris,
     )
     state.limiter.enabled = rate_limits
     app.state.sandbox = state

@@ -13,7 +13,7 @@ import hmac
 import json
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from sandbox.models import (
     LinkSession,
     ProductStatus,
 )
+from sandbox.redirects import RedirectUris
 from sandbox.scenarios import ScenarioDirector
 from sandbox.schemas import CreateLinkSessionIn, ImportLinkIn, TransactionImportIn
 from sandbox.webhooks import WebhookConfig, WebhookDispatcher
@@ -58,7 +59,6 @@ Clock = Callable[[], datetime]
 
 ACCESS_TOKEN_TTL_SECONDS = 3600
 LINK_SESSION_TTL = timedelta(minutes=30)
-DEFAULT_SCOPE = "accounts:read link_session:write links:read links:write institutions:read"
 LINKS_LIMIT_RANGE = (500, 5000)
 LINKS_DEFAULT_LIMIT = 500
 INSTITUTIONS_LIMIT_RANGE = (1, 1000)
@@ -152,8 +152,10 @@ class SandboxState:
         webhook_config: WebhookConfig | None = None,
         refresh_delay_s: float = 0.5,
         demo_webhook_url: str | None = None,
+        redirect_uris: Sequence[str] | None = None,
     ) -> None:
         self.client_id = client_id
+        self.redirect_uris = RedirectUris(redirect_uris)
         # The webhook URL the company's customer app gave its links (None: no webhooks).
         self.demo_webhook_url = demo_webhook_url
         self._client_secret = client_secret
@@ -224,7 +226,7 @@ class SandboxState:
 
     # ------------------------------------------------------------------------------------ auth
     def issue_access_token(
-        self, client_id: str | None, client_secret: str | None, scope: str | None
+        self, client_id: str | None, client_secret: str | None, scope: str
     ) -> tuple[str, int]:
         if not client_id or not client_secret:
             raise errors.unauthorized("Missing client credentials.", status=400)
@@ -234,7 +236,7 @@ class SandboxState:
             raise errors.unauthorized("Invalid client credentials.")
         token = f"mkat_{secrets.token_urlsafe(32)}"
         expires = self.clock() + timedelta(seconds=ACCESS_TOKEN_TTL_SECONDS)
-        self.access_tokens[token] = AccessToken(expires_at=expires, scope=scope or DEFAULT_SCOPE)
+        self.access_tokens[token] = AccessToken(expires_at=expires, scope=scope)
         self._forget_expired_tokens()
         return token, ACCESS_TOKEN_TTL_SECONDS
 
@@ -720,6 +722,7 @@ class SandboxState:
 
     # ----------------------------------------------------------------------- link sessions
     def create_link_session(self, request: CreateLinkSessionIn) -> str:
+        self.redirect_uris.check(request.redirect_uri)
         if request.existing_link_id is not None:
             self.live_link(request.existing_link_id)
         elif request.institution_id is not None:

@@ -147,3 +147,94 @@ def test_paging_size_echoes_the_size_asked(api: TestClient, app: Starlette, size
     body = response.json()
     assert body["size"] == size
     assert body["transactions"] == []
+
+
+# ---------------------------------------------------------------------------------- scopes
+def _token(client: TestClient, credentials: tuple[str, str], scope: str | None) -> httpx.Response:
+    form = dict(zip(("client_id", "client_secret"), credentials, strict=True))
+    if scope is not None:
+        form["scope"] = scope
+    return client.post("/auth/token", data={"grant_type": "client_credentials", **form})
+
+
+def test_token_scopes_are_enforced_per_endpoint(
+    client: TestClient, credentials: tuple[str, str], moneykit_error: ErrorCheck
+) -> None:
+    token = _token(client, credentials, "institutions:read").json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/institutions", headers=headers).status_code == 200
+    session = {"customer_user": {"id": "cust_1"}, "redirect_uri": "http://localhost:1/oauth_return"}
+    moneykit_error(
+        client.post("/link-session", json=session, headers=headers),
+        403,
+        "api_error.auth.insufficient_scope",
+    )
+    moneykit_error(client.get("/links", headers=headers), 403, "api_error.auth.insufficient_scope")
+    introspected = client.get("/auth/introspect", headers=headers).json()
+    assert introspected["scope"] == "institutions:read"
+
+
+def test_no_scope_grants_the_apps_scopes(client: TestClient, credentials: tuple[str, str]) -> None:
+    token = _token(client, credentials, None).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    granted = set(client.get("/auth/introspect", headers=headers).json()["scope"].split())
+    assert {"links:read", "link_session:write", "institutions:read"} <= granted
+    session = {"customer_user": {"id": "cust_1"}, "redirect_uri": "http://localhost:1/oauth_return"}
+    assert client.post("/link-session", json=session, headers=headers).status_code == 201
+
+
+def test_unknown_scope_is_refused(
+    client: TestClient, credentials: tuple[str, str], moneykit_error: ErrorCheck
+) -> None:
+    moneykit_error(
+        _token(client, credentials, "links:read payments:write"),
+        400,
+        "api_error.auth.unauthorized",
+    )
+
+
+# ---------------------------------------------------------------------------- redirect_uri
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://evil.example.net/cb?x=1",
+        "https://evil.example.net/oauth_return",
+        "http://localhost:8501/oauth_return?x=1",
+        "http://localhost:8501/elsewhere",
+        "http://localhost/oauth_return",
+    ],
+)
+def test_unregistered_redirect_uri_is_refused(
+    api: TestClient, moneykit_error: ErrorCheck, uri: str
+) -> None:
+    moneykit_error(
+        api.post("/link-session", json={"customer_user": {"id": "cust_1"}, "redirect_uri": uri}),
+        403,
+        "link_session_error.forbidden_config",
+    )
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://localhost:8501/oauth_return", "http://127.0.0.1:49152/oauth_return"]
+)
+def test_local_oauth_return_pages_are_registered(api: TestClient, uri: str) -> None:
+    response = api.post(
+        "/link-session", json={"customer_user": {"id": "cust_1"}, "redirect_uri": uri}
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_registered_redirect_uris_are_configurable(
+    make_app: Callable[..., Starlette], credentials: tuple[str, str]
+) -> None:
+    app = make_app(redirect_uris=["https://app.example.test/return"])
+    with TestClient(app) as client:
+        token = _token(client, credentials, None).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def create(uri: str) -> int:
+            body = {"customer_user": {"id": "cust_1"}, "redirect_uri": uri}
+            return client.post("/link-session", json=body, headers=headers).status_code
+
+        assert create("https://app.example.test/return") == 201
+        assert create("http://localhost:8501/oauth_return") == 403

@@ -235,7 +235,8 @@ async def refresh_products(request: Request) -> Response:
 
 async def get_accounts(request: Request) -> Response:
     state = _authorize(request)
-    link = state.live_link(request.path_params["link_id"])
+    # Like every other data endpoint: not before the token exchange, only if granted.
+    link = state.data_link(request.path_params["link_id"], "accounts")
     wanted = set(request.query_params.getlist("account_ids"))
     accounts = [a for a in link.accounts if not wanted or a.account_id in wanted]
     return JSONResponse(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import random
@@ -60,6 +61,8 @@ Clock = Callable[[], datetime]
 ACCESS_TOKEN_TTL_SECONDS = 3600
 LINK_SESSION_TTL = timedelta(minutes=30)
 LINKS_LIMIT_RANGE = (500, 5000)
+# Data providers whose own institution ids an import may use as "<provider>.<id>".
+IMPORT_PROVIDERS = frozenset({"moneykit", "finicity", "plaid", "yodlee", "mx", "akoya"})
 LINKS_DEFAULT_LIMIT = 500
 INSTITUTIONS_LIMIT_RANGE = (1, 1000)
 INSTITUTIONS_DEFAULT_LIMIT = 50
@@ -550,13 +553,26 @@ class SandboxState:
         return link
 
     def _import_institution(self, their_id: str) -> Institution:
-        # Accepts a MoneyKit id or `provider.their_id`, looked up without the provider prefix.
+        """A MoneyKit id, an alias, or a provider's own id as ``<provider>.<their id>``.
+
+        Provider ids (``mx.chase``) name banks the offline catalogue does not have: a known
+        provider prefix maps the id, stably, to one of the catalogue's banks served by that
+        provider (any bank when none is), so an import written for the real MoneyKit works here.
+        """
         try:
             return self.institution(their_id)
         except MoneyKitError:
-            if "." not in their_id:
+            provider, dot, rest = their_id.partition(".")
+            if not dot or not rest or provider not in IMPORT_PROVIDERS:
                 raise
-            return self.institution(their_id.split(".", 1)[1])
+        try:
+            return self.institution(rest)
+        except MoneyKitError:
+            pass
+        ordered = sorted(self.institutions.values(), key=lambda i: i.institution_id)
+        served = [i for i in ordered if provider in i.providers] or ordered
+        digest = hashlib.sha256(their_id.encode()).digest()
+        return served[int.from_bytes(digest[:4], "big") % len(served)]
 
     def import_transactions(self, link_id: str, rows: list[TransactionImportIn]) -> Link:
         link = self.live_link(link_id)

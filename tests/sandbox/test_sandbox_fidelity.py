@@ -238,3 +238,51 @@ def test_registered_redirect_uris_are_configurable(
 
         assert create("https://app.example.test/return") == 201
         assert create("http://localhost:8501/oauth_return") == 403
+
+
+# ------------------------------------------------------------------ accounts like other data
+def test_accounts_refused_before_token_exchange_like_other_data(
+    api: TestClient,
+    new_session: Callable[..., str],
+    connect: Callable[..., ConnectDriver],
+    moneykit_error: ErrorCheck,
+) -> None:
+    link_id = connect(new_session()).link_all()["link_id"]
+    for path in ("accounts", "accounts/numbers", "transactions"):
+        body = moneykit_error(api.get(f"/links/{link_id}/{path}"), 422, "link_error.bad_state")
+        assert body["link_error_code"] == "incomplete"
+
+
+def test_accounts_refused_when_the_product_is_not_granted(
+    api: TestClient, app: Starlette, moneykit_error: ErrorCheck
+) -> None:
+    link = next(link for link in app.state.sandbox.links.values() if link.state == "connected")
+    del link.products["accounts"]
+    moneykit_error(api.get(f"/links/{link.link_id}/accounts"), 403, "link_error.forbidden_action")
+
+
+# ------------------------------------------------------------------- provider-prefixed imports
+@pytest.mark.parametrize("institution_id", ["mx.chase", "finicity.101732", "plaid.ins_3"])
+def test_import_accepts_provider_prefixed_ids(
+    api: TestClient, institution_id: str, moneykit_error: ErrorCheck
+) -> None:
+    def run(institution_id: str = institution_id) -> httpx.Response:
+        body = {
+            "customer_user": {"id": "cust_import_1"},
+            "institution_id": institution_id,
+            "accounts": [
+                {
+                    "account_id": "their_acc_1",
+                    "name": "Checking",
+                    "type": "checking",
+                    "balances": {"current": 10, "currency": "USD"},
+                }
+            ],
+            "transactions": [],
+        }
+        return api.post("/links/import", json=body)
+
+    first, second = run().json(), run().json()
+    assert first["institution_id"] == second["institution_id"]
+    assert api.get(f"/institutions/{first['institution_id']}").status_code == 200
+    moneykit_error(run("nobody.chase"), 404, "institution_error.not_found")

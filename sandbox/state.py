@@ -389,6 +389,14 @@ class SandboxState:
                 extra["error_message"] = f"The link is in error: {error_code}."
             self.emit_webhook(link, "link.state_changed", extra)
 
+    def break_link(self, link: Link, error_code: str) -> None:
+        """Put a link in ``error`` with ``error_code`` (sends ``link.state_changed``)."""
+        self._set_error(link, error_code)
+
+    def repair_link(self, link: Link) -> None:
+        """Back to ``connected``, products refreshed (sends ``link.state_changed``)."""
+        self.reconnect(link)
+
     def _set_error(self, link: Link, error_code: str) -> None:
         now = self.clock()
         self._set_state(link, "error", error_code)

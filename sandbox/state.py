@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import random
 import secrets
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sandbox import errors, ledger
+from sandbox.backends.auth import AuthBackend
 from sandbox.demo import build_demo_links, custom_accounts, make_accounts, new_id
 from sandbox.errors import ConnectError, MoneyKitError
 from sandbox.institutions import (
@@ -58,7 +58,6 @@ RETIRED_KEYS_KEPT = 3
 
 Clock = Callable[[], datetime]
 
-ACCESS_TOKEN_TTL_SECONDS = 3600
 LINK_SESSION_TTL = timedelta(minutes=30)
 LINKS_LIMIT_RANGE = (500, 5000)
 # Data providers whose own institution ids an import may use as "<provider>.<id>".
@@ -161,7 +160,6 @@ class SandboxState:
         self.redirect_uris = RedirectUris(redirect_uris)
         # The webhook URL the company's customer app gave its links (None: no webhooks).
         self.demo_webhook_url = demo_webhook_url
-        self._client_secret = client_secret
         self.app_name = app_name
         self._base_clock: Clock = clock or utcnow
         # Moved by /_sandbox/time; every expiry, rate-limit window and timestamp uses it.
@@ -185,7 +183,7 @@ class SandboxState:
         self.oauth_cut_opener = False
         # Access tokens survive a demo reset: they are credentials, not demo data, and a running
         # client should not be logged out by a test resetting links.
-        self.access_tokens: dict[str, AccessToken] = {}
+        self.auth = AuthBackend(client_id, client_secret, self._now)
         self.seed = seed
         self.demo_link_count = demo_links
         self.institutions: dict[str, Institution] = {}
@@ -231,36 +229,10 @@ class SandboxState:
     def issue_access_token(
         self, client_id: str | None, client_secret: str | None, scope: str
     ) -> tuple[str, int]:
-        if not client_id or not client_secret:
-            raise errors.unauthorized("Missing client credentials.", status=400)
-        id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
-        secret_ok = hmac.compare_digest(client_secret.encode(), self._client_secret.encode())
-        if not (id_ok and secret_ok):
-            raise errors.unauthorized("Invalid client credentials.")
-        token = f"mkat_{secrets.token_urlsafe(32)}"
-        expires = self.clock() + timedelta(seconds=ACCESS_TOKEN_TTL_SECONDS)
-        self.access_tokens[token] = AccessToken(expires_at=expires, scope=scope)
-        self._forget_expired_tokens()
-        return token, ACCESS_TOKEN_TTL_SECONDS
-
-    def _forget_expired_tokens(self) -> None:
-        # Keep recently expired tokens so they still answer "expired" rather than "unknown".
-        horizon = self.clock() - timedelta(days=1)
-        for token in [t for t, a in self.access_tokens.items() if a.expires_at < horizon]:
-            del self.access_tokens[token]
+        return self.auth.issue_access_token(client_id, client_secret, scope)
 
     def authenticate(self, authorization: str | None) -> AccessToken:
-        if not authorization:
-            raise errors.unauthorized("Missing bearer token.")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise errors.unauthorized("Authorization header must be a bearer token.")
-        access = self.access_tokens.get(token.strip())
-        if access is None:
-            raise errors.unauthorized("Invalid access token.")
-        if access.expires_at <= self.clock():
-            raise errors.expired_access_token()
-        return access
+        return self.auth.authenticate(authorization)
 
     # ---------------------------------------------------------------------------- institutions
     def institution(self, institution_id: str) -> Institution:

@@ -7,10 +7,7 @@ concurrently and need no locks.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import random
 import secrets
 from collections.abc import Callable, Sequence
@@ -21,10 +18,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sandbox import errors, ledger
 from sandbox.backends.auth import AuthBackend
+from sandbox.backends.institutions import InstitutionsBackend
+from sandbox.cursors import decode_cursor, encode_cursor
 from sandbox.demo import build_demo_links, custom_accounts, make_accounts, new_id
 from sandbox.errors import ConnectError, MoneyKitError
 from sandbox.institutions import (
-    CATALOGUE,
     GOOD_PASSWORD,
     GOOD_USERNAME,
     Institution,
@@ -63,8 +61,6 @@ LINKS_LIMIT_RANGE = (500, 5000)
 # Data providers whose own institution ids an import may use as "<provider>.<id>".
 IMPORT_PROVIDERS = frozenset({"moneykit", "finicity", "plaid", "yodlee", "mx", "akoya"})
 LINKS_DEFAULT_LIMIT = 500
-INSTITUTIONS_LIMIT_RANGE = (1, 1000)
-INSTITUTIONS_DEFAULT_LIMIT = 50
 # Products a new link gets when the link session asks for none (assumed; MoneyKit does not say).
 DEFAULT_SESSION_PRODUCTS = ("accounts", "transactions")
 
@@ -97,22 +93,6 @@ def _import_account_type(kind: str) -> str:
         if any(word in text for word in words):
             return mapped
     return "other"
-
-
-def _encode_cursor(payload: dict[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_cursor(cursor: str, key: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))[key]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
-        raise errors.validation_error(["query", "cursor"], "Invalid cursor", "value_error") from exc
-    if not isinstance(value, int) or value < 0:
-        raise errors.validation_error(["query", "cursor"], "Invalid cursor", "value_error")
-    return value
 
 
 @dataclass(frozen=True)
@@ -186,7 +166,9 @@ class SandboxState:
         self.auth = AuthBackend(client_id, client_secret, self._now)
         self.seed = seed
         self.demo_link_count = demo_links
-        self.institutions: dict[str, Institution] = {}
+        self.catalogue = InstitutionsBackend()
+        # The same dict as the catalogue's, for the many readers of ``state.institutions``.
+        self.institutions: dict[str, Institution] = self.catalogue.institutions
         self.links: dict[str, Link] = {}
         self.link_sessions: dict[str, LinkSession] = {}
         self.exchangeable_tokens: dict[str, ExchangeableToken] = {}
@@ -206,7 +188,8 @@ class SandboxState:
         if demo_links is not None:
             self.demo_link_count = demo_links
         self.rng = random.Random(self.seed)
-        self.institutions = {inst.institution_id: inst for inst in CATALOGUE}
+        self.catalogue.reset()
+        self.institutions = self.catalogue.institutions
         self.links = {}
         self.link_sessions = {}
         self.exchangeable_tokens = {}
@@ -236,34 +219,14 @@ class SandboxState:
 
     # ---------------------------------------------------------------------------- institutions
     def institution(self, institution_id: str) -> Institution:
-        inst = self.institutions.get(institution_id)
-        if inst is not None:
-            return inst
-        for candidate in self.institutions.values():
-            if institution_id in candidate.aliases:
-                return candidate
-        raise errors.institution_not_found()
+        return self.catalogue.institution(institution_id)
 
     def list_institutions(
         self, *, name: str | None, featured: bool | None, cursor: str | None, limit: int | None
     ) -> tuple[list[Institution], str | None]:
-        size = INSTITUTIONS_DEFAULT_LIMIT if limit is None else limit
-        low, high = INSTITUTIONS_LIMIT_RANGE
-        if not low <= size <= high:
-            raise errors.validation_error(
-                ["query", "limit"], f"Input should be between {low} and {high}", "value_error"
-            )
-        matches = list(self.institutions.values())
-        if name:
-            needle = name.casefold()
-            matches = [i for i in matches if i.name.casefold().startswith(needle)]
-        if featured:
-            matches = [i for i in matches if i.is_featured]
-        start = _decode_cursor(cursor, "o") if cursor else 0
-        page = matches[start : start + size]
-        end = start + len(page)
-        next_cursor = _encode_cursor({"o": end}) if end < len(matches) else None
-        return page, next_cursor
+        return self.catalogue.list_institutions(
+            name=name, featured=featured, cursor=cursor, limit=limit
+        )
 
     # ----------------------------------------------------------------------------------- links
     def link(self, link_id: str) -> Link:
@@ -287,13 +250,13 @@ class SandboxState:
             raise errors.validation_error(
                 ["query", "limit"], f"Input should be between {low} and {high}", "value_error"
             )
-        after = _decode_cursor(cursor, "s") if cursor else 0
+        after = decode_cursor(cursor, "s") if cursor else 0
         active = [
             link for link in self.links.values() if link.seq > after and link.state != "deleted"
         ]
         page = active[:size]
         more = len(active) > size
-        next_cursor = _encode_cursor({"s": page[-1].seq}) if more and page else None
+        next_cursor = encode_cursor({"s": page[-1].seq}) if more and page else None
         return page, next_cursor
 
     def _add_link(

@@ -74,6 +74,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="webhook URL of the demo links, as the customer app sets it "
         "(default: $MONEYKIT_DEMO_WEBHOOK_URL, else none)",
     )
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=None,
+        help="a redirect URI registered for the client, '*' as port for any port (repeatable; "
+        "default http://localhost:*/oauth_return and http://127.0.0.1:*/oauth_return)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     return parser.parse_args(argv)
 
@@ -113,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         rate_limits=not args.no_rate_limits,
         demo_webhook_url=args.demo_webhook_url,
+        redirect_uris=args.redirect_uri,
     )
     logging.getLogger("uvicorn.access").addFilter(_DropQueryString())
     print(f"MoneyKit sandbox: {public_url}  (API base URL and Connect UI host)", flush=True)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox import errors
+from sandbox import errors, scopes
 from sandbox.schemas import (
     CreateLinkSessionIn,
     ExchangeTokenIn,
@@ -41,9 +40,19 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def check_api_version(request: Request) -> None:
+    """MoneyKit pins behaviour to the ``MoneyKit-Version`` header: absent means the app's default
+    version, a known one is honoured, anything else is refused."""
+    version = request.headers.get("moneykit-version")
+    if version is not None and version not in errors.SUPPORTED_API_VERSIONS:
+        raise errors.unsupported_api_version(version)
+
+
 def _authorize(request: Request) -> SandboxState:
+    check_api_version(request)
     state = backend(request)
-    state.authenticate(request.headers.get("authorization"))
+    access = state.authenticate(request.headers.get("authorization"))
+    scopes.check(access.scope, request.method, request.url.path)
     return state
 
 
@@ -94,18 +103,17 @@ def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
 
 
 async def create_access_token(request: Request) -> Response:
+    check_api_version(request)
     raw = await request.body()
-    content_type = request.headers.get("content-type", "")
-    fields: dict[str, str] = {}
-    if content_type.startswith("application/json") and raw.strip():
-        try:
-            loaded = json.loads(raw)
-        except ValueError as exc:
-            raise errors.validation_error(["body"], "JSON decode error", "json_invalid") from exc
-        if isinstance(loaded, dict):
-            fields = {k: v for k, v in loaded.items() if isinstance(v, str)}
-    else:
-        fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if raw.strip() and content_type != "application/x-www-form-urlencoded":
+        # MoneyKit's token endpoint is an OAuth 2 client-credentials endpoint: form data only.
+        raise errors.validation_error(
+            ["body"],
+            "Expected form data (application/x-www-form-urlencoded)",
+            "model_attributes_type",
+        )
+    fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
     grant_type = fields.get("grant_type")
     if grant_type is not None and grant_type != "client_credentials":
         raise errors.unauthorized(
@@ -113,9 +121,13 @@ async def create_access_token(request: Request) -> Response:
         )
     client_id, client_secret = fields.get("client_id"), fields.get("client_secret")
     if not client_id and not client_secret:
+        # MoneyKit's docs also show the credentials as X-Client-Id / X-Client-Secret headers.
+        client_id = request.headers.get("x-client-id")
+        client_secret = request.headers.get("x-client-secret")
+    if not client_id and not client_secret:
         client_id, client_secret = _basic_credentials(request.headers.get("authorization"))
     token, expires_in = backend(request).issue_access_token(
-        client_id, client_secret, fields.get("scope")
+        client_id, client_secret, scopes.parse_requested(fields.get("scope"))
     )
     return JSONResponse(
         {"access_token": token, "token_type": "bearer", "expires_in": expires_in},
@@ -223,7 +235,8 @@ async def refresh_products(request: Request) -> Response:
 
 async def get_accounts(request: Request) -> Response:
     state = _authorize(request)
-    link = state.live_link(request.path_params["link_id"])
+    # Like every other data endpoint: not before the token exchange, only if granted.
+    link = state.data_link(request.path_params["link_id"], "accounts")
     wanted = set(request.query_params.getlist("account_ids"))
     accounts = [a for a in link.accounts if not wanted or a.account_id in wanted]
     return JSONResponse(

@@ -87,7 +87,8 @@ async def get_account(request: Request) -> Response:
     wanted = request.path_params["account_id"]
     account = next((a for a in link.accounts if a.account_id == wanted), None)
     if account is None:
-        raise errors.MoneyKitError(404, "account_error.not_found", "Account not found.")
+        # The SDK's 404 model for this call only knows ``link_error.not_found``.
+        raise errors.MoneyKitError(404, "link_error.not_found", "Account not found.")
     return JSONResponse(
         {"account": account_json(account), "link": _link_body(request, state, link)}
     )
@@ -134,7 +135,7 @@ async def get_transactions(request: Request) -> Response:
         {
             "total": len(matches),
             "page": page,
-            "size": len(chunk),
+            "size": size,
             "transactions": [ledger.txn_json(t) for t in chunk],
             "accounts": [account_json(a) for a in accounts],
             "link": _link_body(request, state, link),
@@ -231,7 +232,7 @@ async def get_investment_transactions(request: Request) -> Response:
         {
             "total": len(rows),
             "page": page,
-            "size": len(chunk),
+            "size": size,
             "investment_transactions": chunk,
             "securities": [s for s in securities if s["security_id"] in used],
             "accounts": [account_json(a) for a in accounts],
@@ -291,7 +292,7 @@ async def get_user_transactions(request: Request) -> Response:
         {
             "total": len(ordered),
             "page": page,
-            "size": len(chunk),
+            "size": size,
             "transactions": [ledger.txn_json(t) for t in chunk],
             "accounts": [account_json(a) for a in accounts],
         }

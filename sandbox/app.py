@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sandbox import api, api_data, assets, connect_ui, controls
 from sandbox.bank import create_bank_app, default_bank_url
@@ -19,7 +19,9 @@ from sandbox.errors import (
     ConnectError,
     MoneyKitError,
     connect_error_handler,
+    method_not_allowed,
     moneykit_error_handler,
+    route_not_found,
 )
 from sandbox.limits import SandboxMiddleware
 from sandbox.state import Clock, SandboxState
@@ -29,9 +31,16 @@ logger = logging.getLogger("sandbox")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    # Unknown paths and wrong methods answer like MoneyKit's framework does: {"detail": ...}.
+    # Unknown paths and wrong methods answer in MoneyKit's error shape, like every other error.
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 404:
+        error = route_not_found()
+    elif exc.status_code == 405:
+        error = method_not_allowed()
+        error.headers = dict(exc.headers or {})
+    else:
+        error = MoneyKitError(exc.status_code, "api_error.request.invalid", str(exc.detail))
+    return await moneykit_error_handler(request, error)
 
 
 SCENARIO_TICK_S = 0.5
@@ -60,6 +69,7 @@ def create_app(
     refresh_delay_s: float = 0.5,
     rate_limits: bool = True,
     demo_webhook_url: str | None = None,
+    redirect_uris: Sequence[str] | None = None,
 ) -> Starlette:
     """A fresh sandbox.
 
@@ -71,6 +81,8 @@ def create_app(
     (``time_scale`` speeds it up for tests); ``refresh_delay_s`` is how long a product refresh
     takes to land after its 202; ``rate_limits`` turns MoneyKit's limits on (the default).
     ``demo_webhook_url`` is the webhook URL the customer app gave the demo links (default none).
+    ``redirect_uris`` are the redirect URIs registered for the client (``*`` as port: any port;
+    default Linkdesk's local ``/oauth_return`` pages).
     """
 
     @contextlib.asynccontextmanager
@@ -111,6 +123,7 @@ def create_app(
         webhook_config=webhook_config,
         refresh_delay_s=refresh_delay_s,
         demo_webhook_url=demo_webhook_url,
+        redirect_uris=redirect_uris,
     )
     state.limiter.enabled = rate_limits
     app.state.sandbox = state

@@ -77,8 +77,13 @@ def link_deleted() -> MoneyKitError:
 
 
 def link_bad_state(link_error_code: str | None, message: str) -> MoneyKitError:
+    # The SDK's LinkErrorBadStateResponse requires a code: a link with no error yet (still being
+    # connected, or awaiting its token exchange) is ``incomplete`` in MoneyKit's PublicLinkError.
     return MoneyKitError(
-        422, "link_error.bad_state", message, extra={"link_error_code": link_error_code}
+        422,
+        "link_error.bad_state",
+        message,
+        extra={"link_error_code": link_error_code or "incomplete"},
     )
 
 
@@ -88,6 +93,25 @@ def invalid_token_exchange(message: str) -> MoneyKitError:
 
 def forbidden_config(message: str) -> MoneyKitError:
     return MoneyKitError(403, "link_session_error.forbidden_config", message)
+
+
+SUPPORTED_API_VERSIONS = ("2023-02-18",)
+
+
+def unsupported_api_version(value: str) -> MoneyKitError:
+    return validation_error(
+        ["header", "MoneyKit-Version"],
+        f"Unsupported API version; supported: {', '.join(SUPPORTED_API_VERSIONS)}",
+        "enum",
+    )
+
+
+def route_not_found() -> MoneyKitError:
+    return MoneyKitError(404, "api_error.not_found", "Not Found")
+
+
+def method_not_allowed() -> MoneyKitError:
+    return MoneyKitError(405, "api_error.method_not_allowed", "Method Not Allowed")
 
 
 def institution_not_found() -> MoneyKitError:

@@ -17,11 +17,30 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from sandbox.models import Link
-    from sandbox.state import SandboxState
+from sandbox.institutions import Institution
+from sandbox.models import Link
+
+
+class ScenarioHost(Protocol):
+    """What a scenario may touch: the sandbox's public break/repair API and read-only catalogue.
+
+    A protocol rather than an import of ``sandbox.state``, so the two modules do not import each
+    other and scenarios cannot reach behind the state's back.
+    """
+
+    links: dict[str, Link]
+    institutions: dict[str, Institution]
+    down_institutions: set[str]
+    seed: int
+
+    clock: Callable[[], datetime]
+
+    def break_link(self, link: Link, error_code: str) -> None: ...
+
+    def repair_link(self, link: Link) -> None: ...
+
 
 __all__ = ["SCENARIOS", "ScenarioDirector", "ScenarioError", "ScenarioRun", "ScenarioSpec"]
 
@@ -34,7 +53,7 @@ class ScenarioError(ValueError):
 class Step:
     at_s: float  # seconds after the start, at speed 1
     label: str
-    action: Callable[[SandboxState, ScenarioRun], int]  # returns links changed
+    action: Callable[[ScenarioHost, ScenarioRun], int]  # returns links changed
 
 
 @dataclass(slots=True)
@@ -90,14 +109,14 @@ class ScenarioSpec:
     title: str
     description: str
     # Which institutions the scenario may be played on, and which one it picks by default.
-    eligible: Callable[[SandboxState, str], bool]
+    eligible: Callable[[ScenarioHost, str], bool]
     build: Callable[[], list[Step]]
     # Share of the bank's connected links the scenario breaks.
     affected_share: float
 
 
 # -------------------------------------------------------------------------------- helpers
-def _connected_at(state: SandboxState, institution_id: str) -> list[Link]:
+def _connected_at(state: ScenarioHost, institution_id: str) -> list[Link]:
     return [
         link
         for link in state.links.values()
@@ -107,10 +126,10 @@ def _connected_at(state: SandboxState, institution_id: str) -> list[Link]:
     ]
 
 
-def _break_wave(error_code: str, waves_left: int) -> Callable[[SandboxState, ScenarioRun], int]:
+def _break_wave(error_code: str, waves_left: int) -> Callable[[ScenarioHost, ScenarioRun], int]:
     """Break an equal part of the targets still standing: 1/``waves_left`` of them."""
 
-    def action(state: SandboxState, run: ScenarioRun) -> int:
+    def action(state: ScenarioHost, run: ScenarioRun) -> int:
         count = -(-len(run.targets) // waves_left)  # ceiling: the last wave takes the rest
         taken, run.targets = run.targets[:count], run.targets[count:]
         changed = 0
@@ -118,7 +137,7 @@ def _break_wave(error_code: str, waves_left: int) -> Callable[[SandboxState, Sce
             link = state.links.get(link_id)
             if link is None or link.deleted_at is not None or link.state != "connected":
                 continue
-            state._set_error(link, error_code)
+            state.break_link(link, error_code)
             run.broken.append(link_id)
             run.broken_total += 1
             changed += 1
@@ -127,10 +146,10 @@ def _break_wave(error_code: str, waves_left: int) -> Callable[[SandboxState, Sce
     return action
 
 
-def _repair_wave(portion: float) -> Callable[[SandboxState, ScenarioRun], int]:
+def _repair_wave(portion: float) -> Callable[[ScenarioHost, ScenarioRun], int]:
     """Repair ``portion`` of all the links the scenario broke (1 repairs whatever is left)."""
 
-    def action(state: SandboxState, run: ScenarioRun) -> int:
+    def action(state: ScenarioHost, run: ScenarioRun) -> int:
         count = len(run.broken) if portion >= 1 else max(1, round(run.broken_total * portion))
         repaired, run.broken = run.broken[:count], run.broken[count:]
         changed = 0
@@ -138,15 +157,15 @@ def _repair_wave(portion: float) -> Callable[[SandboxState, ScenarioRun], int]:
             link = state.links.get(link_id)
             if link is None or link.deleted_at is not None or link.state != "error":
                 continue  # someone relinked it already (staff or the customer)
-            state.reconnect(link)
+            state.repair_link(link)
             changed += 1
         return changed
 
     return action
 
 
-def _institution_down(down: bool) -> Callable[[SandboxState, ScenarioRun], int]:
-    def action(state: SandboxState, run: ScenarioRun) -> int:
+def _institution_down(down: bool) -> Callable[[ScenarioHost, ScenarioRun], int]:
+    def action(state: ScenarioHost, run: ScenarioRun) -> int:
         # Only new Connect attempts see the outage alert here; the waves move the links.
         if down:
             state.down_institutions.add(run.institution_id)
@@ -190,11 +209,11 @@ def _credentials_rotated_steps() -> list[Step]:
     return steps
 
 
-def _is_oauth(state: SandboxState, institution_id: str) -> bool:
+def _is_oauth(state: ScenarioHost, institution_id: str) -> bool:
     return state.institutions[institution_id].auth == "oauth"
 
 
-def _uses_credentials(state: SandboxState, institution_id: str) -> bool:
+def _uses_credentials(state: ScenarioHost, institution_id: str) -> bool:
     return state.institutions[institution_id].auth == "credentials"
 
 
@@ -231,7 +250,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
 class ScenarioDirector:
     """Runs scenarios on one sandbox state. Not thread-safe: called from the event loop only."""
 
-    def __init__(self, state: SandboxState) -> None:
+    def __init__(self, state: ScenarioHost) -> None:
         self._state = state
         self._runs: list[ScenarioRun] = []
         self._ids = itertools.count(1)

@@ -7,23 +7,22 @@ concurrently and need no locks.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import json
+import hashlib
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sandbox import errors, ledger
+from sandbox.backends.auth import AuthBackend
+from sandbox.backends.institutions import InstitutionsBackend
+from sandbox.cursors import decode_cursor, encode_cursor
 from sandbox.demo import build_demo_links, custom_accounts, make_accounts, new_id
 from sandbox.errors import ConnectError, MoneyKitError
 from sandbox.institutions import (
-    CATALOGUE,
     GOOD_PASSWORD,
     GOOD_USERNAME,
     Institution,
@@ -43,6 +42,7 @@ from sandbox.models import (
     LinkSession,
     ProductStatus,
 )
+from sandbox.redirects import RedirectUris
 from sandbox.scenarios import ScenarioDirector
 from sandbox.schemas import CreateLinkSessionIn, ImportLinkIn, TransactionImportIn
 from sandbox.webhooks import WebhookConfig, WebhookDispatcher
@@ -56,13 +56,11 @@ RETIRED_KEYS_KEPT = 3
 
 Clock = Callable[[], datetime]
 
-ACCESS_TOKEN_TTL_SECONDS = 3600
 LINK_SESSION_TTL = timedelta(minutes=30)
-DEFAULT_SCOPE = "accounts:read link_session:write links:read links:write institutions:read"
 LINKS_LIMIT_RANGE = (500, 5000)
+# Data providers whose own institution ids an import may use as "<provider>.<id>".
+IMPORT_PROVIDERS = frozenset({"moneykit", "finicity", "plaid", "yodlee", "mx", "akoya"})
 LINKS_DEFAULT_LIMIT = 500
-INSTITUTIONS_LIMIT_RANGE = (1, 1000)
-INSTITUTIONS_DEFAULT_LIMIT = 50
 # Products a new link gets when the link session asks for none (assumed; MoneyKit does not say).
 DEFAULT_SESSION_PRODUCTS = ("accounts", "transactions")
 
@@ -95,22 +93,6 @@ def _import_account_type(kind: str) -> str:
         if any(word in text for word in words):
             return mapped
     return "other"
-
-
-def _encode_cursor(payload: dict[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_cursor(cursor: str, key: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))[key]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
-        raise errors.validation_error(["query", "cursor"], "Invalid cursor", "value_error") from exc
-    if not isinstance(value, int) or value < 0:
-        raise errors.validation_error(["query", "cursor"], "Invalid cursor", "value_error")
-    return value
 
 
 @dataclass(frozen=True)
@@ -152,11 +134,12 @@ class SandboxState:
         webhook_config: WebhookConfig | None = None,
         refresh_delay_s: float = 0.5,
         demo_webhook_url: str | None = None,
+        redirect_uris: Sequence[str] | None = None,
     ) -> None:
         self.client_id = client_id
+        self.redirect_uris = RedirectUris(redirect_uris)
         # The webhook URL the company's customer app gave its links (None: no webhooks).
         self.demo_webhook_url = demo_webhook_url
-        self._client_secret = client_secret
         self.app_name = app_name
         self._base_clock: Clock = clock or utcnow
         # Moved by /_sandbox/time; every expiry, rate-limit window and timestamp uses it.
@@ -180,10 +163,12 @@ class SandboxState:
         self.oauth_cut_opener = False
         # Access tokens survive a demo reset: they are credentials, not demo data, and a running
         # client should not be logged out by a test resetting links.
-        self.access_tokens: dict[str, AccessToken] = {}
+        self.auth = AuthBackend(client_id, client_secret, self._now)
         self.seed = seed
         self.demo_link_count = demo_links
-        self.institutions: dict[str, Institution] = {}
+        self.catalogue = InstitutionsBackend()
+        # The same dict as the catalogue's, for the many readers of ``state.institutions``.
+        self.institutions: dict[str, Institution] = self.catalogue.institutions
         self.links: dict[str, Link] = {}
         self.link_sessions: dict[str, LinkSession] = {}
         self.exchangeable_tokens: dict[str, ExchangeableToken] = {}
@@ -203,7 +188,8 @@ class SandboxState:
         if demo_links is not None:
             self.demo_link_count = demo_links
         self.rng = random.Random(self.seed)
-        self.institutions = {inst.institution_id: inst for inst in CATALOGUE}
+        self.catalogue.reset()
+        self.institutions = self.catalogue.institutions
         self.links = {}
         self.link_sessions = {}
         self.exchangeable_tokens = {}
@@ -224,69 +210,23 @@ class SandboxState:
 
     # ------------------------------------------------------------------------------------ auth
     def issue_access_token(
-        self, client_id: str | None, client_secret: str | None, scope: str | None
+        self, client_id: str | None, client_secret: str | None, scope: str
     ) -> tuple[str, int]:
-        if not client_id or not client_secret:
-            raise errors.unauthorized("Missing client credentials.", status=400)
-        id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
-        secret_ok = hmac.compare_digest(client_secret.encode(), self._client_secret.encode())
-        if not (id_ok and secret_ok):
-            raise errors.unauthorized("Invalid client credentials.")
-        token = f"mkat_{secrets.token_urlsafe(32)}"
-        expires = self.clock() + timedelta(seconds=ACCESS_TOKEN_TTL_SECONDS)
-        self.access_tokens[token] = AccessToken(expires_at=expires, scope=scope or DEFAULT_SCOPE)
-        self._forget_expired_tokens()
-        return token, ACCESS_TOKEN_TTL_SECONDS
-
-    def _forget_expired_tokens(self) -> None:
-        # Keep recently expired tokens so they still answer "expired" rather than "unknown".
-        horizon = self.clock() - timedelta(days=1)
-        for token in [t for t, a in self.access_tokens.items() if a.expires_at < horizon]:
-            del self.access_tokens[token]
+        return self.auth.issue_access_token(client_id, client_secret, scope)
 
     def authenticate(self, authorization: str | None) -> AccessToken:
-        if not authorization:
-            raise errors.unauthorized("Missing bearer token.")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise errors.unauthorized("Authorization header must be a bearer token.")
-        access = self.access_tokens.get(token.strip())
-        if access is None:
-            raise errors.unauthorized("Invalid access token.")
-        if access.expires_at <= self.clock():
-            raise errors.expired_access_token()
-        return access
+        return self.auth.authenticate(authorization)
 
     # ---------------------------------------------------------------------------- institutions
     def institution(self, institution_id: str) -> Institution:
-        inst = self.institutions.get(institution_id)
-        if inst is not None:
-            return inst
-        for candidate in self.institutions.values():
-            if institution_id in candidate.aliases:
-                return candidate
-        raise errors.institution_not_found()
+        return self.catalogue.institution(institution_id)
 
     def list_institutions(
         self, *, name: str | None, featured: bool | None, cursor: str | None, limit: int | None
     ) -> tuple[list[Institution], str | None]:
-        size = INSTITUTIONS_DEFAULT_LIMIT if limit is None else limit
-        low, high = INSTITUTIONS_LIMIT_RANGE
-        if not low <= size <= high:
-            raise errors.validation_error(
-                ["query", "limit"], f"Input should be between {low} and {high}", "value_error"
-            )
-        matches = list(self.institutions.values())
-        if name:
-            needle = name.casefold()
-            matches = [i for i in matches if i.name.casefold().startswith(needle)]
-        if featured:
-            matches = [i for i in matches if i.is_featured]
-        start = _decode_cursor(cursor, "o") if cursor else 0
-        page = matches[start : start + size]
-        end = start + len(page)
-        next_cursor = _encode_cursor({"o": end}) if end < len(matches) else None
-        return page, next_cursor
+        return self.catalogue.list_institutions(
+            name=name, featured=featured, cursor=cursor, limit=limit
+        )
 
     # ----------------------------------------------------------------------------------- links
     def link(self, link_id: str) -> Link:
@@ -310,13 +250,13 @@ class SandboxState:
             raise errors.validation_error(
                 ["query", "limit"], f"Input should be between {low} and {high}", "value_error"
             )
-        after = _decode_cursor(cursor, "s") if cursor else 0
+        after = decode_cursor(cursor, "s") if cursor else 0
         active = [
             link for link in self.links.values() if link.seq > after and link.state != "deleted"
         ]
         page = active[:size]
         more = len(active) > size
-        next_cursor = _encode_cursor({"s": page[-1].seq}) if more and page else None
+        next_cursor = encode_cursor({"s": page[-1].seq}) if more and page else None
         return page, next_cursor
 
     def _add_link(
@@ -383,6 +323,14 @@ class SandboxState:
                 extra["error"] = error_code
                 extra["error_message"] = f"The link is in error: {error_code}."
             self.emit_webhook(link, "link.state_changed", extra)
+
+    def break_link(self, link: Link, error_code: str) -> None:
+        """Put a link in ``error`` with ``error_code`` (sends ``link.state_changed``)."""
+        self._set_error(link, error_code)
+
+    def repair_link(self, link: Link) -> None:
+        """Back to ``connected``, products refreshed (sends ``link.state_changed``)."""
+        self.reconnect(link)
 
     def _set_error(self, link: Link, error_code: str) -> None:
         now = self.clock()
@@ -548,13 +496,26 @@ class SandboxState:
         return link
 
     def _import_institution(self, their_id: str) -> Institution:
-        # Accepts a MoneyKit id or `provider.their_id`, looked up without the provider prefix.
+        """A MoneyKit id, an alias, or a provider's own id as ``<provider>.<their id>``.
+
+        Provider ids (``mx.chase``) name banks the offline catalogue does not have: a known
+        provider prefix maps the id, stably, to one of the catalogue's banks served by that
+        provider (any bank when none is), so an import written for the real MoneyKit works here.
+        """
         try:
             return self.institution(their_id)
         except MoneyKitError:
-            if "." not in their_id:
+            provider, dot, rest = their_id.partition(".")
+            if not dot or not rest or provider not in IMPORT_PROVIDERS:
                 raise
-            return self.institution(their_id.split(".", 1)[1])
+        try:
+            return self.institution(rest)
+        except MoneyKitError:
+            pass
+        ordered = sorted(self.institutions.values(), key=lambda i: i.institution_id)
+        served = [i for i in ordered if provider in i.providers] or ordered
+        digest = hashlib.sha256(their_id.encode()).digest()
+        return served[int.from_bytes(digest[:4], "big") % len(served)]
 
     def import_transactions(self, link_id: str, rows: list[TransactionImportIn]) -> Link:
         link = self.live_link(link_id)
@@ -720,6 +681,7 @@ class SandboxState:
 
     # ----------------------------------------------------------------------- link sessions
     def create_link_session(self, request: CreateLinkSessionIn) -> str:
+        self.redirect_uris.check(request.redirect_uri)
         if request.existing_link_id is not None:
             self.live_link(request.existing_link_id)
         elif request.institution_id is not None:

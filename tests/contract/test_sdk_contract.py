@@ -57,6 +57,7 @@ from moneykit.models import (
     ExchangeTokenRequest,
     ImportLinkRequest,
     ImportTransactionsRequest,
+    LinkErrorNotFoundResponse,
     LinkSessionSettingOverrides,
     ModelDate,
     Product,
@@ -492,6 +493,31 @@ def test_get_account(sdk: moneykit.ApiClient, imported_link: str) -> None:
     account_id = AccountsApi(sdk).get_accounts(imported_link).accounts[0].account_id
     one = AccountsApi(sdk).get_account(imported_link, account_id)
     assert one.account.account_id == account_id
+
+
+def test_unknown_account_is_a_404_the_sdk_models(
+    sdk: moneykit.ApiClient, imported_link: str
+) -> None:
+    with pytest.raises(NotFoundException) as caught:
+        AccountsApi(sdk).get_account(imported_link, "acc_not_there")
+    assert LinkErrorNotFoundResponse.from_dict(_error_body(caught.value)) is not None
+
+
+def test_token_with_a_narrow_scope_cannot_create_link_sessions(
+    contract_target: ContractTarget,
+) -> None:
+    config = moneykit.Configuration(host=contract_target.base_url)
+    with moneykit.ApiClient(config) as client:
+        token = AccessTokenApi(client).create_access_token(
+            grant_type="client_credentials",
+            scope="institutions:read",
+            client_id=contract_target.client_id,
+            client_secret=contract_target.client_secret,
+        )
+        config.access_token = token.access_token
+        assert InstitutionsApi(client).get_institutions(limit=1).institutions
+        with pytest.raises(ForbiddenException):
+            _new_session(client)
 
 
 def test_get_account_numbers(sdk: moneykit.ApiClient, own_link: str) -> None:

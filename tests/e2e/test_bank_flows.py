@@ -119,6 +119,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 str(bank_port),
                 "--demo-links",
                 "40",
+                "--redirect-uri",
+                f"{harness_url}/",
                 "--log-level",
                 "warning",
             ],

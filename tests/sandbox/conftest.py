@@ -130,7 +130,10 @@ def new_session(api: TestClient) -> Callable[..., str]:
     """Create a link session and return its token."""
 
     def create(**fields: Any) -> str:
-        body = {"customer_user": {"id": "cust_9001"}, "redirect_uri": "http://localhost:8501/oauth"}
+        body = {
+            "customer_user": {"id": "cust_9001"},
+            "redirect_uri": "http://localhost:8501/oauth_return",
+        }
         body.update(fields)
         response = api.post("/link-session", json=body)
         assert response.status_code == 201, response.text

@@ -61,7 +61,7 @@ def test_link_session_validation(
 
 
 def test_link_session_unknown_targets(api: TestClient, moneykit_error: ErrorCheck) -> None:
-    base = {"customer_user": {"id": "cust_1"}, "redirect_uri": "http://x/"}
+    base = {"customer_user": {"id": "cust_1"}, "redirect_uri": "http://localhost:8501/oauth_return"}
     moneykit_error(
         api.post("/link-session", json={**base, "existing_link_id": "mk_nope"}),
         404,
@@ -76,7 +76,11 @@ def test_link_session_unknown_targets(api: TestClient, moneykit_error: ErrorChec
 
 def test_link_session_needs_auth(client: TestClient, moneykit_error: ErrorCheck) -> None:
     response = client.post(
-        "/link-session", json={"customer_user": {"id": "cust_1"}, "redirect_uri": "http://x/"}
+        "/link-session",
+        json={
+            "customer_user": {"id": "cust_1"},
+            "redirect_uri": "http://localhost:8501/oauth_return",
+        },
     )
     moneykit_error(response, 401, "api_error.auth.unauthorized")
 

@@ -144,5 +144,5 @@ def test_connect_pages_allow_local_framing(client: TestClient, path: str) -> Non
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:
-    assert client.get("/nowhere").json() == {"detail": "Not Found"}
+    assert client.get("/nowhere").json()["error_code"] == "api_error.not_found"
     assert client.put("/links").status_code == 405

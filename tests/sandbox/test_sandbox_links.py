@@ -74,7 +74,10 @@ def test_links_made_while_paging_are_not_lost(make_app: Callable[..., Starlette]
         assert client.delete(f"/links/{doomed}").status_code == 204
         session = client.post(
             "/link-session",
-            json={"customer_user": {"id": "cust_0500"}, "redirect_uri": "http://localhost/x"},
+            json={
+                "customer_user": {"id": "cust_0500"},
+                "redirect_uri": "http://localhost:8501/oauth_return",
+            },
         ).json()["link_session_token"]
         headers = {"Authorization": f"Bearer {session}"}
         accounts = client.post(

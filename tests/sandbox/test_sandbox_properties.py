@@ -30,7 +30,7 @@ def _client(demo_links: int) -> TestClient:
 
 
 def _make_link(client: TestClient, customer: str) -> str:
-    body = {"customer_user": {"id": customer}, "redirect_uri": "http://localhost:8501/oauth"}
+    body = {"customer_user": {"id": customer}, "redirect_uri": "http://localhost:8501/oauth_return"}
     token = client.post("/link-session", json=body).json()["link_session_token"]
     page = {"Authorization": f"Bearer {token}"}
     login = client.post(

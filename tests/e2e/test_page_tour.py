@@ -109,8 +109,20 @@ def tour_data(stack: Stack, browser: Browser) -> Fixtures:
     try:
         page = context.new_page()
         open_signed_in(page, stack, f"/links?link={link.link_id}")
-        page.get_by_test_id("stExpander").get_by_text("Send the customer a relink link").click()
-        page.get_by_label("Reason (kept in the audit log)").fill("page tour screenshot")
+        reason = page.get_by_label("Reason (kept in the audit log)")
+        # The page may still be finishing its first runs, and a rerun then draws the expander
+        # closed again: open it until its field shows.
+        for _ in range(10):
+            if not reason.is_visible():
+                page.get_by_test_id("stExpander").get_by_text(
+                    "Send the customer a relink link"
+                ).click()
+            try:
+                expect(reason).to_be_visible(timeout=3_000)
+                break
+            except AssertionError:
+                continue
+        reason.fill("page tour screenshot")
         page.get_by_role("button", name="Create a relink link").click()
         code = page.get_by_test_id("stCode").filter(has_text="/repair?token=")
         expect(code).to_be_visible()

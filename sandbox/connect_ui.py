@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.api import backend, base_url
+from sandbox.backends.connect import ConnectResult, LoginOutcome, MfaRequired, OAuthRequired
 from sandbox.bank import default_bank_url
 from sandbox.errors import ConnectError
 from sandbox.institutions import Institution
@@ -27,7 +28,7 @@ from sandbox.schemas import (
     ConnectMfaIn,
     ConnectOAuthFinishIn,
 )
-from sandbox.state import ConnectResult, LoginOutcome, MfaRequired, OAuthRequired, SandboxState
+from sandbox.state import SandboxState
 from sandbox.views import connect_account_json, connect_institution_json
 
 # Framing is allowed for any local origin: the dashboard runs on a port chosen at start-up.
@@ -65,7 +66,7 @@ def _session(
     mode = request.query_params.get("mode", "start")
     if mode not in MODES:
         raise ConnectError(400, "invalid_request", "Unknown Connect mode.")
-    session = state.connect_session(
+    session = state.connect.connect_session(
         token.strip() if scheme.lower() == "bearer" else None,
         mode,
         allow_completed=allow_completed,
@@ -96,7 +97,7 @@ def _picker_entry(state: SandboxState, inst: Institution, root: str) -> dict[str
     return {
         **connect_institution_json(inst, root),
         "login": inst.auth,
-        "down": inst.institution_id in state.down_institutions,
+        "down": state.catalogue.is_down(inst.institution_id),
     }
 
 
@@ -134,15 +135,15 @@ async def session_info(request: Request) -> Response:
     }
     if session.status == "completed":
         body["completion"] = _completion(
-            request, state.connect_result(session), relink=session.is_relink
+            request, state.connect.connect_result(session), relink=session.is_relink
         )
     elif session.is_relink:
-        link, inst = state.relink_target(session)
+        link, inst = state.connect.relink_target(session)
         body["relink"] = {"link_id": link.link_id, "institution_id": inst.institution_id}
         body["institutions"] = [_picker_entry(state, inst, root)]
     else:
         body["institutions"] = [
-            _picker_entry(state, inst, root) for inst in state.offered_institutions(session)
+            _picker_entry(state, inst, root) for inst in state.connect.offered_institutions(session)
         ]
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -150,21 +151,23 @@ async def session_info(request: Request) -> Response:
 async def choose_institution(request: Request) -> Response:
     state, session = _session(request)
     body = await _connect_body(request, ConnectInstitutionIn)
-    outcome = state.connect_institution(session, body.institution_id, body.username, body.password)
+    outcome = state.connect.connect_institution(
+        session, body.institution_id, body.username, body.password
+    )
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
 
 
 async def submit_mfa(request: Request) -> Response:
     state, session = _session(request)
     body = await _connect_body(request, ConnectMfaIn)
-    outcome = state.submit_mfa(session, body.code)
+    outcome = state.connect.submit_mfa(session, body.code)
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
 
 
 async def finish_oauth(request: Request) -> Response:
     state, session = _session(request, allow_completed=True)
     body = await _connect_body(request, ConnectOAuthFinishIn)
-    outcome = state.finish_oauth(session, body.redirect_url)
+    outcome = state.connect.finish_oauth(session, body.redirect_url)
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
 
 
@@ -175,7 +178,7 @@ async def oauth_status(request: Request) -> Response:
     body: dict[str, Any] = {"answered": session.oauth_outcome is not None, "completed": completed}
     if completed:
         body["completion"] = _completion(
-            request, state.connect_result(session), relink=session.is_relink
+            request, state.connect.connect_result(session), relink=session.is_relink
         )
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -183,7 +186,7 @@ async def oauth_status(request: Request) -> Response:
 async def complete(request: Request) -> Response:
     state, session = _session(request, allow_completed=True)
     body = await _connect_body(request, ConnectCompleteIn)
-    result = state.complete_link(session, body.account_ids)
+    result = state.connect.complete_link(session, body.account_ids)
     return JSONResponse({"completion": _completion(request, result, relink=session.is_relink)})
 
 

@@ -67,7 +67,7 @@ async def seed(request: Request) -> Response:
 async def force_link_state(request: Request) -> Response:
     state = backend(request)
     body = await parse_body(request, ForceLinkStateIn)
-    link = state.force_link_state(request.path_params["link_id"], body.state, body.error_code)
+    link = state.registry.force_state(request.path_params["link_id"], body.state, body.error_code)
     return JSONResponse(link_json(link, state.institutions[link.institution_id], base_url(request)))
 
 
@@ -167,7 +167,7 @@ async def webhook_settings(request: Request) -> Response:
 
 async def rotate_key(request: Request) -> Response:
     state = backend(request)
-    key = state.rotate_signing_key()
+    key = state.events.rotate_signing_key()
     return JSONResponse({"kid": key.kid, "kids": [k.kid for k in state.signing_keys]})
 
 
@@ -183,8 +183,8 @@ async def institution_status(request: Request) -> Response:
 async def oauth_settings(request: Request) -> Response:
     state = backend(request)
     body = await parse_body(request, OAuthSettingsIn)
-    state.oauth_cut_opener = body.cut_opener
-    return JSONResponse({"cut_opener": state.oauth_cut_opener})
+    state.connect.cut_opener = body.cut_opener
+    return JSONResponse({"cut_opener": state.connect.cut_opener})
 
 
 def _scenarios_body(state: SandboxState) -> dict[str, object]:
@@ -214,7 +214,7 @@ async def stop_scenarios(request: Request) -> Response:
 
 
 async def settle_refreshes(request: Request) -> Response:
-    return JSONResponse({"settled": backend(request).settle_all_refreshes()})
+    return JSONResponse({"settled": backend(request).registry.settle_all_refreshes()})
 
 
 def routes() -> list[BaseRoute]:

@@ -98,8 +98,16 @@ async def get_account_numbers(request: Request) -> Response:
     state = _authorize(request)
     link = state.registry.data_link(request.path_params["link_id"], "account_numbers")
     country = _country(state, link)
+    fetched = state.registry.fetched(link, "account_numbers")
     accounts = [
-        {**account_json(a), "numbers": bankdata.account_numbers_json(state.seed, a, country)}
+        {
+            **account_json(a),
+            "numbers": (
+                bankdata.account_numbers_json(state.seed, a, country)
+                if fetched
+                else bankdata.no_account_numbers()
+            ),
+        }
         for a in link.accounts
     ]
     return JSONResponse({"accounts": accounts, "link": _link_body(request, state, link)})
@@ -109,8 +117,13 @@ async def get_identity(request: Request) -> Response:
     state = _authorize(request)
     link = state.registry.data_link(request.path_params["link_id"], "identity")
     country = _country(state, link)
+    # Not fetched yet (no prefetch, no refresh): the accounts are known, their owners are not.
+    fetched = state.registry.fetched(link, "identity")
     accounts = [
-        {**account_json(a), "owners": bankdata.owners_json(state.seed, link, a, country)}
+        {
+            **account_json(a),
+            "owners": bankdata.owners_json(state.seed, link, a, country) if fetched else [],
+        }
         for a in _accounts(request, link)
     ]
     return JSONResponse({"accounts": accounts, "link": _link_body(request, state, link)})
@@ -208,7 +221,11 @@ async def get_holdings(request: Request) -> Response:
     state = _authorize(request)
     link = state.registry.data_link(request.path_params["link_id"], "investments")
     accounts = _accounts(request, link)
-    holdings, securities = bankdata.holdings(state.seed, accounts, state.clock())
+    holdings, securities = (
+        bankdata.holdings(state.seed, accounts, state.clock())
+        if state.registry.fetched(link, "investments")
+        else ([], [])
+    )
     return JSONResponse(
         {
             "holdings": holdings,
@@ -224,7 +241,11 @@ async def get_investment_transactions(request: Request) -> Response:
     link = state.registry.data_link(request.path_params["link_id"], "investments")
     page, size, start, end = _paging(request)
     accounts = _accounts(request, link)
-    rows, securities = bankdata.investment_transactions(state.seed, accounts, state.clock())
+    rows, securities = (
+        bankdata.investment_transactions(state.seed, accounts, state.clock())
+        if state.registry.fetched(link, "investments")
+        else ([], [])
+    )
     rows = [r for r in rows if start.isoformat() <= r["date"] <= end.isoformat()]
     chunk = rows[(page - 1) * size : page * size]
     used = {r.get("security_id") for r in chunk}

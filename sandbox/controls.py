@@ -24,6 +24,7 @@ from sandbox.schemas import (
     InstitutionStatusIn,
     OAuthSettingsIn,
     RateLimitsIn,
+    RefreshFailureIn,
     ResetIn,
     ScenarioStartIn,
     WebhookSettingsIn,
@@ -69,6 +70,18 @@ async def force_link_state(request: Request) -> Response:
     body = await parse_body(request, ForceLinkStateIn)
     link = state.registry.force_state(request.path_params["link_id"], body.state, body.error_code)
     return JSONResponse(link_json(link, state.institutions[link.institution_id], base_url(request)))
+
+
+async def fail_next_refresh(request: Request) -> Response:
+    """The next refresh of these products fails with ``error_code`` (a LinkProductError)."""
+    state = backend(request)
+    body = await parse_body(request, RefreshFailureIn)
+    link = state.registry.fail_next_refresh(
+        request.path_params["link_id"], body.products, body.error_code
+    )
+    return JSONResponse(
+        {"link_id": link.link_id, "products": body.products, "error_code": body.error_code}
+    )
 
 
 def _clock_body(state: SandboxState) -> dict[str, object]:
@@ -223,6 +236,7 @@ def routes() -> list[BaseRoute]:
         Route("/_sandbox/reset", reset, methods=["POST"]),
         Route("/_sandbox/seed", seed, methods=["POST"]),
         Route("/_sandbox/links/{link_id}/state", force_link_state, methods=["POST"]),
+        Route("/_sandbox/links/{link_id}/refresh-failure", fail_next_refresh, methods=["POST"]),
         Route("/_sandbox/time", get_time, methods=["GET"]),
         Route("/_sandbox/time", set_time, methods=["POST"]),
         Route("/_sandbox/faults", get_faults, methods=["GET"]),

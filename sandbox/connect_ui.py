@@ -17,7 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.api import backend, base_url
-from sandbox.backends.connect import ConnectResult, LoginOutcome, MfaRequired, OAuthRequired
+from sandbox.backends.connect import (
+    OTP_DEVICES,
+    ConnectResult,
+    LoginOutcome,
+    MfaRequired,
+    OAuthRequired,
+)
 from sandbox.bank import default_bank_url
 from sandbox.errors import ConnectError
 from sandbox.institutions import Institution
@@ -27,6 +33,8 @@ from sandbox.schemas import (
     ConnectInstitutionIn,
     ConnectMfaIn,
     ConnectOAuthFinishIn,
+    ConnectOtpDeviceIn,
+    ConnectPermissionsIn,
 )
 from sandbox.state import SandboxState
 from sandbox.views import connect_account_json, connect_institution_json
@@ -112,7 +120,13 @@ def _outcome(request: Request, outcome: LoginOutcome, *, relink: bool) -> dict[s
     if isinstance(outcome, ConnectResult):
         return {"completion": _completion(request, outcome, relink=relink)}
     if isinstance(outcome, MfaRequired):
-        return {"mfa": {"institution_id": outcome.institution.institution_id}}
+        challenge: dict[str, Any] = {
+            "institution_id": outcome.institution.institution_id,
+            "kind": outcome.kind,
+        }
+        if outcome.kind == "otp_device":
+            challenge["devices"] = list(OTP_DEVICES)
+        return {"mfa": challenge}
     if isinstance(outcome, OAuthRequired):
         url = f"{_bank_url(request)}/oauth/authorize?state={outcome.oauth_state}"
         return {"oauth": {"url": url, "institution_id": outcome.institution.institution_id}}
@@ -132,6 +146,8 @@ async def session_info(request: Request) -> Response:
         # A /continue page resumes an OAuth login started in another window.
         "oauth_institution_id": session.oauth_institution_id,
         "oauth_answered": session.oauth_outcome is not None,
+        # The Permissions screen's rows (products the session asks for; required ones fixed).
+        "permissions": state.connect.permissions(session),
     }
     if session.status == "completed":
         body["completion"] = _completion(
@@ -162,6 +178,20 @@ async def submit_mfa(request: Request) -> Response:
     body = await _connect_body(request, ConnectMfaIn)
     outcome = state.connect.submit_mfa(session, body.code)
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
+
+
+async def submit_otp_device(request: Request) -> Response:
+    state, session = _session(request)
+    body = await _connect_body(request, ConnectOtpDeviceIn)
+    outcome = state.connect.submit_otp_device(session, body.device_id)
+    return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
+
+
+async def grant_permissions(request: Request) -> Response:
+    state, session = _session(request)
+    body = await _connect_body(request, ConnectPermissionsIn)
+    granted = state.connect.grant_permissions(session, body.products)
+    return JSONResponse({"granted": granted})
 
 
 async def finish_oauth(request: Request) -> Response:
@@ -226,6 +256,8 @@ def routes() -> list[BaseRoute]:
         Route("/connect-api/institution", choose_institution, methods=["POST"]),
         Route("/connect-api/complete", complete, methods=["POST"]),
         Route("/connect-api/mfa", submit_mfa, methods=["POST"]),
+        Route("/connect-api/otp/device", submit_otp_device, methods=["POST"]),
+        Route("/connect-api/permissions", grant_permissions, methods=["POST"]),
         Route("/connect-api/oauth/finish", finish_oauth, methods=["POST"]),
         Route("/connect-api/oauth/status", oauth_status, methods=["GET"]),
     ]

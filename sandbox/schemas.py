@@ -240,6 +240,14 @@ class ConnectMfaIn(_Body):
     code: str
 
 
+class ConnectOtpDeviceIn(_Body):
+    device_id: str
+
+
+class ConnectPermissionsIn(_Body):
+    products: list[str]
+
+
 class ConnectOAuthFinishIn(_Body):
     redirect_url: str = Field(min_length=1)
 

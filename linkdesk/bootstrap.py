@@ -134,7 +134,13 @@ def build_services(
     # moves the link between the shared totals the pages show.
     links = LinkQueries(store, clock=clock, thresholds=health)
     sessions = ConnectService(
-        store=store, client=client, settings=settings, audit=audit, clock=clock, links=links
+        store=store,
+        client=client,
+        settings=settings,
+        audit=audit,
+        clock=clock,
+        links=links,
+        sleep=sleep,
     )
     jobs = JobQueue(store, clock=clock, thresholds=health)
     budget = RequestBudget.from_settings(settings, monotonic=monotonic)

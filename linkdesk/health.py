@@ -5,6 +5,13 @@ only *stale* after days without fresh data), so everything here takes ``now`` an
 explicitly. :func:`health_condition_at` and :func:`health_case` are the SQL twins of
 :func:`assess`, so the Links page can filter and count by verdict inside the database; a unit test
 keeps the two in step.
+
+A product refresh that failed or is still in progress (``links.refresh_issue``, stored by the
+ingestor from MoneyKit's product fields) does not get a verdict of its own: the verdict of a
+connected link stays *healthy* or *stale*, so every SQL twin and the Links page's plans (which read
+from the verdict groups) are unchanged, and the refresh shows as the verdict's *reason*
+(``product_refresh_failed`` / ``product_refresh_pending``) with its playbook. A stale link stays
+``stale``: no fresh data is the bigger news. :func:`refresh_issue_condition` counts them in SQL.
 """
 
 from __future__ import annotations
@@ -15,25 +22,33 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from linkdesk.store.models import Link
+from linkdesk.moneykit.models import REFRESH_FAILED, REFRESH_ISSUES, REFRESH_PENDING
+from linkdesk.store.models import Link, LinkProduct
 
 __all__ = [
     "PLAYBOOKS",
+    "REFRESH_REASONS",
     "RELINK_ERRORS",
     "STUCK_STATES",
     "WAIT_ERRORS",
     "Health",
     "HealthThresholds",
     "Playbook",
+    "ProductRefresh",
     "Verdict",
     "assess",
+    "assess_link",
     "health_case",
     "health_condition",
     "health_condition_at",
     "link_health",
     "playbook_for",
+    "product_refreshes",
+    "refresh_issue_condition",
+    "refresh_issue_counts",
 ]
 
 # Errors the customer has to fix by going through Connect again (protocol doc §4.2). MoneyKit's
@@ -53,6 +68,11 @@ RELINK_ERRORS = frozenset(
 WAIT_ERRORS = frozenset({"institution_error", "provider_error", "system_error"})
 # A link should not stay here: the user is gone or our exchange was lost.
 STUCK_STATES = frozenset({"connecting", "awaiting_token_exchange"})
+# The reason a connected link's verdict gives for a product refresh issue.
+REFRESH_REASONS = {
+    REFRESH_FAILED: "product_refresh_failed",
+    REFRESH_PENDING: "product_refresh_pending",
+}
 
 
 class Health(enum.StrEnum):
@@ -143,11 +163,13 @@ def assess(
     discovered_at: datetime | None = None,
     products_refreshed_at: datetime | None = None,
     thresholds: HealthThresholds | None = None,
+    refresh_issue: str | None = None,
 ) -> Verdict:
     """The verdict for one link at ``now``.
 
     *Stuck* is measured from the link's creation (else from when Linkdesk first saw it); *stale*
-    from MoneyKit's last successful product refresh (else creation, else first seen).
+    from MoneyKit's last successful product refresh (else creation, else first seen). A healthy
+    link with a failed or pending product refresh (``refresh_issue``) says so in its reason.
     """
     limits = thresholds or HealthThresholds()
     if state == "deleted":
@@ -167,8 +189,22 @@ def assess(
         since = products_refreshed_at or created_at or discovered_at
         if since is not None and now - since > limits.stale_after:
             return Verdict(Health.STALE, "stale", since)
-        return Verdict(Health.HEALTHY, "connected", since)
+        return Verdict(Health.HEALTHY, REFRESH_REASONS.get(refresh_issue or "", "connected"), since)
     return Verdict(Health.ATTENTION, "unknown_state")
+
+
+def assess_link(link: Any, *, now: datetime, thresholds: HealthThresholds | None = None) -> Verdict:
+    """:func:`assess` for a stored link: an ORM ``Link`` or a row with the same attribute names."""
+    return assess(
+        link.state,
+        link.error_code,
+        now=now,
+        created_at=link.created_at,
+        discovered_at=link.discovered_at,
+        products_refreshed_at=link.products_refreshed_at,
+        thresholds=thresholds,
+        refresh_issue=link.refresh_issue,
+    )
 
 
 def _stuck_since() -> ColumnElement[Any]:
@@ -206,6 +242,58 @@ def health_case(now: datetime, thresholds: HealthThresholds | None = None) -> Co
         if h is not Health.ATTENTION
     ]
     return sa.case(*whens, else_=Health.ATTENTION.value)
+
+
+def refresh_issue_condition(issue: str) -> ColumnElement[bool]:
+    """Connected links whose worst product refresh is ``issue`` (``failed`` or ``pending``).
+
+    An index range on ``(refresh_issue, state)``; links in error have failed products too, but
+    their error is what staff act on, so they are not counted here.
+    """
+    if issue not in REFRESH_ISSUES:
+        raise ValueError(f"unknown refresh issue {issue!r}; known: {', '.join(REFRESH_ISSUES)}")
+    return sa.and_(Link.refresh_issue == issue, Link.state == "connected")
+
+
+def refresh_issue_counts(session: Session) -> dict[str, int]:
+    """How many connected links have a failed, and a pending, product refresh."""
+    rows = session.execute(
+        sa.select(Link.refresh_issue, sa.func.count())
+        .where(Link.refresh_issue.in_(REFRESH_ISSUES), Link.state == "connected")
+        .group_by(Link.refresh_issue)
+    ).all()
+    counts = dict.fromkeys(REFRESH_ISSUES, 0)
+    counts.update({str(issue): int(n) for issue, n in rows})
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRefresh:
+    """One product of a link, as the link detail shows it."""
+
+    product: str
+    state: str  # fetched | not_fetched | pending | failed
+    refreshed_at: datetime | None
+    last_attempted_at: datetime | None
+    error_code: str | None
+    error_message: str | None
+
+
+def product_refreshes(session: Session, link_id: str) -> list[ProductRefresh]:
+    """The stored products of a link, failed and pending ones first."""
+    rows = session.scalars(sa.select(LinkProduct).where(LinkProduct.link_id == link_id)).all()
+    order = {REFRESH_FAILED: 0, REFRESH_PENDING: 1}
+    return [
+        ProductRefresh(
+            product=row.product,
+            state=row.refresh_state,
+            refreshed_at=row.refreshed_at,
+            last_attempted_at=row.last_attempted_at,
+            error_code=row.error_code,
+            error_message=row.error_message,
+        )
+        for row in sorted(rows, key=lambda r: (order.get(r.refresh_state, 2), r.product))
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +395,22 @@ PLAYBOOKS: dict[str, Playbook] = {
         "The link was started but the customer never finished Connect.",
         "Your bank connection was not finished. You can start again whenever you like.",
         "Nothing to repair; offer to start a new link if the customer still wants one.",
+    ),
+    "product_refresh_failed": Playbook(
+        "A data refresh failed",
+        "The link is connected, but MoneyKit's last refresh of one of its products failed (see "
+        "the product's error below); the data it had stays readable but may be out of date.",
+        "Some of your data may be out of date; we are looking into it.",
+        "Timeouts, rate limits and institution errors clear by themselves: the next refresh "
+        "usually lands. no_permission needs a relink asking for the product; not_supported and "
+        "no_accounts will not change. Escalate to MoneyKit if it keeps failing.",
+    ),
+    "product_refresh_pending": Playbook(
+        "A data refresh is running",
+        "MoneyKit is fetching one of the link's products (a refresh or a prefetch that has not "
+        "landed yet); the worker re-reads the link when MoneyKit says it finished.",
+        "We are updating your data; this takes a moment.",
+        "Nothing to do. If it is still pending after an hour, trigger a sync of the link.",
     ),
     "stale": Playbook(
         "No fresh data",

@@ -1,4 +1,4 @@
-"""MoneyKit REST routes. Thin: read the request, call :class:`SandboxState`, render JSON.
+"""MoneyKit REST routes. Thin: read the request, call the backend of its area, render JSON.
 
 Success status codes are exactly MoneyKit's, because the official SDK picks its response model by
 exact status and returns ``None`` for any other 2xx (protocol doc §3.2).
@@ -51,13 +51,13 @@ def check_api_version(request: Request) -> None:
 def _authorize(request: Request) -> SandboxState:
     check_api_version(request)
     state = backend(request)
-    access = state.authenticate(request.headers.get("authorization"))
+    access = state.auth.authenticate(request.headers.get("authorization"))
     scopes.check(access.scope, request.method, request.url.path)
     return state
 
 
 def _render_link(request: Request, state: SandboxState, link_id: str) -> dict[str, object]:
-    link = state.link(link_id)
+    link = state.registry.link(link_id)
     return link_json(link, state.institutions[link.institution_id], base_url(request))
 
 
@@ -126,7 +126,7 @@ async def create_access_token(request: Request) -> Response:
         client_secret = request.headers.get("x-client-secret")
     if not client_id and not client_secret:
         client_id, client_secret = _basic_credentials(request.headers.get("authorization"))
-    token, expires_in = backend(request).issue_access_token(
+    token, expires_in = backend(request).auth.issue_access_token(
         client_id, client_secret, scopes.parse_requested(fields.get("scope"))
     )
     return JSONResponse(
@@ -138,7 +138,7 @@ async def create_access_token(request: Request) -> Response:
 
 async def introspect(request: Request) -> Response:
     state = backend(request)
-    access = state.authenticate(request.headers.get("authorization"))
+    access = state.auth.authenticate(request.headers.get("authorization"))
     app_id = f"app_{state.client_id}"
     return JSONResponse(
         {
@@ -164,14 +164,16 @@ async def jwks(request: Request) -> Response:
 async def create_link_session(request: Request) -> Response:
     state = _authorize(request)
     body = await parse_body(request, CreateLinkSessionIn)
-    token = state.create_link_session(body)
+    token = state.connect.create_link_session(body)
     return JSONResponse({"link_session_token": token}, status_code=201)
 
 
 async def exchange_token(request: Request) -> Response:
     state = _authorize(request)
     body = await parse_body(request, ExchangeTokenIn)
-    link = state.exchange_token(body.exchangeable_token)
+    exchanged = state.connect.exchange_token(body.exchangeable_token)
+    land_refresh(state, exchanged.refresh.link.link_id, exchanged.refresh.products)
+    link = exchanged.link
     rendered = link_json(link, state.institutions[link.institution_id], base_url(request))
     return JSONResponse({"link_id": link.link_id, "link": rendered}, status_code=201)
 
@@ -179,7 +181,7 @@ async def exchange_token(request: Request) -> Response:
 # ------------------------------------------------------------------------------------ links
 async def get_links(request: Request) -> Response:
     state = _authorize(request)
-    links, next_cursor = state.list_links(
+    links, next_cursor = state.registry.list_links(
         cursor=request.query_params.get("cursor") or None, limit=_int_query(request, "limit")
     )
     return JSONResponse(
@@ -200,43 +202,52 @@ async def get_link(request: Request) -> Response:
 async def update_link(request: Request) -> Response:
     state = _authorize(request)
     link_id = request.path_params["link_id"]
-    state.live_link(link_id)
+    state.registry.live_link(link_id)
     body = await parse_body(request, UpdateLinkIn, optional=True)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    state.update_link(link_id, changes)
+    state.registry.update_link(link_id, changes)
     return JSONResponse(_render_link(request, state, link_id))
 
 
 async def delete_link(request: Request) -> Response:
     state = _authorize(request)
-    state.delete_link(request.path_params["link_id"])
+    state.registry.delete_link(request.path_params["link_id"])
     return Response(status_code=204)
 
 
 async def reset_link(request: Request) -> Response:
     state = _authorize(request)
-    link = state.reset_link(request.path_params["link_id"])
+    link = state.registry.reset_link(request.path_params["link_id"])
     return JSONResponse(_render_link(request, state, link.link_id))
+
+
+def land_refresh(state: SandboxState, link_id: str, products: tuple[str, ...]) -> None:
+    """Land a started refresh ``refresh_delay_s`` from now (at once when the delay is 0)."""
+    if not products:
+        return
+    if state.refresh_delay_s <= 0:
+        state.registry.settle_refresh(link_id)
+        return
+    # Lands later on this same event loop, so state is still touched by one thread only.
+    asyncio.get_running_loop().call_later(
+        state.refresh_delay_s, state.registry.settle_refresh, link_id
+    )
 
 
 async def refresh_products(request: Request) -> Response:
     state = _authorize(request)
     link_id = request.path_params["link_id"]
-    state.live_link(link_id)
+    state.registry.live_link(link_id)
     body = await parse_body(request, RefreshProductsIn)
-    state.refresh_products(link_id, list(body.products))
-    if state.refresh_delay_s <= 0:
-        state.settle_refresh(link_id)
-    else:
-        # Lands later on this same event loop, so state is still touched by one thread only.
-        asyncio.get_running_loop().call_later(state.refresh_delay_s, state.settle_refresh, link_id)
+    state.registry.refresh_products(link_id, list(body.products))
+    land_refresh(state, link_id, tuple(body.products))
     return JSONResponse(_render_link(request, state, link_id), status_code=202)
 
 
 async def get_accounts(request: Request) -> Response:
     state = _authorize(request)
     # Like every other data endpoint: not before the token exchange, only if granted.
-    link = state.data_link(request.path_params["link_id"], "accounts")
+    link = state.registry.data_link(request.path_params["link_id"], "accounts")
     wanted = set(request.query_params.getlist("account_ids"))
     accounts = [a for a in link.accounts if not wanted or a.account_id in wanted]
     return JSONResponse(
@@ -250,7 +261,7 @@ async def get_accounts(request: Request) -> Response:
 # ----------------------------------------------------------------------------- institutions
 async def get_institutions(request: Request) -> Response:
     state = _authorize(request)
-    page, next_cursor = state.list_institutions(
+    page, next_cursor = state.catalogue.list_institutions(
         name=request.query_params.get("name") or None,
         featured=_bool_query(request, "featured"),
         cursor=request.query_params.get("cursor") or None,
@@ -267,7 +278,7 @@ async def get_institutions(request: Request) -> Response:
 
 async def get_institution(request: Request) -> Response:
     state = _authorize(request)
-    inst = state.institution(request.path_params["institution_id"])
+    inst = state.catalogue.institution(request.path_params["institution_id"])
     return JSONResponse(institution_json(inst, base_url(request)))
 
 

@@ -83,7 +83,7 @@ def _paging(request: Request) -> tuple[int, int, date, date]:
 # ---------------------------------------------------------------------------------- accounts
 async def get_account(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "accounts")
+    link = state.registry.data_link(request.path_params["link_id"], "accounts")
     wanted = request.path_params["account_id"]
     account = next((a for a in link.accounts if a.account_id == wanted), None)
     if account is None:
@@ -96,10 +96,18 @@ async def get_account(request: Request) -> Response:
 
 async def get_account_numbers(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "account_numbers")
+    link = state.registry.data_link(request.path_params["link_id"], "account_numbers")
     country = _country(state, link)
+    fetched = state.registry.fetched(link, "account_numbers")
     accounts = [
-        {**account_json(a), "numbers": bankdata.account_numbers_json(state.seed, a, country)}
+        {
+            **account_json(a),
+            "numbers": (
+                bankdata.account_numbers_json(state.seed, a, country)
+                if fetched
+                else bankdata.no_account_numbers()
+            ),
+        }
         for a in link.accounts
     ]
     return JSONResponse({"accounts": accounts, "link": _link_body(request, state, link)})
@@ -107,10 +115,15 @@ async def get_account_numbers(request: Request) -> Response:
 
 async def get_identity(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "identity")
+    link = state.registry.data_link(request.path_params["link_id"], "identity")
     country = _country(state, link)
+    # Not fetched yet (no prefetch, no refresh): the accounts are known, their owners are not.
+    fetched = state.registry.fetched(link, "identity")
     accounts = [
-        {**account_json(a), "owners": bankdata.owners_json(state.seed, link, a, country)}
+        {
+            **account_json(a),
+            "owners": bankdata.owners_json(state.seed, link, a, country) if fetched else [],
+        }
         for a in _accounts(request, link)
     ]
     return JSONResponse({"accounts": accounts, "link": _link_body(request, state, link)})
@@ -123,12 +136,12 @@ def _in_range(txns: list[ledger.Txn], ids: set[str], start: date, end: date) -> 
 
 async def get_transactions(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "transactions")
+    link = state.registry.data_link(request.path_params["link_id"], "transactions")
     page, size, start, end = _paging(request)
     accounts = _accounts(request, link)
     ids = {a.account_id for a in accounts} if request.query_params.getlist("account_ids") else set()
     matches = ledger.newest_first(
-        _in_range(list(state.ledger(link).txns.values()), ids, start, end)
+        _in_range(list(state.registry.ledger(link).txns.values()), ids, start, end)
     )
     chunk = matches[(page - 1) * size : page * size]
     return JSONResponse(
@@ -163,11 +176,11 @@ def _decode_sync_cursor(cursor: str, link_id: str) -> int:
 
 async def get_transactions_sync(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "transactions")
+    link = state.registry.data_link(request.path_params["link_id"], "transactions")
     size = _bounded(request, "size", DEFAULT_SYNC_SIZE, *SYNC_SIZE_RANGE)
     cursor = request.query_params.get("cursor")
     after = _decode_sync_cursor(cursor, link.link_id) if cursor else 0
-    page = ledger.sync_page(state.ledger(link), after, size)
+    page = ledger.sync_page(state.registry.ledger(link), after, size)
     return JSONResponse(
         {
             "transactions": {
@@ -185,9 +198,9 @@ async def get_transactions_sync(request: Request) -> Response:
 
 async def correct_enrichment(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "transactions")
+    link = state.registry.data_link(request.path_params["link_id"], "transactions")
     body = await parse_body(request, EnrichmentIn)
-    book = state.ledger(link)
+    book = state.registry.ledger(link)
     txn = book.txns.get(request.path_params["txn_id"])
     if txn is None:
         raise errors.MoneyKitError(404, "transaction_error.not_found", "Transaction not found.")
@@ -206,9 +219,13 @@ async def correct_enrichment(request: Request) -> Response:
 # ------------------------------------------------------------------------------- investments
 async def get_holdings(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "investments")
+    link = state.registry.data_link(request.path_params["link_id"], "investments")
     accounts = _accounts(request, link)
-    holdings, securities = bankdata.holdings(state.seed, accounts, state.clock())
+    holdings, securities = (
+        bankdata.holdings(state.seed, accounts, state.clock())
+        if state.registry.fetched(link, "investments")
+        else ([], [])
+    )
     return JSONResponse(
         {
             "holdings": holdings,
@@ -221,10 +238,14 @@ async def get_holdings(request: Request) -> Response:
 
 async def get_investment_transactions(request: Request) -> Response:
     state = _authorize(request)
-    link = state.data_link(request.path_params["link_id"], "investments")
+    link = state.registry.data_link(request.path_params["link_id"], "investments")
     page, size, start, end = _paging(request)
     accounts = _accounts(request, link)
-    rows, securities = bankdata.investment_transactions(state.seed, accounts, state.clock())
+    rows, securities = (
+        bankdata.investment_transactions(state.seed, accounts, state.clock())
+        if state.registry.fetched(link, "investments")
+        else ([], [])
+    )
     rows = [r for r in rows if start.isoformat() <= r["date"] <= end.isoformat()]
     chunk = rows[(page - 1) * size : page * size]
     used = {r.get("security_id") for r in chunk}
@@ -248,7 +269,7 @@ def _readable(link: Link) -> bool:
 
 async def get_user_links(request: Request) -> Response:
     state = _authorize(request)
-    links = state.user_links(request.path_params["user_id"])
+    links = state.registry.user_links(request.path_params["user_id"])
     return JSONResponse(
         {"links": {link.link_id: _link_body(request, state, link) for link in links}}
     )
@@ -256,7 +277,11 @@ async def get_user_links(request: Request) -> Response:
 
 async def get_user_accounts(request: Request) -> Response:
     state = _authorize(request)
-    links = [link for link in state.user_links(request.path_params["user_id"]) if _readable(link)]
+    links = [
+        link
+        for link in state.registry.user_links(request.path_params["user_id"])
+        if _readable(link)
+    ]
     return JSONResponse(
         {
             "links": {
@@ -272,7 +297,7 @@ async def get_user_transactions(request: Request) -> Response:
     wanted = set(request.query_params.getlist("account_id"))
     links = [
         link
-        for link in state.user_links(request.path_params["user_id"])
+        for link in state.registry.user_links(request.path_params["user_id"])
         if _readable(link) and "transactions" in link.products
     ]
     txns: list[ledger.Txn] = []
@@ -283,7 +308,7 @@ async def get_user_transactions(request: Request) -> Response:
         ids = {a.account_id for a in chosen}
         txns.extend(
             t
-            for t in state.ledger(link).txns.values()
+            for t in state.registry.ledger(link).txns.values()
             if t.account_id in ids and start <= t.date <= end
         )
     ordered = ledger.newest_first(txns)
@@ -303,16 +328,16 @@ async def get_user_transactions(request: Request) -> Response:
 async def import_link(request: Request) -> Response:
     state = _authorize(request)
     body = await parse_body(request, ImportLinkIn)
-    link = state.import_link(body)
+    link = state.imports.import_link(body)
     return JSONResponse(_link_body(request, state, link))
 
 
 async def import_transactions(request: Request) -> Response:
     state = _authorize(request)
     link_id = request.path_params["link_id"]
-    state.live_link(link_id)
+    state.registry.live_link(link_id)
     body = await parse_body(request, ImportTransactionsIn)
-    link = state.import_transactions(link_id, body.transactions)
+    link = state.imports.import_transactions(link_id, body.transactions)
     return JSONResponse(_link_body(request, state, link))
 
 
@@ -320,9 +345,9 @@ async def import_transactions(request: Request) -> Response:
 async def trigger_test_webhook(request: Request) -> Response:
     state = _authorize(request)
     link_id = request.path_params["link_id"]
-    state.live_link(link_id)
+    link = state.registry.live_link(link_id)
     body = await parse_body(request, WebhookTestIn)
-    token = state.test_webhook(link_id, body.webhook_event, body.webhook_idempotency_key)
+    token = state.events.test_event(link, body.webhook_event, body.webhook_idempotency_key)
     return JSONResponse({"delivery_token": token})
 
 

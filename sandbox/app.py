@@ -129,7 +129,7 @@ def create_app(
     app.state.sandbox = state
     app.state.public_url = public_url.rstrip("/") if public_url else None
     if public_url:
-        state.issuer = app.state.public_url
+        state.events.issuer = app.state.public_url
     app.state.bank_url = (
         bank_url.rstrip("/") if bank_url else (default_bank_url(public_url) if public_url else None)
     )

@@ -70,7 +70,7 @@ def _state(request: Request) -> SandboxState:
 async def authorize(request: Request) -> Response:
     state = _state(request)
     oauth_state = request.query_params.get("state", "")
-    session = state.oauth_session(oauth_state) if oauth_state else None
+    session = state.connect.oauth_session(oauth_state) if oauth_state else None
     if session is None or session.status == "completed" or session.oauth_institution_id is None:
         return _page(
             "OAuth Bank",
@@ -92,7 +92,7 @@ async def authorize(request: Request) -> Response:
     <button class="allow" type="submit" name="decision" value="allow">Allow</button>
   </div>
 </form>"""
-    return _page(f"{inst.name}: authorise", body, cut_opener=state.oauth_cut_opener)
+    return _page(f"{inst.name}: authorise", body, cut_opener=state.connect.cut_opener)
 
 
 async def decision(request: Request) -> Response:
@@ -103,7 +103,7 @@ async def decision(request: Request) -> Response:
     if choice not in ("allow", "deny"):
         return _page("OAuth Bank", "<h1>Choose Allow or Deny.</h1>", status=400)
     try:
-        _session, target = state.oauth_decide(oauth_state, choice == "allow")
+        _session, target = state.connect.oauth_decide(oauth_state, choice == "allow")
     except ConnectError as exc:
         return _page("OAuth Bank", f"<h1>{html.escape(exc.displayed_message)}</h1>", status=400)
     return RedirectResponse(target, status_code=303, headers={"Referrer-Policy": "no-referrer"})

@@ -65,6 +65,11 @@ def _aba_check_digit(first8: str) -> str:
     return str((10 - total % 10) % 10)
 
 
+def no_account_numbers() -> dict[str, Any]:
+    """The ``numbers`` object of an account whose numbers were not fetched yet."""
+    return {"ach": [], "eft": [], "bacs": [], "international": []}
+
+
 def account_numbers_json(seed: int, account: Account, country: str) -> dict[str, Any]:
     """The ``numbers`` object; only depository accounts have numbers, in the country's scheme."""
     numbers: dict[str, list[dict[str, str]]] = {

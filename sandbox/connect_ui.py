@@ -17,6 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.api import backend, base_url
+from sandbox.backends.connect import (
+    OTP_DEVICES,
+    ConnectResult,
+    LoginOutcome,
+    MfaRequired,
+    OAuthRequired,
+)
 from sandbox.bank import default_bank_url
 from sandbox.errors import ConnectError
 from sandbox.institutions import Institution
@@ -26,8 +33,10 @@ from sandbox.schemas import (
     ConnectInstitutionIn,
     ConnectMfaIn,
     ConnectOAuthFinishIn,
+    ConnectOtpDeviceIn,
+    ConnectPermissionsIn,
 )
-from sandbox.state import ConnectResult, LoginOutcome, MfaRequired, OAuthRequired, SandboxState
+from sandbox.state import SandboxState
 from sandbox.views import connect_account_json, connect_institution_json
 
 # Framing is allowed for any local origin: the dashboard runs on a port chosen at start-up.
@@ -65,7 +74,7 @@ def _session(
     mode = request.query_params.get("mode", "start")
     if mode not in MODES:
         raise ConnectError(400, "invalid_request", "Unknown Connect mode.")
-    session = state.connect_session(
+    session = state.connect.connect_session(
         token.strip() if scheme.lower() == "bearer" else None,
         mode,
         allow_completed=allow_completed,
@@ -96,7 +105,7 @@ def _picker_entry(state: SandboxState, inst: Institution, root: str) -> dict[str
     return {
         **connect_institution_json(inst, root),
         "login": inst.auth,
-        "down": inst.institution_id in state.down_institutions,
+        "down": state.catalogue.is_down(inst.institution_id),
     }
 
 
@@ -111,7 +120,13 @@ def _outcome(request: Request, outcome: LoginOutcome, *, relink: bool) -> dict[s
     if isinstance(outcome, ConnectResult):
         return {"completion": _completion(request, outcome, relink=relink)}
     if isinstance(outcome, MfaRequired):
-        return {"mfa": {"institution_id": outcome.institution.institution_id}}
+        challenge: dict[str, Any] = {
+            "institution_id": outcome.institution.institution_id,
+            "kind": outcome.kind,
+        }
+        if outcome.kind == "otp_device":
+            challenge["devices"] = list(OTP_DEVICES)
+        return {"mfa": challenge}
     if isinstance(outcome, OAuthRequired):
         url = f"{_bank_url(request)}/oauth/authorize?state={outcome.oauth_state}"
         return {"oauth": {"url": url, "institution_id": outcome.institution.institution_id}}
@@ -131,18 +146,20 @@ async def session_info(request: Request) -> Response:
         # A /continue page resumes an OAuth login started in another window.
         "oauth_institution_id": session.oauth_institution_id,
         "oauth_answered": session.oauth_outcome is not None,
+        # The Permissions screen's rows (products the session asks for; required ones fixed).
+        "permissions": state.connect.permissions(session),
     }
     if session.status == "completed":
         body["completion"] = _completion(
-            request, state.connect_result(session), relink=session.is_relink
+            request, state.connect.connect_result(session), relink=session.is_relink
         )
     elif session.is_relink:
-        link, inst = state.relink_target(session)
+        link, inst = state.connect.relink_target(session)
         body["relink"] = {"link_id": link.link_id, "institution_id": inst.institution_id}
         body["institutions"] = [_picker_entry(state, inst, root)]
     else:
         body["institutions"] = [
-            _picker_entry(state, inst, root) for inst in state.offered_institutions(session)
+            _picker_entry(state, inst, root) for inst in state.connect.offered_institutions(session)
         ]
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -150,21 +167,37 @@ async def session_info(request: Request) -> Response:
 async def choose_institution(request: Request) -> Response:
     state, session = _session(request)
     body = await _connect_body(request, ConnectInstitutionIn)
-    outcome = state.connect_institution(session, body.institution_id, body.username, body.password)
+    outcome = state.connect.connect_institution(
+        session, body.institution_id, body.username, body.password
+    )
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
 
 
 async def submit_mfa(request: Request) -> Response:
     state, session = _session(request)
     body = await _connect_body(request, ConnectMfaIn)
-    outcome = state.submit_mfa(session, body.code)
+    outcome = state.connect.submit_mfa(session, body.code)
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
+
+
+async def submit_otp_device(request: Request) -> Response:
+    state, session = _session(request)
+    body = await _connect_body(request, ConnectOtpDeviceIn)
+    outcome = state.connect.submit_otp_device(session, body.device_id)
+    return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
+
+
+async def grant_permissions(request: Request) -> Response:
+    state, session = _session(request)
+    body = await _connect_body(request, ConnectPermissionsIn)
+    granted = state.connect.grant_permissions(session, body.products)
+    return JSONResponse({"granted": granted})
 
 
 async def finish_oauth(request: Request) -> Response:
     state, session = _session(request, allow_completed=True)
     body = await _connect_body(request, ConnectOAuthFinishIn)
-    outcome = state.finish_oauth(session, body.redirect_url)
+    outcome = state.connect.finish_oauth(session, body.redirect_url)
     return JSONResponse(_outcome(request, outcome, relink=session.is_relink))
 
 
@@ -175,7 +208,7 @@ async def oauth_status(request: Request) -> Response:
     body: dict[str, Any] = {"answered": session.oauth_outcome is not None, "completed": completed}
     if completed:
         body["completion"] = _completion(
-            request, state.connect_result(session), relink=session.is_relink
+            request, state.connect.connect_result(session), relink=session.is_relink
         )
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -183,7 +216,7 @@ async def oauth_status(request: Request) -> Response:
 async def complete(request: Request) -> Response:
     state, session = _session(request, allow_completed=True)
     body = await _connect_body(request, ConnectCompleteIn)
-    result = state.complete_link(session, body.account_ids)
+    result = state.connect.complete_link(session, body.account_ids)
     return JSONResponse({"completion": _completion(request, result, relink=session.is_relink)})
 
 
@@ -223,6 +256,8 @@ def routes() -> list[BaseRoute]:
         Route("/connect-api/institution", choose_institution, methods=["POST"]),
         Route("/connect-api/complete", complete, methods=["POST"]),
         Route("/connect-api/mfa", submit_mfa, methods=["POST"]),
+        Route("/connect-api/otp/device", submit_otp_device, methods=["POST"]),
+        Route("/connect-api/permissions", grant_permissions, methods=["POST"]),
         Route("/connect-api/oauth/finish", finish_oauth, methods=["POST"]),
         Route("/connect-api/oauth/status", oauth_status, methods=["GET"]),
     ]

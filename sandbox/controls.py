@@ -24,6 +24,7 @@ from sandbox.schemas import (
     InstitutionStatusIn,
     OAuthSettingsIn,
     RateLimitsIn,
+    RefreshFailureIn,
     ResetIn,
     ScenarioStartIn,
     WebhookSettingsIn,
@@ -67,8 +68,20 @@ async def seed(request: Request) -> Response:
 async def force_link_state(request: Request) -> Response:
     state = backend(request)
     body = await parse_body(request, ForceLinkStateIn)
-    link = state.force_link_state(request.path_params["link_id"], body.state, body.error_code)
+    link = state.registry.force_state(request.path_params["link_id"], body.state, body.error_code)
     return JSONResponse(link_json(link, state.institutions[link.institution_id], base_url(request)))
+
+
+async def fail_next_refresh(request: Request) -> Response:
+    """The next refresh of these products fails with ``error_code`` (a LinkProductError)."""
+    state = backend(request)
+    body = await parse_body(request, RefreshFailureIn)
+    link = state.registry.fail_next_refresh(
+        request.path_params["link_id"], body.products, body.error_code
+    )
+    return JSONResponse(
+        {"link_id": link.link_id, "products": body.products, "error_code": body.error_code}
+    )
 
 
 def _clock_body(state: SandboxState) -> dict[str, object]:
@@ -167,7 +180,7 @@ async def webhook_settings(request: Request) -> Response:
 
 async def rotate_key(request: Request) -> Response:
     state = backend(request)
-    key = state.rotate_signing_key()
+    key = state.events.rotate_signing_key()
     return JSONResponse({"kid": key.kid, "kids": [k.kid for k in state.signing_keys]})
 
 
@@ -183,8 +196,8 @@ async def institution_status(request: Request) -> Response:
 async def oauth_settings(request: Request) -> Response:
     state = backend(request)
     body = await parse_body(request, OAuthSettingsIn)
-    state.oauth_cut_opener = body.cut_opener
-    return JSONResponse({"cut_opener": state.oauth_cut_opener})
+    state.connect.cut_opener = body.cut_opener
+    return JSONResponse({"cut_opener": state.connect.cut_opener})
 
 
 def _scenarios_body(state: SandboxState) -> dict[str, object]:
@@ -214,7 +227,7 @@ async def stop_scenarios(request: Request) -> Response:
 
 
 async def settle_refreshes(request: Request) -> Response:
-    return JSONResponse({"settled": backend(request).settle_all_refreshes()})
+    return JSONResponse({"settled": backend(request).registry.settle_all_refreshes()})
 
 
 def routes() -> list[BaseRoute]:
@@ -223,6 +236,7 @@ def routes() -> list[BaseRoute]:
         Route("/_sandbox/reset", reset, methods=["POST"]),
         Route("/_sandbox/seed", seed, methods=["POST"]),
         Route("/_sandbox/links/{link_id}/state", force_link_state, methods=["POST"]),
+        Route("/_sandbox/links/{link_id}/refresh-failure", fail_next_refresh, methods=["POST"]),
         Route("/_sandbox/time", get_time, methods=["GET"]),
         Route("/_sandbox/time", set_time, methods=["POST"]),
         Route("/_sandbox/faults", get_faults, methods=["GET"]),

@@ -85,8 +85,12 @@ class LinkSession:
     result_token: str | None = None
     owners: list[dict[str, Any]] | None = None
     connect_features: dict[str, bool] = field(default_factory=dict)
-    # MFA step of a credentials login: the institution waiting for the one-time code.
+    # MFA step of a credentials login: the institution waiting for the one-time code, and which
+    # challenge it is ("mfa": a code; "otp_device": choose where to send one; "otp": that code).
     mfa_institution_id: str | None = None
+    challenge: str | None = None
+    # Products the user granted on the Permissions screen (None: not asked, all requested).
+    granted_products: list[str] | None = None
     # OAuth: the `state` sent to the bank and the bank's answer, kept server-side so that a
     # return page that lost its opener can still finish the flow through /continue.
     oauth_state: str | None = None

@@ -1,9 +1,10 @@
 """Scripted scenarios a presenter starts from Linkdesk's demo page: MoneyKit misbehaving on cue.
 
-A scenario is a timetable of steps on the sandbox clock. Each step changes links through the same
-paths as everything else in the sandbox (``_set_state`` / ``_set_error``), so every change sends
-its signed ``link.state_changed`` webhook, and the client finds out exactly as it would from the
-real MoneyKit: through webhooks and its own reads, never through a back door.
+A scenario is a timetable of steps on the sandbox clock. Each step changes links through the
+sandbox's public break/repair API (``break_link`` / ``repair_link``), the same path as everything
+else, so every change sends its signed ``link.state_changed`` webhook, and the client finds out
+exactly as it would from the real MoneyKit: through webhooks and its own reads, never through a
+back door.
 
 Steps fire when :meth:`ScenarioDirector.tick` runs and the clock has reached them. The sandbox app
 ticks twice a second in the background, and on every ``/_sandbox/scenarios`` request, so tests
@@ -30,16 +31,22 @@ class ScenarioHost(Protocol):
     other and scenarios cannot reach behind the state's back.
     """
 
-    links: dict[str, Link]
-    institutions: dict[str, Institution]
-    down_institutions: set[str]
-    seed: int
-
     clock: Callable[[], datetime]
+
+    @property
+    def links(self) -> dict[str, Link]: ...
+
+    @property
+    def institutions(self) -> dict[str, Institution]: ...
+
+    @property
+    def seed(self) -> int: ...
 
     def break_link(self, link: Link, error_code: str) -> None: ...
 
     def repair_link(self, link: Link) -> None: ...
+
+    def mark_institution_down(self, institution_id: str, down: bool) -> None: ...
 
 
 __all__ = ["SCENARIOS", "ScenarioDirector", "ScenarioError", "ScenarioRun", "ScenarioSpec"]
@@ -167,10 +174,7 @@ def _repair_wave(portion: float) -> Callable[[ScenarioHost, ScenarioRun], int]:
 def _institution_down(down: bool) -> Callable[[ScenarioHost, ScenarioRun], int]:
     def action(state: ScenarioHost, run: ScenarioRun) -> int:
         # Only new Connect attempts see the outage alert here; the waves move the links.
-        if down:
-            state.down_institutions.add(run.institution_id)
-        else:
-            state.down_institutions.discard(run.institution_id)
+        state.mark_institution_down(run.institution_id, down)
         return 0
 
     return action

@@ -105,6 +105,12 @@ class RefreshProductsIn(_Body):
     products: list[Product] = Field(min_length=1)
 
 
+class RefreshFailureIn(_Body):
+    products: list[Product] = Field(min_length=1)
+    # One of MoneyKit's LinkProductError values (checked by the links backend).
+    error_code: str = "institution_error"
+
+
 class ForceLinkStateIn(_Body):
     state: PublicLinkState
     error_code: PublicLinkError | None = None
@@ -232,6 +238,14 @@ class ConnectCompleteIn(_Body):
 
 class ConnectMfaIn(_Body):
     code: str
+
+
+class ConnectOtpDeviceIn(_Body):
+    device_id: str
+
+
+class ConnectPermissionsIn(_Body):
+    products: list[str]
 
 
 class ConnectOAuthFinishIn(_Body):

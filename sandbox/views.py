@@ -75,8 +75,9 @@ def _product_json(status: ProductStatus, *, transactions: bool) -> dict[str, Any
         },
     }
     if transactions:
-        # Required by the SDK's TransactionsLinkProduct although MoneyKit calls it deprecated.
-        body["has_history"] = True
+        # Required by the SDK's TransactionsLinkProduct although MoneyKit calls it deprecated:
+        # true once the history was fetched (prefetch or the first refresh).
+        body["has_history"] = status.refreshed_at is not None
     return body
 
 

@@ -50,6 +50,7 @@ def render_link_detail(link_id: str) -> None:
         st.caption(f"Error: {plain(error_label(row.error_code))}")
 
     render_playbook(row.health_reason)
+    render_product_refresh(link_id)
     render_relink_action(detail, actor)
     _customer_link_action(detail, actor)
 
@@ -376,3 +377,48 @@ def _table(rows: Sequence[dict[str, Any]], *, empty: str) -> None:
         st.dataframe(list(rows), hide_index=True, width="stretch")
     else:
         st.caption(empty)
+
+
+_REFRESH_STATE_LABELS = {
+    "failed": "⚠️ Failed",
+    "pending": "⏳ In progress",
+    "not_fetched": "Not fetched yet",
+    "fetched": "Up to date",
+}
+
+
+def render_product_refresh(link_id: str) -> None:
+    """The link's products as MoneyKit last reported them; a failed or pending refresh stands out.
+
+    Self-contained (it reads its own rows), so the detail panel calls it with one line.
+    """
+    # Imported here so that this section stays one block apart from the panel above it.
+    from linkdesk.health import REFRESH_REASONS, product_refreshes
+
+    with get_services().store.read() as session:
+        refreshes = product_refreshes(session, link_id)
+    issue = next((r for r in refreshes if r.state in REFRESH_REASONS), None)
+    if issue is None:
+        return  # nothing failed or running: the Accounts table below says enough
+    st.subheader("Data refresh", divider="gray")
+    what = "failed" if issue.state == "failed" else "is still running"
+    st.caption(
+        f"MoneyKit's last refresh of {plain(issue.product)} {what}"
+        + (f" ({plain(error_label(issue.error_code))})." if issue.error_code else ".")
+    )
+    render_playbook(REFRESH_REASONS[issue.state])
+    _table(
+        [
+            {
+                "Product": r.product,
+                "Refresh": _REFRESH_STATE_LABELS.get(r.state, r.state),
+                "Last refreshed (UTC)": r.refreshed_at,
+                "Last attempt (UTC)": r.last_attempted_at,
+                "Error": r.error_code or "",
+                # MoneyKit's own words: shown as a table cell, never as Markdown.
+                "Message": r.error_message or "",
+            }
+            for r in refreshes
+        ],
+        empty="",
+    )

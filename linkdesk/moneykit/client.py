@@ -239,6 +239,7 @@ class MoneyKitClient:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         image_policy: ImagePolicy | None = None,
+        scope: str | None = None,
     ) -> None:
         if client_id is None:
             client_id = os.environ.get("MONEYKIT_CLIENT_ID")
@@ -256,6 +257,9 @@ class MoneyKitClient:
                 f"http_client must be an httpx.Client, got {type(http_client).__name__}."
             )
         self.client_id = client_id
+        # Space-separated scopes asked for at /auth/token; None asks for none, which MoneyKit
+        # documents as "every action allowed for your application" (what Linkdesk uses).
+        self.scope = " ".join(scope.split()) if scope else None
         self._secret = (
             client_secret if isinstance(client_secret, SecretStr) else SecretStr(client_secret)
         )
@@ -319,11 +323,14 @@ class MoneyKitClient:
         with self._token_lock:
             if self._token is not None and self._clock() < self._token_expires_at:
                 return self._token
+            form = {"grant_type": "client_credentials"}
+            if self.scope:
+                form["scope"] = self.scope
             response = self._send(
                 "POST",
                 "/auth/token",
                 data={
-                    "grant_type": "client_credentials",
+                    **form,
                     "client_id": self.client_id,
                     "client_secret": self._secret.get_secret_value(),
                 },
@@ -555,11 +562,14 @@ class MoneyKitClient:
         link_tags: Sequence[str] | None = None,
         institution_id: str | None = None,
         products: Sequence[str] | None = None,
+        prefetch: bool = False,
         custom_sandbox_data: Mapping[str, Any] | None = None,
     ) -> LinkSession:
         """``POST /link-session``. With ``existing_link_id`` the session repairs that link.
 
-        ``custom_sandbox_data`` (sandbox keys only) sets the accounts and owners the link returns.
+        ``products`` are asked for beside accounts; with ``prefetch`` MoneyKit fetches them right
+        after the exchange instead of on the first refresh. ``custom_sandbox_data`` (sandbox keys
+        only) sets the accounts and owners the link returns.
         Retried only when MoneyKit cannot have created the session (429, no connection): a
         repeated request would leave a second session behind.
         """
@@ -578,7 +588,8 @@ class MoneyKitClient:
         if institution_id is not None:
             body["institution_id"] = institution_id
         if products:
-            body["settings"] = {"products": {name: {} for name in products}}
+            settings = {"prefetch": True} if prefetch else {}
+            body["settings"] = {"products": {name: dict(settings) for name in products}}
         if custom_sandbox_data is not None:
             body["custom_sandbox_data"] = dict(custom_sandbox_data)
         response = self._send("POST", "/link-session", json=body, retry=_Retry.UNSENT_ONLY)

@@ -31,12 +31,33 @@ def _none_to_list(value: Any) -> Any:
     return [] if value is None else value
 
 
+# What a product's refresh fields say (MoneyKit reports them as timestamps and an error):
+REFRESH_FAILED = "failed"  # the last attempt failed (error_code set)
+REFRESH_PENDING = "pending"  # an attempt started after the last success and has not landed
+REFRESH_NOT_FETCHED = "not_fetched"  # never fetched and never tried (no prefetch, no refresh)
+REFRESH_FETCHED = "fetched"
+# The worst first: a link's refresh issue is the worst state among its products.
+REFRESH_ISSUES = (REFRESH_FAILED, REFRESH_PENDING)
+
+
 class LinkProductStatus(_Model):
     refreshed_at: UTCDateTime | None = None
     last_attempted_at: UTCDateTime | None = None
     error_code: str | None = None
     error_message: str | None = None
     unavailable: str | None = None
+
+    @property
+    def refresh_state(self) -> str:
+        if self.error_code:
+            return REFRESH_FAILED
+        if self.last_attempted_at is not None and (
+            self.refreshed_at is None or self.last_attempted_at > self.refreshed_at
+        ):
+            return REFRESH_PENDING
+        if self.refreshed_at is None:
+            return REFRESH_NOT_FETCHED
+        return REFRESH_FETCHED
 
 
 class Link(_Model):
@@ -84,6 +105,12 @@ class Link(_Model):
     def products_refreshed_at(self) -> datetime | None:
         stamps = [p.refreshed_at for p in self.products.values() if p and p.refreshed_at]
         return max(stamps) if stamps else None
+
+    @property
+    def refresh_issue(self) -> str | None:
+        """``failed`` if a product's last refresh failed, else ``pending`` if one is in progress."""
+        states = {p.refresh_state for p in self.products.values() if p is not None}
+        return next((issue for issue in REFRESH_ISSUES if issue in states), None)
 
 
 class LinkListItem(_Model):

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,10 @@ REFRESH_AFTER_RELINK = ("accounts", "transactions")
 FETCHER_LIFETIME = timedelta(hours=1)
 # A completion (exchange + reads) takes seconds; one claimed this long ago was interrupted.
 STALE_COMPLETION = timedelta(minutes=5)
+# How long an apply waits for another caller (the other window of an OAuth flow) to finish the
+# session it claimed: an exchange and the reads after it take seconds.
+FINISHER_WAIT_S = 15.0
+FINISHER_POLL_S = 0.2
 SOURCE_TAG = "source:linkdesk"
 _CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+\-]{3,149}")
 _REDACTED = "[redacted]"
@@ -178,8 +183,10 @@ class ConnectService:
         clock: Callable[[], datetime] | None = None,
         lease_ttl: timedelta | None = None,
         links: LinkQueries | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
+        self._sleep = sleep or time.sleep
         self._client = client
         self._settings = settings
         self._audit = audit
@@ -819,7 +826,23 @@ class ConnectService:
                 self._finish_success(session_id, final, actor)
             else:
                 self._finish_relink(session_id, final, actor)
+            self._await_other_finisher(session_id)
         return self._outcome(session_id, new, gaps)
+
+    def _await_other_finisher(self, session_id: str) -> None:
+        """Wait while another caller finishes this session, so both report its outcome.
+
+        An OAuth bank that cuts the popup's opener makes Connect end in two windows with the same
+        token: the first to claim the session exchanges it, and the second must then show the
+        same success, not "still open". Bounded: an interrupted finisher is closed by
+        :meth:`_fail_if_interrupted` on a later apply.
+        """
+        for _ in range(int(FINISHER_WAIT_S / FINISHER_POLL_S)):
+            with self._store.read() as session:
+                row = session.get(ConnectSession, session_id)
+                if row is None or row.outcome != "pending" or row.completion_claimed_at is None:
+                    return
+            self._sleep(FINISHER_POLL_S)
 
     def _fail_if_interrupted(self, session_id: str, actor: Actor | str) -> None:
         """Close a session whose finisher stopped half-way (process killed during the exchange).

@@ -1,10 +1,18 @@
-"""Store MoneyKit's view of one link: the link, its accounts and its institution (with images)."""
+"""Store MoneyKit's view of one link: the link, its products, its accounts and its institution.
+
+Products are stored as MoneyKit reports them (refreshed, last attempted, error) with what that
+says about their refresh (fetched, never fetched, in progress, failed); the worst of those goes on
+the link row as ``refresh_issue`` so health can read it without a join.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import (
@@ -13,12 +21,13 @@ from linkdesk.moneykit.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from linkdesk.moneykit.models import REFRESH_FAILED
 from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.store.contacts import remember_moneykit_email
 from linkdesk.store.engine import Store
-from linkdesk.store.models import Institution
+from linkdesk.store.models import Institution, Link, LinkProduct
 from linkdesk.store.repository import (
     LinkUpsert,
     customer_from_tags,
@@ -27,7 +36,38 @@ from linkdesk.store.repository import (
     upsert_link,
 )
 
-__all__ = ["IngestResult", "LinkIngestor"]
+__all__ = ["IngestResult", "LinkIngestor", "store_products"]
+
+_MAX_ERROR_MESSAGE = 500
+
+
+def store_products(session: Session, link: ApiLink, now: datetime) -> None:
+    """Replace the stored products of ``link`` and its ``refresh_issue`` with MoneyKit's view."""
+    session.execute(sa.delete(LinkProduct).where(LinkProduct.link_id == link.link_id))
+    for name, status in sorted(link.products.items()):
+        if status is None:
+            continue
+        session.add(
+            LinkProduct(
+                link_id=link.link_id,
+                product=name[:40],
+                refreshed_at=status.refreshed_at,
+                last_attempted_at=status.last_attempted_at,
+                error_code=status.error_code[:60] if status.error_code else None,
+                error_message=(
+                    status.error_message[:_MAX_ERROR_MESSAGE] if status.error_message else None
+                ),
+                refresh_state=status.refresh_state,
+                updated_at=now,
+            )
+        )
+    row = session.get(Link, link.link_id)
+    if row is not None and row.refresh_issue != link.refresh_issue:
+        if REFRESH_FAILED in (row.refresh_issue, link.refresh_issue):
+            # A refresh failing or recovering is news about the link (the Links page's order);
+            # one merely starting or landing is not.
+            row.updated_at = now
+        row.refresh_issue = link.refresh_issue
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +154,8 @@ class LinkIngestor:
                 fetched_at=fetched_at,
                 created_at=created_at,
             )
+            if not result.skipped_as_older:
+                store_products(session, link, now)
             if accounts is not None and not result.skipped_as_older:
                 replace_accounts(session, link.link_id, accounts, now)
             if customer and not result.skipped_as_older:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 
 from linkdesk.alerts.service import AlertRunner
 from linkdesk.auth import Actor, Permission, require
-from linkdesk.health import Health, HealthThresholds, assess
+from linkdesk.health import Health, HealthThresholds, assess_link
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError, RateLimitError
 from linkdesk.services.audit import AuditLog
@@ -360,15 +360,7 @@ class SyncWorker:
             row = session.get(Link, link_id)
             if row is None:
                 return self._interval, PRIORITY_ROUTINE
-            verdict = assess(
-                row.state,
-                row.error_code,
-                now=self._clock(),
-                created_at=row.created_at,
-                discovered_at=row.discovered_at,
-                products_refreshed_at=row.products_refreshed_at,
-                thresholds=self._thresholds,
-            )
+            verdict = assess_link(row, now=self._clock(), thresholds=self._thresholds)
         if verdict.health in (Health.HEALTHY, Health.DELETED):
             return self._interval, PRIORITY_ROUTINE
         return self._unhealthy_interval, PRIORITY_UNHEALTHY

@@ -47,6 +47,7 @@ __all__ = [
     "CustomerLinkToken",
     "Institution",
     "Link",
+    "LinkProduct",
     "LinkStateChange",
     "OutreachCampaign",
     "OutreachMessage",
@@ -164,6 +165,9 @@ class Link(Base):
     # the webhook it came from. An event older than this never overwrites the state.
     state_as_of: Mapped[datetime | None]
     last_webhook_at: Mapped[datetime | None]
+    # The worst product refresh as MoneyKit last reported it: "failed", "pending" (in progress)
+    # or NULL (none of either); the per-product detail is in link_products.
+    refresh_issue: Mapped[str | None] = mapped_column(String(20))
 
     __table_args__ = (
         # Each filter of the Links page, followed by the default sort key, so a filtered page is
@@ -191,7 +195,27 @@ class Link(Base):
         ),
         # Sort by bank name: institutions in name order, then each one's links by id.
         Index("ix_links_institution_link", "institution_id", "link_id"),
+        # Links whose product refresh failed or is pending, counted by state (linkdesk.health).
+        Index("ix_links_refresh_issue", "refresh_issue", "state"),
     )
+
+
+class LinkProduct(Base):
+    """One product of a link (accounts, transactions, ...) as MoneyKit last reported it."""
+
+    __tablename__ = "link_products"
+
+    link_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("links.link_id", ondelete="CASCADE"), primary_key=True
+    )
+    product: Mapped[str] = mapped_column(String(40), primary_key=True)
+    refreshed_at: Mapped[datetime | None]
+    last_attempted_at: Mapped[datetime | None]
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    # "fetched", "not_fetched", "pending" or "failed" (linkdesk.moneykit.models.refresh_state).
+    refresh_state: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
 
 class Account(Base):

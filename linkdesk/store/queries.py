@@ -26,7 +26,7 @@ from linkdesk.health import (
     WAIT_ERRORS,
     Health,
     HealthThresholds,
-    assess,
+    assess_link,
     health_case,
     health_condition,
     health_condition_at,
@@ -636,15 +636,7 @@ class LinkQueries:
 
     def _row(self, link: Any, institution: Any, now: datetime) -> LinkRow:
         """``link`` and ``institution``: ORM objects, or rows with the same attribute names."""
-        verdict = assess(
-            link.state,
-            link.error_code,
-            now=now,
-            created_at=link.created_at,
-            discovered_at=link.discovered_at,
-            products_refreshed_at=link.products_refreshed_at,
-            thresholds=self._thresholds,
-        )
+        verdict = assess_link(link, now=now, thresholds=self._thresholds)
         color, color_dark, logo, logo_dark, avatar, avatar_dark = self._institution_images(
             institution
         )
@@ -920,15 +912,7 @@ class LinkQueries:
             link = session.get(Link, link_id)
             if link is None:
                 return None
-            verdict = assess(
-                link.state,
-                link.error_code,
-                now=now,
-                created_at=link.created_at,
-                discovered_at=link.discovered_at,
-                products_refreshed_at=link.products_refreshed_at,
-                thresholds=self._thresholds,
-            )
+            verdict = assess_link(link, now=now, thresholds=self._thresholds)
             return (verdict.health, link.state, link.error_code or "")
 
     def count_moved(
@@ -1296,7 +1280,7 @@ class LinkQueries:
 _LIST_LINK_FIELDS = (
     "link_id", "customer_id", "institution_id", "state", "error_code", "provider", "tags",
     "created_at", "last_synced_at", "products_refreshed_at", "discovered_at", "updated_at",
-    "last_webhook_at",
+    "last_webhook_at", "refresh_issue",
 )  # fmt: skip
 _LIST_INSTITUTION_FIELDS = (
     "institution_id", "name", "color", "color_dark", "logo", "logo_dark", "avatar", "avatar_dark",

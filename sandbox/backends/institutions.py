@@ -1,4 +1,4 @@
-"""MoneyKit's institutions area: the catalogue, lookup by id or alias, and paged search."""
+"""MoneyKit's institutions area: the catalogue, lookup by id or alias, paged search, outages."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ INSTITUTIONS_DEFAULT_LIMIT = 50
 class InstitutionsBackend:
     def __init__(self) -> None:
         self.institutions: dict[str, Institution] = {}
+        # Institutions taken down (``/_sandbox/institutions/{id}/status`` or a scenario): Connect
+        # shows an outage alert and refuses logins, refreshes fail.
+        self.down: set[str] = set()
         self.reset()
 
     def reset(self) -> None:
         self.institutions = {inst.institution_id: inst for inst in CATALOGUE}
+        self.down = set()
+
+    def is_down(self, institution_id: str) -> bool:
+        return institution_id in self.down
 
     def institution(self, institution_id: str) -> Institution:
         inst = self.institutions.get(institution_id)

@@ -50,6 +50,12 @@
   var sessionToken = params.linkSessionToken || null;
   var targetOrigin = exactOrigin(params.origin);
   var redirectURL = params.redirectURL || null;
+  // The launcher's `stepTimers` option: show how long the user has been on the current screen.
+  var stepTimers = params.stepTimers === "true";
+  // After a /continue page (the bank's return window, no opener) has ended the flow, ask the
+  // launcher to close that window: long enough after the ending for its callbacks to have run
+  // (onSuccess at once, onExit after the launcher's 300 ms) and reached the page's own code.
+  var CLOSE_OAUTH_DELAY_MS = 1500;
 
   // ------------------------------------------------------------------------------- messaging
   function post(type, data) {
@@ -221,6 +227,7 @@
     popup: null,
     oauthPoll: null,
     resuming: false,
+    permissionsGranted: false,
   };
 
   function closeScreenTimer() {
@@ -239,6 +246,22 @@
     flow.screen = name;
     flow.screenStartedAt = performance.now();
     emit("change_screen", { current_screen_name: name });
+    showStepTime();
+  }
+
+  function showStepTime() {
+    var timer = document.getElementById("step-timer");
+    if (!timer) return;
+    var seconds = flow.screen ? (performance.now() - flow.screenStartedAt) / 1000 : 0;
+    timer.textContent = flow.screen ? flow.screen + " \u00b7 " + seconds.toFixed(1) + " s" : "";
+  }
+
+  function startStepTimers() {
+    if (!stepTimers) return;
+    var timer = el("p", { id: "step-timer", class: "step-timer", role: "timer", "aria-label": "Step timer" });
+    document.querySelector(".foot").append(timer);
+    setInterval(showStepTime, 200);
+    showStepTime();
   }
 
   // --------------------------------------------------------------------------------- helpers
@@ -479,9 +502,32 @@
         { class: "hint" },
         "Sandbox logins: ", el("code", { text: "user_good" }), " / ", el("code", { text: "pass_good" }),
         "; ", el("code", { text: "user_mfa" }), " asks for code ", el("code", { text: "123456" }),
+        "; ", el("code", { text: "user_otp" }), " has it sent to a device first",
         "; ", el("code", { text: "user_locked" }), " is locked; anything else fails."
       ),
-      submit
+      submit,
+      el(
+        "div",
+        { class: "links" },
+        el("button", {
+          type: "button",
+          class: "link",
+          text: "Forgot password?",
+          onclick: function () {
+            emit("select_reset_password", {});
+            showResetPassword(inst, preselected);
+          },
+        }),
+        el("button", {
+          type: "button",
+          class: "link",
+          text: "Get help",
+          onclick: function () {
+            emit("select_help", {});
+            showHelp(inst, preselected);
+          },
+        })
+      )
     );
     form.addEventListener("submit", function (event) {
       event.preventDefault();
@@ -501,6 +547,159 @@
       form
     );
     username.focus();
+  }
+
+  function showHelp(inst, preselected) {
+    setBack(function () { showCredentials(inst, preselected); });
+    enterScreen("Help");
+    render(
+      brand(inst, "Need help logging in?"),
+      el("p", { class: "muted", text: "Use the username and password of " + inst.name + "'s online banking. If you forgot your password, reset it with " + inst.name + " first." }),
+      el("div", { class: "spacer" }),
+      el("button", {
+        type: "button",
+        class: "primary",
+        text: "Reset password",
+        onclick: function () {
+          emit("select_reset_password", {});
+          showResetPassword(inst, preselected);
+        },
+      }),
+      el("button", { type: "button", class: "secondary", text: "Back to login", onclick: function () { showCredentials(inst, preselected); } })
+    );
+  }
+
+  function showResetPassword(inst, preselected) {
+    setBack(function () { showCredentials(inst, preselected); });
+    enterScreen("ResetPassword");
+    var status = el("p", { class: "muted", role: "status", text: "" });
+    render(
+      brand(inst, "Reset your password"),
+      el("p", { class: "muted", text: "Passwords are reset on " + inst.name + "'s own website. Come back and log in when you have a new one." }),
+      el("div", { class: "spacer" }),
+      el("button", {
+        type: "button",
+        class: "primary",
+        text: "Open " + inst.name + " website",
+        onclick: function () {
+          emit("open_institution_website", {});
+          // Offline sandbox: the bank's website is named, never opened.
+          status.textContent = "Go to " + (inst.domain || inst.name) + " to reset your password.";
+        },
+      }),
+      status,
+      el("button", { type: "button", class: "secondary", text: "Back to login", onclick: function () { showCredentials(inst, preselected); } })
+    );
+  }
+
+  function showOtpDevice(inst, devices) {
+    setBack(null);
+    enterScreen("OTPDevice");
+    var submit = el("button", { type: "submit", class: "primary", "data-theme-text": "continueTitle", text: themeText("continueTitle") });
+    var fieldset = el("fieldset", {}, el("legend", { text: "Send the code to" }));
+    (devices || []).forEach(function (device, index) {
+      fieldset.append(
+        el(
+          "label",
+          { class: "account" },
+          el("input", { type: "radio", name: "device", value: device.device_id, checked: index === 0 }),
+          el("span", { class: "details", text: device.label })
+        )
+      );
+    });
+    var form = el("form", {}, fieldset, submit);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (submit.disabled) return;
+      var chosen = form.querySelector("input[name=device]:checked");
+      if (!chosen) return;
+      submit.disabled = true;
+      emit("submit_otp_device", {});
+      api("POST", "otp/device", { device_id: chosen.value }).then(afterLogin, function (err) {
+        showError(err, function () { showOtpDevice(inst, devices); });
+      });
+    });
+    render(brand(inst, "Where should we send your code?"), form);
+  }
+
+  function showOtp(inst) {
+    setBack(null);
+    enterScreen("OTP");
+    var code = el("input", { id: "otp-code", name: "code", type: "text", inputmode: "numeric", autocomplete: "one-time-code", required: true });
+    var submit = el("button", { type: "submit", class: "primary", "data-theme-text": "continueTitle", text: themeText("continueTitle") });
+    var form = el(
+      "form",
+      { novalidate: true },
+      el("label", { for: "otp-code" }, "One-time code", code),
+      el("p", { class: "hint" }, "Sandbox code: ", el("code", { text: "123456" })),
+      submit
+    );
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (submit.disabled) return;
+      submit.disabled = true;
+      emit("submit_otp", {});
+      api("POST", "mfa", { code: code.value }).then(afterLogin, function (err) {
+        showError(err, function () { showOtp(inst); });
+      });
+    });
+    render(brand(inst, "Enter the code we sent"), form);
+    code.focus();
+  }
+
+  var PRODUCT_LABELS = {
+    account_numbers: "Account and routing numbers",
+    identity: "Account owner names and contact details",
+    transactions: "Transactions",
+    investments: "Investment holdings and transactions",
+  };
+
+  function showPermissions() {
+    var inst = flow.institution;
+    setBack(null);
+    enterScreen("Permissions");
+    var boxes = [];
+    var fieldset = el("fieldset", {}, el("legend", { text: "Share with this app" }));
+    flow.session.permissions.forEach(function (row) {
+      var box = el("input", { type: "checkbox", name: "product", value: row.product, checked: true, disabled: row.required });
+      boxes.push(box);
+      fieldset.append(
+        el(
+          "label",
+          { class: "account" },
+          box,
+          el(
+            "span",
+            { class: "details" },
+            el("span", { text: (PRODUCT_LABELS[row.product] || row.product) + (row.required ? " (required)" : "") }),
+            row.reason ? el("span", { class: "muted", text: "Used to " + row.reason }) : null
+          )
+        )
+      );
+    });
+    var submit = el("button", { type: "submit", class: "primary", text: "Allow" });
+    var form = el("form", {}, fieldset, submit);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (submit.disabled) return;
+      submit.disabled = true;
+      var chosen = boxes.filter(function (b) { return b.checked; }).map(function (b) { return b.value; });
+      emit("submit_permissions", {});
+      api("POST", "permissions", { products: chosen }).then(
+        function () {
+          flow.permissionsGranted = true;
+          showAccounts();
+        },
+        function (err) {
+          showError(err, showPermissions);
+        }
+      );
+    });
+    render(
+      brand(inst, "Allow access to your data"),
+      el("p", { class: "muted", text: "Accounts and balances are always shared. Choose what else " + inst.name + " may share." }),
+      form
+    );
   }
 
   function showMfa(inst) {
@@ -623,7 +822,11 @@
   }
 
   function afterLogin(result) {
-    if (result.mfa) {
+    if (result.mfa && result.mfa.kind === "otp_device") {
+      showOtpDevice(flow.institution, result.mfa.devices);
+    } else if (result.mfa && result.mfa.kind === "otp") {
+      showOtp(flow.institution);
+    } else if (result.mfa) {
       showMfa(flow.institution);
     } else if (result.oauth) {
       showOAuth(flow.institution, result.oauth.url);
@@ -632,7 +835,9 @@
       showSuccess();
     } else {
       flow.accounts = result.accounts || [];
-      showAccounts();
+      var asks = flow.session && flow.session.permissions && flow.session.permissions.length;
+      if (asks && !flow.permissionsGranted) showPermissions();
+      else showAccounts();
     }
   }
 
@@ -777,6 +982,14 @@
       });
     }
     showClosing();
+    closeOAuthWindow();
+  }
+
+  // The return window of an OAuth bank that lost its opener finished the flow itself (/continue
+  // with a redirectURL): once the ending is out, the launcher may close that window.
+  function closeOAuthWindow() {
+    if (mode !== "continue" || !redirectURL) return;
+    setTimeout(function () { post("link.close_oauth", {}); }, CLOSE_OAUTH_DELAY_MS);
   }
 
   function exit(error) {
@@ -786,6 +999,7 @@
     closeScreenTimer();
     post("link.exit", { error: error || null });
     showClosing();
+    closeOAuthWindow();
   }
 
   // --------------------------------------------------------------------------------- start
@@ -798,6 +1012,7 @@
       exit(flow.lastError);
     });
     applyAppearance();
+    startStepTimers();
 
     post("connect.started", {});
     emit("open", {});

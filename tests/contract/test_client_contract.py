@@ -111,6 +111,7 @@ def own_link(client: MoneyKitClient, sandbox_only: str) -> str:
         redirect_uri=REDIRECT_URI,
         link_tags=["customer:cust_client", "app:contract"],
         products=ALL_DATA_PRODUCTS,
+        prefetch=True,
         custom_sandbox_data={
             "accounts": [
                 {
@@ -128,7 +129,10 @@ def own_link(client: MoneyKitClient, sandbox_only: str) -> str:
         },
     )
     completion = _connect_page_login(sandbox_only, session.link_session_token)
-    return client.exchange_token(completion["exchangeable_token"]).link.link_id
+    link_id = client.exchange_token(completion["exchangeable_token"]).link.link_id
+    # The prefetch lands a moment later; land it now instead of waiting.
+    httpx.post(f"{sandbox_only}/_sandbox/products/settle").raise_for_status()
+    return link_id
 
 
 def _import(client: MoneyKitClient, customer_id: str = IMPORT_CUSTOMER) -> str:
@@ -201,6 +205,31 @@ def test_rejected_token_is_replaced_once(logged: tuple[MoneyKitClient, RequestLo
         ("POST", "/auth/token"),
         ("GET", "/auth/introspect"),
     ]
+
+
+def test_no_scope_asked_grants_the_apps_scopes(
+    client: MoneyKitClient, contract_target: ContractTarget
+) -> None:
+    # What Linkdesk does: MoneyKit documents an omitted scope as every action the app may take.
+    granted = (client.introspect().scope or "").split()
+    assert granted
+    if contract_target.is_sandbox:  # the scope names are the sandbox's reading
+        assert {"links:read", "links:write", "link_session:write", "accounts:read"} <= set(granted)
+
+
+def test_a_narrow_scope_is_asked_for_and_enforced(
+    contract_target: ContractTarget, sandbox_only: str
+) -> None:
+    with _client(contract_target, scope="institutions:read  links:read") as narrow:
+        granted = (narrow.introspect().scope or "").split()
+        assert granted == ["institutions:read", "links:read"]
+        assert next(narrow.iter_institutions(limit=1)).institution_id
+        with pytest.raises(PermissionDeniedError) as caught:
+            narrow.create_link_session(
+                customer_user_id=_unique_customer(), redirect_uri=REDIRECT_URI
+            )
+    assert caught.value.status_code == 403
+    assert caught.value.error_code
 
 
 def test_introspect(client: MoneyKitClient, contract_target: ContractTarget) -> None:
@@ -386,6 +415,32 @@ def test_refresh_products(contract_target: ContractTarget, own_link: str) -> Non
             client.refresh_products(own_link, ["transactions"])
     assert caught.value.retry_after is not None and caught.value.retry_after > 0
     assert sleeps == []
+
+
+def test_product_refresh_states_read_by_our_client(
+    client: MoneyKitClient, sandbox_only: str
+) -> None:
+    session = client.create_link_session(
+        customer_user_id=_unique_customer(), redirect_uri=REDIRECT_URI, products=["transactions"]
+    )
+    completion = _connect_page_login(sandbox_only, session.link_session_token)
+    link_id = client.exchange_token(completion["exchangeable_token"]).link.link_id
+    unfetched = client.get_link(link_id).products["transactions"]
+    assert unfetched is not None and unfetched.refreshed_at is None
+    assert unfetched.last_attempted_at is None
+    httpx.post(
+        f"{sandbox_only}/_sandbox/links/{link_id}/refresh-failure",
+        json={"products": ["transactions"], "error_code": "institution_error"},
+    ).raise_for_status()
+    client.refresh_products(link_id, ["transactions"])
+    running = client.get_link(link_id).products["transactions"]
+    assert running is not None and running.last_attempted_at is not None
+    assert running.refreshed_at is None
+    httpx.post(f"{sandbox_only}/_sandbox/products/settle").raise_for_status()
+    failed = client.get_link(link_id).products["transactions"]
+    assert failed is not None
+    assert failed.error_code == "institution_error" and failed.error_message
+    assert failed.refreshed_at is None
 
 
 # -------------------------------------------------------------------------------- rate limit

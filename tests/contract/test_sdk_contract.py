@@ -58,6 +58,7 @@ from moneykit.models import (
     ImportLinkRequest,
     ImportTransactionsRequest,
     LinkErrorNotFoundResponse,
+    LinkProductError,
     LinkSessionSettingOverrides,
     ModelDate,
     Product,
@@ -136,11 +137,12 @@ def own_link(sdk: moneykit.ApiClient, sandbox_only: str) -> str:
             sdk,
             link_tags=["customer:cust_contract", "app:contract"],
             settings=LinkSessionSettingOverrides(
+                # Prefetched: fetched right after the exchange, not on the first refresh.
                 products=ProductsSettings(
-                    account_numbers=ProductSettings(),
-                    identity=ProductSettings(),
-                    investments=ProductSettings(),
-                    transactions=TransactionsProductSettings(),
+                    account_numbers=ProductSettings(prefetch=True),
+                    identity=ProductSettings(prefetch=True),
+                    investments=ProductSettings(prefetch=True),
+                    transactions=TransactionsProductSettings(prefetch=True),
                 )
             ),
             custom_sandbox_data=CustomSandboxData(
@@ -163,6 +165,8 @@ def own_link(sdk: moneykit.ApiClient, sandbox_only: str) -> str:
     exchanged = LinkSessionApi(sdk).exchange_token(
         ExchangeTokenRequest(exchangeable_token=completion["exchangeable_token"])
     )
+    # The prefetch lands a moment later; land it now instead of waiting.
+    httpx.post(f"{sandbox_only}/_sandbox/products/settle").raise_for_status()
     return exchanged.link.link_id
 
 
@@ -399,6 +403,46 @@ def test_refresh_products(sdk: moneykit.ApiClient, own_link: str, sandbox_only: 
         )
     assert caught.value.status == 429
     assert caught.value.headers is not None and int(caught.value.headers["Retry-After"]) > 0
+
+
+def test_a_product_is_fetched_on_refresh_and_a_failure_is_on_the_product(
+    sdk: moneykit.ApiClient, sandbox_only: str
+) -> None:
+    completion = _link_through_connect(
+        sandbox_only,
+        _new_session(
+            sdk,
+            settings=LinkSessionSettingOverrides(
+                products=ProductsSettings(transactions=TransactionsProductSettings())
+            ),
+        ),
+    )
+    link_id = (
+        LinkSessionApi(sdk)
+        .exchange_token(ExchangeTokenRequest(exchangeable_token=completion["exchangeable_token"]))
+        .link.link_id
+    )
+    unfetched = LinksApi(sdk).get_link(link_id).products.transactions
+    assert unfetched is not None
+    assert (unfetched.refreshed_at, unfetched.has_history) == (None, False)
+    assert TransactionsApi(sdk).get_transactions(link_id).transactions == []
+
+    httpx.post(
+        f"{sandbox_only}/_sandbox/links/{link_id}/refresh-failure",
+        json={"products": ["transactions"], "error_code": "timeout"},
+    ).raise_for_status()
+    started = ProductsApi(sdk).refresh_products(
+        link_id, RefreshProductsRequest(products=[Product.TRANSACTIONS])
+    )
+    running = started.products.transactions
+    assert running is not None and running.last_attempted_at is not None
+    assert running.refreshed_at is None  # in progress
+    httpx.post(f"{sandbox_only}/_sandbox/products/settle").raise_for_status()
+    failed = LinksApi(sdk).get_link(link_id)
+    assert failed.state.value == "connected"
+    assert failed.products.transactions is not None
+    assert failed.products.transactions.error_code == LinkProductError.TIMEOUT
+    assert failed.products.transactions.error_message
 
 
 def test_rate_limit_is_429_with_retry_after(sdk: moneykit.ApiClient, imported_link: str) -> None:

@@ -47,7 +47,7 @@ def test_mfa(
 ) -> None:
     driver = connect(new_session())
     step = driver.login("moneykit-creds-bank", "user_mfa", "pass_good")
-    assert step.json() == {"mfa": {"institution_id": "moneykit-creds-bank"}}
+    assert step.json() == {"mfa": {"institution_id": "moneykit-creds-bank", "kind": "mfa"}}
     mfa = {"params": {"mode": "start"}, "headers": driver.headers}
     wrong = client.post("/connect-api/mfa", json={"code": "000000"}, **mfa)
     assert wrong.status_code == 400

@@ -11,11 +11,12 @@ from starlette.testclient import TestClient
 
 from tests.sandbox.conftest import ConnectDriver, FakeClock
 
+# Prefetched: MoneyKit fetches them right after the exchange instead of on the first refresh.
 ALL_PRODUCTS: dict[str, dict[str, Any]] = {
-    "account_numbers": {},
-    "identity": {},
-    "transactions": {},
-    "investments": {},
+    "account_numbers": {"prefetch": True},
+    "identity": {"prefetch": True},
+    "transactions": {"prefetch": True},
+    "investments": {"prefetch": True},
 }
 
 

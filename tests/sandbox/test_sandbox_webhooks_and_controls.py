@@ -93,11 +93,13 @@ def test_refresh_sends_product_refresh_and_updates_available(
         api.post(f"/links/{link_id}/products", json={"products": ["transactions"]}).status_code
         == 202
     )
-    requests = receiver.wait_for(4)
+    requests = receiver.wait_for(5)
     events = [json.loads(r["body"]) for r in requests[2:]]
-    assert events[0]["webhook_event"] == "link.product_refresh"
-    assert (events[0]["product"], events[0]["state"]) == ("transactions", "completed")
-    assert events[1]["webhook_event"] == "transactions.updates_available"
+    assert [(e["webhook_event"], e.get("product"), e.get("state")) for e in events] == [
+        ("link.product_refresh", "transactions", "in_progress"),
+        ("link.product_refresh", "transactions", "completed"),
+        ("transactions.updates_available", None, None),
+    ]
 
 
 def test_retries_back_off_then_give_up(

@@ -24,6 +24,8 @@ from linkdesk.services import (
     UnknownSession,
     exit_message,
 )
+from linkdesk.services.connect import ConnectService
+from linkdesk.settings import Settings
 from linkdesk.store.models import ConnectEvent, ConnectSession
 from linkdesk.store.queries import Health
 
@@ -283,6 +285,62 @@ class TestApplySuccess:
         ]
         outcome = core_services.sessions.apply_log(sid, log, actor=ACTOR)
         assert (outcome.new, outcome.outcome, outcome.gaps) == (2, "pending", (2, 3))
+
+    def test_the_second_window_of_an_oauth_flow_waits_for_the_first_and_shows_its_success(
+        self,
+        core_services: Services,
+        core_settings: Settings,
+        fake_moneykit: FakeMoneyKit,
+        started,
+        core_clock,
+    ):
+        # The return window claimed the session and is exchanging the token when the first
+        # window reports the same success: it must end on that success, not "still open".
+        sid = started.session_id
+        log = success_log(sid)
+        with core_services.store.write() as session:
+            row = session.get(ConnectSession, sid)
+            assert row is not None
+            row.completion_claimed_at = core_clock()
+        polls: list[float] = []
+
+        def other_window_finishes(seconds: float) -> None:
+            polls.append(seconds)
+            if len(polls) == 2:
+                with core_services.store.write() as session:
+                    row = session.get(ConnectSession, sid)
+                    assert row is not None
+                    row.outcome, row.link_id = "success", "mk_new"
+                    row.finished_at = core_clock()
+
+        second_window = ConnectService(
+            store=core_services.store,
+            client=core_services.client,
+            settings=core_settings,
+            audit=core_services.audit,
+            clock=core_clock,
+            sleep=other_window_finishes,
+        )
+        outcome = second_window.apply_log(sid, log, actor=ACTOR)
+        assert (outcome.outcome, outcome.link_id) == ("success", "mk_new")
+        assert len(polls) == 2
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 0  # not exchanged again
+
+    def test_both_windows_reporting_the_same_success_exchange_once_and_both_succeed(
+        self, core_services: Services, fake_moneykit: FakeMoneyKit, started
+    ):
+        first = core_services.sessions.apply_log(
+            started.session_id, success_log(started.session_id), actor=ACTOR
+        )
+        # The other window's component numbers its own log from 1 again.
+        second = core_services.sessions.apply_log(
+            started.session_id,
+            [log_entry(started.session_id, 1, "success", exchangeable_token="ext_tok_1")],
+            actor=ACTOR,
+        )
+        assert first.outcome == second.outcome == "success"
+        assert first.link_id == second.link_id == "mk_new"
+        assert fake_moneykit.calls["POST /link-session/exchange-token"] == 1
 
     def test_an_interrupted_completion_is_closed_later(
         self, core_services: Services, fake_moneykit: FakeMoneyKit, started, core_clock

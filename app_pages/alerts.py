@@ -116,7 +116,11 @@ with tabs[4]:
 with tabs[5]:
     can_edit = actor.can(Permission.SETTINGS)
     for rule in alerts.rules():
-        with st.expander(f"{'🟢' if rule.enabled else '⚪'} {rule.name}"):
+        with st.expander(
+            f"{'🟢' if rule.enabled else '⚪'} {rule.name}",
+            key=f"alerts.rule.open.{rule.id}",
+            on_change="rerun",
+        ):
             st.caption(RULE_KINDS[rule.kind].description)
             st.caption(f"Last changed by {rule.updated_by} at {rule.updated_at:%Y-%m-%d %H:%M} UTC")
             with st.form(f"alerts.rule.{rule.id}"):

@@ -50,7 +50,7 @@ def render_link_detail(link_id: str) -> None:
         st.caption(f"Error: {plain(error_label(row.error_code))}")
 
     render_playbook(row.health_reason)
-    render_product_refresh(link_id)
+    render_product_refresh(link_id, shown_reason=row.health_reason)
     render_relink_action(detail, actor)
     _customer_link_action(detail, actor)
 
@@ -253,7 +253,13 @@ def _customer_link_action(detail: LinkDetail, actor: Actor) -> None:
     if row.health != Health.NEEDS_RELINK or not actor.can(Permission.CUSTOMER_LINK):
         return
     created_key = f"customer-link-{row.link_id}"
-    with st.expander("Send the customer a relink link"):
+    # Stateful (kept by the server): a rerun that redraws the detail, such as the first runs of
+    # the page or a sibling fragment, must not close the form under the agent's typing.
+    with st.expander(
+        "Send the customer a relink link",
+        key=f"customer-link-open-{row.link_id}",
+        on_change="rerun",
+    ):
         reason = st.text_input(
             "Reason (kept in the audit log)", key=f"customer-link-reason-{row.link_id}"
         )
@@ -387,8 +393,11 @@ _REFRESH_STATE_LABELS = {
 }
 
 
-def render_product_refresh(link_id: str) -> None:
+def render_product_refresh(link_id: str, *, shown_reason: str | None = None) -> None:
     """The link's products as MoneyKit last reported them; a failed or pending refresh stands out.
+
+    ``shown_reason``: the verdict reason whose playbook the panel already shows above (a refresh
+    issue is the reason of a healthy link's verdict), so the same playbook is not shown twice.
 
     Self-contained (it reads its own rows), so the detail panel calls it with one line.
     """
@@ -406,7 +415,8 @@ def render_product_refresh(link_id: str) -> None:
         f"MoneyKit's last refresh of {plain(issue.product)} {what}"
         + (f" ({plain(error_label(issue.error_code))})." if issue.error_code else ".")
     )
-    render_playbook(REFRESH_REASONS[issue.state])
+    if REFRESH_REASONS[issue.state] != shown_reason:
+        render_playbook(REFRESH_REASONS[issue.state])
     _table(
         [
             {

@@ -41,11 +41,19 @@ def table_height(rows: int) -> int:
     return ROW_HEIGHT * (min(max(rows, 1), VISIBLE_ROWS) + 1) + 3
 
 
-def error_text(error_code: str | None) -> str:
+# A connected link whose product refresh failed or is running has no error code; the reason of
+# its (healthy) verdict says so, and the Error column shows it rather than a dash.
+REFRESH_ISSUE_TEXT = {
+    "product_refresh_failed": "Data refresh failed",
+    "product_refresh_pending": "Data refresh running",
+}
+
+
+def error_text(error_code: str | None, health_reason: str = "") -> str:
     """The error as the table shows it: what a person would call it (the code is in the
     detail and in the Error filter); an unknown code is shown as it is."""
     if not error_code:
-        return "—"
+        return REFRESH_ISSUE_TEXT.get(health_reason, "—")
     return ERROR_LABELS.get(error_code, error_code)
 
 
@@ -85,7 +93,7 @@ def table_rows(
             "Logo": framed_logo_data_uri(row, dark=dark),
             "Institution": row.institution_name,
             "Health": health_label(row.health),
-            "Error": error_text(row.error_code),
+            "Error": error_text(row.error_code, row.health_reason),
             "Customer": row.customer_id or "—",
             "Link ID": row.link_id,
             "Last update": last_change(row),

@@ -110,15 +110,16 @@ def tour_data(stack: Stack, browser: Browser) -> Fixtures:
         page = context.new_page()
         open_signed_in(page, stack, f"/links?link={link.link_id}")
         reason = page.get_by_label("Reason (kept in the audit log)")
-        # The page may still be finishing its first runs, and a rerun then draws the expander
-        # closed again: open it until its field shows.
+        expander = page.get_by_test_id("stExpander").filter(
+            has_text="Send the customer a relink link"
+        )
+        # Open it only while it is closed (its body is inert then): a click sent while the page
+        # is still busy must not be undone by a second one.
         for _ in range(10):
-            if not reason.is_visible():
-                page.get_by_test_id("stExpander").get_by_text(
-                    "Send the customer a relink link"
-                ).click()
+            if expander.get_by_test_id("stExpanderDetails").get_attribute("inert") is not None:
+                expander.get_by_text("Send the customer a relink link").click()
             try:
-                expect(reason).to_be_visible(timeout=3_000)
+                expect(reason).to_be_visible(timeout=5_000)
                 break
             except AssertionError:
                 continue

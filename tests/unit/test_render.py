@@ -8,6 +8,7 @@ from urllib.parse import unquote
 import pytest
 
 from linkdesk.store.queries import Health, LinkRow
+from ui.links_table import table_rows
 from ui.render import NEUTRAL_SWATCH, framed_logo_data_uri, labelled_value_html
 
 LOGO = "data:image/png;base64,iVBORw0KGgo="
@@ -82,3 +83,19 @@ def test_the_labelled_value_is_escaped_and_wraps() -> None:
     assert "<b>" not in html
     assert "&lt;b&gt;cust&lt;/b&gt;" in html
     assert "overflow-wrap:anywhere" in html
+
+
+@pytest.mark.parametrize(
+    ("error_code", "reason", "shown"),
+    [
+        (None, "connected", "—"),
+        (None, "product_refresh_failed", "Data refresh failed"),
+        (None, "product_refresh_pending", "Data refresh running"),
+        ("auth_expired", "auth_expired", "Login expired"),
+    ],
+)
+def test_the_error_column_names_a_refresh_issue_of_a_healthy_link(
+    error_code: str | None, reason: str, shown: str
+) -> None:
+    cells = table_rows([row(error_code=error_code, health_reason=reason)], dark=False)
+    assert cells[0]["Error"] == shown

@@ -130,7 +130,7 @@ with st.form(f"webhooks.reapply.{detail.id}"):
     why = st.text_input("Reason (kept in the audit log)", key=f"webhooks.reason.{detail.id}")
     if st.form_submit_button("Re-apply this delivery", type="primary"):
         try:
-            result = services.webhooks.reapply(detail.id, actor, reason=why.strip() or None)
+            result = services.webhook_apply.reapply(detail.id, actor, reason=why.strip() or None)
         except ServiceError as refused:
             st.warning(plain(refused))
         else:

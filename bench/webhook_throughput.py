@@ -294,7 +294,7 @@ def apply_all(services: Services, deadline: float) -> tuple[Counter[str], float,
     passes = 0
     started = time.perf_counter()
     while time.monotonic() < deadline:
-        report = services.webhooks.apply_pending(limit=200)
+        report = services.webhook_apply.apply_pending(limit=200)
         passes += 1
         done = report.applied + report.stale_ignored + report.queued_for_worker + report.failed
         totals.update(
@@ -394,7 +394,7 @@ def check(services: Services, sent: list[Delivery], totals: Counter[str]) -> boo
         pending = (
             session.scalar(sa.select(sa.func.count()).where(WebhookEvent.status == "pending")) or 0
         )
-    again = services.webhooks.apply_pending()
+    again = services.webhook_apply.apply_pending()
     again_total = again.applied + again.stale_ignored + again.queued_for_worker + again.failed
     checks = {
         f"accepted {accepted} == unique events sent {unique}": accepted == unique,

@@ -29,6 +29,7 @@ from linkdesk.services.jobs import JobQueue
 from linkdesk.services.outreach import OutreachService
 from linkdesk.services.ratelimit import RateLimiter, RequestBudget
 from linkdesk.services.staff_auth import StaffAuth
+from linkdesk.services.webhook_apply import WebhookApplier
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
@@ -51,7 +52,8 @@ class Services:
     health: HealthThresholds
     jobs: JobQueue
     budget: RequestBudget  # MoneyKit's limits, shared by the worker and the webhook receiver
-    webhooks: WebhookReceiver
+    webhooks: WebhookReceiver  # receiving: verify, record, queue
+    webhook_apply: WebhookApplier  # applying the queue; staff re-apply
     worker: SyncWorker
     customer_links: CustomerLinkService
     demo: DemoService
@@ -165,14 +167,21 @@ def build_services(
     webhooks = WebhookReceiver(
         store=store,
         verifier=verifier,
+        clock=clock,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        refused_sample=settings.webhook_refused_sample,
+        retention=timedelta(days=settings.webhook_delivery_retention_days),
+    )
+    webhook_apply = WebhookApplier(
+        store=store,
         client=background_client,
         jobs=jobs,
         customer_tag_prefix=settings.customer_tag_prefix,
         clock=clock,
         budget=budget,
-        max_body_bytes=settings.webhook_max_body_bytes,
-        refused_sample=settings.webhook_refused_sample,
-        retention=timedelta(days=settings.webhook_delivery_retention_days),
+        audit=audit,
+        # Refusals tallied by this process, and the deliveries' retention, once per pass.
+        before_pass=[webhooks.flush_refusals],
     )
     metrics = Metrics(
         store=store, links=links, clock=clock, db_max_age=settings.metrics_db_max_age_seconds
@@ -211,7 +220,7 @@ def build_services(
         clock=clock,
         sleep=sleep,
         budget=budget,
-        receiver=webhooks,
+        webhook_apply=webhook_apply,
         worker_id=worker_id,
         alerts=alert_runner if settings.alerts_enabled else None,
     )
@@ -263,6 +272,7 @@ def build_services(
         jobs=jobs,
         budget=budget,
         webhooks=webhooks,
+        webhook_apply=webhook_apply,
         worker=worker,
         customer_links=customer_links,
         demo=demo,

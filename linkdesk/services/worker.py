@@ -3,7 +3,7 @@
 Webhooks say *that* something changed, but MoneyKit retries them for only about two hours, so the
 worker also reads every link on a schedule. Each round it
 
-1. applies queued webhook events (when a receiver is wired in);
+1. applies queued webhook events (when an applier is wired in);
 2. gives every stored link a job in ``sync_jobs`` (see :mod:`linkdesk.services.jobs`);
 3. runs discovery (``GET /links``) when its own interval is due: new links get a job, links
    listed again after being deleted are read (and so restored), links the listing lacks are read
@@ -56,12 +56,12 @@ from linkdesk.services.jobs import (
     JobQueue,
 )
 from linkdesk.services.ratelimit import RequestBudget
+from linkdesk.services.webhook_apply import ApplyReport, WebhookApplier
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, SyncAttempt, WorkerState
 from linkdesk.store.queries import LinkQueries, WorkerStatus
 from linkdesk.store.repository import mark_link_deleted, put_named_state
-from linkdesk.webhooks.receiver import ApplyReport, WebhookReceiver
 
 __all__ = ["RoundReport", "SyncWorker"]
 
@@ -131,7 +131,7 @@ class SyncWorker:
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], None] | None = None,
         budget: RequestBudget | None = None,
-        receiver: WebhookReceiver | None = None,
+        webhook_apply: WebhookApplier | None = None,
         worker_id: str | None = None,
         concurrency: int | None = None,
         alerts: AlertRunner | None = None,
@@ -143,7 +143,7 @@ class SyncWorker:
         self._clock = clock or _utcnow
         self._sleep = sleep
         self._budget = budget or RequestBudget.from_settings(settings)
-        self._receiver = receiver
+        self._webhook_apply = webhook_apply
         self._alerts = alerts
         self.worker_id = worker_id or f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:6]}"
         self._concurrency = max(1, concurrency or settings.sync_concurrency)
@@ -224,7 +224,11 @@ class SyncWorker:
             self._set_state("last_run", {"worker": self.worker_id, "paused": True})
             self._evaluate_alerts()
             return RoundReport(paused=True)
-        webhooks = self._receiver.apply_pending(worker=self.worker_id) if self._receiver else None
+        webhooks = (
+            self._webhook_apply.apply_pending(worker=self.worker_id)
+            if self._webhook_apply
+            else None
+        )
         now = self._clock()
         if now - self._fetcher_since > FETCHER_LIFETIME:
             # Institutions rarely change; re-read them (and their images, if changed) hourly.

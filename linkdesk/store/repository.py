@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +24,7 @@ from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.store.models import (
     Account,
+    Base,
     Customer,
     Institution,
     Link,
@@ -44,7 +45,9 @@ __all__ = [
     "insert_if_absent",
     "mark_link_deleted",
     "put_named_state",
+    "record_read_state_as_of",
     "replace_accounts",
+    "touch_link_webhook",
     "upsert_institution",
     "upsert_link",
 ]
@@ -353,6 +356,46 @@ def apply_event_state(
     row.state_as_of = as_of
     session.flush()
     return True
+
+
+_LINKS = Base.metadata.tables[Link.__tablename__]
+_TOUCH_WEBHOOK = (
+    sa.update(_LINKS)
+    .where(_LINKS.c.link_id == sa.bindparam("link"))
+    .values(last_webhook_at=sa.bindparam("at"))
+)
+
+
+def touch_link_webhook(connection: sa.Connection, link_id: str, at: datetime) -> None:
+    """Stamp when a webhook for the link last arrived (a Core statement: the receive path's
+    transaction is plain Core, thousands a minute in a burst). No row yet: nothing to stamp."""
+    connection.execute(_TOUCH_WEBHOOK, {"link": link_id, "at": at})
+
+
+def record_read_state_as_of(
+    session: Session,
+    link_id: str,
+    *,
+    event_at: datetime,
+    read_at: datetime,
+    now: datetime,
+    slack: timedelta,
+) -> None:
+    """After a read caused by an event at ``event_at``: the stored state is at least as new as
+    that event. Only moves ``state_as_of`` forward — except a time more than ``slack`` ahead of
+    ``now``, which was pushed there by an event stamped in the future and proves nothing."""
+    session.execute(
+        sa.update(Link)
+        .where(
+            Link.link_id == link_id,
+            sa.or_(
+                Link.state_as_of.is_(None),
+                Link.state_as_of < event_at,
+                Link.state_as_of > now + slack,
+            ),
+        )
+        .values(state_as_of=max(event_at, read_at))
+    )
 
 
 def replace_accounts(

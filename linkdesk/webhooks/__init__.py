@@ -1,10 +1,12 @@
-"""MoneyKit webhooks: signature verification, the receiver and its HTTP route."""
+"""MoneyKit webhooks: signature verification, the receiver and its HTTP route.
 
-from linkdesk.webhooks.receiver import ApplyReport, ReceiveResult, WebhookReceiver
+Applying what was received is a service: :mod:`linkdesk.services.webhook_apply`.
+"""
+
+from linkdesk.webhooks.receiver import ReceiveResult, WebhookReceiver
 from linkdesk.webhooks.verify import JwksCache, JwksUnavailable, Reason, Verdict, WebhookVerifier
 
 __all__ = [
-    "ApplyReport",
     "JwksCache",
     "JwksUnavailable",
     "Reason",

@@ -59,7 +59,7 @@ def test_sandbox_webhooks_are_verified_applied_and_survive_key_rotation(
 
     assert sandbox.api("POST", f"/links/{link_id}/reset").is_success
     assert wait_for(lambda: accepted_for(services, link_id) >= 1), "no webhook accepted"
-    report = services.webhooks.apply_pending()
+    report = services.webhook_apply.apply_pending()
     assert report.applied >= 1
     row = services.links.get_link(link_id)
     assert row is not None
@@ -75,7 +75,7 @@ def test_sandbox_webhooks_are_verified_applied_and_survive_key_rotation(
     time.sleep(1.1)  # jwks_min_refetch_seconds=1 in these settings
     sandbox.control("POST", f"/links/{link_id}/state", json={"state": "connected"})
     assert wait_for(lambda: accepted_for(services, link_id) >= 2), "rotated key not accepted"
-    services.webhooks.apply_pending()
+    services.webhook_apply.apply_pending()
     row = services.links.get_link(link_id)
     assert row is not None and row.row.state == "connected"
     with services.store.read() as session:

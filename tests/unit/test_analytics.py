@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
 from linkdesk.health import Health
+from linkdesk.services.webhook_apply import NotReapplicable
 from linkdesk.store import Store
 from linkdesk.store.analytics import Analytics, FunnelFilters, TrendPoint, links_csv
 from linkdesk.store.models import (
@@ -32,7 +33,6 @@ from linkdesk.store.models import (
     WebhookEvent,
 )
 from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
-from linkdesk.webhooks.receiver import NotReapplicable
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -516,11 +516,13 @@ class TestReapply:
     ) -> None:
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="error")
         assert wired.webhooks.receive(body, headers).verdict == "accepted"
-        wired.webhooks.apply_pending()
+        wired.webhook_apply.apply_pending()
         (delivery,) = self.deliveries(wired)
         fake_moneykit.links["mk_1"].update(state="connected", error_code=None)
 
-        result = wired.webhooks.reapply(delivery.id, Actor("root", Role.ADMIN), reason="stale row")
+        result = wired.webhook_apply.reapply(
+            delivery.id, Actor("root", Role.ADMIN), reason="stale row"
+        )
         assert (result.status, result.link_id) == ("applied", "mk_1")
         with wired.store.read() as session:
             link = session.get(Link, "mk_1")
@@ -541,7 +543,7 @@ class TestReapply:
         wired.webhooks.receive(body, headers)
         (delivery,) = self.deliveries(wired)
         with pytest.raises(PermissionDenied):
-            wired.webhooks.reapply(delivery.id, Actor("dana", Role.SUPPORT))
+            wired.webhook_apply.reapply(delivery.id, Actor("dana", Role.SUPPORT))
         assert [e.outcome for e in self.audit(wired)] == ["refused"]
 
     def test_a_rejected_or_unknown_delivery_cannot_be_re_applied(
@@ -553,9 +555,9 @@ class TestReapply:
         (forged,) = self.deliveries(wired)
         admin = Actor("root", Role.ADMIN)
         with pytest.raises(NotReapplicable):
-            wired.webhooks.reapply(forged.id, admin)
+            wired.webhook_apply.reapply(forged.id, admin)
         with pytest.raises(NotReapplicable):
-            wired.webhooks.reapply(forged.id + 100, admin)
+            wired.webhook_apply.reapply(forged.id + 100, admin)
         assert self.audit(wired) == []
 
 

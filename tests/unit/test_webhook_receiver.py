@@ -16,10 +16,11 @@ from starlette.testclient import TestClient
 
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.services.jobs import PRIORITY_WEBHOOK, link_job_id
+from linkdesk.services.webhook_apply import ApplyReport
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link, SyncJob, WebhookDelivery, WebhookEvent, WorkerState
 from linkdesk.webhooks.asgi import webhook_route
-from linkdesk.webhooks.receiver import ApplyReport, WebhookReceiver
+from linkdesk.webhooks.receiver import WebhookReceiver
 from linkdesk.webhooks.verify import Reason
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
@@ -258,7 +259,7 @@ class TestApply:
             link_id="mk_1", iat=core_clock.now, state="error", error="auth_expired"
         )
         wired.webhooks.receive(body, headers)
-        report = wired.webhooks.apply_pending()
+        report = wired.webhook_apply.apply_pending()
         assert report.applied == 1
         link = stored_link(wired, "mk_1")
         assert (link.state, link.error_code) == ("connected", None)
@@ -268,10 +269,10 @@ class TestApply:
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)
         wired.webhooks.receive(body, headers)
         before = fake_moneykit.calls["GET /links/mk_1"]
-        wired.webhooks.apply_pending()
-        wired.webhooks.apply_pending()
+        wired.webhook_apply.apply_pending()
+        wired.webhook_apply.apply_pending()
         wired.webhooks.receive(body, headers)  # a late retry after applying
-        wired.webhooks.apply_pending()
+        wired.webhook_apply.apply_pending()
         assert fake_moneykit.calls["GET /links/mk_1"] == before + 1
 
     def test_two_appliers_at_once_apply_each_event_once(
@@ -289,7 +290,9 @@ class TestApply:
 
         def apply() -> None:
             barrier.wait()
-            reports.append(wired.webhooks.apply_pending(worker=threading.current_thread().name))
+            reports.append(
+                wired.webhook_apply.apply_pending(worker=threading.current_thread().name)
+            )
 
         threads = [threading.Thread(target=apply) for _ in range(3)]
         for t in threads:
@@ -318,10 +321,10 @@ class TestApply:
         # MoneyKit becomes unreachable (the keys are cached), so payloads are all there is:
         # order must come from the events' own timestamps, not from when they arrived.
         fake_moneykit.unreachable = True
-        wired.webhooks.apply_pending()
+        wired.webhook_apply.apply_pending()
         assert stored_link(wired, "mk_1").state == "connected"
         wired.webhooks.receive(*older)  # arrives late, after a MoneyKit retry
-        report = wired.webhooks.apply_pending()
+        report = wired.webhook_apply.apply_pending()
         assert report.stale_ignored == 1
         link = stored_link(wired, "mk_1")
         assert (link.state, link.error_code) == ("connected", None)
@@ -348,7 +351,7 @@ class TestApply:
             )
         )
         fake_moneykit.unreachable = True
-        wired.webhooks.apply_pending()
+        wired.webhook_apply.apply_pending()
         link = stored_link(wired, "mk_1")
         assert (link.state, link.error_code) == ("connected", None)
         with wired.store.read() as session:
@@ -372,7 +375,7 @@ class TestApply:
             *signer.delivery(link_id="mk_1", iat=core_clock.now, timestamp=old, state="connected")
         )
         calls = fake_moneykit.calls["GET /links/mk_1"]
-        assert wired.webhooks.apply_pending().stale_ignored == 1
+        assert wired.webhook_apply.apply_pending().stale_ignored == 1
         assert fake_moneykit.calls["GET /links/mk_1"] == calls
         assert stored_link(wired, "mk_1").state == "error"
 
@@ -393,7 +396,7 @@ class TestApply:
                     link_id="mk_1", iat=core_clock.now, timestamp=old, key=f"old-late-{i}"
                 )
             )
-        report = wired.webhooks.apply_pending()
+        report = wired.webhook_apply.apply_pending()
         assert (report.applied, report.stale_ignored) == (1, 5)
         by_key = {e.idempotency_key: e for e in events(wired)}
         assert by_key["new"].status == "applied"
@@ -402,7 +405,7 @@ class TestApply:
         assert {e.status for e in stale} == {"stale_ignored"}
         assert all(e.applied_at is not None and e.claimed_until is None for e in stale)
         assert all(e.detail and e.detail.startswith("older than") for e in stale)
-        assert wired.webhooks.apply_pending() == ApplyReport()
+        assert wired.webhook_apply.apply_pending() == ApplyReport()
 
     def test_institutions_are_read_once_across_passes(
         self, wired, signer, core_clock, fake_moneykit
@@ -412,7 +415,7 @@ class TestApply:
         before = fake_moneykit.calls["GET /institutions/bank-a"]
         for link_id in ("mk_1", "mk_2"):
             wired.webhooks.receive(*signer.delivery(link_id=link_id, iat=core_clock.now))
-            assert wired.webhooks.apply_pending().applied == 1
+            assert wired.webhook_apply.apply_pending().applied == 1
         assert fake_moneykit.calls["GET /links/mk_2"] == 2  # both passes re-read their link
         assert fake_moneykit.calls["GET /institutions/bank-a"] - before == 1
 
@@ -423,7 +426,7 @@ class TestApply:
             *signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
         )
         fake_moneykit.unreachable = True
-        report = wired.webhooks.apply_pending()
+        report = wired.webhook_apply.apply_pending()
         assert report.queued_for_worker == 1
         with wired.store.read() as session:
             job = session.get(SyncJob, link_job_id("mk_1"))
@@ -434,7 +437,7 @@ class TestApply:
     ):
         fake_moneykit.add_link("mk_new", tags=["customer:cust_9"])
         wired.webhooks.receive(*signer.delivery(link_id="mk_new", iat=core_clock.now))
-        wired.webhooks.apply_pending()
+        wired.webhook_apply.apply_pending()
         assert stored_link(wired, "mk_new").customer_id == "cust_9"
 
 
@@ -537,7 +540,7 @@ class TestRefusalsAreCounted:
     ):
         old = signer.delivery(link_id="mk_1", iat=core_clock.now, key="old")
         assert small_sample.webhooks.receive(*old).verdict == "accepted"
-        small_sample.webhooks.apply_pending()
+        small_sample.webhook_apply.apply_pending()
         core_clock.advance(31 * 24 * 3600)
         new = signer.delivery(link_id="mk_1", iat=core_clock.now, key="new")
         assert small_sample.webhooks.receive(*new).verdict == "accepted"
@@ -605,7 +608,7 @@ class TestEventTimeCannotBePushedIntoTheFuture:
                 link_id="mk_1", iat=core_clock.now, timestamp=ahead, key="ahead", state="connected"
             )
         )
-        assert wired.webhooks.apply_pending().applied == 1
+        assert wired.webhook_apply.apply_pending().applied == 1
         link = stored_link(wired, "mk_1")
         assert link.state == "connected"
         assert link.state_as_of is not None and link.state_as_of <= core_clock.now
@@ -621,7 +624,7 @@ class TestEventTimeCannotBePushedIntoTheFuture:
                 error="auth_expired",
             )
         )
-        report = wired.webhooks.apply_pending()
+        report = wired.webhook_apply.apply_pending()
         assert (report.applied, report.stale_ignored) == (1, 0)
         link = stored_link(wired, "mk_1")
         assert (link.state, link.error_code) == ("error", "auth_expired")
@@ -639,7 +642,7 @@ class TestEventTimeCannotBePushedIntoTheFuture:
         wired.webhooks.receive(
             *signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
         )
-        assert wired.webhooks.apply_pending().applied == 1
+        assert wired.webhook_apply.apply_pending().applied == 1
         link = stored_link(wired, "mk_1")
         assert link.state == "connected"
         assert link.state_as_of is not None and link.state_as_of <= core_clock.now
@@ -648,7 +651,7 @@ class TestEventTimeCannotBePushedIntoTheFuture:
 def test_a_404_on_the_reread_keeps_the_link(wired, signer, core_clock, fake_moneykit):
     del fake_moneykit.links["mk_1"]
     wired.webhooks.receive(*signer.delivery(link_id="mk_1", iat=core_clock.now))
-    assert wired.webhooks.apply_pending().queued_for_worker == 1
+    assert wired.webhook_apply.apply_pending().queued_for_worker == 1
     assert stored_link(wired, "mk_1").state == "error"
     with wired.store.read() as session:
         assert session.get(SyncJob, link_job_id("mk_1")) is not None

@@ -1,0 +1,213 @@
+"""Every write to Connect's tables: sessions, their events, and relink leases.
+
+Each function runs inside the caller's ``Store.write()`` unit of work and never commits. Races
+are decided by the database, never by a read beforehand: an event is stored once per
+``(session_id, seq)`` by its unique constraint; a session's end is claimed by one conditional
+``UPDATE`` (only the caller that flips ``completion_claimed_at`` from NULL finishes it); a lease
+is taken by an ``INSERT`` that skips a held link, then an ``UPDATE`` that only takes an expired
+lease or the holder's own, and moved or released by statements conditional on its session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
+
+__all__ = [
+    "claim_completion",
+    "close_unfinished",
+    "current_lease",
+    "fail_interrupted",
+    "finish_session",
+    "insert_event",
+    "institution_name",
+    "move_lease",
+    "release_lease",
+    "stored_seqs",
+    "take_lease",
+]
+
+
+def _insert_skipping_conflict(
+    session: Session, model: type[Any], values: Mapping[str, Any], key: list[str]
+) -> bool:
+    """Insert one row unless its unique ``key`` exists; True when inserted."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=key)
+        return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    # Other databases: the unique constraint still decides; a savepoint keeps the surrounding
+    # transaction usable when the row exists already.
+    try:
+        with session.begin_nested():
+            session.add(model(**values))
+        return True
+    except sa.exc.IntegrityError:
+        return False
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+def take_lease(
+    session: Session, values: Mapping[str, Any], now: datetime
+) -> tuple[str, datetime] | None:
+    """Reserve ``values["link_id"]`` for ``values["holder"]``: None when won, else the holder
+    and expiry of the lease that stands in the way."""
+    if _insert_skipping_conflict(session, RelinkLease, values, ["link_id"]):
+        return None
+    link_id = values["link_id"]
+    won = session.execute(
+        sa.update(RelinkLease)
+        .where(
+            RelinkLease.link_id == link_id,
+            sa.or_(RelinkLease.expires_at <= now, RelinkLease.holder == values["holder"]),
+        )
+        .values(**{k: v for k, v in values.items() if k != "link_id"})
+    )
+    if won.rowcount == 1:  # type: ignore[attr-defined]
+        return None
+    lease = session.get(RelinkLease, link_id)
+    if lease is None:  # pragma: no cover - released between the two statements
+        return "someone else", values["expires_at"]
+    return lease.holder, lease.expires_at
+
+
+def current_lease(session: Session, link_id: str, now: datetime) -> RelinkLease | None:
+    lease = session.get(RelinkLease, link_id)
+    return lease if lease is not None and lease.expires_at > now else None
+
+
+def release_lease(session: Session, link_id: str, session_id: str) -> bool:
+    """Delete the lease of ``link_id`` if it still belongs to ``session_id``."""
+    gone = session.execute(
+        sa.delete(RelinkLease).where(
+            RelinkLease.link_id == link_id, RelinkLease.session_id == session_id
+        )
+    )
+    return bool(gone.rowcount)  # type: ignore[attr-defined]
+
+
+def move_lease(
+    session: Session, link_id: str, from_session: str, values: Mapping[str, Any]
+) -> bool:
+    """Give the lease to a new holder, only if it still belongs to ``from_session``."""
+    won = session.execute(
+        sa.update(RelinkLease)
+        .where(RelinkLease.link_id == link_id, RelinkLease.session_id == from_session)
+        .values(**values)
+    )
+    return bool(won.rowcount)  # type: ignore[attr-defined]
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def close_unfinished(session: Session, session_id: str, *, now: datetime, message: str) -> bool:
+    """End a session nobody is finishing as 'exit' with ``message``. A session whose end is
+    already claimed is left to its finisher."""
+    closed = session.execute(
+        sa.update(ConnectSession)
+        .where(
+            ConnectSession.id == session_id,
+            ConnectSession.outcome == "pending",
+            ConnectSession.completion_claimed_at.is_(None),
+        )
+        .values(outcome="exit", finished_at=now, exit_message=message)
+    )
+    return bool(closed.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_completion(session: Session, session_id: str, now: datetime) -> ConnectSession | None:
+    """Win the right to finish the session; None if someone else already has."""
+    won = session.execute(
+        sa.update(ConnectSession)
+        .where(
+            ConnectSession.id == session_id,
+            ConnectSession.outcome == "pending",
+            ConnectSession.completion_claimed_at.is_(None),
+        )
+        .values(completion_claimed_at=now)
+    )
+    if not won.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.get(ConnectSession, session_id)
+
+
+def fail_interrupted(
+    session: Session, session_id: str, *, now: datetime, claimed_before: datetime, message: str
+) -> ConnectSession | None:
+    """Fail a session whose end was claimed before ``claimed_before`` and never finished;
+    returns it when this call failed it."""
+    stopped = session.execute(
+        sa.update(ConnectSession)
+        .where(
+            ConnectSession.id == session_id,
+            ConnectSession.outcome == "pending",
+            ConnectSession.completion_claimed_at < claimed_before,
+        )
+        .values(outcome="failed", finished_at=now, failure_message=message)
+    )
+    if not stopped.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.get(ConnectSession, session_id)
+
+
+def finish_session(
+    session: Session,
+    row: ConnectSession,
+    *,
+    outcome: str,
+    now: datetime,
+    link_id: str | None = None,
+    exchanged: bool = False,
+    failure_message: str | None = None,
+    exit_fields: tuple[str | None, str | None, str | None] | None = None,
+) -> None:
+    """Record the end of a session this caller claimed; a relink's lease goes with it."""
+    row.outcome = outcome
+    row.finished_at = now
+    if link_id is not None:
+        row.link_id = link_id
+    if exchanged:
+        row.exchanged_at = now
+    if failure_message is not None:
+        row.failure_message = failure_message
+    if exit_fields is not None:
+        row.exit_error_id, row.exit_message, row.exit_request_id = exit_fields
+    if row.mode == "relink" and row.link_id:
+        release_lease(session, row.link_id, row.id)
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def stored_seqs(session: Session, session_id: str) -> set[int]:
+    return set(
+        session.scalars(
+            sa.select(ConnectEvent.seq).where(ConnectEvent.session_id == session_id)
+        ).all()
+    )
+
+
+def insert_event(session: Session, values: Mapping[str, Any]) -> int:
+    """Store one log entry unless its ``(session_id, seq)`` is stored; 1 when inserted."""
+    return int(_insert_skipping_conflict(session, ConnectEvent, values, ["session_id", "seq"]))
+
+
+def institution_name(session: Session, link_id: str | None) -> str | None:
+    if link_id is None:
+        return None
+    return session.scalar(
+        sa.select(Institution.name)
+        .join(Link, Link.institution_id == Institution.institution_id)
+        .where(Link.link_id == link_id)
+    )

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import streamlit as st
 
 from components.moneykit_connect import log_in_state, moneykit_connect
+from linkdesk.connect_log import LogEntry
 from linkdesk.moneykit.errors import MoneyKitError
 from linkdesk.services import ApplyOutcome, StartedSession
 from ui.auth import require_actor
@@ -62,8 +63,9 @@ def mount_connect(
     *,
     color_scheme: Literal["light", "dark"],
     on_change: Callable[[], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Mount Connect for a started session and return its event log so far."""
+) -> list[LogEntry]:
+    """Mount Connect for a started session and return its event log so far (typed: parsed once
+    at the component's boundary)."""
     return moneykit_connect(
         mode=started.mode,
         session_id=started.session_id,
@@ -79,7 +81,7 @@ def _applied_key(slot: str) -> str:
     return f"connect.{slot}.applied"
 
 
-def _apply(slot: str, started: StartedSession, log: list[dict[str, Any]]) -> ApplyOutcome:
+def _apply(slot: str, started: StartedSession, log: list[LogEntry]) -> ApplyOutcome:
     """Apply the log; once the session has ended, keep its outcome and close the slot."""
     outcome = get_services().sessions.apply_log(started.session_id, log, actor=require_actor())
     # The same log is handed to the page's run after the callback: nothing new to apply then.

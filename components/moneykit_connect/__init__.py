@@ -3,7 +3,8 @@
 The frontend bundles the real npm ``@moneykit/connect`` 0.3.28 launcher and runs it in
 the app's own document. Every launcher callback (each Connect event, the success, the
 relink success, the exit) is appended to a cumulative, numbered log that the component
-keeps in its *state* under the key ``"log"``; :func:`moneykit_connect` returns that log.
+keeps in its *state* under the key ``"log"``; :func:`moneykit_connect` returns that log, parsed
+once here by the core's one parser into typed :class:`~linkdesk.connect_log.LogEntry` objects.
 Callers apply only the entries they have not applied yet, by ``(session_id, seq)``, so
 reruns and re-sent logs never apply anything twice.
 
@@ -15,16 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import streamlit as st
 
 from components.moneykit_connect.contract import (
     LaunchArgs,
+    parse_log,
     sanitize_log,
     validate_connect_host,
     validate_launch,
 )
+from linkdesk.connect_log import LogEntry
 
 __all__ = [
     "COMPONENT_NAME",
@@ -107,7 +110,7 @@ def moneykit_connect(
     redirect_url: str | None = None,
     color_scheme: Literal["light", "dark"] = "light",
     on_change: Callable[[], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[LogEntry]:
     """Open MoneyKit Connect once for ``session_id`` and return its event log so far.
 
     Parameters
@@ -137,9 +140,10 @@ def moneykit_connect(
 
     Returns
     -------
-    list[dict]
-        The entries recorded for this session, ordered by ``seq`` (1, 2, 3…):
-        ``{"session_id", "seq", "type", "at", "data"}`` with ``type`` one of
+    list[LogEntry]
+        The entries recorded for this session, ordered by ``seq`` (1, 2, 3…), each with
+        ``session_id``, ``seq``, ``type``, ``at`` and ``data`` (``to_dict()`` gives the
+        component's JSON shape), ``type`` one of
         ``"event"``, ``"success"`` (data: ``exchangeable_token``, ``institution``,
         ``link_id``), ``"relink_success"`` (data: ``institution``, ``link_id``) or
         ``"exit"`` (data: ``error``, a LinkExitError or None). Malformed entries are
@@ -167,13 +171,13 @@ def moneykit_connect(
         default={LOG_STATE_KEY: []},
         on_log_change=on_change or _keep_log,
     )
-    return sanitize_log(result.get(LOG_STATE_KEY), session_id=session_id)
+    return parse_log(result.get(LOG_STATE_KEY), session_id=session_id)
 
 
-def log_in_state(key: str, *, session_id: str) -> list[dict[str, Any]]:
+def log_in_state(key: str, *, session_id: str) -> list[LogEntry]:
     """The log the component keyed ``key`` holds in session state (for ``on_change``
     callbacks, which run before the component is mounted again); same shape as
     :func:`moneykit_connect` returns, empty when there is none."""
     value = st.session_state.get(key)
     raw = value.get(LOG_STATE_KEY) if isinstance(value, Mapping) else None
-    return sanitize_log(raw, session_id=session_id)
+    return parse_log(raw, session_id=session_id)

@@ -8,23 +8,20 @@ contract's shape is dropped, never raised.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
-import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from linkdesk.connect_log import LogEntry
+from linkdesk.connect_log import parse_entry as parse_log_entry
+
 Mode = Literal["link", "relink", "continue"]
 ColorScheme = Literal["light", "dark"]
-EntryType = Literal["event", "success", "relink_success", "exit"]
 
 MODES: frozenset[str] = frozenset(get_args(Mode))
 COLOR_SCHEMES: frozenset[str] = frozenset(get_args(ColorScheme))
-ENTRY_TYPES: frozenset[str] = frozenset(get_args(EntryType))
 
 MAX_SESSION_ID_LENGTH = 200
 
@@ -34,8 +31,6 @@ _ORIGIN_RE = re.compile(
 )
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _DECIMAL_OCTET_RE = re.compile(r"0|[1-9][0-9]{0,2}")
-# JavaScript's Date.prototype.toISOString() in UTC: what the component writes.
-_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
 def _host_problem(host: str) -> str | None:
@@ -206,89 +201,15 @@ def validate_launch(
     )
 
 
-def _is_json_value(value: Any, depth: int = 0) -> bool:
-    """Plain JSON (what the component's JSON state can hold), nested at most 32 deep."""
-    if depth > 32:
-        return False
-    if value is None or isinstance(value, str | bool | int):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_is_json_value(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json_value(v, depth + 1) for k, v in value.items())
-    return False
-
-
-def _is_exit_error(value: Any) -> bool:
-    if value is None:
-        return True
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("error_id"), str)
-        and isinstance(value.get("displayed_message"), str)
-        and (value.get("request_id") is None or isinstance(value.get("request_id"), str))
-    )
-
-
-def _valid_data(entry_type: str, data: Any) -> bool:
-    if not isinstance(data, dict):
-        return False
-    if entry_type == "event":
-        return True
-    if entry_type == "success":
-        token = data.get("exchangeable_token")
-        return (
-            isinstance(token, str)
-            and bool(token)
-            and isinstance(data.get("institution"), dict)
-            and isinstance(data.get("link_id"), str)
-        )
-    if entry_type == "relink_success":
-        return isinstance(data.get("institution"), dict) and isinstance(data.get("link_id"), str)
-    return "error" in data and _is_exit_error(data["error"])
-
-
-def _valid_at(value: Any) -> bool:
-    if not isinstance(value, str) or _AT_RE.fullmatch(value) is None:
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
 def parse_entry(raw: Any, *, session_id: str) -> dict[str, Any] | None:
-    """One log entry in the contract's shape, or None if ``raw`` is not one.
+    """One log entry in the contract's shape, or None if ``raw`` is not one (the rules are
+    the core's one parser, :func:`linkdesk.connect_log.parse_entry`).
 
     Entries of another session are rejected too: the component's state outlives a
     change of session under the same key until the new session publishes its log.
     """
-    if not isinstance(raw, Mapping):
-        return None
-    seq = raw.get("seq")
-    entry_type = raw.get("type")
-    data = raw.get("data")
-    if (
-        raw.get("session_id") != session_id
-        or type(seq) is not int
-        or seq < 1
-        or entry_type not in ENTRY_TYPES
-        or not _valid_at(raw.get("at"))
-        or not _valid_data(entry_type, data)
-        or not _is_json_value(data)
-    ):
-        return None
-    return {
-        "session_id": session_id,
-        "seq": seq,
-        "type": entry_type,
-        "at": raw["at"],
-        # A copy, so that callers cannot alter the component's stored state.
-        "data": copy.deepcopy(data),
-    }
+    entry = parse_log_entry(raw, session_id=session_id)
+    return entry.to_dict() if entry is not None else None
 
 
 def sanitize_log(raw_log: Any, *, session_id: str) -> list[dict[str, Any]]:
@@ -299,11 +220,16 @@ def sanitize_log(raw_log: Any, *, session_id: str) -> list[dict[str, Any]]:
     the component never produces that, and applying by (session_id, seq) downstream
     would keep only one anyway.
     """
+    return [entry.to_dict() for entry in parse_log(raw_log, session_id=session_id)]
+
+
+def parse_log(raw_log: Any, *, session_id: str) -> list[LogEntry]:
+    """:func:`sanitize_log` as the core's typed entries: what the Connect service is handed."""
     if not isinstance(raw_log, list | tuple):
         return []
-    by_seq: dict[int, dict[str, Any]] = {}
+    by_seq: dict[int, LogEntry] = {}
     for raw in raw_log:
-        entry = parse_entry(raw, session_id=session_id)
-        if entry is not None and entry["seq"] not in by_seq:
-            by_seq[entry["seq"]] = entry
+        entry = parse_log_entry(raw, session_id=session_id)
+        if entry is not None and entry.seq not in by_seq:
+            by_seq[entry.seq] = entry
     return [by_seq[seq] for seq in sorted(by_seq)]

@@ -62,10 +62,9 @@ def test_the_log_in_component_state_is_returned_sanitised() -> None:
     app = _app(connect={"log": [_event(1), {"seq": "two"}, success, _event(4, "cs_old")]})
     app.run()
     assert not app.exception
-    assert [(e["seq"], e["type"]) for e in app.session_state["log"]] == [
-        (1, "event"),
-        (3, "success"),
-    ]
+    # Typed entries of the core's parser, round-tripping to the component's JSON shape.
+    assert [(e.seq, e.type) for e in app.session_state["log"]] == [(1, "event"), (3, "success")]
+    assert app.session_state["log"][1].to_dict() == success
     # A rerun reads the same state again: the log is cumulative, not a one-off trigger.
     app.run()
     assert len(app.session_state["log"]) == 2

@@ -79,8 +79,11 @@ def test_without_session_id_the_first_valid_entry_decides():
     assert [(e.session_id, e.seq) for e in result] == [("a", 1)]
 
 
+SUCCESS = {"exchangeable_token": "t", "institution": {"id": "b"}, "link_id": "l"}
+
+
 def test_first_occurrence_of_a_duplicate_wins():
-    log = [entry(1, kind="exit", error=None), entry(1, kind="success", exchangeable_token="t")]
+    log = [entry(1, kind="exit", error=None), entry(1, kind="success", **SUCCESS)]
     (only,) = new_entries(log, [], session_id="s1")
     assert only.type == "exit"
 
@@ -90,19 +93,42 @@ def test_none_log_is_empty():
 
 
 def test_parse_entry_fields():
-    parsed = parse_entry(entry(7, "success", exchangeable_token="x", link_id="l"))
+    raw = entry(7, "success", **SUCCESS)
+    parsed = parse_entry(raw)
     assert parsed is not None
     assert parsed.seq == 7 and parsed.type == "success" and parsed.is_terminal
-    assert parsed.at is not None and parsed.at.tzinfo is not None
-    assert parsed.at.microsecond == 123000
-    assert parse_entry({**entry(1), "at": "yesterday"}).at is None  # type: ignore[union-attr]
-    assert parse_entry({**entry(1), "data": None}).data == {}  # type: ignore[union-attr]
+    assert parsed.at.tzinfo is not None and parsed.at.microsecond == 123000
+    assert parsed.to_dict() == raw  # the component's JSON shape, unchanged
     assert parse_entry(entry(1)).event_name == "open"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {**entry(1), "at": "yesterday"},
+        {**entry(1), "data": None},
+        entry(1, "success", exchangeable_token="x", link_id="l"),  # no institution
+        entry(1, "success", exchangeable_token="", institution={}, link_id="l"),
+        entry(1, "exit", reason="no error key"),
+        entry(1, "event", name=float("inf")),
+    ],
+    ids=["bad-at", "no-data", "success-no-institution", "empty-token", "exit-no-error", "not-json"],
+)
+def test_one_parser_drops_what_the_component_contract_does_not_allow(raw):
+    assert parse_entry(raw) is None
+    assert new_entries([raw], []).malformed == 1
+
+
+def test_typed_entries_pass_through_unparsed():
+    typed = parse_entry(entry(2))
+    assert typed is not None
+    result = new_entries([typed, entry(1)], [], session_id="s1")
+    assert seqs(result) == [1, 2] and result[1] is typed
 
 
 def test_terminal_entry_is_the_first_end_by_seq():
     parsed = new_entries(
-        [entry(1), entry(4, "exit", error=None), entry(3, "success", exchangeable_token="t")], []
+        [entry(1), entry(4, "exit", error=None), entry(3, "success", **SUCCESS)], []
     )
     end = terminal_entry(parsed)
     assert end is not None and end.seq == 3

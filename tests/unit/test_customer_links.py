@@ -43,7 +43,8 @@ def finish_log(session_id: str) -> list[dict[str, Any]]:
             "session_id": session_id,
             "seq": 1,
             "type": "relink_success",
-            "data": {"link_id": "mk_expired"},
+            "at": "2025-01-01T12:00:00.000Z",
+            "data": {"institution": {"id": "bank-a"}, "link_id": "mk_expired"},
         }
     ]
 

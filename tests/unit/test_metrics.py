@@ -227,7 +227,7 @@ def test_relinks_and_connect_sessions_are_counted_by_outcome(
     )
     abandoned = core_services.sessions.start_relink(link_id="mk_b", actor=agent)
     sid = abandoned.session_id
-    core_services.sessions.apply_log(sid, [log_entry(sid, 1, "exit")], actor=agent)
+    core_services.sessions.apply_log(sid, [log_entry(sid, 1, "exit", error=None)], actor=agent)
 
     assert value(core_services, "linkdesk_relinks_total", outcome="started") == 2
     assert value(core_services, "linkdesk_relinks_total", outcome="succeeded") == 1

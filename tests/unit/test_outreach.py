@@ -134,7 +134,15 @@ def test_each_customer_gets_their_own_working_single_use_link(
     (opened,) = outreach.customer_tracking("cust_0001")
     assert opened.stage == "opened" and opened.opened_at is not None
     fake_moneykit.links["mk_1"].update(state="connected", error_code=None)
-    log = [{"session_id": started.session_id, "seq": 1, "type": "relink_success", "data": {}}]
+    log = [
+        {
+            "session_id": started.session_id,
+            "seq": 1,
+            "type": "relink_success",
+            "at": "2025-01-01T12:00:00.000Z",
+            "data": {"institution": {"id": "bank-a"}, "link_id": "mk_1"},
+        }
+    ]
     assert world.customer_links.redeem_finish(token, log).outcome == "success"
     assert outreach.customer_tracking("cust_0001")[0].stage == "finished"
     assert outreach.link_stages(["mk_1", "mk_2", "mk_3"]) == {

@@ -36,10 +36,13 @@ def ready(core_services: Services, fake_moneykit: FakeMoneyKit) -> Services:
     return core_services
 
 
+AT = "2025-01-01T12:00:00.000Z"
+
+
 def _relink_log(services: Services, actor: Actor) -> Any:
     started = services.sessions.start_relink(link_id="mk_expired", actor=ADMIN)
     sid = started.session_id
-    entry = {"session_id": sid, "seq": 1, "type": "exit", "at": None, "data": {"error": None}}
+    entry = {"session_id": sid, "seq": 1, "type": "exit", "at": AT, "data": {"error": None}}
     return services.sessions.apply_log(sid, [entry], actor=actor)
 
 
@@ -206,7 +209,13 @@ class TestLeaseRace:
             # End that session so the next round races for a free link again.
             session = ready.sessions.latest_pending_session(actor=won[0])
             assert session is not None
-            entry = {"session_id": session.session_id, "seq": 1, "type": "exit", "data": {}}
+            entry = {
+                "session_id": session.session_id,
+                "seq": 1,
+                "type": "exit",
+                "at": AT,
+                "data": {"error": None},
+            }
             ready.sessions.apply_log(session.session_id, [entry], actor=ADMIN)
             assert ready.links.relink_in_progress("mk_expired") is None
 

@@ -37,6 +37,11 @@ BOB = Actor("bob", Role.SUPPORT)
 
 
 def log_entry(session_id: str, seq: int, kind: str, **data: Any) -> dict[str, Any]:
+    """An entry as the component records it: a success carries the institution and link id
+    Connect's callback gives (the contract drops entries without them)."""
+    if kind in ("success", "relink_success"):
+        data.setdefault("institution", {"id": "bank-a", "name": "Bank A"})
+        data.setdefault("link_id", "mk_from_connect")
     return {
         "session_id": session_id,
         "seq": seq,
@@ -246,12 +251,14 @@ class TestApplySuccess:
         assert [a.outcome for a in audit] == ["failed"]
         assert "invalid_token_exchange" in (audit[0].detail or "")
 
-    def test_success_without_token_fails_cleanly(
+    def test_a_success_without_token_is_dropped_as_malformed(
         self, core_services: Services, fake_moneykit: FakeMoneyKit, started
     ):
+        # Not what the component sends: the one parser drops it, nothing is exchanged, and the
+        # session stays open for the real end (or the agent's abandon).
         log = [log_entry(started.session_id, 1, "success", exchangeable_token="")]
         outcome = core_services.sessions.apply_log(started.session_id, log, actor=ACTOR)
-        assert outcome.outcome == "failed"
+        assert (outcome.outcome, outcome.new) == ("pending", 0)
         assert fake_moneykit.calls["POST /link-session/exchange-token"] == 0
 
     def test_a_continue_log_that_restarts_numbering_still_completes_once(

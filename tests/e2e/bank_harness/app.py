@@ -36,23 +36,25 @@ log: list[dict[str, Any]]
 if "state" in params:
     session_id = f"continue-{params['state'][:16]}"
     mode = "continue"
-    log = moneykit_connect(
+    entries = moneykit_connect(
         mode="continue",
         session_id=session_id,
         connect_host=CONNECT_HOST,
         key="connect",
         redirect_url=f"{HARNESS_URL}/?{urlencode(params)}",
     )
+    log = [entry.to_dict() for entry in entries]
 elif params.get("mode") in ("link", "relink"):
     session_id = params["sid"]
     mode = params["mode"]
-    log = moneykit_connect(
+    entries = moneykit_connect(
         mode="link" if mode == "link" else "relink",
         session_id=session_id,
         connect_host=CONNECT_HOST,
         key="connect",
         link_session_token=params["token"],
     )
+    log = [entry.to_dict() for entry in entries]
 else:
     st.write("Nothing to do.")
     st.stop()

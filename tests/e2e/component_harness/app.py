@@ -38,13 +38,14 @@ shown = st.checkbox("Show Connect", value=True)
 
 log: list[dict[str, Any]] = []
 if shown:
-    log = moneykit_connect(
+    entries = moneykit_connect(
         mode="link",
         session_id=SESSION_ID,
         connect_host=CONNECT_HOST,
         key="connect",
         link_session_token=TOKEN,
     )
+    log = [entry.to_dict() for entry in entries]
 
 for entry in log:
     ident = f"{entry['session_id']}:{entry['seq']}"

@@ -79,7 +79,7 @@ def test_without_session_id_the_first_valid_entry_decides():
     assert [(e.session_id, e.seq) for e in result] == [("a", 1)]
 
 
-SUCCESS = {"exchangeable_token": "t", "institution": {"id": "b"}, "link_id": "l"}
+SUCCESS: dict[str, Any] = {"exchangeable_token": "t", "institution": {"id": "b"}, "link_id": "l"}
 
 
 def test_first_occurrence_of_a_duplicate_wins():

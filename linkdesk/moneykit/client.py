@@ -50,7 +50,6 @@ from linkdesk.moneykit.models import (
     Institution,
     InstitutionPage,
     InvestmentTransactionsPage,
-    JWKSet,
     Link,
     LinkListItem,
     LinkListPage,
@@ -62,6 +61,7 @@ from linkdesk.moneykit.models import (
     UserTransactionsPage,
     WebhookTestResult,
 )
+from linkdesk.validation import MAX_IMAGE_BYTES
 
 __all__ = [
     "API_VERSION",
@@ -69,7 +69,6 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "INITIAL_RETRY_DELAY",
-    "MAX_IMAGE_BYTES",
     "MAX_RETRY_AFTER",
     "MAX_RETRY_DELAY",
     "UNSET",
@@ -92,7 +91,6 @@ MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 # Refresh the token this long before MoneyKit says it expires (capped at a tenth of its lifetime).
 TOKEN_REFRESH_MARGIN = 60.0
-MAX_IMAGE_BYTES = 64 * 1024
 LINKS_PAGE_MIN, LINKS_PAGE_MAX = 500, 5000
 PAGE_SIZE_MAX = 1000  # transactions, investment transactions, user transactions
 SYNC_SIZE_MAX = 500
@@ -355,15 +353,6 @@ class MoneyKitClient:
     def introspect(self) -> AppClient:
         """``GET /auth/introspect``: the client and application behind the credentials."""
         return self._parse(self._send("GET", "/auth/introspect"), AppClient)
-
-    def get_jwks(self) -> JWKSet:
-        """``GET /.well-known/jwks.json``: the keys MoneyKit signs webhooks with.
-
-        Sent without a bearer token: the keys are public, and the call must keep working when
-        the credentials do not (a webhook receiver needs it either way).
-        """
-        response = self._send("GET", "/.well-known/jwks.json", authenticated=False)
-        return self._parse(response, JWKSet)
 
     # -- transport ---------------------------------------------------------------------------
 

@@ -221,17 +221,6 @@ class AppClient(_Model):
     disabled_at: UTCDateTime | None = None
 
 
-class JWKSet(_Model):
-    """``GET /.well-known/jwks.json``; keys stay plain dicts so any JWK library can load them."""
-
-    keys: list[dict[str, Any]] = Field(default_factory=list)
-
-    _keys = field_validator("keys", mode="before")(_none_to_list)
-
-    def key(self, kid: str) -> dict[str, Any] | None:
-        return next((k for k in self.keys if k.get("kid") == kid), None)
-
-
 # -- account details ---------------------------------------------------------------------------
 
 

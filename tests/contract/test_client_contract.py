@@ -35,6 +35,7 @@ from linkdesk.moneykit import (
     PermissionDeniedError,
     RateLimitError,
 )
+from linkdesk.webhooks.verify import JWKS_PATH, JwksCache
 from tests.contract.conftest import ContractTarget
 
 pytestmark = pytest.mark.contract
@@ -238,12 +239,17 @@ def test_introspect(client: MoneyKitClient, contract_target: ContractTarget) -> 
     assert app_client.app is not None and app_client.app.app_id
 
 
-def test_jwks_is_fetched_without_a_bearer(logged: tuple[MoneyKitClient, RequestLog]) -> None:
-    client, log = logged
-    jwks = client.get_jwks()
-    assert jwks.keys and all(key["kty"] == "EC" and key["kid"] for key in jwks.keys)
-    assert jwks.key(jwks.keys[0]["kid"]) == jwks.keys[0]
-    assert log.requests == [("GET", "/.well-known/jwks.json", False)]
+def test_webhook_keys_are_fetched_without_a_bearer(contract_target: ContractTarget) -> None:
+    """MoneyKit's JWKS is read in one place: the webhook verifier's key cache."""
+    log = RequestLog()
+    with httpx.Client(timeout=10.0, event_hooks={"request": [log]}) as http:
+        cache = JwksCache.for_base_url(contract_target.base_url, http_client=http)
+        document = http.get(contract_target.base_url + JWKS_PATH).json()
+        kids = [key["kid"] for key in document["keys"]]
+        assert kids and all(cache.key(kid) is not None for kid in kids)
+        assert cache.key("not-a-published-kid") is None
+    assert cache.fetches == 1  # an unknown kid does not refetch within min_refetch
+    assert set(log.requests) == {("GET", JWKS_PATH, False)}
 
 
 # ---------------------------------------------------------------------------- link session

@@ -117,27 +117,6 @@ def test_introspect(router, client):
     assert bearer(route) == f"Bearer {ACCESS_TOKEN}"
 
 
-def test_jwks_is_fetched_without_credentials(router, client):
-    token_route = router.routes[0]
-    jwk = {"kty": "EC", "crv": "P-256", "kid": "k1", "x": "x", "y": "y", "use": "sig"}
-    route = router.get("/.well-known/jwks.json").mock(
-        return_value=httpx.Response(200, json={"keys": [jwk]})
-    )
-    jwks = client.get_jwks()
-    assert jwks.key("k1") == jwk and jwks.key("k2") is None
-    assert bearer(route) is None
-    assert SECRET not in str(route.calls[0].request.headers)
-    assert token_route.call_count == 0
-
-
-def test_jwks_5xx_is_retried(router, client, sleeps):
-    route = router.get("/.well-known/jwks.json").mock(
-        side_effect=[httpx.Response(503), httpx.Response(200, json={"keys": []})]
-    )
-    assert client.get_jwks().keys == []
-    assert route.call_count == 2 and len(sleeps) == 1
-
-
 # -- links ---------------------------------------------------------------------------------------
 
 

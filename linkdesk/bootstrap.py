@@ -1,12 +1,13 @@
 """The one place where Linkdesk's parts are put together.
 
-Production (``dashboard.py`` under ``st.cache_resource``, the CLI) and tests call the same
-``build_services``; tests pass fakes or in-memory parts. Every default is built inside the function,
-so importing this module has no side effects.
+Production (``server.py`` and the dashboard's pages through ``process_services``, the CLI) and
+tests call the same ``build_services``; tests pass fakes or in-memory parts. Every default is built
+inside the function, so importing this module has no side effects.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,13 @@ from linkdesk.store.queries import LinkQueries
 from linkdesk.webhooks.receiver import WebhookReceiver
 from linkdesk.webhooks.verify import JwksCache, WebhookVerifier
 
-__all__ = ["Services", "build_services"]
+__all__ = [
+    "Services",
+    "build_services",
+    "forget_process_services",
+    "process_services",
+    "process_services_built",
+]
 
 
 @dataclass(frozen=True)
@@ -283,3 +290,39 @@ def build_services(
         staff=StaffAuth(store, audit, settings, clock=clock),
         _closers=closers,
     )
+
+
+_process_services: Services | None = None
+_process_services_lock = threading.Lock()
+
+
+def process_services() -> Services:
+    """This process's one set of services, built from the environment on first use.
+
+    The server (webhook route, health probe, metrics, worker thread) and the dashboard's pages
+    share it, so the process has one store pool, one MoneyKit budget and one worker.
+    """
+    global _process_services
+    services = _process_services
+    if services is not None:
+        return services
+    with _process_services_lock:
+        # Another thread may have built them while this one waited for the lock.
+        if _process_services is None:
+            _process_services = build_services()
+        return _process_services
+
+
+def process_services_built() -> bool:
+    return _process_services is not None
+
+
+def forget_process_services() -> None:
+    """Drop this process's services so the next use builds them again from the environment.
+
+    They are dropped, not closed: a page still drawing may hold them (tests and benchmarks use
+    this between runs, as a new deployment would start).
+    """
+    global _process_services
+    with _process_services_lock:
+        _process_services = None

@@ -261,6 +261,11 @@ class Store:
             finally:
                 session.close()
 
+    def ping(self) -> bool:
+        """Whether the database answers: one trivial statement, the same cost at any size."""
+        with self.read() as session:
+            return session.execute(sa.text("SELECT 1")).scalar_one() == 1
+
     def dispose(self) -> None:
         # A shared count still being computed in the background would lose its connection (on
         # in-memory SQLite, the one connection) mid-statement.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
@@ -56,12 +57,13 @@ def _streamlit_inline_script_hashes() -> list[str]:
     Allowing them by hash keeps ``'unsafe-inline'`` out of ``script-src``; when Streamlit
     changes the script, its hash follows because it is read from the installed file.
     """
+    # Located, not imported: the core stays free of Streamlit.
+    spec = importlib.util.find_spec("streamlit")
+    if spec is None or spec.origin is None:
+        return []
     try:
-        import streamlit
-
-        index = Path(streamlit.__file__).parent / "static" / "index.html"
-        text = index.read_bytes()
-    except (ImportError, OSError):
+        text = (Path(spec.origin).parent / "static" / "index.html").read_bytes()
+    except OSError:
         return []
     hashes = []
     for body in _INLINE_SCRIPT.findall(text):

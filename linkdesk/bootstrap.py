@@ -26,7 +26,6 @@ from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
 from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
 from linkdesk.services.discovery import DiscoveryService
-from linkdesk.services.jobs import JobQueue
 from linkdesk.services.outreach import OutreachService
 from linkdesk.services.ratelimit import RateLimiter, RequestBudget
 from linkdesk.services.staff_auth import StaffAuth
@@ -35,6 +34,7 @@ from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
 from linkdesk.store.queries import LinkQueries
+from linkdesk.store.sync_jobs import JobQueue
 from linkdesk.webhooks.receiver import WebhookReceiver
 from linkdesk.webhooks.verify import JwksCache, WebhookVerifier
 

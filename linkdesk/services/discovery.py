@@ -28,12 +28,12 @@ from linkdesk.moneykit.models import LinkListItem
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.ingest import IngestResult, LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
-from linkdesk.services.jobs import PRIORITY_NEW, JobQueue
 from linkdesk.services.ratelimit import RateLimiter
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link
 from linkdesk.store.repository import mark_link_deleted, put_named_state
+from linkdesk.store.sync_jobs import PRIORITY_NEW, JobQueue
 
 __all__ = [
     "DISCOVERY_SUSPECT",

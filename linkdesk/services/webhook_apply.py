@@ -33,11 +33,11 @@ from linkdesk.moneykit.webhook_payload import STATE_CHANGED, TIMESTAMP_SLACK, pa
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.ingest import LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
-from linkdesk.services.jobs import PRIORITY_WEBHOOK, JobQueue
 from linkdesk.services.ratelimit import RequestBudget
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, WebhookDelivery
 from linkdesk.store.repository import apply_event_state, mark_link_deleted, record_read_state_as_of
+from linkdesk.store.sync_jobs import PRIORITY_WEBHOOK, JobQueue
 from linkdesk.store.webhook_queue import claim_events, close_events, pending_event
 
 __all__ = [

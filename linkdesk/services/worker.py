@@ -4,7 +4,7 @@ Webhooks say *that* something changed, but MoneyKit retries them for only about 
 worker also reads every link on a schedule. Each round it
 
 1. applies queued webhook events (when an applier is wired in);
-2. gives every stored link a job in ``sync_jobs`` (see :mod:`linkdesk.services.jobs`);
+2. gives every stored link a job in ``sync_jobs`` (see :mod:`linkdesk.store.sync_jobs`);
 3. runs discovery (``GET /links``) when its own interval is due: new links get a job, links
    listed again after being deleted are read (and so restored), links the listing lacks are read
    one by one within the budget, and only their own read can mark them deleted; a listing that
@@ -47,14 +47,6 @@ from linkdesk.services.discovery import (
 )
 from linkdesk.services.ingest import IngestResult, LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
-from linkdesk.services.jobs import (
-    PRIORITY_NEW,
-    PRIORITY_ROUTINE,
-    PRIORITY_TRIGGERED,
-    PRIORITY_UNHEALTHY,
-    ClaimedJob,
-    JobQueue,
-)
 from linkdesk.services.ratelimit import RequestBudget
 from linkdesk.services.webhook_apply import ApplyReport, WebhookApplier
 from linkdesk.settings import Settings
@@ -62,6 +54,14 @@ from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, SyncAttempt, WorkerState
 from linkdesk.store.queries import LinkQueries, WorkerStatus
 from linkdesk.store.repository import mark_link_deleted, put_named_state
+from linkdesk.store.sync_jobs import (
+    PRIORITY_NEW,
+    PRIORITY_ROUTINE,
+    PRIORITY_TRIGGERED,
+    PRIORITY_UNHEALTHY,
+    ClaimedJob,
+    JobQueue,
+)
 
 __all__ = ["RoundReport", "SyncWorker"]
 

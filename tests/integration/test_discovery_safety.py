@@ -23,10 +23,10 @@ from pydantic import SecretStr
 
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.services.discovery import DISCOVERY_SUSPECT
-from linkdesk.services.jobs import link_job_id
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link, LinkStateChange, SyncJob
 from linkdesk.store.repository import get_named_state
+from linkdesk.store.sync_jobs import link_job_id
 from tests.integration.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox
 
 LINKS = 12

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services
 from linkdesk.health import Health
-from linkdesk.services.jobs import link_job_id
 from linkdesk.store.models import Link, SyncJob, WebhookDelivery
+from linkdesk.store.sync_jobs import link_job_id
 from tests.integration.conftest import Sandbox
 
 ADMIN = Actor("integration-admin", Role.ADMIN)

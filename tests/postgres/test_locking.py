@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from linkdesk.services.jobs import PRIORITY_ROUTINE, JobQueue
 from linkdesk.store.engine import Store, create_engine, migrate
 from linkdesk.store.models import SyncJob
+from linkdesk.store.sync_jobs import PRIORITY_ROUTINE, JobQueue
 from tests.conftest import PostgresDatabases, empty_all_tables
 
 T0 = datetime(2025, 1, 1, 12, tzinfo=UTC)

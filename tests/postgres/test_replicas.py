@@ -42,10 +42,10 @@ from starlette.routing import Route
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.services.errors import LeaseHeld, LeaseNotHeld
-from linkdesk.services.jobs import PRIORITY_TRIGGERED, JobQueue
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine
 from linkdesk.store.models import Link, SyncAttempt, WebhookDelivery, WebhookEvent
+from linkdesk.store.sync_jobs import PRIORITY_TRIGGERED, JobQueue
 from tests.conftest import PostgresDatabases
 from tests.integration.conftest import CLIENT_ID, CLIENT_SECRET, Sandbox, free_port
 

@@ -10,10 +10,10 @@ from linkdesk.__main__ import main as cli_main
 from linkdesk.bootstrap import Services, build_services
 from linkdesk.moneykit import APIConnectionError
 from linkdesk.services.discovery import DISCOVERY_SUSPECT, NOT_FOUND_KEPT
-from linkdesk.services.jobs import link_job_id
 from linkdesk.store.models import Link, LinkStateChange, SyncJob
 from linkdesk.store.queries import Health, LinkFilters
 from linkdesk.store.repository import get_named_state
+from linkdesk.store.sync_jobs import link_job_id
 
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeMoneyKit

@@ -15,10 +15,10 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from linkdesk.bootstrap import Services, build_services
-from linkdesk.services.jobs import PRIORITY_WEBHOOK, link_job_id
 from linkdesk.services.webhook_apply import ApplyReport
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link, SyncJob, WebhookDelivery, WebhookEvent, WorkerState
+from linkdesk.store.sync_jobs import PRIORITY_WEBHOOK, link_job_id
 from linkdesk.webhooks.asgi import webhook_route
 from linkdesk.webhooks.receiver import WebhookReceiver
 from linkdesk.webhooks.verify import Reason

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 
 from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services, build_services
-from linkdesk.services.jobs import DISCOVERY_JOB, PRIORITY_TRIGGERED, link_job_id
 from linkdesk.services.ratelimit import Limit, RequestBudget
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link, LinkStateChange, SyncAttempt, SyncJob, WorkerState
+from linkdesk.store.sync_jobs import DISCOVERY_JOB, PRIORITY_TRIGGERED, link_job_id
 from tests.unit.conftest import FakeClock, FakeMoneyKit
 
 ADMIN = Actor("root", Role.ADMIN)

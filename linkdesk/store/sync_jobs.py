@@ -1,4 +1,4 @@
-"""The worker's durable job queue (table ``sync_jobs``).
+"""The worker's durable job queue (table ``sync_jobs``), and its only writer.
 
 One row per link (``link:<id>``) plus one ``discovery`` row. A job is *claimed* by one conditional
 UPDATE that only succeeds while nobody holds an unexpired claim, so two workers (threads or

@@ -64,19 +64,16 @@ class SessionStarter(ConnectBase):
         now = self._clock()
         actor_name = actor.name if isinstance(actor, Actor) else actor
         with self._store.write() as session:
-            session.add(
-                ConnectSession(
-                    id=session_id,
-                    mode=mode,
-                    customer_id=customer_id,
-                    link_id=link_id,
-                    started_by=actor_name,
-                    started_at=now,
-                    outcome="failed" if error else "pending",
-                    failure_message=error.user_message if error else None,
-                    finished_at=now if error else None,
-                    token_sha256=_token_hash(token) if token else None,
-                )
+            repo.record_session_start(
+                session,
+                session_id=session_id,
+                mode=mode,
+                customer_id=customer_id,
+                link_id=link_id,
+                started_by=actor_name,
+                now=now,
+                failure_message=error.user_message if error else None,
+                token_sha256=_token_hash(token) if token else None,
             )
             self._audit.add(
                 session,

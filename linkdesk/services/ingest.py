@@ -11,9 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import (
     LinkBadStateError,
@@ -21,53 +18,22 @@ from linkdesk.moneykit.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from linkdesk.moneykit.models import REFRESH_FAILED
 from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.store.contacts import remember_moneykit_email
 from linkdesk.store.engine import Store
-from linkdesk.store.models import Institution, Link, LinkProduct
+from linkdesk.store.models import Institution
 from linkdesk.store.repository import (
     LinkUpsert,
     customer_from_tags,
     replace_accounts,
+    replace_products,
     upsert_institution,
     upsert_link,
 )
 
-__all__ = ["IngestResult", "LinkIngestor", "store_products"]
-
-_MAX_ERROR_MESSAGE = 500
-
-
-def store_products(session: Session, link: ApiLink, now: datetime) -> None:
-    """Replace the stored products of ``link`` and its ``refresh_issue`` with MoneyKit's view."""
-    session.execute(sa.delete(LinkProduct).where(LinkProduct.link_id == link.link_id))
-    for name, status in sorted(link.products.items()):
-        if status is None:
-            continue
-        session.add(
-            LinkProduct(
-                link_id=link.link_id,
-                product=name[:40],
-                refreshed_at=status.refreshed_at,
-                last_attempted_at=status.last_attempted_at,
-                error_code=status.error_code[:60] if status.error_code else None,
-                error_message=(
-                    status.error_message[:_MAX_ERROR_MESSAGE] if status.error_message else None
-                ),
-                refresh_state=status.refresh_state,
-                updated_at=now,
-            )
-        )
-    row = session.get(Link, link.link_id)
-    if row is not None and row.refresh_issue != link.refresh_issue:
-        if REFRESH_FAILED in (row.refresh_issue, link.refresh_issue):
-            # A refresh failing or recovering is news about the link (the Links page's order);
-            # one merely starting or landing is not.
-            row.updated_at = now
-        row.refresh_issue = link.refresh_issue
+__all__ = ["IngestResult", "LinkIngestor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +121,7 @@ class LinkIngestor:
                 created_at=created_at,
             )
             if not result.skipped_as_older:
-                store_products(session, link, now)
+                replace_products(session, link, now)
             if accounts is not None and not result.skipped_as_older:
                 replace_accounts(session, link.link_id, accounts, now)
             if customer and not result.skipped_as_older:

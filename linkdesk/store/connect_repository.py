@@ -29,6 +29,7 @@ __all__ = [
     "insert_event",
     "institution_name",
     "move_lease",
+    "record_session_start",
     "release_lease",
     "stored_seqs",
     "take_lease",
@@ -109,6 +110,37 @@ def move_lease(
 
 
 # -- sessions ----------------------------------------------------------------------------------
+
+
+def record_session_start(
+    session: Session,
+    *,
+    session_id: str,
+    mode: str,
+    customer_id: str | None,
+    link_id: str | None,
+    started_by: str,
+    now: datetime,
+    failure_message: str | None,
+    token_sha256: str | None,
+) -> None:
+    """A session as it starts: pending, or failed at once when MoneyKit refused to open it
+    (``failure_message``). Only a hash of its link-session token is kept."""
+    failed = failure_message is not None
+    session.add(
+        ConnectSession(
+            id=session_id,
+            mode=mode,
+            customer_id=customer_id,
+            link_id=link_id,
+            started_by=started_by,
+            started_at=now,
+            outcome="failed" if failed else "pending",
+            failure_message=failure_message,
+            finished_at=now if failed else None,
+            token_sha256=token_sha256,
+        )
+    )
 
 
 def close_unfinished(session: Session, session_id: str, *, now: datetime, message: str) -> bool:

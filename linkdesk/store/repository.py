@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from linkdesk.moneykit.models import REFRESH_FAILED
 from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.store.models import (
@@ -28,6 +29,7 @@ from linkdesk.store.models import (
     Customer,
     Institution,
     Link,
+    LinkProduct,
     LinkStateChange,
     WorkerState,
 )
@@ -47,12 +49,14 @@ __all__ = [
     "put_named_state",
     "record_read_state_as_of",
     "replace_accounts",
+    "replace_products",
     "touch_link_webhook",
     "upsert_institution",
     "upsert_link",
 ]
 
 IMAGE_SLOTS = ("logo", "logo_dark", "avatar", "avatar_dark")
+_MAX_PRODUCT_ERROR = 500
 
 
 def customer_from_tags(tags: Iterable[str], prefix: str) -> str | None:
@@ -396,6 +400,35 @@ def record_read_state_as_of(
         )
         .values(state_as_of=max(event_at, read_at))
     )
+
+
+def replace_products(session: Session, link: ApiLink, now: datetime) -> None:
+    """Replace the stored products of ``link`` and its ``refresh_issue`` with MoneyKit's view."""
+    session.execute(sa.delete(LinkProduct).where(LinkProduct.link_id == link.link_id))
+    for name, status in sorted(link.products.items()):
+        if status is None:
+            continue
+        session.add(
+            LinkProduct(
+                link_id=link.link_id,
+                product=name[:40],
+                refreshed_at=status.refreshed_at,
+                last_attempted_at=status.last_attempted_at,
+                error_code=status.error_code[:60] if status.error_code else None,
+                error_message=(
+                    status.error_message[:_MAX_PRODUCT_ERROR] if status.error_message else None
+                ),
+                refresh_state=status.refresh_state,
+                updated_at=now,
+            )
+        )
+    row = session.get(Link, link.link_id)
+    if row is not None and row.refresh_issue != link.refresh_issue:
+        if REFRESH_FAILED in (row.refresh_issue, link.refresh_issue):
+            # A refresh failing or recovering is news about the link (the Links page's order);
+            # one merely starting or landing is not.
+            row.updated_at = now
+        row.refresh_issue = link.refresh_issue
 
 
 def replace_accounts(

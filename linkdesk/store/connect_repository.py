@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
+from linkdesk.store.repository import insert_if_absent
 
 __all__ = [
     "claim_completion",
@@ -36,25 +36,6 @@ __all__ = [
 ]
 
 
-def _insert_skipping_conflict(
-    session: Session, model: type[Any], values: Mapping[str, Any], key: list[str]
-) -> bool:
-    """Insert one row unless its unique ``key`` exists; True when inserted."""
-    dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=key)
-        return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
-    # Other databases: the unique constraint still decides; a savepoint keeps the surrounding
-    # transaction usable when the row exists already.
-    try:
-        with session.begin_nested():
-            session.add(model(**values))
-        return True
-    except sa.exc.IntegrityError:
-        return False
-
-
 # -- leases ----------------------------------------------------------------------------------
 
 
@@ -63,7 +44,7 @@ def take_lease(
 ) -> tuple[str, datetime] | None:
     """Reserve ``values["link_id"]`` for ``values["holder"]``: None when won, else the holder
     and expiry of the lease that stands in the way."""
-    if _insert_skipping_conflict(session, RelinkLease, values, ["link_id"]):
+    if insert_if_absent(session, RelinkLease, dict(values), ["link_id"]):
         return None
     link_id = values["link_id"]
     won = session.execute(
@@ -232,7 +213,7 @@ def stored_seqs(session: Session, session_id: str) -> set[int]:
 
 def insert_event(session: Session, values: Mapping[str, Any]) -> int:
     """Store one log entry unless its ``(session_id, seq)`` is stored; 1 when inserted."""
-    return int(_insert_skipping_conflict(session, ConnectEvent, values, ["session_id", "seq"]))
+    return int(insert_if_absent(session, ConnectEvent, dict(values), ["session_id", "seq"]))
 
 
 def institution_name(session: Session, link_id: str | None) -> str | None:

@@ -11,7 +11,9 @@ import streamlit as st
 
 from linkdesk.auth import Permission
 from linkdesk.errors import ServiceError
-from linkdesk.services.outreach import CampaignProgress, PlannedEmail, filters_from_params
+from linkdesk.services.outreach import PlannedEmail
+from linkdesk.services.outreach_text import filters_from_params
+from linkdesk.services.outreach_tracking import CampaignProgress
 from ui.auth import require_actor
 from ui.errors import guarded
 from ui.outreach import dashboard_origin

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from linkdesk.services.outreach import Tracking
+from linkdesk.services.outreach_tracking import Tracking
 from ui.wiring import get_services
 
 STAGE_LABELS = {

@@ -9,16 +9,16 @@ gets a second live one: a link that already has one is listed and not emailed.
 Addresses come from MoneyKit's ``customer_user.email`` (stored during sync), else from a CSV
 import by an admin. Customers without one are listed in the plan and in the campaign's report.
 
-Tracking per email: sent → opened (the repair page validated the token) → finished, or expired.
+Tracking per email: sent → opened (the repair page validated the token) → finished, or expired
+(:mod:`~linkdesk.services.outreach_tracking`); the template and its text are in
+:mod:`~linkdesk.services.outreach_text`.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import logging
-import re
 import threading
 import time
 import uuid
@@ -35,6 +35,18 @@ from linkdesk.health import Health
 from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, is_valid_address, send_mail
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.customer_links import CustomerLinkService
+from linkdesk.services.outreach_text import (
+    DEFAULT_TEMPLATE,
+    EmailTemplate,
+    RenderedEmail,
+    check_template,
+    describe_filters,
+    filters_as_json,
+    render_email,
+)
+from linkdesk.services.outreach_tracking import (
+    OutreachTracking,
+)
 from linkdesk.services.ratelimit import RateLimiter
 from linkdesk.settings import Settings
 from linkdesk.store.contacts import FROM_IMPORT, FROM_MONEYKIT, emails_of
@@ -51,25 +63,14 @@ from linkdesk.store.models import (
 from linkdesk.store.queries import LinkFilters, LinkQueries, LinkRow
 
 __all__ = [
-    "DEFAULT_TEMPLATE",
     "MAX_CAMPAIGN_LINKS",
-    "CampaignProgress",
     "EmailNotConfigured",
-    "EmailTemplate",
     "ImportProblem",
     "ImportReport",
-    "MessageRow",
     "OutreachChanged",
-    "OutreachFunnel",
     "OutreachPlan",
     "OutreachService",
     "PlannedEmail",
-    "RenderedEmail",
-    "TemplateInvalid",
-    "Tracking",
-    "describe_filters",
-    "filters_from_params",
-    "render_email",
 ]
 
 logger = logging.getLogger("linkdesk.outreach")
@@ -78,15 +79,8 @@ logger = logging.getLogger("linkdesk.outreach")
 MAX_CAMPAIGN_LINKS = 5000
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 TEMPLATE_NAME = "relink"
-PLACEHOLDERS = ("institution_name", "customer_id", "link", "expires_at", "logo")
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_LOGO_URI = re.compile(r"data:image/(?:svg\+xml|png|jpeg|webp|gif);base64,[A-Za-z0-9+/]+={0,2}")
 _CLAIM = timedelta(minutes=2)
 _CHUNK = 500
-
-
-class TemplateInvalid(ServiceError):
-    pass
 
 
 class OutreachChanged(ServiceError):
@@ -96,43 +90,6 @@ class OutreachChanged(ServiceError):
 class EmailNotConfigured(ServiceError):
     def __init__(self) -> None:
         super().__init__("Email is not set up: set LINKDESK_SMTP_HOST (see the README).")
-
-
-@dataclass(frozen=True, slots=True)
-class EmailTemplate:
-    subject: str
-    text: str
-    html: str
-    updated_by: str | None = None
-    updated_at: datetime | None = None
-
-
-DEFAULT_TEMPLATE = EmailTemplate(
-    subject="Please reconnect your {{institution_name}} account",
-    text=(
-        "Hello,\n\n"
-        "Your connection to {{institution_name}} stopped working, so we can no longer see your "
-        "accounts there. Please reconnect it with this link:\n\n"
-        "{{link}}\n\n"
-        "The link works once, until {{expires_at}}. You sign in to your bank in a secure "
-        "window; we never see your bank password.\n\n"
-        "If you did not expect this email, you can ignore it.\n"
-    ),
-    html=(
-        '<!doctype html>\n<html><body style="font-family:Arial,sans-serif;color:#222">\n'
-        "{{logo}}\n"
-        "<p>Hello,</p>\n"
-        "<p>Your connection to <strong>{{institution_name}}</strong> stopped working, so we can "
-        "no longer see your accounts there. Please reconnect it:</p>\n"
-        '<p><a href="{{link}}" style="background:#1d4ed8;color:#fff;padding:10px 16px;'
-        'border-radius:6px;text-decoration:none">Reconnect {{institution_name}}</a></p>\n'
-        "<p>The link works once, until {{expires_at}}. You sign in to your bank in a secure "
-        "window; we never see your bank password.</p>\n"
-        '<p style="color:#666;font-size:12px">If the button does not work, open this address: '
-        "{{link}}<br>If you did not expect this email, you can ignore it.</p>\n"
-        "</body></html>\n"
-    ),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +123,6 @@ class OutreachPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class RenderedEmail:
-    to: str
-    subject: str
-    text: str
-    html: str
-
-
-@dataclass(frozen=True, slots=True)
 class ImportProblem:
     line: int
     message: str
@@ -188,184 +137,8 @@ class ImportReport:
     kept_from_moneykit: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class CampaignProgress:
-    id: str
-    status: str
-    description: str
-    created_by: str
-    created_at: datetime
-    finished_at: datetime | None
-    total: int
-    sent: int
-    failed: int
-    skipped: int
-    waiting: int
-    sender_alive: bool
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.failed + self.skipped
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-    @property
-    def finished(self) -> bool:
-        return self.status != "sending"
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    link_id: str
-    customer_id: str | None
-    email: str | None
-    status: str
-    detail: str | None
-    sent_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Tracking:
-    """Where one emailed relink link stands: sent → opened → finished (or expired)."""
-
-    campaign_id: str
-    link_id: str
-    customer_id: str | None
-    institution_name: str | None
-    email: str | None
-    status: str  # the message: sent | failed | skipped | pending | sending
-    detail: str | None
-    created_at: datetime
-    sent_at: datetime | None
-    opened_at: datetime | None
-    finished_at: datetime | None
-    outcome: str | None
-    expires_at: datetime | None
-    stage: str  # not sent | sent | opened | finished | expired | ended (<outcome>)
-
-
-@dataclass(frozen=True, slots=True)
-class OutreachFunnel:
-    emailed: int
-    opened: int
-    finished: int
-    expired: int
-    failed: int
-    not_emailed: int
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def describe_filters(filters: LinkFilters, institution_name: str | None = None) -> str:
-    parts = []
-    if filters.health is not None:
-        parts.append(f"health {filters.health.value}")
-    if filters.error_code:
-        parts.append(f"error {filters.error_code}")
-    if filters.institution_id:
-        parts.append(f"bank {institution_name or filters.institution_id}")
-    if filters.customer:
-        parts.append(f"customer starts with {filters.customer}")
-    if filters.search:
-        parts.append(f"search {filters.search}")
-    return ", ".join(parts) if parts else "all links"
-
-
-def _filters_json(filters: LinkFilters) -> dict[str, str]:
-    values = {
-        "health": filters.health.value if filters.health else None,
-        "error": filters.error_code,
-        "institution": filters.institution_id,
-        "customer": filters.customer,
-        "q": filters.search,
-    }
-    return {key: value for key, value in values.items() if value}
-
-
-def filters_from_params(params: dict[str, str | None]) -> LinkFilters:
-    """The Links page's filters from its query parameters (health, error, institution, …)."""
-    health = params.get("health")
-    try:
-        health_value = Health(health) if health else None
-    except ValueError as exc:
-        raise ServiceError(f"Unknown health filter {health!r}.") from exc
-    return LinkFilters(
-        health=health_value,
-        error_code=(params.get("error") or "").strip() or None,
-        institution_id=(params.get("institution") or "").strip() or None,
-        customer=(params.get("customer") or "").strip() or None,
-        search=(params.get("q") or "").strip() or None,
-    )
-
-
-def _check_template(template: EmailTemplate) -> None:
-    problems = []
-    for part, text in (
-        ("subject", template.subject),
-        ("text", template.text),
-        ("HTML", template.html),
-    ):
-        if not text.strip():
-            problems.append(f"the {part} is empty")
-        for line_no, line in enumerate(text.splitlines() or [""], start=1):
-            for match in _PLACEHOLDER.finditer(line):
-                if match.group(1) not in PLACEHOLDERS:
-                    problems.append(
-                        f"unknown placeholder {{{{{match.group(1)}}}}} in the {part}, "
-                        f"line {line_no}"
-                    )
-    for part, text in (("text", template.text), ("HTML", template.html)):
-        names = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
-        if "link" not in names:
-            problems.append(f"the {part} must contain {{{{link}}}}")
-    if "{{link}}" in template.subject.replace(" ", ""):
-        problems.append("the subject must not contain the link")
-    if problems:
-        raise TemplateInvalid("The template was not saved: " + "; ".join(problems) + ".")
-
-
-def _fill(text: str, values: dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)
-
-
-def render_email(
-    template: EmailTemplate,
-    *,
-    to: str,
-    institution_name: str,
-    customer_id: str,
-    link: str,
-    expires_at: datetime,
-    logo: str | None,
-) -> RenderedEmail:
-    """The email for one customer. In the HTML every value is escaped, and the logo is the
-    stored ``data:`` image or nothing (never a remote URL)."""
-    expiry = f"{expires_at:%d %B %Y, %H:%M} UTC"
-    plain = {
-        "institution_name": institution_name,
-        "customer_id": customer_id,
-        "link": link,
-        "expires_at": expiry,
-        "logo": "",
-    }
-    logo_html = ""
-    if logo and _LOGO_URI.fullmatch(logo):
-        logo_html = (
-            f'<img src="{logo}" alt="{html.escape(institution_name)}" height="40" '
-            'style="height:40px;margin-bottom:12px">'
-        )
-    escaped = {key: html.escape(value, quote=True) for key, value in plain.items()}
-    escaped["logo"] = logo_html
-    return RenderedEmail(
-        to=to,
-        subject=" ".join(_fill(template.subject, plain).split()),
-        text=_fill(template.text, plain),
-        html=_fill(template.html, escaped),
-    )
 
 
 def _base_url(value: str | None) -> str:
@@ -391,7 +164,7 @@ def _thread_runner(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
-class OutreachService:
+class OutreachService(OutreachTracking):
     def __init__(
         self,
         *,
@@ -549,7 +322,7 @@ class OutreachService:
         actor = as_actor(actor, self._settings.default_role)
         require(actor, Permission.SETTINGS)
         template = EmailTemplate(subject.strip(), text, html_body)
-        _check_template(template)
+        check_template(template)
         now = self._clock()
         with self._store.write() as session:
             row = session.get(OutreachTemplate, TEMPLATE_NAME)
@@ -718,7 +491,7 @@ class OutreachService:
                     created_by=actor.name,
                     created_role=actor.role.value,
                     created_at=now,
-                    filters=_filters_json(filters),
+                    filters=filters_as_json(filters),
                     description=plan.description[:500],
                     repair_base_url=base,
                     status="sending",
@@ -946,107 +719,6 @@ class OutreachService:
                 detail=f"campaign {campaign_id[:8]}",
             )
 
-    # -- progress and tracking -------------------------------------------------------------------
-
-    def progress(self, campaign_id: str) -> CampaignProgress | None:
-        now = self._clock()
-        with self._store.read() as session:
-            campaign = session.get(OutreachCampaign, campaign_id)
-            if campaign is None:
-                return None
-            counts = dict(
-                session.execute(
-                    sa.select(OutreachMessage.status, sa.func.count())
-                    .where(OutreachMessage.campaign_id == campaign_id)
-                    .group_by(OutreachMessage.status)
-                ).all()
-            )
-            alive = campaign.claimed_until is not None and campaign.claimed_until > now
-            return CampaignProgress(
-                id=campaign.id,
-                status=campaign.status,
-                description=campaign.description,
-                created_by=campaign.created_by,
-                created_at=campaign.created_at,
-                finished_at=campaign.finished_at,
-                total=sum(counts.values()),
-                sent=counts.get("sent", 0),
-                failed=counts.get("failed", 0),
-                skipped=counts.get("skipped", 0),
-                waiting=counts.get("pending", 0) + counts.get("sending", 0),
-                sender_alive=alive,
-            )
-
-    def recent_campaigns(self, limit: int = 10) -> list[CampaignProgress]:
-        with self._store.read() as session:
-            ids = session.scalars(
-                sa.select(OutreachCampaign.id)
-                .order_by(OutreachCampaign.created_at.desc())
-                .limit(limit)
-            ).all()
-        return [p for i in ids if (p := self.progress(i)) is not None]
-
-    def messages(
-        self, campaign_id: str, *, statuses: tuple[str, ...] | None = None
-    ) -> list[MessageRow]:
-        stmt = sa.select(OutreachMessage).where(OutreachMessage.campaign_id == campaign_id)
-        if statuses:
-            stmt = stmt.where(OutreachMessage.status.in_(statuses))
-        with self._store.read() as session:
-            return [
-                MessageRow(m.link_id, m.customer_id, m.email, m.status, m.detail, m.sent_at)
-                for m in session.scalars(stmt.order_by(OutreachMessage.id))
-            ]
-
-    def _tracking(self, where: list[sa.ColumnElement[bool]], limit: int) -> list[Tracking]:
-        now = self._clock()
-        stmt = (
-            sa.select(OutreachMessage, CustomerLinkToken, Institution.name)
-            .outerjoin(CustomerLinkToken, CustomerLinkToken.id == OutreachMessage.token_id)
-            .outerjoin(Institution, Institution.institution_id == OutreachMessage.institution_id)
-            .where(*where)
-            .order_by(OutreachMessage.created_at.desc(), OutreachMessage.id.desc())
-            .limit(limit)
-        )
-        with self._store.read() as session:
-            rows = session.execute(stmt).all()
-        return [_tracking(message, token, name, now) for message, token, name in rows]
-
-    def customer_tracking(self, customer_id: str, limit: int = 50) -> list[Tracking]:
-        """Every relink email of one customer, newest first, with where it stands."""
-        return self._tracking([OutreachMessage.customer_id == customer_id], limit)
-
-    def link_stages(self, link_ids: Iterable[str]) -> dict[str, str]:
-        """The stage of each link's latest relink email (for a column in a list of links)."""
-        wanted = sorted(set(link_ids))
-        if not wanted:
-            return {}
-        stages: dict[str, str] = {}
-        for row in self._tracking([OutreachMessage.link_id.in_(wanted)], limit=len(wanted) * 5):
-            stages.setdefault(row.link_id, row.stage)
-        return stages
-
-    def funnel(
-        self, since: datetime, until: datetime, institution_id: str | None = None
-    ) -> OutreachFunnel:
-        """Relink emails of campaigns started in [since, until): emailed → opened → finished."""
-        where: list[sa.ColumnElement[bool]] = [
-            OutreachMessage.created_at >= since,
-            OutreachMessage.created_at < until,
-        ]
-        if institution_id:
-            where.append(OutreachMessage.institution_id == institution_id)
-        rows = self._tracking(where, limit=1_000_000)
-        emailed = [r for r in rows if r.status == "sent"]
-        return OutreachFunnel(
-            emailed=len(emailed),
-            opened=sum(1 for r in emailed if r.opened_at is not None),
-            finished=sum(1 for r in emailed if r.stage == "finished"),
-            expired=sum(1 for r in emailed if r.stage == "expired"),
-            failed=sum(1 for r in rows if r.status == "failed"),
-            not_emailed=sum(1 for r in rows if r.status == "skipped"),
-        )
-
 
 def _because(planned: PlannedEmail, reason: str) -> PlannedEmail:
     return PlannedEmail(
@@ -1057,39 +729,4 @@ def _because(planned: PlannedEmail, reason: str) -> PlannedEmail:
         planned.email,
         planned.email_source,
         reason,
-    )
-
-
-def _stage(message: OutreachMessage, token: CustomerLinkToken | None, now: datetime) -> str:
-    if message.status != "sent":
-        return "not sent"
-    if token is None:  # its relink link was removed (a demo reset): only the sending is known
-        return "sent"
-    if token.finished_at is not None:
-        return "finished" if token.outcome == "success" else f"ended ({token.outcome})"
-    if token.used_at is None and token.expires_at <= now:
-        return "expired"
-    if token.opened_at is not None or token.used_at is not None:
-        return "opened"
-    return "sent"
-
-
-def _tracking(
-    message: OutreachMessage, token: CustomerLinkToken | None, name: str | None, now: datetime
-) -> Tracking:
-    return Tracking(
-        campaign_id=message.campaign_id,
-        link_id=message.link_id,
-        customer_id=message.customer_id,
-        institution_name=name,
-        email=message.email,
-        status=message.status,
-        detail=message.detail,
-        created_at=message.created_at,
-        sent_at=message.sent_at,
-        opened_at=token.opened_at if token else None,
-        finished_at=token.finished_at if token else None,
-        outcome=token.outcome if token else None,
-        expires_at=token.expires_at if token else None,
-        stage=_stage(message, token, now),
     )

@@ -6,7 +6,8 @@ their own thread (Slack-compatible webhook, HMAC-signed JSON webhook, email).
 from linkdesk.alerts.channels import Channel, build_channels, sign_payload
 from linkdesk.alerts.outbox import Dispatcher
 from linkdesk.alerts.rules import DEFAULT_RULES, RULE_KINDS, RuleSpec, validate_params
-from linkdesk.alerts.service import AlertRunner, AlertService
+from linkdesk.alerts.runner import AlertRunner
+from linkdesk.alerts.service import AlertService
 
 __all__ = [
     "DEFAULT_RULES",

@@ -1,7 +1,7 @@
 """Alert rules, incidents and what staff do about them.
 
-Every worker evaluates the rules on its own interval (:class:`AlertRunner`); several may do it at
-the same moment, so each decision is a conditional write that the database settles:
+Every worker evaluates the rules on its own interval (:mod:`linkdesk.alerts.runner`); several
+may do it at the same moment, so each decision is a conditional write that the database settles:
 
 * fire — INSERT of the alert with ``open_key = <rule>|<key>`` unless one is open (unique
   constraint): one alert per incident, whoever sees it first;
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +25,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from linkdesk.alerts.evaluate import Evaluator, Finding
-from linkdesk.alerts.outbox import Dispatcher
 from linkdesk.alerts.rules import (
     CHANNEL_NAMES,
     DEFAULT_RULES,
@@ -49,7 +47,6 @@ from linkdesk.store.repository import insert_if_absent
 
 __all__ = [
     "AlertRow",
-    "AlertRunner",
     "AlertService",
     "EvaluationReport",
     "HistoryRow",
@@ -616,59 +613,3 @@ class AlertService:
                 )
                 for n in rows
             ]
-
-
-class AlertRunner:
-    """What a worker runs: an evaluation every ``interval`` (called from its rounds, quick: a few
-    indexed queries) and the dispatcher in a thread of its own, so a channel that hangs for its
-    whole timeout never delays a round."""
-
-    def __init__(
-        self,
-        service: AlertService,
-        dispatcher: Dispatcher,
-        *,
-        interval: timedelta,
-        monotonic: Callable[[], float],
-    ) -> None:
-        self.service = service
-        self.dispatcher = dispatcher
-        self._interval = interval.total_seconds()
-        self._monotonic = monotonic
-        self._last: float | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def tick(self) -> EvaluationReport | None:
-        """Evaluate when the interval has passed; never raises (alerts must not stop syncing)."""
-        now = self._monotonic()
-        if self._last is not None and now - self._last < self._interval:
-            return None
-        self._last = now
-        try:
-            report = self.service.evaluate()
-        except Exception:
-            log.exception("alert evaluation failed")
-            return None
-        if report.fired or report.reminded or report.resolved:
-            self.dispatcher.wake.set()
-        return report
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self.dispatcher.run_forever,
-            args=(self._stop,),
-            name="linkdesk-alerts",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        self.dispatcher.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from linkdesk.alerts.service import AlertRunner
+from linkdesk.alerts.runner import AlertRunner
 from linkdesk.auth import Actor, Permission, require
 from linkdesk.health import Health, HealthThresholds, assess_link
 from linkdesk.moneykit.client import MoneyKitClient

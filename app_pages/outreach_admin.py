@@ -9,7 +9,7 @@ import streamlit as st
 from linkdesk.auth import Permission
 from linkdesk.errors import ServiceError
 from linkdesk.mail import SmtpSettings
-from linkdesk.services.outreach import ImportReport
+from linkdesk.services.outreach_setup import ImportReport
 from linkdesk.services.outreach_text import PLACEHOLDERS, render_email
 from ui.auth import require_actor
 from ui.wiring import get_services

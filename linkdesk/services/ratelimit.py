@@ -1,4 +1,12 @@
-"""A small thread-safe token bucket that keeps a sync pass inside MoneyKit's per-app limits."""
+"""MoneyKit's request limits, kept by the worker: a token bucket and exact sliding windows.
+
+Why not the ``limits`` library (5.8.0, whose moving windows keyed per link would otherwise do):
+its in-memory storage reads the wall clock itself (``time.time()``, eleven times in
+``limits/storage/memory.py``) and expires entries from a ``threading.Timer`` of its own. The
+windows here follow the worker's injected monotonic clock instead, which is what lets the
+worker's tests step time rather than sleep through a minute, and keeps a wall-clock step (NTP)
+from opening or closing a window. Each window holds at most its limit's calls; no more code.
+"""
 
 from __future__ import annotations
 

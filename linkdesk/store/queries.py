@@ -502,8 +502,11 @@ def forget_stored_summary(store: Store) -> None:
 class _StoredSummary:
     """The last health summary any process counted: one ``worker_state`` row."""
 
-    def __init__(self, store: Store, thresholds: HealthThresholds) -> None:
-        self._store, self._thresholds = store, thresholds
+    def __init__(
+        self, store: Store, thresholds: HealthThresholds, wall: Callable[[], float] = time.time
+    ) -> None:
+        # ``wall``: seconds since the epoch, the one clock processes share for the row's age.
+        self._store, self._thresholds, self._wall = store, thresholds, wall
 
     def load(self) -> tuple[HealthSummary, float] | None:
         with self._store.read() as session:
@@ -513,10 +516,10 @@ class _StoredSummary:
         if summary is None or not isinstance(saved_at, int | float) or isinstance(saved_at, bool):
             return None
         # Its age in real time: the verdict clock (computed_at) may be set apart, as in tests.
-        return summary, time.time() - saved_at
+        return summary, self._wall() - saved_at
 
     def save(self, value: HealthSummary) -> None:
-        record = value.to_record(self._thresholds) | {"saved_at": time.time()}
+        record = value.to_record(self._thresholds) | {"saved_at": self._wall()}
         with self._store.write() as session:
             put_named_state(session, SUMMARY_STATE_NAME, record, _utcnow())
 
@@ -530,7 +533,11 @@ class LinkQueries:
         *,
         clock: Callable[[], datetime] | None = None,
         thresholds: HealthThresholds | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``monotonic`` and ``wall`` measure how old a shared count is (in this process, and
+        across processes through the store); tests step them instead of sleeping."""
         self._store = store
         self._clock = clock or _utcnow
         self._thresholds = thresholds or HealthThresholds()
@@ -541,13 +548,18 @@ class LinkQueries:
         self._images: dict[str, tuple[tuple[str | None, ...], tuple[str | None, ...]]] = {}
         self._shared_summary = SharedResult(
             self._compute_health_summary,
-            remembered=_StoredSummary(store, self._thresholds),
+            remembered=_StoredSummary(store, self._thresholds, wall),
             recall_max_age=SUMMARY_RECALL_MAX_AGE,
+            monotonic=monotonic,
         )
-        self._shared_worker_status = SharedResult(self._compute_worker_status)
-        self._shared_institution_names = SharedResult(self._compute_institution_names)
+        self._shared_worker_status = SharedResult(self._compute_worker_status, monotonic=monotonic)
+        self._shared_institution_names = SharedResult(
+            self._compute_institution_names, monotonic=monotonic
+        )
         # Only to choose a plan (see _where): minutes-old counts are good enough.
-        self._shared_institution_counts = SharedResult(self._compute_institution_counts)
+        self._shared_institution_counts = SharedResult(
+            self._compute_institution_counts, monotonic=monotonic
+        )
 
     @property
     def thresholds(self) -> HealthThresholds:

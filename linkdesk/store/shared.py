@@ -60,7 +60,10 @@ class SharedResult(Generic[_T]):
         *,
         remembered: Remembered[_T] | None = None,
         recall_max_age: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``monotonic``: the clock ages are measured with (tests step one instead of sleeping)."""
+        self._monotonic = monotonic
         self._compute = compute
         self._remembered = remembered
         self._recall_max_age = recall_max_age
@@ -75,7 +78,7 @@ class SharedResult(Generic[_T]):
 
     def _current(self) -> tuple[_T | None, float]:
         with self._lock:
-            return self._value, time.monotonic() - self._at
+            return self._value, self._monotonic() - self._at
 
     def get_if_ready(self, max_age: float, *, wait: float = 0.0) -> _T | None:
         """Like :meth:`get`, but does not wait for a computation (beyond ``wait`` seconds, for a
@@ -166,14 +169,14 @@ class SharedResult(Generic[_T]):
             return None, 0.0
         value, age = found
         with self._lock:
-            mine = self._value is not None and time.monotonic() - self._at <= age
+            mine = self._value is not None and self._monotonic() - self._at <= age
         if not mine:
             self._store(value, age=max(age, 0.0))
         return self._current()
 
     def _store(self, value: _T, *, age: float) -> _T:
         with self._lock:
-            self._value, self._at = value, time.monotonic() - age
+            self._value, self._at = value, self._monotonic() - age
             self._computed.notify_all()
         return value
 

@@ -55,8 +55,29 @@ def add_link(
         )
 
 
-def queries(store: Store) -> LinkQueries:
-    return LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
+class Ticker:
+    """A stepped clock for the ages of shared counts: one for this process's monotonic time and,
+    shifted by a fixed epoch, for the wall time processes share through the store."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def queries(store: Store, ticker: Ticker | None = None) -> LinkQueries:
+    if ticker is None:
+        return LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
+    return LinkQueries(
+        store, clock=lambda: T0 + timedelta(hours=1), monotonic=ticker, wall=ticker.wall
+    )
 
 
 def test_a_capped_count_stops_after_cap_plus_one(store: Store) -> None:
@@ -100,11 +121,12 @@ def test_a_shared_summary_is_reused_within_max_age_and_recounted_at_zero(store: 
 
 
 def test_a_stale_shared_summary_is_served_while_one_thread_recounts(store: Store) -> None:
-    links = queries(store)
+    ticker = Ticker()
+    links = queries(store, ticker)
     add_link(store, "mk_001")
     assert links.health_summary(max_age=3600).total == 1
     add_link(store, "mk_002")
-    time.sleep(0.6)
+    ticker.advance(0.6)
 
     # Past max_age (but inside the refresh window, ten max_ages) the old value comes back at
     # once and a background thread recounts; the next caller sees the new count.
@@ -121,30 +143,32 @@ def _finish_refreshes() -> None:
 
 
 def test_a_new_process_shows_the_last_stored_summary_while_it_counts_again(store: Store) -> None:
+    ticker = Ticker()
     add_link(store, "mk_001")
-    assert queries(store).health_summary(max_age=30).total == 1  # counted, and stored
+    assert queries(store, ticker).health_summary(max_age=30).total == 1  # counted, and stored
     add_link(store, "mk_002", state="error", error_code="auth_expired")
 
     # A process that has just started (its own LinkQueries) answers from the stored row at once:
     # still one link, with its verdicts and error codes as they were counted ...
-    time.sleep(0.05)
-    restarted = LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
+    ticker.advance(0.05)
+    restarted = queries(store, ticker)
     recalled = restarted.health_summary(max_age=0.01)
     assert (recalled.total, recalled.counts[Health.HEALTHY], recalled.errors) == (1, 1, {})
     # ... and, the row being older than the caller's max_age, counts again in the background.
     _finish_refreshes()
     assert restarted.health_summary(max_age=3600).errors == {"auth_expired": 1}
     # The new count is stored for the next process to start.
-    assert LinkQueries(store).health_summary(max_age=3600).total == 2
+    assert queries(store, ticker).health_summary(max_age=3600).total == 2
 
 
 def test_a_replica_takes_a_count_another_stored_within_max_age_instead_of_counting(
     store: Store,
 ) -> None:
+    ticker = Ticker()
     add_link(store, "mk_001")
-    first, second = queries(store), queries(store)
+    first, second = queries(store, ticker), queries(store, ticker)
     assert second.health_summary(max_age=0.2).total == 1
-    time.sleep(0.3)  # the second replica's count is now older than its max_age
+    ticker.advance(0.3)  # the second replica's count is now older than its max_age
     add_link(store, "mk_002")
     assert first.health_summary().total == 2  # the first replica counts (and stores) now
     add_link(store, "mk_003")

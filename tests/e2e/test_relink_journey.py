@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, FrameLocator, Locator, Page, ViewportSi
 from sqlalchemy import func, select
 
 from linkdesk.store import Store, create_engine
-from linkdesk.store.models import AuditEntry, ConnectSession, Link, RelinkLease
+from linkdesk.store.models import AuditEntry, ConnectSession, Link, RelinkLease, WebhookEvent
 from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkSort
 from tests.e2e.conftest import (
     ADMIN,
@@ -126,7 +126,8 @@ def settled_expired_count(page: Page, store: Store) -> int:
 
     A test before this one relinked a link, and MoneyKit's webhook about it is applied by the
     worker a moment later; the shared totals follow at their next count (at most 30 s). This
-    test's own action must be counted on the next run, so it starts from settled totals.
+    test's own action must be counted on the next run, so it starts from settled totals: no
+    webhook of an earlier test still queued, and the banner equal to the store.
     """
     deadline = time.monotonic() + 60
     while True:
@@ -136,8 +137,13 @@ def settled_expired_count(page: Page, store: Store) -> int:
                 .select_from(Link)
                 .where(Link.state == "error", Link.error_code == "auth_expired")
             )
+            queued = session.scalar(
+                select(func.count())
+                .select_from(WebhookEvent)
+                .where(WebhookEvent.status == "pending")
+            )
         shown = expired_banner_count(page)
-        if shown == truth or time.monotonic() > deadline:
+        if (shown == truth and not queued) or time.monotonic() > deadline:
             return shown
         page.wait_for_timeout(2000)
         page.reload()

@@ -189,6 +189,7 @@ def build_services(
         audit=audit,
         # Refusals tallied by this process, and the deliveries' retention, once per pass.
         before_pass=[webhooks.flush_refusals],
+        links=links,
     )
     metrics = Metrics(
         store=store, links=links, clock=clock, db_max_age=settings.metrics_db_max_age_seconds

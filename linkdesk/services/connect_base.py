@@ -116,11 +116,9 @@ class ConnectBase:
         """Store what MoneyKit says of ``link`` and move it between the shared totals' counts,
         so that the numbers a staff action changed are right on the page's next run.
         ``completing``: while the agent waits after Done (see _completion_ingestor)."""
-        before = self._queries.summary_group(link.link_id)
         ingestor = self._completion_ingestor if completing else self._ingestor
-        result = ingestor.ingest(link, **kwargs)
-        self._queries.count_moved(before, self._queries.summary_group(link.link_id))
-        return result
+        with self._queries.moving(link.link_id):
+            return ingestor.ingest(link, **kwargs)
 
     def _actor(self, actor: Actor | str) -> Actor:
         return as_actor(actor, self._settings.default_role)

@@ -21,6 +21,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.services.ratelimit import RequestBudget
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, WebhookDelivery
+from linkdesk.store.queries import LinkQueries
 from linkdesk.store.repository import apply_event_state, mark_link_deleted, record_read_state_as_of
 from linkdesk.store.sync_jobs import PRIORITY_WEBHOOK, JobQueue
 from linkdesk.store.webhook_queue import claim_events, close_events, pending_event
@@ -97,10 +99,13 @@ class WebhookApplier:
         budget: RequestBudget | None = None,
         audit: AuditLog | None = None,
         before_pass: Sequence[Callable[[], object]] = (),
+        links: LinkQueries | None = None,
     ) -> None:
         """``before_pass``: housekeeping run at the start of every pass (the receiver's refusal
-        tallies and retention), each failure logged and left for the next pass."""
+        tallies and retention), each failure logged and left for the next pass. ``links``: the
+        queries whose shared totals follow each link this applier changes."""
         self._store = store
+        self._links = links
         self._client = client
         self._jobs = jobs
         self._clock = clock or _utcnow
@@ -204,6 +209,22 @@ class WebhookApplier:
         if self._budget is not None and self._budget.try_acquire("link", link_id) > 0:
             self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)
             return "queued_for_worker", "rate budget spent; the worker reads the link"
+        # The totals a page shows follow the link at once: a relink's webhook often lands before
+        # the agent's Done, and then the relink itself moves nothing.
+        moving = self._links.moving(link_id) if self._links is not None else nullcontext()
+        with moving:
+            return self._read_and_store(link_id, kind, at, payload, now, read_at, fetcher)
+
+    def _read_and_store(
+        self,
+        link_id: str,
+        kind: str,
+        at: datetime,
+        payload: dict[str, Any],
+        now: datetime,
+        read_at: dict[str, datetime],
+        fetcher: InstitutionFetcher,
+    ) -> tuple[str, str]:
         fetched_at = self._clock()
         try:
             link = self._client.get_link(link_id)

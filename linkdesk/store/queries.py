@@ -12,6 +12,7 @@ import enum
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -948,6 +949,18 @@ class LinkQueries:
             return HealthSummary.from_groups(groups, summary.computed_at)
 
         self._shared_summary.adjust(move)
+
+    @contextmanager
+    def moving(self, link_id: str) -> Iterator[None]:
+        """Around a write that may move ``link_id`` between the shared totals' groups (a staff
+        action, an applied webhook): its group is read before and after, and the totals follow
+        (see :meth:`count_moved`). Whichever of two writers to one link comes second sees no
+        move, so the totals are right whatever order a relink and its webhook land in."""
+        before = self.summary_group(link_id)
+        try:
+            yield
+        finally:
+            self.count_moved(before, self.summary_group(link_id))
 
     def _compute_health_summary(self) -> HealthSummary:
         now = self._clock()

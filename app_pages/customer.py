@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from linkdesk.store.analytics import TIMELINE_KINDS, Analytics
+from linkdesk.store.analytics import TIMELINE_KINDS
 from ui.auth import require_actor
 from ui.link_detail import relink_started_here, render_repair_panel
 from ui.outreach import render_customer_outreach
@@ -40,7 +40,7 @@ KIND_ICONS = {
 services = get_services()
 queries = services.links
 actor = require_actor()
-analytics = Analytics(services.store, thresholds=queries.thresholds)
+analytics = services.analytics
 state = st.session_state
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import streamlit as st
 
-from linkdesk.store.analytics import ABANDONED_AFTER, Analytics, FunnelFilters
+from linkdesk.store.analytics import ABANDONED_AFTER, FunnelFilters
 from ui import charts
 from ui.auth import require_actor
 from ui.outreach import render_outreach_funnel
@@ -14,7 +14,7 @@ from ui.wiring import get_services
 
 services = get_services()
 require_actor()
-analytics = Analytics(services.store, thresholds=services.links.thresholds)
+analytics = services.analytics
 
 st.title("Connect funnel")
 today = datetime.now(UTC).date()

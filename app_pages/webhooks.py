@@ -6,7 +6,6 @@ import streamlit as st
 
 from linkdesk.auth import Permission
 from linkdesk.services.errors import ServiceError
-from linkdesk.store.analytics import Analytics
 from ui.auth import require_actor
 from ui.render import plain
 from ui.wiring import get_services
@@ -19,7 +18,7 @@ if not actor.can(Permission.SYNC_TRIGGER):
     # The menu hides this page from other roles; this guards a page opened some other way.
     st.error("Only admins can open the webhooks page.")
     st.stop()
-analytics = Analytics(services.store)
+analytics = services.analytics
 state = st.session_state
 
 

@@ -17,11 +17,13 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from linkdesk.alerts import AlertRunner, AlertService, Dispatcher, build_channels
+from linkdesk.alerts.evaluate import Evaluator
 from linkdesk.demo import DemoService, SandboxControls
 from linkdesk.health import HealthThresholds
 from linkdesk.metrics import Metrics
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.images import ImagePolicy
+from linkdesk.read.overview import OverviewReads
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
 from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
@@ -32,6 +34,7 @@ from linkdesk.services.staff_auth import StaffAuth
 from linkdesk.services.webhook_apply import WebhookApplier
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
+from linkdesk.store.analytics import Analytics
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
 from linkdesk.store.queries import LinkQueries
 from linkdesk.store.sync_jobs import JobQueue
@@ -53,6 +56,8 @@ class Services:
     store: Store
     client: MoneyKitClient
     links: LinkQueries
+    analytics: Analytics  # aggregates over history: funnel, timeline, deliveries, trends
+    overview: OverviewReads  # the Overview's numbers, shared by every session
     sessions: ConnectService
     discovery: DiscoveryService
     audit: AuditLog
@@ -261,11 +266,19 @@ def build_services(
         monotonic=monotonic,
         sleep=sleep or time.sleep,
     )
+    analytics = Analytics(store, clock=clock, thresholds=health)
     return Services(
         settings=settings,
         store=store,
         client=client,
         links=links,
+        analytics=analytics,
+        overview=OverviewReads(
+            links=links,
+            analytics=analytics,
+            rollup=Evaluator(store, clock=clock, thresholds=health),
+            clock=clock,
+        ),
         sessions=sessions,
         discovery=DiscoveryService(
             store=store,

@@ -546,6 +546,16 @@ class Settings(BaseSettings):
             "Replicas share the work: the database keeps one alert per incident."
         ),
     )
+    overview_refresh_seconds: float = Field(
+        default=15.0,
+        ge=2,
+        le=300,
+        validation_alias=_env("LINKDESK_OVERVIEW_REFRESH_SECONDS", "overview_refresh_seconds"),
+        description=(
+            "Seconds between two refreshes of the Overview while it is open (every number on it, "
+            "without reloading the page)."
+        ),
+    )
     alerts_evaluate_seconds: float = Field(
         default=30.0,
         ge=1,

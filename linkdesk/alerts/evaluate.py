@@ -39,7 +39,7 @@ from linkdesk.store.models import (
 )
 from linkdesk.store.repository import insert_if_absent
 
-__all__ = ["BUCKET", "Evaluator", "Finding"]
+__all__ = ["BUCKET", "BankRate", "Evaluator", "Finding"]
 
 log = logging.getLogger("linkdesk.alerts")
 
@@ -57,6 +57,9 @@ ROLLUP_HORIZON = timedelta(days=7, hours=5)
 ROLLUP_CHUNK = 5000
 ROLLUP_CHUNKS_PER_RUN = 4
 DISCOVERY_SUSPECT_STATE = "discovery_suspect"
+# State changes read to tell how the links moved over a recent period (an hour of a large outage
+# fits; beyond it the moves are marked incomplete rather than read without end).
+MOVES_READ_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,28 @@ class Finding:
     title: str
     value: float
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BankRate:
+    """One bank's links that entered an error state (``broke``) and came back (``recovered``)
+    in a window, and its usual number of breaks per window of that length."""
+
+    institution_id: str
+    name: str
+    color: str | None
+    broke: int
+    recovered: int
+    usual: float
+
+    @property
+    def net(self) -> int:
+        return self.broke - self.recovered
+
+    def spiking(self, *, factor: float, min_links: int) -> bool:
+        """Breaking faster than its own baseline: at least ``min_links`` net, and ``factor``
+        times its usual number."""
+        return self.net >= min_links and self.net >= factor * self.usual
 
 
 def bucket_of(at: datetime) -> datetime:
@@ -207,7 +232,9 @@ class Evaluator:
                 if row.at is not None
                 and row.at >= horizon
                 and (
-                    (row.to_state == "error" and row.from_state != "error")
+                    # A link first seen in error (no earlier state: discovery, a restore) did
+                    # not break now; nobody knows when it did.
+                    (row.to_state == "error" and row.from_state not in (None, "error"))
                     or (row.from_state == "error" and row.to_state == "connected")
                 )
             ]
@@ -238,6 +265,34 @@ class Evaluator:
             )
             return len(rows)
 
+    def moves_since(self, since: datetime) -> tuple[Counter[tuple[str, str]], bool]:
+        """How the links moved between (state, error code or "") groups since ``since``: +1 for
+        each group a change put a link in, -1 for each it took one out of. Read from the state
+        changes recorded since then (found by bisecting the ids), at most MOVES_READ_LIMIT of
+        them; the flag says whether they were all read."""
+        moves: Counter[tuple[str, str]] = Counter()
+        with self._store.read() as session:
+            first = self._first_id_since(session, since)
+            rows = session.execute(
+                sa.select(
+                    LinkStateChange.at,
+                    LinkStateChange.from_state,
+                    LinkStateChange.from_error,
+                    LinkStateChange.to_state,
+                    LinkStateChange.to_error,
+                )
+                .where(LinkStateChange.id >= first)
+                .order_by(LinkStateChange.id)
+                .limit(MOVES_READ_LIMIT + 1)
+            ).all()
+        for row in rows[:MOVES_READ_LIMIT]:
+            if row.at is None or row.at < since:
+                continue  # written out of order around the cut
+            if row.from_state is not None:
+                moves[(row.from_state, row.from_error or "")] -= 1
+            moves[(row.to_state, row.to_error or "")] += 1
+        return moves, len(rows) <= MOVES_READ_LIMIT
+
     @staticmethod
     def _first_id_since(session: Session, since: datetime) -> int:
         """The first state change recorded at or after ``since``, by bisecting the ids (they
@@ -264,54 +319,67 @@ class Evaluator:
 
     # -- rules -----------------------------------------------------------------------------------
 
-    def bank_error_spike(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+    def bank_rates(self, window: timedelta, baseline: timedelta) -> list[BankRate]:
+        """Per bank whose links broke or came back in the last ``window`` (whole buckets, the
+        current one included): how many, against the bank's own average per window over the
+        ``baseline`` before it. Reads the rollup's buckets only, never the links."""
         now = self._clock()
-        window = timedelta(minutes=params["window_minutes"])
-        baseline = timedelta(hours=params["baseline_hours"])
         window_start = bucket_of(now) + BUCKET - window
-        baseline_start = window_start - baseline
         in_window = AlertBankBucket.bucket_start >= window_start
         zero = sa.literal(0)
         stmt = (
             sa.select(
                 AlertBankBucket.institution_id,
+                Institution.name,
+                Institution.color,
                 sa.func.sum(sa.case((in_window, AlertBankBucket.broke), else_=zero)),
                 sa.func.sum(sa.case((in_window, AlertBankBucket.recovered), else_=zero)),
                 sa.func.sum(sa.case((in_window, zero), else_=AlertBankBucket.broke)),
             )
-            .where(AlertBankBucket.bucket_start >= baseline_start)
-            .group_by(AlertBankBucket.institution_id)
+            .outerjoin(Institution, Institution.institution_id == AlertBankBucket.institution_id)
+            .where(AlertBankBucket.bucket_start >= window_start - baseline)
+            .group_by(AlertBankBucket.institution_id, Institution.name, Institution.color)
         )
         windows_in_baseline = baseline / window
-        findings: list[Finding] = []
         with self._store.read() as session:
             rows = session.execute(stmt).all()
-            for bank, broke, back, before in rows:
-                net = int(broke or 0) - int(back or 0)
-                per_window = int(before or 0) / windows_in_baseline
-                if net < params["min_links"] or net < params["factor"] * per_window:
-                    continue
-                name = session.scalar(
-                    sa.select(Institution.name).where(Institution.institution_id == bank)
-                )
-                findings.append(
-                    Finding(
-                        rule_id,
-                        bank,
-                        f"{name or bank}: {net} links broke in {int(params['window_minutes'])} "
-                        f"min (baseline {per_window:.1f} per window)",
-                        float(net),
-                        {
-                            "institution": bank,
-                            "institution_name": name or bank,
-                            "broke": int(broke or 0),
-                            "recovered": int(back or 0),
-                            "baseline_per_window": round(per_window, 2),
-                            "links": {"institution": bank},
-                        },
-                    )
-                )
-        return findings
+        return [
+            BankRate(
+                institution_id=bank,
+                name=name or bank,
+                color=color,
+                broke=int(broke or 0),
+                recovered=int(back or 0),
+                usual=int(before or 0) / windows_in_baseline,
+            )
+            for bank, name, color, broke, back, before in rows
+            if broke or back
+        ]
+
+    def bank_error_spike(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
+        minutes = int(params["window_minutes"])
+        rates = self.bank_rates(
+            timedelta(minutes=minutes), timedelta(hours=params["baseline_hours"])
+        )
+        return [
+            Finding(
+                rule_id,
+                rate.institution_id,
+                f"{rate.name}: {rate.net} links broke in {minutes} min "
+                f"(baseline {rate.usual:.1f} per window)",
+                float(rate.net),
+                {
+                    "institution": rate.institution_id,
+                    "institution_name": rate.name,
+                    "broke": rate.broke,
+                    "recovered": rate.recovered,
+                    "baseline_per_window": round(rate.usual, 2),
+                    "links": {"institution": rate.institution_id},
+                },
+            )
+            for rate in rates
+            if rate.spiking(factor=params["factor"], min_links=int(params["min_links"]))
+        ]
 
     def needs_relink(self, rule_id: str, params: dict[str, float]) -> list[Finding]:
         now = self._clock()

@@ -140,7 +140,7 @@ def test_a_locked_database_says_so_and_try_again_recovers(
     next(button for button in app.button if button.label == "Try again").click().run()
     assert not app.exception
     assert not errors(app)
-    assert any(metric.label == "Needs relink" for metric in app.metric)
+    assert any(metric.label == "🔴 Needs relink" for metric in app.metric)
 
 
 @pytest.fixture()

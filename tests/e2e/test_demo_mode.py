@@ -21,6 +21,7 @@ from tests.e2e.conftest import ADMIN, ADMIN_PASSWORD, OUTPUT, Stack, open_signed
 from tests.e2e.test_page_tour import SCREENSHOTS, full_page_screenshot, settle
 
 WORLD_LINKS = 300
+OVERVIEW_REFRESH_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,11 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp_path_factory.mktemp("e2e-demo"),
         name="demo-",
         demo_links=10,
-        extra_env={"LINKDESK_DEMO_MODE": "true", "LINKDESK_DEMO_LINKS": str(WORLD_LINKS)},
+        extra_env={
+            "LINKDESK_DEMO_MODE": "true",
+            "LINKDESK_DEMO_LINKS": str(WORLD_LINKS),
+            "LINKDESK_OVERVIEW_REFRESH_SECONDS": str(OVERVIEW_REFRESH_SECONDS),
+        },
         setup=(("migrate",), ("demo-reset",)),
     ) as stack:
         yield stack
@@ -71,9 +76,26 @@ def _choose(page: Page, label_index: int, option: str) -> None:
     page.get_by_role("option", name=option).click()
 
 
+def _needs_relink(overview: Page) -> int:
+    metric = overview.get_by_test_id("stMetric").filter(has_text="Needs relink")
+    return int(metric.get_by_test_id("stMetricValue").inner_text().replace(",", ""))
+
+
+def _broke_today(overview: Page) -> int:
+    found = re.search(r"(\d+) links? of", overview.locator(".st-key-broke-today").inner_text())
+    return int(found.group(1)) if found else 0
+
+
 def test_presenter_plays_credentials_rotated_and_the_links_follow(
     page: Page, demo_stack: Stack
 ) -> None:
+    # A second tab keeps the Overview open while the incident unfolds; it is never reloaded.
+    overview = page.context.new_page()
+    open_signed_in(overview, demo_stack, "/", user=ADMIN, password=ADMIN_PASSWORD)
+    expect(overview.locator(".st-key-broke-today")).to_be_visible()
+    needs_before, broke_before = _needs_relink(overview), _broke_today(overview)
+    overview.evaluate("window.stillTheSamePage = true")
+
     open_signed_in(page, demo_stack, "/demo", user=ADMIN, password=ADMIN_PASSWORD)
     expect(page.get_by_text("Demo mode", exact=False).first).to_be_visible()
     expect(page.get_by_text("Credentials rotated", exact=True)).to_be_visible()
@@ -93,6 +115,23 @@ def test_presenter_plays_credentials_rotated_and_the_links_follow(
             break
         time.sleep(0.5)
     assert run["status"] == "finished" and run["links_still_broken"] > 0
+
+    # The open Overview followed on its own: the totals, "Broke today" and the bank in trouble.
+    broken = run["links_still_broken"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        needs, broke = _needs_relink(overview), _broke_today(overview)
+        if needs >= needs_before + broken and broke >= broke_before + broken:
+            break
+        overview.wait_for_timeout(500)
+    assert needs >= needs_before + broken, (needs_before, needs, broken)
+    assert broke >= broke_before + broken, (broke_before, broke, broken)
+    trouble = overview.locator(".st-key-banks-in-trouble")
+    expect(trouble).to_contain_text(run["institution_name"])
+    expect(trouble).to_contain_text("In trouble")
+    assert overview.evaluate("window.stillTheSamePage === true")
+    expect(overview.get_by_test_id("stException")).to_have_count(0)
+    overview.close()
     # The live panel says so without a page reload (it refreshes itself every 2 s).
     expect(page.get_by_text(re.compile(r"finished · Credentials rotated"))).to_be_visible()
 

@@ -178,6 +178,25 @@ def test_rule_edits_are_for_admins_checked_and_audited(make_services: BuildServi
     assert recorded["after"]["params"]["max_links"] == 7
 
 
+def test_links_first_seen_broken_are_no_spike(
+    make_services: BuildServices, fake_moneykit: FakeMoneyKit
+) -> None:
+    """Discovery of a store (a first start, a restore) sees many links already in error: nobody
+    knows when they broke, so neither the alert nor the Overview's banks in trouble count them."""
+    ids = populate(fake_moneykit, 20)
+    for link_id in ids[:15]:
+        fake_moneykit.links[link_id].update(state="error", error_code="auth_expired")
+    services = make_services()
+    services.worker.run_once()  # discovery: 15 links first seen in error
+    only_spike(services, min_links=5, factor=3.0)
+    assert services.alerts.evaluate().fired == 0
+    assert services.overview.snapshot(max_age=0).banks == []
+    # A link that was seen connected and breaks now does count.
+    break_links(services, fake_moneykit, ids[15:16])
+    [bank] = services.overview.snapshot(max_age=0).banks
+    assert (bank.institution_id, bank.broke, bank.recovered) == ("bank-a", 1, 0)
+
+
 def test_a_bank_spike_fires_once_reminds_and_resolves_after_recovery(
     make_services: BuildServices, fake_moneykit: FakeMoneyKit, core_clock: FakeClock
 ) -> None:

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("linkdesk.moneykit",),
     ("linkdesk.store", "linkdesk.health"),
-    ("linkdesk.services", "linkdesk.alerts", "linkdesk.demo"),
+    ("linkdesk.services", "linkdesk.alerts", "linkdesk.demo", "linkdesk.read"),
     ("linkdesk.webhooks",),
     (
         "linkdesk.metrics",

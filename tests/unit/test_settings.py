@@ -72,6 +72,7 @@ ENV_NAMES = {
     "outreach_emails_per_minute": "LINKDESK_OUTREACH_EMAILS_PER_MINUTE",
     "public_url": "LINKDESK_PUBLIC_URL",
     "alerts_enabled": "LINKDESK_ALERTS_ENABLED",
+    "overview_refresh_seconds": "LINKDESK_OVERVIEW_REFRESH_SECONDS",
     "alerts_evaluate_seconds": "LINKDESK_ALERTS_EVALUATE_SECONDS",
     "alert_slack_webhook_url": "LINKDESK_ALERT_SLACK_WEBHOOK_URL",
     "alert_webhook_url": "LINKDESK_ALERT_WEBHOOK_URL",

@@ -1,0 +1,163 @@
+"""What the Overview shows, computed once per refresh for every session that has it open.
+
+The totals are the shared health summary (:meth:`LinkQueries.health_summary`): staff actions and
+applied webhooks move it at once, and links per state and per error code are read from its
+groups rather than counted again. What happened recently comes from the alert rollup
+(``alert_bank_buckets``: banks whose links broke in the last minutes, against their own usual
+rate) and from the state changes of the last hour (found by id, so their cost follows the
+changes, not the links). "Broke today" and the errors by bank are indexed reads. None of it
+scans the links table on a page run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from linkdesk.alerts.evaluate import BankRate, Evaluator
+from linkdesk.health import RELINK_ERRORS
+from linkdesk.store.analytics import Analytics, BrokeToday, InstitutionErrors
+from linkdesk.store.queries import HealthSummary, LinkQueries, WorkerStatus
+from linkdesk.store.shared import SharedResult
+
+__all__ = [
+    "BANKS_SHOWN",
+    "BROKE_TODAY_LIMIT",
+    "TROUBLE_WINDOW",
+    "HourChanges",
+    "OverviewReads",
+    "OverviewSnapshot",
+]
+
+log = logging.getLogger(__name__)
+
+# A bank is in trouble when, over the last TROUBLE_WINDOW, at least TROUBLE_MIN_LINKS more of its
+# links broke than came back, and TROUBLE_FACTOR times its usual number over the TROUBLE_BASELINE
+# before (the defaults of the bank error spike alert, so the tile and the alert agree).
+TROUBLE_WINDOW = timedelta(minutes=15)
+TROUBLE_BASELINE = timedelta(hours=24)
+TROUBLE_FACTOR = 3.0
+TROUBLE_MIN_LINKS = 5
+BANKS_SHOWN = 5
+CHANGE_PERIOD = timedelta(hours=1)
+BROKE_TODAY_LIMIT = 100
+ERRORS_BY_BANK_SHOWN = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HourChanges:
+    """How many links entered (+) or left (-) each (state, error code) over the last hour."""
+
+    moves: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    complete: bool = True  # False: more changes than were read (a very large outage)
+
+    def state(self, state: str) -> int:
+        return sum(n for (s, _), n in self.moves.items() if s == state)
+
+    def error(self, code: str) -> int:
+        return self.moves.get(("error", code), 0)
+
+    def needs_relink(self) -> int:
+        return sum(self.error(code) for code in RELINK_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Activity:
+    """The part of the snapshot read from history, shared for ``max_age`` seconds."""
+
+    broke_today: BrokeToday
+    banks: list[BankRate]
+    errors_by_bank: list[InstitutionErrors]
+    changes: HourChanges
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewSnapshot:
+    summary: HealthSummary
+    worker: WorkerStatus
+    broke_today: BrokeToday  # up to BROKE_TODAY_LIMIT rows
+    # Banks whose links broke faster than they came back over TROUBLE_WINDOW, in trouble first.
+    banks: list[BankRate]
+    errors_by_bank: list[InstitutionErrors]
+    changes: HourChanges
+    webhook_lag: timedelta
+
+    @property
+    def by_state(self) -> dict[str, int]:
+        states: dict[str, int] = {}
+        for (_, state, _), n in self.summary.groups.items():
+            states[state] = states.get(state, 0) + n
+        return states
+
+    @property
+    def by_error(self) -> dict[str, int]:
+        """Links in state ``error``, per error code."""
+        errors: dict[str, int] = {}
+        for (_, state, code), n in self.summary.groups.items():
+            if state == "error" and code:
+                errors[code] = errors.get(code, 0) + n
+        return errors
+
+    @staticmethod
+    def in_trouble(bank: BankRate) -> bool:
+        return bank.spiking(factor=TROUBLE_FACTOR, min_links=TROUBLE_MIN_LINKS)
+
+
+class OverviewReads:
+    def __init__(
+        self,
+        *,
+        links: LinkQueries,
+        analytics: Analytics,
+        rollup: Evaluator,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._links = links
+        self._analytics = analytics
+        self._rollup = rollup
+        self._clock = clock
+        self._activity = SharedResult(self._compute_activity, monotonic=monotonic)
+
+    def snapshot(self, max_age: float) -> OverviewSnapshot:
+        """Everything the Overview shows, no older than ``max_age`` seconds (the totals: as of
+        the last staff action or applied webhook too)."""
+        activity = self._activity.get(max_age)
+        return OverviewSnapshot(
+            summary=self._links.health_summary(max_age=max_age),
+            worker=self._links.worker_status(max_age=max_age),
+            broke_today=activity.broke_today,
+            banks=activity.banks,
+            errors_by_bank=activity.errors_by_bank,
+            changes=activity.changes,
+            # Read on every refresh (one indexed minimum): the page sees at once when the
+            # store cannot be read, instead of serving shared numbers until they age out.
+            webhook_lag=self._analytics.webhook_lag(),
+        )
+
+    def _compute_activity(self) -> _Activity:
+        try:
+            # Usually nothing to fold in (the workers' alert runs keep the rollup current); with
+            # alerts switched off, this keeps the tile current. Exactly once across processes.
+            self._rollup.roll_up()
+        except Exception:
+            log.warning("the bank rollup could not be brought up to date", exc_info=True)
+        rates = self._rollup.bank_rates(TROUBLE_WINDOW, TROUBLE_BASELINE)
+        banks = sorted(
+            (rate for rate in rates if rate.net > 0),
+            key=lambda rate: (
+                not OverviewSnapshot.in_trouble(rate),
+                -(rate.net - rate.usual),
+                rate.name,
+            ),
+        )[:BANKS_SHOWN]
+        moves, complete = self._rollup.moves_since(self._clock() - CHANGE_PERIOD)
+        return _Activity(
+            broke_today=self._analytics.broke_today(BROKE_TODAY_LIMIT),
+            banks=banks,
+            errors_by_bank=self._analytics.errors_by_institution(ERRORS_BY_BANK_SHOWN),
+            changes=HourChanges(dict(moves), complete),
+        )

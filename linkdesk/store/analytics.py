@@ -7,12 +7,9 @@ to count it. Time comes from the injected clock, so tests can pin "now".
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
-import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -28,6 +25,7 @@ from linkdesk.health import (
     health_case,
     health_condition_at,
 )
+from linkdesk.store.cursor import InvalidCursor, decode_cursor, encode_cursor
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     AuditEntry,
@@ -257,16 +255,10 @@ def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
 
-def _encode_cursor(values: Sequence[str]) -> str:
-    raw = json.dumps(list(values), separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, size: int) -> list[str] | None:
+def _decode_timeline_cursor(cursor: str, size: int) -> list[str] | None:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        values = decode_cursor(cursor)
+    except InvalidCursor:
         return None
     if not isinstance(values, list) or len(values) != size:
         return None
@@ -966,7 +958,7 @@ class Analytics:
             .outerjoin(Institution, Institution.institution_id == Link.institution_id)
         )
         if after:
-            values = _decode_cursor(after, 3)
+            values = _decode_timeline_cursor(after, 3)
             try:
                 at_value = datetime.fromisoformat(values[0]) if values else None
             except ValueError:
@@ -1008,7 +1000,7 @@ class Analytics:
         next_cursor = None
         if len(found) > limit and entries:
             last = entries[-1]
-            next_cursor = _encode_cursor([last.at.isoformat(), last.kind, last.ref])
+            next_cursor = encode_cursor([last.at.isoformat(), last.kind, last.ref])
         return TimelinePage(entries=entries, next_cursor=next_cursor)
 
     # -- webhooks ----------------------------------------------------------------------------

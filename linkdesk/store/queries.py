@@ -6,10 +6,7 @@ in the chosen order, so page 1000 costs the same as page 1 and nothing loads a w
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +30,7 @@ from linkdesk.health import (
     health_condition_at,
     link_health,
 )
+from linkdesk.store.cursor import InvalidCursor, decode_cursor, encode_cursor
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     Account,
@@ -102,10 +100,6 @@ class LinkSort(enum.StrEnum):
     INSTITUTION = "institution"
     CUSTOMER = "customer"
     STATE = "state"
-
-
-class InvalidCursor(ValueError):
-    """The ``after`` cursor is not one this module produced for the requested sort."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,30 +435,26 @@ def _after_condition(
 
 def _encode_cursor(sort: LinkSort, values: Sequence[Any]) -> str:
     encoded = [v.isoformat() if isinstance(v, datetime) else v for v in values]
-    raw = json.dumps({"s": sort.value, "k": encoded}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_cursor({"s": sort.value, "k": encoded})
 
 
 def _decode_cursor(cursor: str, sort: LinkSort) -> list[Any]:
     keys = _sort_keys(sort)
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
-        if not isinstance(data, dict) or data.get("s") != sort.value:
-            raise InvalidCursor("cursor belongs to another sort order")
-        raw_values = data.get("k")
-        if not isinstance(raw_values, list) or len(raw_values) != len(keys):
+    data = decode_cursor(cursor)
+    if not isinstance(data, dict) or data.get("s") != sort.value:
+        raise InvalidCursor("cursor belongs to another sort order")
+    raw_values = data.get("k")
+    if not isinstance(raw_values, list) or len(raw_values) != len(keys):
+        raise InvalidCursor("cursor has the wrong shape")
+    values: list[Any] = []
+    for (_, _, is_datetime), value in zip(keys, raw_values, strict=True):
+        if not isinstance(value, str):
             raise InvalidCursor("cursor has the wrong shape")
-        values: list[Any] = []
-        for (_, _, is_datetime), value in zip(keys, raw_values, strict=True):
-            if not isinstance(value, str):
-                raise InvalidCursor("cursor has the wrong shape")
+        try:
             values.append(datetime.fromisoformat(value) if is_datetime else value)
-        return values
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        if isinstance(exc, InvalidCursor):
-            raise
-        raise InvalidCursor("cursor is not readable") from exc
+        except ValueError as exc:
+            raise InvalidCursor("cursor has the wrong shape") from exc
+    return values
 
 
 def _prefix_range(column: _Expr, prefix: str) -> ColumnElement[bool]:

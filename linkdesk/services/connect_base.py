@@ -91,6 +91,7 @@ class ConnectBase:
             client=client,
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
+            totals=self._queries,
         )
         # After Done the agent waits for these reads: a rate-limited account read is skipped
         # (the sync worker reads the accounts soon after) instead of sleeping out Retry-After.
@@ -99,6 +100,7 @@ class ConnectBase:
             client=client.with_options(max_retries=0),
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
+            totals=self._queries,
         )
 
     def _fetcher(self) -> InstitutionFetcher:
@@ -113,12 +115,11 @@ class ConnectBase:
             return self._fetcher_cache
 
     def _ingest(self, link: ApiLink, *, completing: bool = False, **kwargs: Any) -> IngestResult:
-        """Store what MoneyKit says of ``link`` and move it between the shared totals' counts,
-        so that the numbers a staff action changed are right on the page's next run.
-        ``completing``: while the agent waits after Done (see _completion_ingestor)."""
+        """Store what MoneyKit says of ``link``; the ingestors move it between the shared
+        totals' counts, so that the numbers a staff action changed are right on the page's next
+        run. ``completing``: while the agent waits after Done (see _completion_ingestor)."""
         ingestor = self._completion_ingestor if completing else self._ingestor
-        with self._queries.moving(link.link_id):
-            return ingestor.ingest(link, **kwargs)
+        return ingestor.ingest(link, **kwargs)
 
     def _actor(self, actor: Actor | str) -> Actor:
         return as_actor(actor, self._settings.default_role)

@@ -8,6 +8,7 @@ the link row as ``refresh_issue`` so health can read it without a join.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.store.contacts import remember_moneykit_email
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Institution
+from linkdesk.store.queries import LinkQueries
 from linkdesk.store.repository import (
     LinkUpsert,
     customer_from_tags,
@@ -53,7 +55,12 @@ class LinkIngestor:
         client: MoneyKitClient,
         customer_tag_prefix: str,
         clock: Callable[[], datetime],
+        totals: LinkQueries | None = None,
     ) -> None:
+        """``totals``: the queries whose shared totals follow each link this ingestor writes
+        (read just around the write, after MoneyKit's answers are in, so two writers of one
+        link cannot both count its move)."""
+        self._totals = totals
         self._store = store
         self._client = client
         self._prefix = customer_tag_prefix
@@ -108,7 +115,8 @@ class LinkIngestor:
                 known_sources=self._known_image_sources(link.institution_id),
             )
         now = self._clock()
-        with self._store.write() as session:
+        moving = self._totals.moving(link.link_id) if self._totals is not None else nullcontext()
+        with moving, self._store.write() as session:
             if institution is not None:
                 upsert_institution(session, institution, now)
             result = upsert_link(

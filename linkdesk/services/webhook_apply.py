@@ -21,7 +21,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,12 +112,21 @@ class WebhookApplier:
         self._budget = budget
         self._audit = audit or AuditLog(store, clock=self._clock)
         self._before_pass = tuple(before_pass)
+        # The totals a page shows follow each link at once: a relink's webhook often lands
+        # before the agent's Done, and then the relink itself moves nothing.
         self._ingestor = LinkIngestor(
-            store=store, client=client, customer_tag_prefix=customer_tag_prefix, clock=self._clock
+            store=store,
+            client=client,
+            customer_tag_prefix=customer_tag_prefix,
+            clock=self._clock,
+            totals=links,
         )
         self._fetcher: InstitutionFetcher | None = None
         self._fetcher_since = self._clock()
         self._fetcher_lock = threading.Lock()
+
+    def _moving(self, link_id: str) -> AbstractContextManager[None]:
+        return self._links.moving(link_id) if self._links is not None else nullcontext()
 
     def _institutions(self) -> InstitutionFetcher:
         # Kept across passes like the worker's: each call making its own fetcher read every
@@ -209,27 +218,11 @@ class WebhookApplier:
         if self._budget is not None and self._budget.try_acquire("link", link_id) > 0:
             self._jobs.request(link_id, priority=PRIORITY_WEBHOOK)
             return "queued_for_worker", "rate budget spent; the worker reads the link"
-        # The totals a page shows follow the link at once: a relink's webhook often lands before
-        # the agent's Done, and then the relink itself moves nothing.
-        moving = self._links.moving(link_id) if self._links is not None else nullcontext()
-        with moving:
-            return self._read_and_store(link_id, kind, at, payload, now, read_at, fetcher)
-
-    def _read_and_store(
-        self,
-        link_id: str,
-        kind: str,
-        at: datetime,
-        payload: dict[str, Any],
-        now: datetime,
-        read_at: dict[str, datetime],
-        fetcher: InstitutionFetcher,
-    ) -> tuple[str, str]:
         fetched_at = self._clock()
         try:
             link = self._client.get_link(link_id)
         except GoneError:
-            with self._store.write() as session:
+            with self._moving(link_id), self._store.write() as session:
                 mark_link_deleted(session, link_id, now=self._clock(), source="webhook")
             return "applied", "link is gone at MoneyKit"
         except NotFoundError:
@@ -241,7 +234,7 @@ class WebhookApplier:
             applied = False
             if kind == STATE_CHANGED and isinstance(payload.get("state"), str):
                 error = payload.get("error")
-                with self._store.write() as session:
+                with self._moving(link_id), self._store.write() as session:
                     applied = apply_event_state(
                         session,
                         link_id,

@@ -8,7 +8,6 @@ the link row as ``refresh_issue`` so health can read it without a join.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -115,8 +114,10 @@ class LinkIngestor:
                 known_sources=self._known_image_sources(link.institution_id),
             )
         now = self._clock()
-        moving = self._totals.moving(link.link_id) if self._totals is not None else nullcontext()
-        with moving, self._store.write() as session:
+        writing = (
+            self._totals.writing(link.link_id) if self._totals is not None else self._store.write()
+        )
+        with writing as session:
             if institution is not None:
                 upsert_institution(session, institution, now)
             result = upsert_link(

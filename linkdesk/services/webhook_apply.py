@@ -21,10 +21,12 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from linkdesk.auth import Actor, Permission, PermissionDenied, require
 from linkdesk.errors import ServiceError
@@ -125,8 +127,9 @@ class WebhookApplier:
         self._fetcher_since = self._clock()
         self._fetcher_lock = threading.Lock()
 
-    def _moving(self, link_id: str) -> AbstractContextManager[None]:
-        return self._links.moving(link_id) if self._links is not None else nullcontext()
+    def _writing(self, link_id: str) -> AbstractContextManager[Session]:
+        """A write transaction on ``link_id`` that moves it between the shared totals."""
+        return self._links.writing(link_id) if self._links is not None else self._store.write()
 
     def _institutions(self) -> InstitutionFetcher:
         # Kept across passes like the worker's: each call making its own fetcher read every
@@ -222,7 +225,7 @@ class WebhookApplier:
         try:
             link = self._client.get_link(link_id)
         except GoneError:
-            with self._moving(link_id), self._store.write() as session:
+            with self._writing(link_id) as session:
                 mark_link_deleted(session, link_id, now=self._clock(), source="webhook")
             return "applied", "link is gone at MoneyKit"
         except NotFoundError:
@@ -234,7 +237,7 @@ class WebhookApplier:
             applied = False
             if kind == STATE_CHANGED and isinstance(payload.get("state"), str):
                 error = payload.get("error")
-                with self._moving(link_id), self._store.write() as session:
+                with self._writing(link_id) as session:
                     applied = apply_event_state(
                         session,
                         link_id,

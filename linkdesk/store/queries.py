@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from linkdesk.health import (
@@ -906,17 +906,11 @@ class LinkQueries:
         the totals of a large store on its first run."""
         return self._shared_summary.get_if_ready(max_age, wait=wait)
 
-    def summary_group(self, link_id: str) -> tuple[Health, str, str] | None:
-        """The group (verdict, state, error code or "") the health summary counts ``link_id``
-        in now, or None when it is not stored: read by primary key, before and after a staff
-        action, so the action can move the link between counts (see :meth:`count_moved`)."""
-        now = self._clock()
-        with self._store.read() as session:
-            link = session.get(Link, link_id)
-            if link is None:
-                return None
-            verdict = assess_link(link, now=now, thresholds=self._thresholds)
-            return (verdict.health, link.state, link.error_code or "")
+    def _group_in(self, session: Session, link: Link | None) -> tuple[Health, str, str] | None:
+        if link is None:
+            return None
+        verdict = assess_link(link, now=self._clock(), thresholds=self._thresholds)
+        return (verdict.health, link.state, link.error_code or "")
 
     def count_moved(
         self, before: tuple[Health, str, str] | None, after: tuple[Health, str, str] | None
@@ -941,16 +935,27 @@ class LinkQueries:
         self._shared_summary.adjust(move)
 
     @contextmanager
-    def moving(self, link_id: str) -> Iterator[None]:
-        """Around a write that may move ``link_id`` between the shared totals' groups (a staff
-        action, an applied webhook): its group is read before and after, and the totals follow
-        (see :meth:`count_moved`). Whichever of two writers to one link comes second sees no
-        move, so the totals are right whatever order a relink and its webhook land in."""
-        before = self.summary_group(link_id)
-        try:
-            yield
-        finally:
-            self.count_moved(before, self.summary_group(link_id))
+    def writing(self, link_id: str) -> Iterator[Session]:
+        """A write transaction that may move ``link_id`` between the shared totals' groups (a
+        staff action, an applied webhook, a Connect completion). The link's group is read inside
+        the transaction before and after the caller's writes, and the totals follow once it has
+        committed (see :meth:`count_moved`).
+
+        Two writers to one link take turns (SQLite's ``BEGIN IMMEDIATE``; a transaction-scoped
+        advisory lock on PostgreSQL, which also covers a link not stored yet), so whichever comes
+        second sees the first one's result as its "before": a new link that Connect's Done and
+        its webhook both store is counted once, whichever lands first and however they overlap.
+        """
+        with self._store.write() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                key = sa.func.hashtextextended(link_id, 0)
+                session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            before = self._group_in(session, session.get(Link, link_id, with_for_update=True))
+            yield session
+            session.flush()
+            # Re-read: the caller may have changed the row with a statement the ORM never saw.
+            after = self._group_in(session, session.get(Link, link_id, populate_existing=True))
+        self.count_moved(before, after)
 
     def _compute_health_summary(self) -> HealthSummary:
         now = self._clock()

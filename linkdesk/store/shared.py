@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeGuard, TypeVar
 
 _T = TypeVar("_T")
 
@@ -75,10 +75,16 @@ class SharedResult(Generic[_T]):
         self._refreshing = False
         # Changes made known with adjust() while a computation is under way (None: none is).
         self._changes_during: list[Callable[[_T], _T]] | None = None
+        # The value came from a computation that changes overlapped (see _next_value).
+        self._in_doubt = False
 
     def _current(self) -> tuple[_T | None, float]:
         with self._lock:
             return self._value, self._monotonic() - self._at
+
+    def _fresh(self, value: _T | None, age: float, max_age: float) -> TypeGuard[_T]:
+        """Whether ``value`` may be served without computing a new one."""
+        return value is not None and age <= max_age and not self._in_doubt
 
     def get_if_ready(self, max_age: float, *, wait: float = 0.0) -> _T | None:
         """Like :meth:`get`, but does not wait for a computation (beyond ``wait`` seconds, for a
@@ -88,7 +94,7 @@ class SharedResult(Generic[_T]):
         value, age = self._current()
         if value is None:
             value, age = self._recall()
-        if value is not None and age <= max_age:
+        if self._fresh(value, age, max_age):
             return value
         with self._lock:
             self._refresh_in_background(max_age)
@@ -102,7 +108,7 @@ class SharedResult(Generic[_T]):
             value, age = self._current()
             if value is None:
                 value, age = self._recall()
-            if value is not None and age <= max_age:
+            if self._fresh(value, age, max_age):
                 return value
             if value is not None and age <= max(max_age * REFRESH_WINDOW, self._recall_max_age):
                 with self._lock:
@@ -114,12 +120,12 @@ class SharedResult(Generic[_T]):
 
     def _next_value(self, max_age: float) -> _T:
         # Called holding self._computing.
-        if max_age > 0:
+        if max_age > 0 and not self._in_doubt:
             value, age = self._current()
-            if value is not None and age <= max_age:
+            if self._fresh(value, age, max_age):
                 return value  # computed while this caller waited for its turn
             value, age = self._recall()
-            if value is not None and age <= max_age:
+            if self._fresh(value, age, max_age):
                 return value  # another process computed it a moment ago
         with self._lock:
             self._changes_during = []
@@ -130,7 +136,15 @@ class SharedResult(Generic[_T]):
                 changes, self._changes_during = self._changes_during or [], None
         for change in changes:
             computed = change(computed)
+        # A change that committed before the computation read its row is counted by both; which
+        # one it was cannot be known here. The value is served (a change that committed after
+        # the read is in it only through the list), and recomputed on its next use, unless the
+        # last value was in doubt too: under a steady stream of writes counting back to back
+        # would never end, and the next scheduled count sets any error right.
+        in_doubt = bool(changes) and not self._in_doubt
         value = self._store(computed, age=0.0)
+        with self._lock:
+            self._in_doubt = in_doubt
         self._share(value)
         return value
 
@@ -177,6 +191,7 @@ class SharedResult(Generic[_T]):
     def _store(self, value: _T, *, age: float) -> _T:
         with self._lock:
             self._value, self._at = value, self._monotonic() - age
+            self._in_doubt = False
             self._computed.notify_all()
         return value
 

@@ -102,3 +102,42 @@ def test_a_change_before_any_value_waits_for_the_count() -> None:
     shared = SharedResult(lambda: 5)
     shared.adjust(lambda value: value + 100)  # nothing to change yet; the count will see it
     assert shared.get(30) == 5
+
+
+def test_a_count_that_changes_overlapped_is_counted_again_once() -> None:
+    # A change that committed just before the count read its row is in the count *and* in the
+    # list of changes made meanwhile: the value is served, and its next use counts again.
+    counts: list[int] = []
+    counting = threading.Event()
+    release = threading.Event()
+
+    def compute() -> int:
+        counts.append(20)
+        counting.set()
+        release.wait(10)
+        return 20
+
+    def count_with_a_change_meanwhile(count: object) -> None:
+        counting.clear()
+        release.clear()
+        thread = threading.Thread(target=count)
+        thread.start()
+        assert counting.wait(10)
+        shared.adjust(lambda value: value + 1)
+        release.set()
+        thread.join(10)
+
+    shared = SharedResult(compute)
+    count_with_a_change_meanwhile(lambda: shared.get(0))
+    release.set()
+    assert shared.get(30) == 21  # served as adjusted, but in doubt: a recount starts
+    wait_for_refreshes(10)
+    assert len(counts) == 2 and shared.get(30) == 20  # what the table holds
+    assert len(counts) == 2  # no longer in doubt: no further count within max_age
+
+    count_with_a_change_meanwhile(lambda: shared.get(0))
+    # The recount the doubt starts is overlapped too: two in doubt in a row, served as it is
+    # (under a steady stream of writes, counting back to back would never end).
+    count_with_a_change_meanwhile(lambda: (shared.get(30), wait_for_refreshes(10)))
+    assert len(counts) == 4
+    assert shared.get(30) == 21 and len(counts) == 4  # the second change kept, no recount

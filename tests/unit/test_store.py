@@ -465,6 +465,38 @@ def test_counts(seeded: LinkQueries):
     assert seeded.counts_by_error() == {"auth_expired": 2, "institution_error": 1}
 
 
+def test_two_writers_storing_one_new_link_count_it_once(seeded: LinkQueries):
+    # Connect's Done and the link's first webhook both store a new link, often at once: the
+    # second writer must see the first one's row as its "before", however they overlap.
+    counted = seeded.health_summary(max_age=3600)
+    first_inside = threading.Event()
+    let_first_write = threading.Event()
+
+    def store_the_link(*, pause: bool) -> None:
+        with seeded.writing("mk_new") as session:
+            if pause:
+                first_inside.set()
+                let_first_write.wait(timeout=10)
+            upsert_link(session, api_link("mk_new"), customer_id=None, now=T0, source="sync")
+
+    first = threading.Thread(target=store_the_link, kwargs={"pause": True})
+    second = threading.Thread(target=store_the_link, kwargs={"pause": False})
+    first.start()
+    assert first_inside.wait(timeout=10)
+    second.start()
+    # Unordered, the second writer would read "not stored" and finish before the first writes;
+    # it must instead wait its turn behind the first one's transaction.
+    second.join(timeout=0.5)
+    assert second.is_alive()
+    let_first_write.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+    shown = seeded.ready_health_summary(max_age=3600)
+    assert shown is not None and shown.computed_at == counted.computed_at  # moved, not recounted
+    assert shown.total == counted.total + 1
+    assert shown.counts[Health.HEALTHY] == counted.counts[Health.HEALTHY] + 1
+
+
 def test_list_customers(seeded: LinkQueries):
     rows = seeded.list_customers("cust_000")
     assert [(c.customer_id, c.link_count, c.needs_relink) for c in rows] == [

@@ -281,7 +281,7 @@ class TestApply:
         assert shown.errors.get("auth_expired", 0) == 0
         assert shown.total == counted.total
         # The same link read again (the relink's own completion) leaves the totals as they are.
-        with wired.links.moving("mk_1"):
+        with wired.links.writing("mk_1"):
             pass
         assert wired.links.ready_health_summary(max_age=3600) == shown
 

@@ -96,12 +96,15 @@ def build_services(
     client: MoneyKitClient | None = None,
     migrate_schema: bool = True,
     worker_id: str | None = None,
+    budget: RequestBudget | None = None,
 ) -> Services:
     """Build settings, store, MoneyKit client and services.
 
     ``clock`` returns an aware UTC datetime and drives every timestamp, including the client's
     token expiry. ``migrate_schema`` brings the database to the latest migration (a no-op when it
-    is current). ``worker_id`` names this process's worker in claims and history.
+    is current). ``worker_id`` names this process's worker in claims and history. ``budget``:
+    MoneyKit's request limits as another implementation keeps them (bench/sync_worker.py
+    compares one); by default the settings' limits in :class:`RequestBudget`.
     """
     settings = settings if settings is not None else Settings()
     # Rate windows follow the injected clock (tests move time); the real one uses a monotonic
@@ -157,7 +160,8 @@ def build_services(
         sleep=sleep,
     )
     jobs = JobQueue(store, clock=clock, thresholds=health)
-    budget = RequestBudget.from_settings(settings, monotonic=monotonic)
+    if budget is None:
+        budget = RequestBudget.from_settings(settings, monotonic=monotonic)
     # Background reads must not sit in the client's retry sleeps: a 429 or 5xx comes straight
     # back and the job is rescheduled (Retry-After, backoff) while other links go ahead.
     background_client = client.with_options(max_retries=0)

@@ -112,6 +112,11 @@ class RequestBudget:
             monotonic=monotonic,
         )
 
+    @property
+    def limits(self) -> Mapping[str, Limit]:
+        """The limit kept for each endpoint."""
+        return dict(self._limits)
+
     def _window(self, key: tuple[str, str | None], now: float, span: float) -> deque[float]:
         calls = self._calls.setdefault(key, deque())
         while calls and calls[0] <= now - span:

@@ -6,6 +6,8 @@ its in-memory storage reads the wall clock itself (``time.time()``, eleven times
 windows here follow the worker's injected monotonic clock instead, which is what lets the
 worker's tests step time rather than sleep through a minute, and keeps a wall-clock step (NTP)
 from opening or closing a window. Each window holds at most its limit's calls; no more code.
+Measured (``bench/sync_worker.py --budget limits``, bench/RESULTS.md): both keep the worker at
+95 % of MoneyKit's limit; a ``try_acquire`` costs about 5 µs here and 40 µs with ``limits``.
 """
 
 from __future__ import annotations

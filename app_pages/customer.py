@@ -10,42 +10,18 @@ import streamlit as st
 
 from linkdesk.store.analytics import TIMELINE_KINDS
 from ui.auth import require_actor
-from ui.link_detail import relink_started_here, render_repair_panel
+from ui.customer_timeline import kind_label, render_entries, render_repairs
 from ui.outreach import render_customer_outreach
 from ui.render import plain
 from ui.wiring import get_services
 
 PAGE_SIZE = 50
-# A customer rarely has more than a few links; past this many the Links page lists them all.
-MAX_REPAIR_PANELS = 5
-KIND_LABELS = {
-    "session": "Connect sessions",
-    "event": "Connect screens and events",
-    "exchange": "Links and relinks",
-    "state": "State changes",
-    "webhook": "Webhooks",
-    "sync": "Sync results",
-    "staff": "Staff actions",
-}
-KIND_ICONS = {
-    "session": "🪟",
-    "event": "👆",
-    "exchange": "🔗",
-    "state": "🔀",
-    "webhook": "📨",
-    "sync": "🔄",
-    "staff": "🧑‍💼",
-}
 
 services = get_services()
 queries = services.links
 actor = require_actor()
 analytics = services.analytics
 state = st.session_state
-
-
-def _kind_label(kind: str) -> str:
-    return f"{KIND_ICONS.get(kind, '')} {KIND_LABELS.get(kind, kind)}".strip()
 
 
 def _reset_paging() -> None:
@@ -105,48 +81,7 @@ st.page_link(
 )
 
 
-def _repair_section() -> None:
-    """This customer's links that need something, each with why and how to repair it."""
-    to_act_on = analytics.customer_links_to_act_on(customer, limit=MAX_REPAIR_PANELS + 1)
-    # A link relinked from here turns healthy and leaves the list; its panel stays until the
-    # outcome has been seen.
-    remembered_key = f"customer.repairs.{customer}"
-    remembered: list[str] = state.get(remembered_key, [])
-    repaired_here = [
-        link_id
-        for link_id in remembered
-        if link_id not in to_act_on and relink_started_here(link_id)
-    ]
-    state[remembered_key] = list(dict.fromkeys([*repaired_here, *to_act_on]))
-    shown = [*repaired_here, *to_act_on[:MAX_REPAIR_PANELS]]
-    if not shown:
-        st.success("All of this customer's links are working.", icon="✅")
-        return
-    # A link repaired here keeps its panel (with the outcome) but not under "Needs action".
-    if repaired_here:
-        st.subheader("Repaired just now", divider="green")
-        for link_id in repaired_here:
-            detail = queries.get_link(link_id)
-            if detail is not None:
-                render_repair_panel(detail, actor)
-    if not to_act_on:
-        st.success("All of this customer's links are working.", icon="✅")
-        return
-    st.subheader("Needs action", divider="red")
-    for link_id in to_act_on[:MAX_REPAIR_PANELS]:
-        detail = queries.get_link(link_id)
-        if detail is not None:
-            render_repair_panel(detail, actor)
-    if len(to_act_on) > MAX_REPAIR_PANELS:
-        st.page_link(
-            "app_pages/links.py",
-            label="More links of this customer need action: see them all on Links",
-            icon="🔗",
-            query_params={"customer": customer},
-        )
-
-
-_repair_section()
+render_repairs(services, customer, actor)
 render_customer_outreach(customer)
 st.subheader("Timeline", divider="gray")
 kinds = st.pills(
@@ -154,7 +89,7 @@ kinds = st.pills(
     list(TIMELINE_KINDS),
     selection_mode="multi",
     default=list(TIMELINE_KINDS),
-    format_func=_kind_label,
+    format_func=kind_label,
     key="customer.kinds",
     on_change=_reset_paging,
 )
@@ -169,23 +104,7 @@ if not page.entries:
         else "No older entries."
     )
 else:
-    st.dataframe(
-        [
-            {
-                "When": entry.at,
-                "Kind": _kind_label(entry.kind),
-                "Bank": entry.institution_name or "—",
-                "Link": entry.link_id or "—",
-                "What happened": entry.what,
-                "Who": entry.who,
-            }
-            for entry in page.entries
-        ],
-        key="customer.timeline",
-        hide_index=True,
-        width="stretch",
-        column_config={"When": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},
-    )
+    render_entries(page.entries)
     first = (len(cursors) - 1) * PAGE_SIZE
     st.caption(f"Entries {first + 1}–{first + len(page.entries)}, newest first (UTC).")
 

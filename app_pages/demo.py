@@ -9,21 +9,16 @@ import streamlit as st
 from linkdesk.auth import Permission
 from linkdesk.demo import DemoRefused, SandboxUnavailable
 from linkdesk.errors import ServiceError
-from linkdesk.store.queries import Health
 from ui.auth import require_actor
 from ui.demo import forget_demo_switch
-from ui.errors import guard
+from ui.demo_stage import live_panel, render_scenarios
 from ui.render import plain
 from ui.wiring import get_services
-
-LIVE_SECONDS = 2.0
-SPEEDS = {1.0: "Real time (about 2 minutes)", 2.0: "2× faster", 5.0: "5× faster"}
 
 services = get_services()
 demo = services.demo
 actor = require_actor()
 may_switch = actor.can(Permission.DEMO_RESET)
-may_play = actor.can(Permission.DEMO_SCENARIO)
 
 
 def _when(moment: datetime | None) -> str:
@@ -96,75 +91,11 @@ except (DemoRefused, SandboxUnavailable) as problem:
     st.error(f"The sandbox cannot play scenarios right now: {plain(problem)}")
     available = []
 
-for scenario in available:
-    with st.container(border=True):
-        st.markdown(f"**{scenario.title}**")
-        st.caption(scenario.description)
-        if not may_play:
-            continue
-        bank = scenario.default_institution_id
-        if bank is None:
-            st.warning("No bank in the sandbox has a connected link this scenario fits.")
-            continue
-        cols = st.columns([2, 2, 1], vertical_alignment="bottom")
-        name = scenario.default_institution_name or bank
-        cols[0].markdown(f"Plays on **{plain(name)}**, the largest bank it fits.")
-        speed = cols[1].selectbox(
-            "Pace",
-            list(SPEEDS),
-            format_func=SPEEDS.__getitem__,
-            key=f"demo.speed.{scenario.name}",
-        )
-        if cols[2].button("Start", key=f"demo.start.{scenario.name}", type="primary"):
-            try:
-                run = demo.start_scenario(actor, scenario.name, institution_id=bank, speed=speed)
-            except ServiceError as refused:
-                st.error(plain(refused))
-            else:
-                st.toast(f"{run.title} started on {plain(run.institution_name)}.", icon="🎬")
-
-
-@st.fragment(run_every=LIVE_SECONDS)
-def _live() -> None:
-    """What the sandbox is playing, and what Linkdesk sees of it, refreshed every 2 s."""
-    with guard("the demo live panel"):
-        _available, runs = demo.scenarios()
-        counts = services.links.health_summary(max_age=LIVE_SECONDS).counts
-        cols = st.columns(4)
-        cols[0].metric("Healthy links", f"{counts[Health.HEALTHY]:,}")
-        cols[1].metric("Need a relink", f"{counts[Health.NEEDS_RELINK]:,}")
-        cols[2].metric("Wait (MoneyKit retries)", f"{counts[Health.WAIT]:,}")
-        status = services.links.worker_status(max_age=LIVE_SECONDS)
-        cols[3].metric("Webhooks queued", status.webhooks_pending)
-        if not runs:
-            st.caption("No scenario has run since the last reset.")
-            return
-        for run in runs[:5]:
-            done = run.steps_done / run.steps_total if run.steps_total else 1.0
-            label = {"running": "▶️ playing", "finished": "✅ finished", "stopped": "⏹ stopped"}
-            st.progress(
-                done,
-                text=f"{label.get(run.status, run.status)} · **{run.title}** on "
-                f"{plain(run.institution_name)} · {plain(run.last_step)} · "
-                f"{run.links_changed} link changes, "
-                f"{run.links_still_broken} still broken",
-            )
-            if run.status == "running":
-                st.page_link(
-                    "app_pages/links.py",
-                    label=f"Watch {plain(run.institution_name)}'s links",
-                    icon="🔗",
-                    query_params={"institution": run.institution_id},
-                )
-        playing = any(run.status == "running" for run in runs)
-        if may_play and playing and st.button("Stop the running scenarios", key="demo.stop"):
-            demo.stop_scenarios(actor)
-            st.rerun(scope="fragment")
-
+render_scenarios(services, actor, available)
 
 st.subheader("Live")
 st.caption("What the sandbox is playing, and what Linkdesk sees of it (every 2 s).")
-_live()
+live_panel(services, actor)
 
 if may_switch:
     st.subheader("Reset")

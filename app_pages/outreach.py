@@ -13,13 +13,11 @@ from linkdesk.auth import Permission
 from linkdesk.errors import ServiceError
 from linkdesk.services.outreach import PlannedEmail
 from linkdesk.services.outreach_text import filters_from_params
-from linkdesk.services.outreach_tracking import CampaignProgress
 from ui.auth import require_actor
-from ui.errors import guarded
+from ui.links_filters import FILTER_PARAMS
 from ui.outreach import dashboard_origin
+from ui.outreach_campaign import render_campaign
 from ui.wiring import get_services
-
-FILTER_PARAMS = ("health", "error", "institution", "customer", "q")
 
 services = get_services()
 outreach = services.outreach
@@ -29,72 +27,6 @@ st.title("Email relink links to customers")
 if not actor.can(Permission.CUSTOMER_LINK):
     st.warning("Sending relink emails needs the support or admin role.")
     st.stop()
-
-
-def _status_text(progress: CampaignProgress) -> str:
-    return (
-        f"{progress.done} of {progress.total} done · {progress.sent} sent · "
-        f"{progress.failed} failed · {progress.skipped} not sent"
-    )
-
-
-@st.fragment(run_every=1)
-@guarded("outreach.progress")
-def _follow(campaign_id: str) -> None:
-    """The campaign's progress as the background sender records it, polled every second."""
-    progress = outreach.progress(campaign_id)
-    if progress is None:
-        return
-    st.progress(progress.fraction, text=_status_text(progress))
-    if progress.finished:
-        st.rerun()  # the whole page shows the final report
-    if not progress.sender_alive and progress.waiting:
-        st.warning("Nobody is sending this campaign right now (the sending process stopped).")
-        if st.button("Resume sending", key="outreach.resume"):
-            outreach.resume(campaign_id, actor)
-            st.rerun(scope="fragment")
-    if st.button("Stop sending", key="outreach.stop"):
-        outreach.stop(campaign_id, actor)
-        st.rerun()
-
-
-def _campaign(campaign_id: str) -> None:
-    progress = outreach.progress(campaign_id)
-    if progress is None:
-        st.error("This campaign is not known to Linkdesk.")
-        return
-    # Filter values come from a URL: shown as text, never as Markdown.
-    st.text(
-        f"Started by {progress.created_by} at {progress.created_at:%Y-%m-%d %H:%M} UTC for the "
-        f"Links view: {progress.description}"
-    )
-    if not progress.finished:
-        _follow(campaign_id)
-        return
-    st.progress(progress.fraction, text=_status_text(progress))
-    if progress.status == "stopped":
-        st.warning(f"Stopped. {progress.sent} emails were sent.", icon="⏹️")
-    else:
-        sent = progress.sent
-        st.success(f"Done: {sent} relink email{'' if sent == 1 else 's'} sent.", icon="✅")
-    problems = outreach.messages(campaign_id, statuses=("failed", "skipped"))
-    if problems:
-        st.subheader("Not emailed", divider="orange")
-        st.dataframe(
-            [
-                {
-                    "Customer": row.customer_id or "—",
-                    "Link": row.link_id,
-                    "Address": row.email or "—",
-                    "Result": row.status,
-                    "Why": row.detail or "",
-                }
-                for row in problems
-            ],
-            key="outreach.problems",
-            hide_index=True,
-            width="stretch",
-        )
 
 
 def _listed(rows: list[PlannedEmail]) -> list[dict[str, object]]:
@@ -112,7 +44,7 @@ def _listed(rows: list[PlannedEmail]) -> list[dict[str, object]]:
 
 campaign_id = st.query_params.get("campaign")
 if campaign_id:
-    _campaign(campaign_id)
+    render_campaign(services, actor, campaign_id)
     st.page_link("app_pages/outreach.py", label="Start another outreach", icon="📧")
     st.stop()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from linkdesk.store.analytics import TIMELINE_KINDS
+from linkdesk.read.timeline import TIMELINE_KINDS
 from ui.auth import require_actor
 from ui.customer_timeline import kind_label, render_entries, render_repairs
 from ui.outreach import render_customer_outreach
@@ -20,7 +20,6 @@ PAGE_SIZE = 50
 services = get_services()
 queries = services.links
 actor = require_actor()
-analytics = services.analytics
 state = st.session_state
 
 
@@ -96,7 +95,9 @@ kinds = st.pills(
 
 cursors: list[str | None] = state["customer.cursors"]
 with st.spinner("Reading the customer's history…"):
-    page = analytics.customer_timeline(customer, kinds=kinds, limit=PAGE_SIZE, after=cursors[-1])
+    page = services.timeline.customer_timeline(
+        customer, kinds=kinds, limit=PAGE_SIZE, after=cursors[-1]
+    )
 if not page.entries:
     st.info(
         "Nothing recorded for this customer with these filters."

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import streamlit as st
 
-from linkdesk.store.analytics import ABANDONED_AFTER, FunnelFilters
+from linkdesk.read.funnel import ABANDONED_AFTER, FunnelFilters
 from ui import charts
 from ui.auth import require_actor
 from ui.outreach import render_outreach_funnel
@@ -14,7 +14,7 @@ from ui.wiring import get_services
 
 services = get_services()
 require_actor()
-analytics = services.analytics
+funnel = services.funnel
 
 st.title("Connect funnel")
 today = datetime.now(UTC).date()
@@ -29,7 +29,7 @@ until = datetime.combine(today + timedelta(days=1), time.min, UTC)
 if isinstance(period, tuple) and len(period) == 2:
     since = datetime.combine(period[0], time.min, UTC)
     until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
-banks = dict(analytics.session_institutions(since))
+banks = dict(funnel.session_institutions(since))
 institution = filters_row[1].selectbox(
     "Bank",
     [None, *banks],
@@ -44,7 +44,7 @@ mode = filters_row[2].selectbox(
 )
 filters = FunnelFilters(since=since, until=until, institution_id=institution, mode=mode)
 
-summary = analytics.funnel_summary(filters)
+summary = funnel.funnel_summary(filters)
 if summary.started == 0:
     st.info(
         "No Connect session in this period. Sessions appear here once staff (or customers "
@@ -67,9 +67,9 @@ cols[4].metric(
 )
 
 st.subheader("Sessions by day", divider="gray")
-st.altair_chart(charts.sessions_by_day(analytics.funnel_by_day(filters)), width="stretch")
+st.altair_chart(charts.sessions_by_day(funnel.funnel_by_day(filters)), width="stretch")
 
-screens = analytics.screens(filters)
+screens = funnel.screens(filters)
 st.subheader("Screens", divider="gray")
 if screens:
     left, right = st.columns(2)
@@ -99,7 +99,7 @@ else:
     st.caption("No screen changes recorded for these sessions.")
 
 st.subheader("Exit errors by bank", divider="gray")
-exits = analytics.exit_errors(filters)
+exits = funnel.exit_errors(filters)
 if exits:
     st.dataframe(
         [

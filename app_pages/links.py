@@ -8,8 +8,8 @@ from functools import partial
 import streamlit as st
 
 from linkdesk.auth import Permission
+from linkdesk.read.export import EXPORT_CAP, links_csv
 from linkdesk.read.links import matching_links
-from linkdesk.store.analytics import EXPORT_CAP, links_csv
 from ui.auth import require_actor
 from ui.link_detail import render_link_detail
 from ui.links_filters import (

@@ -23,7 +23,10 @@ from linkdesk.health import HealthThresholds
 from linkdesk.metrics import Metrics
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.images import ImagePolicy
+from linkdesk.read.funnel import FunnelReads
 from linkdesk.read.overview import OverviewReads
+from linkdesk.read.timeline import TimelineReads
+from linkdesk.read.webhooks import DeliveryReads
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
 from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
@@ -56,8 +59,11 @@ class Services:
     store: Store
     client: MoneyKitClient
     links: LinkQueries
-    analytics: Analytics  # aggregates over history: funnel, timeline, deliveries, trends
+    analytics: Analytics  # aggregates over history for the Overview and Activity
     overview: OverviewReads  # the Overview's numbers, shared by every session
+    funnel: FunnelReads  # the Connect funnel
+    timeline: TimelineReads  # one customer's history and open problems
+    deliveries: DeliveryReads  # webhook deliveries as received
     sessions: ConnectService
     discovery: DiscoveryService
     audit: AuditLog
@@ -283,6 +289,9 @@ def build_services(
             rollup=Evaluator(store, clock=clock, thresholds=health),
             clock=clock,
         ),
+        funnel=FunnelReads(store, clock=clock),
+        timeline=TimelineReads(store, clock=clock, thresholds=health),
+        deliveries=DeliveryReads(store),
         sessions=sessions,
         discovery=DiscoveryService(
             store=store,

@@ -1,6 +1,6 @@
 """Altair charts for the overview and funnel pages.
 
-Charts take the small, already aggregated rows of `linkdesk.store.analytics`; nothing here
+Charts take the small, already aggregated rows of the read side; nothing here
 queries. Bank colours come from outside and are re-validated before they reach the chart spec.
 """
 
@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import altair as alt
 
-from linkdesk.store.analytics import DayCount, InstitutionErrors, ScreenStat, TrendPoint
+from linkdesk.read.funnel import DayCount, ScreenStat
+from linkdesk.store.analytics import InstitutionErrors, TrendPoint
 from linkdesk.validation import safe_hex_color
 from ui.render import NEUTRAL_SWATCH
 

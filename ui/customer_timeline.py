@@ -9,7 +9,7 @@ import streamlit as st
 
 from linkdesk.auth import Actor
 from linkdesk.bootstrap import Services
-from linkdesk.store.analytics import TimelineEntry
+from linkdesk.read.timeline import TimelineEntry
 from ui.link_detail import relink_started_here, render_repair_panel
 
 # A customer rarely has more than a few links; past this many the Links page lists them all.
@@ -47,7 +47,7 @@ def _panels(services: Services, link_ids: Sequence[str], actor: Actor) -> None:
 
 def render_repairs(services: Services, customer: str, actor: Actor) -> None:
     """This customer's links that need something, each with why and how to repair it."""
-    to_act_on = services.analytics.customer_links_to_act_on(customer, limit=MAX_REPAIR_PANELS + 1)
+    to_act_on = services.timeline.customer_links_to_act_on(customer, limit=MAX_REPAIR_PANELS + 1)
     # A link relinked from here turns healthy and leaves the list; its panel stays until the
     # outcome has been seen.
     state = st.session_state

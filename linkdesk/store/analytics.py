@@ -1,4 +1,6 @@
-"""Aggregates for the operations, support and demo pages: counted in SQL, returned small.
+"""Aggregates for the Overview and Activity pages: counted in SQL, returned small. (The funnel,
+the customer timeline, the webhook deliveries and the CSV export have their own modules in
+:mod:`linkdesk.read`.)
 
 Every method here answers one screen's question with a bounded result: GROUP BY for counts, a
 LIMIT for lists (keyset cursors where a list is paged), so no page ever pulls a table into memory
@@ -7,95 +9,43 @@ to count it. Time comes from the injected clock, so tests can pin "now".
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
 
 from linkdesk.health import (
     RELINK_ERRORS,
     STUCK_STATES,
     Health,
     HealthThresholds,
-    health_case,
     health_condition_at,
 )
-from linkdesk.store.cursor import InvalidCursor, decode_cursor, encode_cursor
+from linkdesk.store.aggregates import as_aware, bounded, count_if, seconds_between
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
-    AuditEntry,
-    ConnectEvent,
     ConnectSession,
     Institution,
     Link,
     LinkStateChange,
-    SyncAttempt,
     UTCDateTime,
-    WebhookDelivery,
     WebhookEvent,
 )
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
 from linkdesk.validation import safe_hex_color
 
 __all__ = [
-    "ABANDONED_AFTER",
-    "TIMELINE_KINDS",
     "Analytics",
     "BrokeToday",
     "BrokenLink",
-    "DayCount",
-    "DeliveryDetail",
-    "FunnelFilters",
-    "FunnelSummary",
     "InstitutionErrors",
-    "LinksExport",
     "RelinkStats",
-    "ScreenStat",
-    "TimelineEntry",
-    "TimelinePage",
     "TrendPoint",
-    "links_csv",
 ]
-
-# A Connect session with no success or exit after this long was left by the person.
-ABANDONED_AFTER = timedelta(minutes=30)
-MAX_LIMIT = 1000
-EXPORT_CAP = 50_000
-TIMELINE_KINDS = ("session", "event", "exchange", "state", "webhook", "sync", "staff")
-_TERMINAL_TYPES = ("success", "relink_success", "exit")
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _bounded(limit: int) -> int:
-    return max(1, min(int(limit), MAX_LIMIT))
-
-
-def _as_date(value: Any) -> date:
-    # SQLite's date() gives 'YYYY-MM-DD' text, PostgreSQL's gives a date.
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
-
-
-def _as_aware(value: Any) -> datetime | None:
-    # Values computed inside SQL (MIN, LEAD…) come back without the column type's processing.
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return None
 
 
 # -- result rows -------------------------------------------------------------------------------
@@ -156,119 +106,6 @@ class RelinkStats:
     def success_rate(self) -> float | None:
         finished = self.succeeded + self.exited + self.failed
         return self.succeeded / finished if finished else None
-
-
-@dataclass(frozen=True, slots=True)
-class FunnelFilters:
-    since: datetime
-    until: datetime
-    institution_id: str | None = None
-    mode: str | None = None  # link | relink
-
-
-@dataclass(frozen=True, slots=True)
-class FunnelSummary:
-    started: int
-    completed: int
-    exited: int
-    failed: int
-    pending: int
-    abandoned: int
-
-    @property
-    def completion_rate(self) -> float | None:
-        return self.completed / self.started if self.started else None
-
-
-@dataclass(frozen=True, slots=True)
-class DayCount:
-    day: date
-    started: int
-    completed: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScreenStat:
-    screen: str
-    reached: int  # sessions that showed this screen
-    dropped: int  # sessions whose last screen this was, without success
-    avg_seconds: float | None  # time until the next event, averaged
-    samples: int
-
-
-@dataclass(frozen=True, slots=True)
-class ExitErrorRow:
-    institution_id: str | None
-    institution_name: str
-    error_id: str
-    sessions: int
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    at: datetime
-    kind: str
-    ref: str
-    link_id: str | None
-    institution_name: str | None
-    what: str
-    who: str
-
-
-@dataclass(frozen=True, slots=True)
-class TimelinePage:
-    entries: list[TimelineEntry]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryDetail:
-    id: int
-    received_at: datetime
-    verdict: str
-    reason: str | None
-    event: str | None
-    link_id: str | None
-    attempt: int | None
-    delivery_token: str | None
-    event_timestamp: datetime | None
-    payload: dict[str, Any] | None  # only for verified (accepted) deliveries
-
-
-@dataclass(frozen=True, slots=True)
-class LinksExport:
-    text: str
-    rows: int
-    capped: bool
-
-
-# -- SQL helpers -------------------------------------------------------------------------------
-
-
-def _seconds_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
-    if dialect == "postgresql":
-        return sa.func.extract("epoch", later - earlier)
-    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
-
-
-def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
-    return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
-
-
-def _decode_timeline_cursor(cursor: str, size: int) -> list[str] | None:
-    try:
-        values = decode_cursor(cursor)
-    except InvalidCursor:
-        return None
-    if not isinstance(values, list) or len(values) != size:
-        return None
-    if not all(isinstance(v, str) for v in values):
-        return None
-    return values
-
-
-def _event_property(name: str) -> ColumnElement[Any]:
-    return ConnectEvent.payload[("properties", name)].as_string()
 
 
 class Analytics:
@@ -332,8 +169,8 @@ class Analytics:
         stmt = (
             sa.select(
                 day_rows.c.i,
-                _count_if(sa.and_(in_error, changes.c.to_error == "auth_expired")),
-                _count_if(sa.and_(in_error, changes.c.to_error.in_(sorted(RELINK_ERRORS)))),
+                count_if(sa.and_(in_error, changes.c.to_error == "auth_expired")),
+                count_if(sa.and_(in_error, changes.c.to_error.in_(sorted(RELINK_ERRORS)))),
             )
             .select_from(day_rows.outerjoin(changes, open_at_end))
             .group_by(day_rows.c.i)
@@ -361,7 +198,7 @@ class Analytics:
         """
         now = self._clock()
         start = since or datetime.combine(now.date(), time.min, UTC)
-        limit = _bounded(limit)
+        limit = bounded(limit)
         stuck_after = self._thresholds.stuck_after
         change = sa.orm.aliased(LinkStateChange, name="change")
         newer = sa.orm.aliased(LinkStateChange, name="newer")
@@ -434,7 +271,7 @@ class Analytics:
         found: list[BrokenLink] = []
         with self._store.read() as session:
             for link_id, customer, iid, name, state, error, at in session.execute(errored_rows):
-                moment = _as_aware(at)
+                moment = as_aware(at)
                 assert moment is not None
                 found.append(
                     BrokenLink(
@@ -452,7 +289,7 @@ class Analytics:
                     )
                 )
             for link_id, customer, iid, name, state, error, since_at in session.execute(stuck_rows):
-                moment = _as_aware(since_at)
+                moment = as_aware(since_at)
                 assert moment is not None
                 found.append(
                     BrokenLink(
@@ -475,26 +312,9 @@ class Analytics:
             links=found[:limit], total=int(total), customers=int(customers), since=start
         )
 
-    def customer_links_to_act_on(self, customer_id: str, limit: int = 10) -> list[str]:
-        """Ids of one customer's links whose verdict asks for a look, most recently changed first.
-
-        Everything but healthy, still linking and deleted links: the customer timeline shows why
-        each of these is broken and what to do about it.
-        """
-        verdict = health_case(self._clock(), self._thresholds)
-        fine = [Health.HEALTHY.value, Health.PENDING.value, Health.DELETED.value]
-        stmt = (
-            sa.select(Link.link_id)
-            .where(Link.customer_id == customer_id, verdict.notin_(fine))
-            .order_by(Link.updated_at.desc(), Link.link_id)
-            .limit(_bounded(limit))
-        )
-        with self._store.read() as session:
-            return [str(link_id) for link_id in session.scalars(stmt).all()]
-
     def errors_by_institution(self, limit: int = 10) -> list[InstitutionErrors]:
         """The banks with most links in state ``error`` now, worst first."""
-        errors = _count_if(Link.state == "error").label("errors")
+        errors = count_if(Link.state == "error").label("errors")
         stmt = (
             sa.select(
                 Link.institution_id,
@@ -507,7 +327,7 @@ class Analytics:
             .group_by(Link.institution_id, Institution.name, Institution.color)
             .having(errors > 0)
             .order_by(errors.desc(), Institution.name)
-            .limit(_bounded(limit))
+            .limit(bounded(limit))
         )
         with self._store.read() as session:
             return [
@@ -528,10 +348,10 @@ class Analytics:
         outcome = ConnectSession.outcome
         counts = sa.select(
             sa.func.count(),
-            _count_if(outcome == "success"),
-            _count_if(outcome == "exit"),
-            _count_if(outcome == "failed"),
-            _count_if(outcome == "pending"),
+            count_if(outcome == "success"),
+            count_if(outcome == "exit"),
+            count_if(outcome == "failed"),
+            count_if(outcome == "pending"),
         ).where(in_window)
         broke_at = (
             sa.select(sa.func.max(LinkStateChange.at))
@@ -546,7 +366,7 @@ class Analytics:
         )
         repairs = (
             sa.select(
-                _seconds_between(self._store.dialect, ConnectSession.finished_at, broke_at).label(
+                seconds_between(self._store.dialect, ConnectSession.finished_at, broke_at).label(
                     "seconds"
                 )
             )
@@ -582,7 +402,7 @@ class Analytics:
     def webhook_lag(self) -> timedelta:
         """How long the oldest verified webhook has waited to be applied (zero when none)."""
         with self._store.read() as session:
-            oldest = _as_aware(
+            oldest = as_aware(
                 session.scalar(
                     sa.select(sa.func.min(WebhookEvent.received_at)).where(
                         WebhookEvent.status == "pending"
@@ -594,564 +414,3 @@ class Analytics:
         return max(self._clock() - oldest, timedelta(0))
 
     # -- Connect funnel ----------------------------------------------------------------------
-
-    def _scoped_sessions(self, filters: FunnelFilters) -> Any:
-        """Sessions in the window with their institution: the link's, else the one picked."""
-        last_pick = (
-            sa.select(ConnectEvent.session_id, sa.func.max(ConnectEvent.seq).label("seq"))
-            .where(ConnectEvent.name == "select_institution")
-            .group_by(ConnectEvent.session_id)
-            .subquery("last_pick")
-        )
-        picked = sa.orm.aliased(ConnectEvent, name="picked")
-        picked_institution = picked.payload[("properties", "institution_id")].as_string()
-        institution = sa.func.coalesce(Link.institution_id, picked_institution)
-        stmt = (
-            sa.select(
-                ConnectSession.id,
-                ConnectSession.mode,
-                ConnectSession.started_at,
-                ConnectSession.outcome,
-                ConnectSession.exit_error_id,
-                institution.label("institution_id"),
-            )
-            .outerjoin(Link, Link.link_id == ConnectSession.link_id)
-            .outerjoin(last_pick, last_pick.c.session_id == ConnectSession.id)
-            .outerjoin(
-                picked,
-                sa.and_(picked.session_id == last_pick.c.session_id, picked.seq == last_pick.c.seq),
-            )
-            .where(
-                ConnectSession.started_at >= filters.since,
-                ConnectSession.started_at < filters.until,
-            )
-        )
-        if filters.mode:
-            stmt = stmt.where(ConnectSession.mode == filters.mode)
-        if filters.institution_id:
-            stmt = stmt.where(institution == filters.institution_id)
-        return stmt.subquery("scoped")
-
-    def funnel_summary(self, filters: FunnelFilters) -> FunnelSummary:
-        scoped = self._scoped_sessions(filters)
-        ended = (
-            sa.select(ConnectEvent.id)
-            .where(ConnectEvent.session_id == scoped.c.id, ConnectEvent.type.in_(_TERMINAL_TYPES))
-            .exists()
-        )
-        cutoff = self._clock() - ABANDONED_AFTER
-        outcome = scoped.c.outcome
-        stmt = sa.select(
-            sa.func.count(),
-            _count_if(outcome == "success"),
-            _count_if(outcome == "exit"),
-            _count_if(outcome == "failed"),
-            _count_if(outcome == "pending"),
-            _count_if(sa.and_(outcome == "pending", scoped.c.started_at < cutoff, ~ended)),
-        ).select_from(scoped)
-        with self._store.read() as session:
-            started, completed, exited, failed, pending, abandoned = session.execute(stmt).one()
-        return FunnelSummary(
-            started=int(started),
-            completed=int(completed),
-            exited=int(exited),
-            failed=int(failed),
-            pending=int(pending),
-            abandoned=int(abandoned),
-        )
-
-    def funnel_by_day(self, filters: FunnelFilters) -> list[DayCount]:
-        scoped = self._scoped_sessions(filters)
-        day = sa.func.date(scoped.c.started_at).label("day")
-        stmt = (
-            sa.select(day, sa.func.count(), _count_if(scoped.c.outcome == "success"))
-            .group_by(day)
-            .order_by(day)
-        )
-        with self._store.read() as session:
-            return [
-                DayCount(day=_as_date(d), started=int(s), completed=int(c))
-                for d, s, c in session.execute(stmt).all()
-            ]
-
-    def screens(self, filters: FunnelFilters) -> list[ScreenStat]:
-        """Per Connect screen: sessions that reached it, dropped there, and time spent on it."""
-        scoped = self._scoped_sessions(filters)
-        screen = _event_property("current_screen_name")
-        shown = (
-            sa.select(
-                ConnectEvent.session_id,
-                ConnectEvent.seq,
-                screen.label("screen"),
-                ConnectEvent.at,
-                sa.func.lead(ConnectEvent.at)
-                .over(partition_by=ConnectEvent.session_id, order_by=ConnectEvent.seq)
-                .label("next_at"),
-                sa.func.max(ConnectEvent.seq)
-                .over(partition_by=ConnectEvent.session_id)
-                .label("last_seq"),
-                ConnectEvent.name,
-            )
-            .join(scoped, scoped.c.id == ConnectEvent.session_id)
-            .subquery("all_events")
-        )
-        # The last change_screen of each session is where it ended up.
-        screen_events = (
-            sa.select(
-                shown.c.session_id,
-                shown.c.seq,
-                shown.c.screen,
-                shown.c.at,
-                shown.c.next_at,
-                sa.func.max(shown.c.seq)
-                .over(partition_by=shown.c.session_id)
-                .label("last_screen_seq"),
-            )
-            .where(shown.c.name == "change_screen", shown.c.screen.is_not(None))
-            .subquery("screens")
-        )
-        seconds = _seconds_between(self._store.dialect, screen_events.c.next_at, screen_events.c.at)
-        timed = sa.and_(screen_events.c.at.is_not(None), screen_events.c.next_at.is_not(None))
-        outcome = (
-            sa.select(scoped.c.outcome).where(scoped.c.id == screen_events.c.session_id)
-        ).scalar_subquery()
-        last_here = screen_events.c.seq == screen_events.c.last_screen_seq
-        stmt = (
-            sa.select(
-                screen_events.c.screen,
-                sa.func.count(sa.distinct(screen_events.c.session_id)),
-                _count_if(sa.and_(last_here, outcome != "success")),
-                sa.func.avg(sa.case((timed, seconds), else_=None)),
-                _count_if(timed),
-            )
-            .group_by(screen_events.c.screen)
-            .order_by(sa.func.count(sa.distinct(screen_events.c.session_id)).desc())
-            .limit(100)
-        )
-        with self._store.read() as session:
-            return [
-                ScreenStat(
-                    screen=str(name),
-                    reached=int(reached),
-                    dropped=int(dropped),
-                    avg_seconds=float(avg) if avg is not None else None,
-                    samples=int(samples),
-                )
-                for name, reached, dropped, avg, samples in session.execute(stmt).all()
-            ]
-
-    def exit_errors(self, filters: FunnelFilters, limit: int = 50) -> list[ExitErrorRow]:
-        scoped = self._scoped_sessions(filters)
-        n = sa.func.count().label("n")
-        stmt = (
-            sa.select(scoped.c.institution_id, Institution.name, scoped.c.exit_error_id, n)
-            .outerjoin(Institution, Institution.institution_id == scoped.c.institution_id)
-            .where(scoped.c.outcome == "exit", scoped.c.exit_error_id.is_not(None))
-            .group_by(scoped.c.institution_id, Institution.name, scoped.c.exit_error_id)
-            .order_by(n.desc(), scoped.c.exit_error_id)
-            .limit(_bounded(limit))
-        )
-        with self._store.read() as session:
-            return [
-                ExitErrorRow(
-                    institution_id=iid,
-                    institution_name=name or iid or "(no bank picked)",
-                    error_id=str(error),
-                    sessions=int(count),
-                )
-                for iid, name, error, count in session.execute(stmt).all()
-            ]
-
-    def session_institutions(self, since: datetime) -> list[tuple[str, str]]:
-        """(institution id, name) of banks seen in Connect sessions since ``since``, for filters."""
-        scoped = self._scoped_sessions(
-            FunnelFilters(since=since, until=self._clock() + timedelta(days=1))
-        )
-        stmt = (
-            sa.select(
-                scoped.c.institution_id, sa.func.coalesce(Institution.name, scoped.c.institution_id)
-            )
-            .outerjoin(Institution, Institution.institution_id == scoped.c.institution_id)
-            .where(scoped.c.institution_id.is_not(None))
-            .distinct()
-            .order_by(sa.func.coalesce(Institution.name, scoped.c.institution_id))
-            .limit(500)
-        )
-        with self._store.read() as session:
-            return [(str(i), str(n)) for i, n in session.execute(stmt).all()]
-
-    # -- customer timeline -------------------------------------------------------------------
-
-    def customer_timeline(
-        self,
-        customer_id: str,
-        *,
-        kinds: Collection[str] | None = None,
-        limit: int = 50,
-        after: str | None = None,
-    ) -> TimelinePage:
-        """Everything that happened to one customer's links, newest first, one page at a time."""
-        wanted = [
-            k for k in (kinds if kinds is not None else TIMELINE_KINDS) if k in TIMELINE_KINDS
-        ]
-        if not wanted:
-            return TimelinePage(entries=[], next_cursor=None)
-        limit = _bounded(limit)
-        their_links = sa.select(Link.link_id).where(Link.customer_id == customer_id)
-        theirs = sa.or_(
-            ConnectSession.customer_id == customer_id, ConnectSession.link_id.in_(their_links)
-        )
-        text = sa.String()
-
-        # Every branch of the UNION yields the same eight columns; casting to text keeps
-        # PostgreSQL from refusing a UNION of ids, enums and strings.
-        def columns(
-            at: Any, kind: Any, ref: Any, link_id: Any, a: Any, b: Any, c: Any, who: Any
-        ) -> list[Any]:
-            return [
-                at.label("at"),
-                sa.cast(kind, text).label("kind"),
-                sa.cast(ref, text).label("ref"),
-                sa.cast(link_id, text).label("link_id"),
-                sa.cast(a, text).label("a"),
-                sa.cast(b, text).label("b"),
-                sa.cast(c, text).label("c"),
-                sa.cast(who, text).label("who"),
-            ]
-
-        null = sa.null()
-        branches: list[Any] = []
-        if "session" in wanted:
-            branches.append(
-                sa.select(
-                    *columns(
-                        ConnectSession.started_at,
-                        sa.literal("session"),
-                        ConnectSession.id,
-                        ConnectSession.link_id,
-                        sa.literal("started"),
-                        ConnectSession.mode,
-                        null,
-                        ConnectSession.started_by,
-                    )
-                ).where(theirs)
-            )
-        ended = sa.and_(theirs, ConnectSession.finished_at.is_not(None))
-        for kind, condition in (
-            ("session", ConnectSession.outcome != "success"),
-            ("exchange", ConnectSession.outcome == "success"),
-        ):
-            if kind in wanted:
-                branches.append(
-                    sa.select(
-                        *columns(
-                            ConnectSession.finished_at,
-                            sa.literal(kind),
-                            ConnectSession.id + ":end",
-                            ConnectSession.link_id,
-                            ConnectSession.outcome,
-                            ConnectSession.mode,
-                            sa.func.coalesce(
-                                ConnectSession.exit_error_id, ConnectSession.failure_message
-                            ),
-                            ConnectSession.started_by,
-                        )
-                    ).where(ended, condition)
-                )
-        if "event" in wanted:
-            detail = sa.func.coalesce(
-                _event_property("current_screen_name"),
-                _event_property("institution_name"),
-                _event_property("error_id"),
-                _event_property("search_term"),
-            )
-            branches.append(
-                sa.select(
-                    *columns(
-                        sa.func.coalesce(ConnectEvent.at, ConnectEvent.recorded_at),
-                        sa.literal("event"),
-                        ConnectEvent.id,
-                        ConnectSession.link_id,
-                        ConnectEvent.name,
-                        detail,
-                        ConnectEvent.seq,
-                        ConnectSession.started_by,
-                    )
-                )
-                .join(ConnectSession, ConnectSession.id == ConnectEvent.session_id)
-                .where(theirs)
-            )
-        if "state" in wanted:
-            branches.append(
-                sa.select(
-                    *columns(
-                        LinkStateChange.at,
-                        sa.literal("state"),
-                        LinkStateChange.id,
-                        LinkStateChange.link_id,
-                        LinkStateChange.from_state
-                        + "/"
-                        + sa.func.coalesce(LinkStateChange.from_error, ""),
-                        LinkStateChange.to_state,
-                        LinkStateChange.to_error,
-                        LinkStateChange.source,
-                    )
-                ).where(LinkStateChange.link_id.in_(their_links))
-            )
-        if "webhook" in wanted:
-            branches.append(
-                sa.select(
-                    *columns(
-                        WebhookDelivery.received_at,
-                        sa.literal("webhook"),
-                        WebhookDelivery.id,
-                        WebhookDelivery.link_id,
-                        WebhookDelivery.event,
-                        WebhookDelivery.verdict,
-                        WebhookDelivery.reason,
-                        sa.literal("MoneyKit"),
-                    )
-                ).where(WebhookDelivery.link_id.in_(their_links))
-            )
-        if "sync" in wanted:
-            branches.append(
-                sa.select(
-                    *columns(
-                        SyncAttempt.at,
-                        sa.literal("sync"),
-                        SyncAttempt.id,
-                        SyncAttempt.link_id,
-                        SyncAttempt.outcome,
-                        SyncAttempt.kind,
-                        SyncAttempt.error,
-                        sa.func.coalesce(SyncAttempt.worker, "worker"),
-                    )
-                ).where(SyncAttempt.link_id.in_(their_links))
-            )
-        if "staff" in wanted:
-            branches.append(
-                sa.select(
-                    *columns(
-                        AuditEntry.at,
-                        sa.literal("staff"),
-                        AuditEntry.id,
-                        AuditEntry.link_id,
-                        AuditEntry.action,
-                        AuditEntry.outcome,
-                        sa.func.coalesce(AuditEntry.reason, AuditEntry.detail),
-                        AuditEntry.actor,
-                    )
-                ).where(
-                    sa.or_(
-                        AuditEntry.customer_id == customer_id, AuditEntry.link_id.in_(their_links)
-                    )
-                )
-            )
-        if not branches:
-            return TimelinePage(entries=[], next_cursor=None)
-        rows = sa.union_all(*branches).subquery("timeline")
-        at_column = rows.c.at
-        stmt = (
-            sa.select(rows, Institution.name)
-            .select_from(rows)
-            .outerjoin(Link, Link.link_id == rows.c.link_id)
-            .outerjoin(Institution, Institution.institution_id == Link.institution_id)
-        )
-        if after:
-            values = _decode_timeline_cursor(after, 3)
-            try:
-                at_value = datetime.fromisoformat(values[0]) if values else None
-            except ValueError:
-                at_value = None  # a mangled cursor starts again at the newest entry
-            if values is not None and at_value is not None:
-                # Ids are compared as text: not numeric order, but a total order, which is all
-                # the cursor needs as long as the ORDER BY uses the same expressions.
-                at_param = sa.literal(at_value, UTCDateTime())
-                stmt = stmt.where(
-                    sa.or_(
-                        at_column < at_param,
-                        sa.and_(at_column == at_param, rows.c.kind < values[1]),
-                        sa.and_(
-                            at_column == at_param, rows.c.kind == values[1], rows.c.ref < values[2]
-                        ),
-                    )
-                )
-        stmt = stmt.order_by(at_column.desc(), rows.c.kind.desc(), rows.c.ref.desc()).limit(
-            limit + 1
-        )
-        with self._store.read() as session:
-            found = session.execute(stmt).all()
-        entries = []
-        for at, kind, ref, link_id, a, b, c, who, institution in found[:limit]:
-            moment = _as_aware(at)
-            if moment is None:
-                continue
-            entries.append(
-                TimelineEntry(
-                    at=moment,
-                    kind=kind,
-                    ref=ref,
-                    link_id=link_id,
-                    institution_name=institution,
-                    what=_describe(kind, a, b, c),
-                    who=who or "",
-                )
-            )
-        next_cursor = None
-        if len(found) > limit and entries:
-            last = entries[-1]
-            next_cursor = encode_cursor([last.at.isoformat(), last.kind, last.ref])
-        return TimelinePage(entries=entries, next_cursor=next_cursor)
-
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def deliveries(
-        self,
-        limit: int = 50,
-        *,
-        before_id: int | None = None,
-        verdict: str | None = None,
-        reason: str | None = None,
-        link_id: str | None = None,
-    ) -> list[DeliveryDetail]:
-        """Newest first, paged by id (ids grow with arrival). Payloads are left out here."""
-        stmt = sa.select(
-            WebhookDelivery.id,
-            WebhookDelivery.received_at,
-            WebhookDelivery.verdict,
-            WebhookDelivery.reason,
-            WebhookDelivery.event,
-            WebhookDelivery.link_id,
-            WebhookDelivery.attempt,
-            WebhookDelivery.delivery_token,
-            WebhookDelivery.event_timestamp,
-        )
-        if before_id is not None:
-            stmt = stmt.where(WebhookDelivery.id < before_id)
-        if verdict:
-            stmt = stmt.where(WebhookDelivery.verdict == verdict)
-        if reason:
-            stmt = stmt.where(WebhookDelivery.reason == reason)
-        if link_id:
-            stmt = stmt.where(WebhookDelivery.link_id == link_id)
-        stmt = stmt.order_by(WebhookDelivery.id.desc()).limit(_bounded(limit))
-        with self._store.read() as session:
-            return [DeliveryDetail(*row, payload=None) for row in session.execute(stmt).all()]
-
-    def delivery(self, delivery_id: int) -> DeliveryDetail | None:
-        """One delivery; its payload only when its signature was verified."""
-        with self._store.read() as session:
-            d = session.get(WebhookDelivery, delivery_id)
-            if d is None:
-                return None
-            verified = d.verdict == "accepted" and isinstance(d.payload, dict)
-            return DeliveryDetail(
-                id=d.id,
-                received_at=d.received_at,
-                verdict=d.verdict,
-                reason=d.reason,
-                event=d.event,
-                link_id=d.link_id,
-                attempt=d.attempt,
-                delivery_token=d.delivery_token,
-                event_timestamp=d.event_timestamp,
-                payload=dict(d.payload or {}) if verified else None,
-            )
-
-    def delivery_counts(self) -> dict[str, int]:
-        stmt = sa.select(WebhookDelivery.verdict, sa.func.count()).group_by(WebhookDelivery.verdict)
-        with self._store.read() as session:
-            return {str(v): int(n) for v, n in session.execute(stmt).all()}
-
-    def delivery_reasons(self) -> list[str]:
-        stmt = (
-            sa.select(WebhookDelivery.reason)
-            .where(WebhookDelivery.reason.is_not(None))
-            .distinct()
-            .order_by(WebhookDelivery.reason)
-            .limit(100)
-        )
-        with self._store.read() as session:
-            return [str(r) for r in session.scalars(stmt).all()]
-
-
-def _describe(kind: str, a: str | None, b: str | None, c: str | None) -> str:
-    if kind == "session":
-        if a == "started":
-            return f"{b or 'Connect'} session started"
-        return f"{b or 'Connect'} session ended: {a}" + (f" ({c})" if c else "")
-    if kind == "exchange":
-        return (
-            "Relinked: the link works again" if b == "relink" else "Bank linked (token exchanged)"
-        )
-    if kind == "event":
-        return f"Connect: {a}" + (f" — {b}" if b else "")
-    if kind == "state":
-        before = (a or "").rstrip("/") or "new"
-        return f"State {before} → {b}" + (f"/{c}" if c else "")
-    if kind == "webhook":
-        return f"Webhook {a or '(unreadable)'}: {b}" + (f" ({c})" if c and c != "ok" else "")
-    if kind == "sync":
-        return f"Sync ({b}): {a}" + (f" — {c}" if c else "")
-    if kind == "staff":
-        return f"{a}: {b}" + (f" — {c}" if c else "")
-    return " ".join(part for part in (a, b, c) if part)
-
-
-# -- CSV export --------------------------------------------------------------------------------
-
-_CSV_COLUMNS = (
-    "link_id",
-    "customer_id",
-    "institution_id",
-    "institution_name",
-    "state",
-    "error_code",
-    "health",
-    "health_reason",
-    "created_at",
-    "last_synced_at",
-    "updated_at",
-)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    # A bank name starting with = or + would run as a formula in a spreadsheet.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
-def links_csv(
-    queries: LinkQueries,
-    filters: LinkFilters | None = None,
-    *,
-    sort: LinkSort | str = LinkSort.UPDATED_DESC,
-    cap: int = EXPORT_CAP,
-    page_size: int = 1000,
-) -> LinksExport:
-    """The links matching ``filters`` as CSV, read page by page with the keyset cursor."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(_CSV_COLUMNS)
-    written = 0
-    after: str | None = None
-    capped = False
-    cap = max(1, int(cap))
-    while True:
-        page = queries.list_links(
-            filters, limit=min(page_size, cap - written), after=after, sort=sort
-        )
-        for row in page.rows:
-            writer.writerow([_cell(getattr(row, column)) for column in _CSV_COLUMNS])
-        written += len(page.rows)
-        if page.next_cursor is None:
-            break
-        if written >= cap:
-            capped = True
-            break
-        after = page.next_cursor
-    return LinksExport(text=buffer.getvalue(), rows=written, capped=capped)

@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services
+from linkdesk.read.export import links_csv
 from linkdesk.services.errors import LinkTampered
-from linkdesk.store.analytics import links_csv
 from linkdesk.store.engine import Store, create_engine, migrate
 from linkdesk.store.models import Customer, Institution, Link, WebhookDelivery, WebhookEvent
 from linkdesk.store.queries import LinkQueries, LinkSort

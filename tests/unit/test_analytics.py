@@ -17,9 +17,12 @@ import sqlalchemy as sa
 from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
 from linkdesk.health import Health
+from linkdesk.read.export import links_csv
+from linkdesk.read.funnel import FunnelFilters, FunnelReads
+from linkdesk.read.timeline import TimelineReads
 from linkdesk.services.webhook_apply import NotReapplicable
 from linkdesk.store import Store
-from linkdesk.store.analytics import Analytics, FunnelFilters, TrendPoint, links_csv
+from linkdesk.store.analytics import Analytics, TrendPoint
 from linkdesk.store.models import (
     AuditEntry,
     ConnectEvent,
@@ -325,12 +328,12 @@ class TestFunnel:
         return FunnelFilters(since=NOW - timedelta(days=30), until=NOW + timedelta(days=1), **kw)
 
     def test_summary_counts_outcomes_and_abandoned_sessions(self, sessions: Store) -> None:
-        summary = Analytics(sessions, clock=clock).funnel_summary(self.window())
+        summary = FunnelReads(sessions, clock=clock).funnel_summary(self.window())
         assert (summary.started, summary.completed, summary.exited, summary.pending) == (6, 1, 2, 3)
         assert summary.abandoned == 1  # "left" only
 
     def test_institution_comes_from_the_link_or_from_the_bank_picked(self, sessions: Store) -> None:
-        analytics = Analytics(sessions, clock=clock)
+        analytics = FunnelReads(sessions, clock=clock)
         assert analytics.funnel_summary(self.window(institution_id="bank-a")).started == 2
         assert analytics.funnel_summary(self.window(institution_id="bank-b")).started == 1
         assert analytics.funnel_summary(self.window(mode="relink")).started == 1
@@ -345,7 +348,7 @@ class TestFunnel:
         ]
 
     def test_screens_reached_dropped_and_time_spent(self, sessions: Store) -> None:
-        stats = {s.screen: s for s in Analytics(sessions, clock=clock).screens(self.window())}
+        stats = {s.screen: s for s in FunnelReads(sessions, clock=clock).screens(self.window())}
         assert set(stats) == {"Finder", "Credentials", "Consent"}
         finder, credentials, consent = stats["Finder"], stats["Credentials"], stats["Consent"]
         assert (finder.reached, finder.dropped) == (4, 2)  # "left" and "ending" stopped there
@@ -358,7 +361,7 @@ class TestFunnel:
         assert consent.avg_seconds == pytest.approx(60.0, abs=0.01)
 
     def test_sessions_by_day(self, sessions: Store) -> None:
-        days = Analytics(sessions, clock=clock).funnel_by_day(self.window())
+        days = FunnelReads(sessions, clock=clock).funnel_by_day(self.window())
         assert [(d.day, d.started, d.completed) for d in days] == [(NOW.date(), 6, 1)]
 
 
@@ -426,7 +429,7 @@ class TestCustomerTimeline:
         return banks
 
     def test_everything_about_one_customer_newest_first(self, history: Store) -> None:
-        page = Analytics(history, clock=clock).customer_timeline("cust_1", limit=100)
+        page = TimelineReads(history, clock=clock).customer_timeline("cust_1", limit=100)
         kinds = [(e.kind, e.link_id) for e in page.entries]
         assert sorted(kinds) == sorted(
             [
@@ -447,7 +450,7 @@ class TestCustomerTimeline:
         assert (relinked.what, relinked.who) == ("Relinked: the link works again", "dana")
 
     def test_kinds_filter_and_paging_without_overlap(self, history: Store) -> None:
-        analytics = Analytics(history, clock=clock)
+        analytics = TimelineReads(history, clock=clock)
         only = analytics.customer_timeline("cust_1", kinds=["state", "webhook"])
         assert sorted(e.kind for e in only.entries) == ["state", "state", "webhook"]
         assert analytics.customer_timeline("cust_1", kinds=[]).entries == []
@@ -563,7 +566,7 @@ class TestReapply:
 
 def test_a_mangled_timeline_cursor_starts_again_at_the_newest(banks: Store) -> None:
     add_link(banks, "m", customer_id="cust_m", changes=[(day(2), "connected", None)])
-    analytics = Analytics(banks, clock=clock)
+    analytics = TimelineReads(banks, clock=clock)
     newest = analytics.customer_timeline("cust_m").entries
     for cursor in ("not-base64!", "WyJub3QtYS1kYXRlIiwic3RhdGUiLCIxIl0", ""):
         assert analytics.customer_timeline("cust_m", after=cursor).entries == newest
@@ -710,7 +713,7 @@ class TestBrokeToday:
 
     def test_a_customers_links_to_act_on_leave_out_the_fine_ones(self, broken: Store) -> None:
         add_link(broken, "fine", customer_id="cust_1", changes=[(day(5), "connected", None)])
-        analytics = Analytics(broken, clock=clock)
+        analytics = TimelineReads(broken, clock=clock)
         assert sorted(analytics.customer_links_to_act_on("cust_1")) == ["expired", "no-accounts"]
         assert analytics.customer_links_to_act_on("cust_1", limit=1) in (
             ["expired"],

@@ -1,0 +1,258 @@
+"""The Connect funnel screen: sessions started and how they ended, per day, per Connect screen
+(reached, dropped, time spent) and the errors people left with, for a window, a bank and a mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from linkdesk.store.aggregates import as_date, bounded, count_if, event_property, seconds_between
+from linkdesk.store.engine import Store
+from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link
+
+# A Connect session with no success or exit after this long was left by the person.
+ABANDONED_AFTER = timedelta(minutes=30)
+_TERMINAL_TYPES = ("success", "relink_success", "exit")
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelFilters:
+    since: datetime
+    until: datetime
+    institution_id: str | None = None
+    mode: str | None = None  # link | relink
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelSummary:
+    started: int
+    completed: int
+    exited: int
+    failed: int
+    pending: int
+    abandoned: int
+
+    @property
+    def completion_rate(self) -> float | None:
+        return self.completed / self.started if self.started else None
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    day: date
+    started: int
+    completed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenStat:
+    screen: str
+    reached: int  # sessions that showed this screen
+    dropped: int  # sessions whose last screen this was, without success
+    avg_seconds: float | None  # time until the next event, averaged
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExitErrorRow:
+    institution_id: str | None
+    institution_name: str
+    error_id: str
+    sessions: int
+
+
+class FunnelReads:
+    """The funnel's aggregates, counted in SQL over the window's sessions."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def _scoped_sessions(self, filters: FunnelFilters) -> Any:
+        """Sessions in the window with their institution: the link's, else the one picked."""
+        last_pick = (
+            sa.select(ConnectEvent.session_id, sa.func.max(ConnectEvent.seq).label("seq"))
+            .where(ConnectEvent.name == "select_institution")
+            .group_by(ConnectEvent.session_id)
+            .subquery("last_pick")
+        )
+        picked = sa.orm.aliased(ConnectEvent, name="picked")
+        picked_institution = picked.payload[("properties", "institution_id")].as_string()
+        institution = sa.func.coalesce(Link.institution_id, picked_institution)
+        stmt = (
+            sa.select(
+                ConnectSession.id,
+                ConnectSession.mode,
+                ConnectSession.started_at,
+                ConnectSession.outcome,
+                ConnectSession.exit_error_id,
+                institution.label("institution_id"),
+            )
+            .outerjoin(Link, Link.link_id == ConnectSession.link_id)
+            .outerjoin(last_pick, last_pick.c.session_id == ConnectSession.id)
+            .outerjoin(
+                picked,
+                sa.and_(picked.session_id == last_pick.c.session_id, picked.seq == last_pick.c.seq),
+            )
+            .where(
+                ConnectSession.started_at >= filters.since,
+                ConnectSession.started_at < filters.until,
+            )
+        )
+        if filters.mode:
+            stmt = stmt.where(ConnectSession.mode == filters.mode)
+        if filters.institution_id:
+            stmt = stmt.where(institution == filters.institution_id)
+        return stmt.subquery("scoped")
+
+    def funnel_summary(self, filters: FunnelFilters) -> FunnelSummary:
+        scoped = self._scoped_sessions(filters)
+        ended = (
+            sa.select(ConnectEvent.id)
+            .where(ConnectEvent.session_id == scoped.c.id, ConnectEvent.type.in_(_TERMINAL_TYPES))
+            .exists()
+        )
+        cutoff = self._clock() - ABANDONED_AFTER
+        outcome = scoped.c.outcome
+        stmt = sa.select(
+            sa.func.count(),
+            count_if(outcome == "success"),
+            count_if(outcome == "exit"),
+            count_if(outcome == "failed"),
+            count_if(outcome == "pending"),
+            count_if(sa.and_(outcome == "pending", scoped.c.started_at < cutoff, ~ended)),
+        ).select_from(scoped)
+        with self._store.read() as session:
+            started, completed, exited, failed, pending, abandoned = session.execute(stmt).one()
+        return FunnelSummary(
+            started=int(started),
+            completed=int(completed),
+            exited=int(exited),
+            failed=int(failed),
+            pending=int(pending),
+            abandoned=int(abandoned),
+        )
+
+    def funnel_by_day(self, filters: FunnelFilters) -> list[DayCount]:
+        scoped = self._scoped_sessions(filters)
+        day = sa.func.date(scoped.c.started_at).label("day")
+        stmt = (
+            sa.select(day, sa.func.count(), count_if(scoped.c.outcome == "success"))
+            .group_by(day)
+            .order_by(day)
+        )
+        with self._store.read() as session:
+            return [
+                DayCount(day=as_date(d), started=int(s), completed=int(c))
+                for d, s, c in session.execute(stmt).all()
+            ]
+
+    def screens(self, filters: FunnelFilters) -> list[ScreenStat]:
+        """Per Connect screen: sessions that reached it, dropped there, and time spent on it."""
+        scoped = self._scoped_sessions(filters)
+        screen = event_property("current_screen_name")
+        shown = (
+            sa.select(
+                ConnectEvent.session_id,
+                ConnectEvent.seq,
+                screen.label("screen"),
+                ConnectEvent.at,
+                sa.func.lead(ConnectEvent.at)
+                .over(partition_by=ConnectEvent.session_id, order_by=ConnectEvent.seq)
+                .label("next_at"),
+                sa.func.max(ConnectEvent.seq)
+                .over(partition_by=ConnectEvent.session_id)
+                .label("last_seq"),
+                ConnectEvent.name,
+            )
+            .join(scoped, scoped.c.id == ConnectEvent.session_id)
+            .subquery("all_events")
+        )
+        # The last change_screen of each session is where it ended up.
+        screen_events = (
+            sa.select(
+                shown.c.session_id,
+                shown.c.seq,
+                shown.c.screen,
+                shown.c.at,
+                shown.c.next_at,
+                sa.func.max(shown.c.seq)
+                .over(partition_by=shown.c.session_id)
+                .label("last_screen_seq"),
+            )
+            .where(shown.c.name == "change_screen", shown.c.screen.is_not(None))
+            .subquery("screens")
+        )
+        seconds = seconds_between(self._store.dialect, screen_events.c.next_at, screen_events.c.at)
+        timed = sa.and_(screen_events.c.at.is_not(None), screen_events.c.next_at.is_not(None))
+        outcome = (
+            sa.select(scoped.c.outcome).where(scoped.c.id == screen_events.c.session_id)
+        ).scalar_subquery()
+        last_here = screen_events.c.seq == screen_events.c.last_screen_seq
+        stmt = (
+            sa.select(
+                screen_events.c.screen,
+                sa.func.count(sa.distinct(screen_events.c.session_id)),
+                count_if(sa.and_(last_here, outcome != "success")),
+                sa.func.avg(sa.case((timed, seconds), else_=None)),
+                count_if(timed),
+            )
+            .group_by(screen_events.c.screen)
+            .order_by(sa.func.count(sa.distinct(screen_events.c.session_id)).desc())
+            .limit(100)
+        )
+        with self._store.read() as session:
+            return [
+                ScreenStat(
+                    screen=str(name),
+                    reached=int(reached),
+                    dropped=int(dropped),
+                    avg_seconds=float(avg) if avg is not None else None,
+                    samples=int(samples),
+                )
+                for name, reached, dropped, avg, samples in session.execute(stmt).all()
+            ]
+
+    def exit_errors(self, filters: FunnelFilters, limit: int = 50) -> list[ExitErrorRow]:
+        scoped = self._scoped_sessions(filters)
+        n = sa.func.count().label("n")
+        stmt = (
+            sa.select(scoped.c.institution_id, Institution.name, scoped.c.exit_error_id, n)
+            .outerjoin(Institution, Institution.institution_id == scoped.c.institution_id)
+            .where(scoped.c.outcome == "exit", scoped.c.exit_error_id.is_not(None))
+            .group_by(scoped.c.institution_id, Institution.name, scoped.c.exit_error_id)
+            .order_by(n.desc(), scoped.c.exit_error_id)
+            .limit(bounded(limit))
+        )
+        with self._store.read() as session:
+            return [
+                ExitErrorRow(
+                    institution_id=iid,
+                    institution_name=name or iid or "(no bank picked)",
+                    error_id=str(error),
+                    sessions=int(count),
+                )
+                for iid, name, error, count in session.execute(stmt).all()
+            ]
+
+    def session_institutions(self, since: datetime) -> list[tuple[str, str]]:
+        """(institution id, name) of banks seen in Connect sessions since ``since``, for filters."""
+        scoped = self._scoped_sessions(
+            FunnelFilters(since=since, until=self._clock() + timedelta(days=1))
+        )
+        stmt = (
+            sa.select(
+                scoped.c.institution_id, sa.func.coalesce(Institution.name, scoped.c.institution_id)
+            )
+            .outerjoin(Institution, Institution.institution_id == scoped.c.institution_id)
+            .where(scoped.c.institution_id.is_not(None))
+            .distinct()
+            .order_by(sa.func.coalesce(Institution.name, scoped.c.institution_id))
+            .limit(500)
+        )
+        with self._store.read() as session:
+            return [(str(i), str(n)) for i, n in session.execute(stmt).all()]

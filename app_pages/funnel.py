@@ -44,7 +44,7 @@ mode = filters_row[2].selectbox(
 )
 filters = FunnelFilters(since=since, until=until, institution_id=institution, mode=mode)
 
-summary = funnel.funnel_summary(filters)
+summary = funnel.summary(filters)
 if summary.started == 0:
     st.info(
         "No Connect session in this period. Sessions appear here once staff (or customers "
@@ -67,7 +67,7 @@ cols[4].metric(
 )
 
 st.subheader("Sessions by day", divider="gray")
-st.altair_chart(charts.sessions_by_day(funnel.funnel_by_day(filters)), width="stretch")
+st.altair_chart(charts.sessions_by_day(funnel.by_day(filters)), width="stretch")
 
 screens = funnel.screens(filters)
 st.subheader("Screens", divider="gray")

@@ -27,7 +27,7 @@ def _reset_paging() -> None:
 
 
 st.title("Webhooks")
-counts = deliveries.delivery_counts()
+counts = deliveries.counts_by_verdict()
 # Refused requests are counted by reason; only the newest are kept as rows.
 refused = services.webhooks.refusal_counts()
 rejected = max(sum(refused.values()), counts.get("rejected", 0))
@@ -56,7 +56,7 @@ verdict = filters[0].selectbox(
 )
 reason = filters[1].selectbox(
     "Reason",
-    [None, *deliveries.delivery_reasons()],
+    [None, *deliveries.reasons()],
     format_func=lambda v: "All" if v is None else v,
     key="webhooks.reason",
     on_change=_reset_paging,
@@ -64,7 +64,7 @@ reason = filters[1].selectbox(
 link_id = filters[2].text_input("Link id", key="webhooks.link", on_change=_reset_paging)
 
 pages: list[int | None] = state["webhooks.before"]
-rows = deliveries.deliveries(
+rows = deliveries.recent(
     PAGE_SIZE + 1,
     before_id=pages[-1],
     verdict=verdict,
@@ -109,7 +109,7 @@ if chosen and chosen[0] < len(rows):
     # In the URL, so a delivery can be shared with another admin.
     st.query_params["delivery"] = str(rows[chosen[0]].id)
 selected = st.query_params.get("delivery") or ""
-detail = deliveries.delivery(int(selected)) if selected.isdigit() and len(selected) < 12 else None
+detail = deliveries.get(int(selected)) if selected.isdigit() and len(selected) < 12 else None
 if detail is None:
     st.caption("Select a delivery to see its payload and re-apply it.")
     st.stop()

@@ -109,7 +109,7 @@ class FunnelReads:
             stmt = stmt.where(institution == filters.institution_id)
         return stmt.subquery("scoped")
 
-    def funnel_summary(self, filters: FunnelFilters) -> FunnelSummary:
+    def summary(self, filters: FunnelFilters) -> FunnelSummary:
         scoped = self._scoped_sessions(filters)
         ended = (
             sa.select(ConnectEvent.id)
@@ -137,7 +137,7 @@ class FunnelReads:
             abandoned=int(abandoned),
         )
 
-    def funnel_by_day(self, filters: FunnelFilters) -> list[DayCount]:
+    def by_day(self, filters: FunnelFilters) -> list[DayCount]:
         scoped = self._scoped_sessions(filters)
         day = sa.func.date(scoped.c.started_at).label("day")
         stmt = (

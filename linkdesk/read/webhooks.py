@@ -34,7 +34,7 @@ class DeliveryReads:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def deliveries(
+    def recent(
         self,
         limit: int = 50,
         *,
@@ -67,7 +67,7 @@ class DeliveryReads:
         with self._store.read() as session:
             return [DeliveryDetail(*row, payload=None) for row in session.execute(stmt).all()]
 
-    def delivery(self, delivery_id: int) -> DeliveryDetail | None:
+    def get(self, delivery_id: int) -> DeliveryDetail | None:
         """One delivery; its payload only when its signature was verified."""
         with self._store.read() as session:
             d = session.get(WebhookDelivery, delivery_id)
@@ -87,12 +87,12 @@ class DeliveryReads:
                 payload=dict(d.payload or {}) if verified else None,
             )
 
-    def delivery_counts(self) -> dict[str, int]:
+    def counts_by_verdict(self) -> dict[str, int]:
         stmt = sa.select(WebhookDelivery.verdict, sa.func.count()).group_by(WebhookDelivery.verdict)
         with self._store.read() as session:
             return {str(v): int(n) for v, n in session.execute(stmt).all()}
 
-    def delivery_reasons(self) -> list[str]:
+    def reasons(self) -> list[str]:
         stmt = (
             sa.select(WebhookDelivery.reason)
             .where(WebhookDelivery.reason.is_not(None))

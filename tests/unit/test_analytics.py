@@ -328,15 +328,15 @@ class TestFunnel:
         return FunnelFilters(since=NOW - timedelta(days=30), until=NOW + timedelta(days=1), **kw)
 
     def test_summary_counts_outcomes_and_abandoned_sessions(self, sessions: Store) -> None:
-        summary = FunnelReads(sessions, clock=clock).funnel_summary(self.window())
+        summary = FunnelReads(sessions, clock=clock).summary(self.window())
         assert (summary.started, summary.completed, summary.exited, summary.pending) == (6, 1, 2, 3)
         assert summary.abandoned == 1  # "left" only
 
     def test_institution_comes_from_the_link_or_from_the_bank_picked(self, sessions: Store) -> None:
         analytics = FunnelReads(sessions, clock=clock)
-        assert analytics.funnel_summary(self.window(institution_id="bank-a")).started == 2
-        assert analytics.funnel_summary(self.window(institution_id="bank-b")).started == 1
-        assert analytics.funnel_summary(self.window(mode="relink")).started == 1
+        assert analytics.summary(self.window(institution_id="bank-a")).started == 2
+        assert analytics.summary(self.window(institution_id="bank-b")).started == 1
+        assert analytics.summary(self.window(mode="relink")).started == 1
         exits = analytics.exit_errors(self.window())
         assert sorted((e.institution_name, e.error_id, e.sessions) for e in exits) == [
             ("Alpha Bank", "invalid_credentials", 1),
@@ -361,7 +361,7 @@ class TestFunnel:
         assert consent.avg_seconds == pytest.approx(60.0, abs=0.01)
 
     def test_sessions_by_day(self, sessions: Store) -> None:
-        days = FunnelReads(sessions, clock=clock).funnel_by_day(self.window())
+        days = FunnelReads(sessions, clock=clock).by_day(self.window())
         assert [(d.day, d.started, d.completed) for d in days] == [(NOW.date(), 6, 1)]
 
 

@@ -94,7 +94,7 @@ with webhooks_tab:
     verdict = st.segmented_control(
         "Verdict", ["accepted", "duplicate", "rejected"], key="webhooks.verdict"
     )
-    deliveries = queries.webhook_deliveries(200, verdict=verdict)
+    deliveries = services.deliveries.recent(200, verdict=verdict)
     if deliveries:
         st.dataframe(
             [

@@ -344,7 +344,7 @@ def _history(detail: LinkDetail, actor: Actor) -> None:
                     "Reason": delivery.reason,
                     "Attempt": delivery.attempt,
                 }
-                for delivery in services.links.webhook_deliveries(20, link_id=link_id)
+                for delivery in services.deliveries.recent(20, link_id=link_id)
             ],
             empty="No webhook received for this link yet.",
         )

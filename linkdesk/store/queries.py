@@ -44,7 +44,6 @@ from linkdesk.store.models import (
     RelinkLease,
     SyncAttempt,
     SyncJob,
-    WebhookDelivery,
     WebhookEvent,
     WorkerState,
 )
@@ -69,7 +68,6 @@ __all__ = [
     "AuditRow",
     "CustomerLinkRow",
     "CustomerRow",
-    "DeliveryRow",
     "Health",
     "HealthSummary",
     "HealthThresholds",
@@ -309,19 +307,6 @@ class WorkerStatus:
         if self.oldest_due_at is None:
             return timedelta(0)
         return max(self.now - self.oldest_due_at, timedelta(0))
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    id: int
-    received_at: datetime
-    delivery_token: str | None
-    attempt: int | None
-    event: str | None
-    link_id: str | None
-    verdict: str
-    reason: str | None
-    event_timestamp: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1244,32 +1229,6 @@ class LinkQueries:
             webhooks_pending=int(pending or 0),
             discovery_suspect=dict(suspect.value or {}) if suspect is not None else None,
         )
-
-    def webhook_deliveries(
-        self, limit: int = 50, *, link_id: str | None = None, verdict: str | None = None
-    ) -> list[DeliveryRow]:
-        limit = max(1, min(int(limit), MAX_PAGE_SIZE))
-        stmt = sa.select(WebhookDelivery)
-        if link_id is not None:
-            stmt = stmt.where(WebhookDelivery.link_id == link_id)
-        if verdict is not None:
-            stmt = stmt.where(WebhookDelivery.verdict == verdict)
-        stmt = stmt.order_by(WebhookDelivery.received_at.desc(), WebhookDelivery.id.desc())
-        with self._store.read() as session:
-            return [
-                DeliveryRow(
-                    id=d.id,
-                    received_at=d.received_at,
-                    delivery_token=d.delivery_token,
-                    attempt=d.attempt,
-                    event=d.event,
-                    link_id=d.link_id,
-                    verdict=d.verdict,
-                    reason=d.reason,
-                    event_timestamp=d.event_timestamp,
-                )
-                for d in session.scalars(stmt.limit(limit)).all()
-            ]
 
     def customer_links(self, link_id: str, limit: int = 20) -> list[CustomerLinkRow]:
         limit = max(1, min(int(limit), MAX_PAGE_SIZE))

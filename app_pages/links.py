@@ -17,6 +17,7 @@ from ui.links_filters import (
     filters_in_url,
     init_filters_from_url,
     next_page,
+    page_cursors,
     restart_paging,
 )
 from ui.links_table import ROW_HEIGHT, column_config, table_height, table_rows
@@ -57,7 +58,7 @@ with st.expander("Sync worker and webhooks", icon="⚙️"):
 summary = render_totals(queries)
 institutions = queries.institution_names(max_age=SUMMARY_MAX_AGE)
 filters, sort = filter_widgets(institutions)
-cursors: list[str | None] = st.session_state["links.cursors"]
+cursors = page_cursors()
 page = queries.list_links(filters, limit=PAGE_SIZE, after=cursors[-1], sort=sort)
 counted = matching_links(queries, summary, filters, cap=COUNT_CAP)
 matching, exact = counted.count, counted.exact

@@ -14,7 +14,7 @@ from linkdesk.errors import ServiceError
 from linkdesk.services.outreach import PlannedEmail
 from linkdesk.services.outreach_text import filters_from_params
 from ui.auth import require_actor
-from ui.links_filters import FILTER_PARAMS
+from ui.links_filters import filters_in_url
 from ui.outreach import dashboard_origin
 from ui.outreach_campaign import render_campaign
 from ui.wiring import get_services
@@ -48,7 +48,7 @@ if campaign_id:
     st.page_link("app_pages/outreach.py", label="Start another outreach", icon="📧")
     st.stop()
 
-params = {name: st.query_params.get(name) for name in FILTER_PARAMS}
+params = filters_in_url()
 try:
     filters = filters_from_params(params)
 except ServiceError as bad:
@@ -60,7 +60,7 @@ st.page_link(
     "app_pages/links.py",
     label="Back to this Links view",
     icon="🔗",
-    query_params={name: value for name, value in params.items() if value},
+    query_params=params,
 )
 cols = st.columns(4)
 cols[0].metric("To email", len(plan.to_send))

@@ -59,9 +59,6 @@ def render_repairs(services: Services, customer: str, actor: Actor) -> None:
         if link_id not in to_act_on and relink_started_here(link_id)
     ]
     state[remembered_key] = list(dict.fromkeys([*repaired_here, *to_act_on]))
-    if not repaired_here and not to_act_on:
-        st.success("All of this customer's links are working.", icon="✅")
-        return
     # A link repaired here keeps its panel (with the outcome) but not under "Needs action".
     if repaired_here:
         st.subheader("Repaired just now", divider="green")

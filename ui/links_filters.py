@@ -46,6 +46,12 @@ def filters_in_url() -> dict[str, str]:
     return {name: st.query_params[name] for name in FILTER_PARAMS if name in st.query_params}
 
 
+def page_cursors() -> list[str | None]:
+    """The cursors of the pages walked so far: the last one reads the page shown."""
+    cursors: list[str | None] = st.session_state[CURSORS_KEY]
+    return cursors
+
+
 def next_page(cursor: str | None) -> None:
     # A callback runs before the script, so one click costs one run of the page (a button
     # followed by st.rerun() would run it twice).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -106,7 +107,7 @@ def filters_as_json(filters: LinkFilters) -> dict[str, str]:
     return {key: value for key, value in values.items() if value}
 
 
-def filters_from_params(params: dict[str, str | None]) -> LinkFilters:
+def filters_from_params(params: Mapping[str, str | None]) -> LinkFilters:
     """The Links page's filters from its query parameters (health, error, institution, …)."""
     health = params.get("health")
     try:

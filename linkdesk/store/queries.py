@@ -897,7 +897,7 @@ class LinkQueries:
         verdict = assess_link(link, now=self._clock(), thresholds=self._thresholds)
         return (verdict.health, link.state, link.error_code or "")
 
-    def count_moved(
+    def _count_moved(
         self, before: tuple[Health, str, str] | None, after: tuple[Health, str, str] | None
     ) -> None:
         """One link moved from group ``before`` to ``after`` (None: it was not stored, or is
@@ -924,7 +924,7 @@ class LinkQueries:
         """A write transaction that may move ``link_id`` between the shared totals' groups (a
         staff action, an applied webhook, a Connect completion). The link's group is read inside
         the transaction before and after the caller's writes, and the totals follow once it has
-        committed (see :meth:`count_moved`).
+        committed (see :meth:`_count_moved`).
 
         Two writers to one link take turns (SQLite's ``BEGIN IMMEDIATE``; a transaction-scoped
         advisory lock on PostgreSQL, which also covers a link not stored yet), so whichever comes
@@ -940,7 +940,7 @@ class LinkQueries:
             session.flush()
             # Re-read: the caller may have changed the row with a statement the ORM never saw.
             after = self._group_in(session, session.get(Link, link_id, populate_existing=True))
-        self.count_moved(before, after)
+        self._count_moved(before, after)
 
     def _compute_health_summary(self) -> HealthSummary:
         now = self._clock()

@@ -9,7 +9,6 @@ import streamlit as st
 from ui.wiring import get_services
 
 services = get_services()
-queries = services.links
 
 st.title("Activity")
 audit_tab, sessions_tab, webhooks_tab, sync_tab = st.tabs(
@@ -65,7 +64,7 @@ with audit_tab:
         st.info("No audit entry matches these filters.")
 
 with sessions_tab:
-    sessions = queries.recent_sessions(100)
+    sessions = services.activity.recent_sessions(100)
     if sessions:
         st.dataframe(
             [
@@ -116,7 +115,7 @@ with webhooks_tab:
         st.info("No webhook delivery recorded yet.")
 
 with sync_tab:
-    attempts = queries.sync_attempts(200)
+    attempts = services.activity.sync_attempts(200)
     if attempts:
         st.dataframe(
             [

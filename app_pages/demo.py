@@ -120,4 +120,4 @@ if may_switch:
             else:
                 progress.update(label=f"Demo world rebuilt: {report.summary}", state="complete")
                 # Count the new world now (and store it), so every page shows its totals at once.
-                services.links.health_summary()
+                services.totals.health_summary()

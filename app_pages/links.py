@@ -55,7 +55,7 @@ sync_now_button(services, actor, action)
 with st.expander("Sync worker and webhooks", icon="⚙️"):
     worker_panel(services, actor)
 
-summary = render_totals(queries)
+summary = render_totals(services.totals)
 institutions = queries.institution_names(max_age=SUMMARY_MAX_AGE)
 filters, sort = filter_widgets(institutions)
 cursors = page_cursors()

@@ -98,6 +98,6 @@ def _trend() -> None:
 
 st.title("Overview")
 _live()
-if services.links.health_summary(max_age=SHARED_MAX_AGE).total:
+if services.totals.health_summary(max_age=SHARED_MAX_AGE).total:
     _relinks()
     _trend()

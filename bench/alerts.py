@@ -38,6 +38,7 @@ from linkdesk.health import HealthThresholds  # noqa: E402
 from linkdesk.metrics import Metrics  # noqa: E402
 from linkdesk.services.audit import AuditLog  # noqa: E402
 from linkdesk.store.engine import Store, create_engine  # noqa: E402
+from linkdesk.store.health_totals import HealthTotals  # noqa: E402
 from linkdesk.store.models import (  # noqa: E402
     Alert,
     AlertBankBucket,
@@ -49,7 +50,6 @@ from linkdesk.store.models import (  # noqa: E402
     Link,
     LinkStateChange,
 )
-from linkdesk.store.queries import LinkQueries  # noqa: E402
 
 ROUNDS = 20
 CHANGES_PER_ROUND = 50
@@ -101,7 +101,7 @@ def run(size: int, backend: str) -> None:
         started = time.perf_counter()
         caught_up = 0
         while True:
-            read = service.evaluator.roll_up()
+            read = service.evaluator.rollup.roll_up()
             caught_up += read
             if read == 0:
                 break
@@ -132,7 +132,8 @@ def run(size: int, backend: str) -> None:
                 service.evaluator.run(rule.kind, rule.id, rule.params)
                 per_rule.setdefault(rule.id, []).append(time.perf_counter() - started)
 
-        metrics = Metrics(store=store, links=LinkQueries(store, thresholds=thresholds), clock=clock)
+        totals = HealthTotals(store, thresholds=thresholds)
+        metrics = Metrics(store=store, totals=totals, clock=clock)
         gauges: list[float] = []
         for _ in range(3):
             started = time.perf_counter()

@@ -412,7 +412,7 @@ def report_details(
         "state changes stored for the changed links, by source: "
         + ", ".join(f"{k} {v}" for k, v in sorted(sources.items()))
     )
-    worker = services.links.worker_status()
+    worker = services.worker_progress.status()
     print(
         f"worker_status: jobs {worker.jobs_total}, due {worker.jobs_due}, lag {worker.lag}, "
         f"errors last hour {worker.errors_last_hour}, rate-limited last hour "

@@ -25,8 +25,9 @@ if str(REPO_ROOT) not in sys.path:
 from bench._common import machine_line, percentile  # noqa: E402
 from bench.seed import parse_backends, parse_sizes, seeded_store  # noqa: E402
 from linkdesk.health import Health  # noqa: E402
+from linkdesk.read.link_order import LinkSort  # noqa: E402
+from linkdesk.read.links import LinkFilters, LinkQueries  # noqa: E402
 from linkdesk.store.engine import Store, create_engine, migrate  # noqa: E402
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort  # noqa: E402
 
 TARGET_P95_MS = {100_000: 50.0, 1_000_000: 100.0}
 DEPTH = 3  # the deep page: this many "Next page" clicks in
@@ -62,7 +63,8 @@ def run(size: int, backend: str, runs: int) -> None:
     migrate(seeded.url)
     store = Store(create_engine(seeded.url))
     queries = LinkQueries(store)
-    summary = queries.health_summary()  # the page has these (shared, refreshed in background)
+    # The page has these (shared, refreshed in the background).
+    summary = queries.totals.health_summary()
     queries.list_links(LinkFilters())  # warm the connection pool and the caches
     target = TARGET_P95_MS.get(size)
     print(

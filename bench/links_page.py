@@ -7,8 +7,9 @@ a store seeded by ``bench/seed.py`` is opened and three things are timed in the 
   signed in, through ``streamlit.testing.v1.AppTest``: every query, the widgets, the table's Arrow
   serialisation, the worker panel fragment. This is what a Streamlit server does for one rerun,
   plus AppTest's own bookkeeping (a little more than the server would spend);
-* **data**: the exact ``LinkQueries`` calls that page run made (recorded while it ran, then
-  replayed on the same ``LinkQueries``), i.e. the store's share of the page time;
+* **data**: the exact read-side calls that page run made (``LinkQueries``, ``HealthTotals``,
+  ``WorkerProgress``: recorded while it ran, then replayed on the same objects), i.e. the
+  store's share of the page time;
 * **naive**: a page that reads every link joined with its institution into a pandas DataFrame and
   hands it to ``st.dataframe`` (filtering and sorting would then happen in the browser), run
   through AppTest the same way. Fewer repetitions at the larger sizes: one run takes seconds.
@@ -48,8 +49,10 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from bench._common import machine_line, percentile  # noqa: E402
 from bench.seed import SeededStore, parse_backends, parse_sizes, seeded_store  # noqa: E402
 from linkdesk.auth import Actor, Role  # noqa: E402
+from linkdesk.read.links import LinkQueries  # noqa: E402
+from linkdesk.read.worker import WorkerProgress  # noqa: E402
 from linkdesk.store.engine import Store, create_engine  # noqa: E402
-from linkdesk.store.queries import LinkQueries, forget_stored_summary  # noqa: E402
+from linkdesk.store.health_totals import HealthTotals, forget_stored_summary  # noqa: E402
 from ui.auth import ACTOR_KEY  # noqa: E402
 from ui.wiring import get_services  # noqa: E402
 
@@ -78,31 +81,33 @@ def share_script_cache() -> None:
 
 # -- recording the page's store calls ------------------------------------------------------
 
-Call = tuple[str, tuple[Any, ...], dict[str, Any]]
+Call = tuple[Any, str, tuple[Any, ...], dict[str, Any]]  # (object, method, args, kwargs)
+_RECORDED_CLASSES: tuple[type, ...] = (LinkQueries, HealthTotals, WorkerProgress)
 _recording = threading.local()
 
 
 def _install_recorder() -> None:
-    """Wrap LinkQueries' public methods so a page run's top-level calls are recorded."""
-    if getattr(LinkQueries, "_bench_recorder", False):
-        return
-    for name in dir(LinkQueries):
-        method = getattr(LinkQueries, name)
-        if name.startswith("_") or not callable(method) or isinstance(method, property):
+    """Wrap the read side's public methods so a page run's top-level calls are recorded."""
+    for cls in _RECORDED_CLASSES:
+        if getattr(cls, "_bench_recorder", False):
             continue
-        setattr(LinkQueries, name, _recorded(name, method))
-    LinkQueries._bench_recorder = True  # type: ignore[attr-defined]
+        for name in dir(cls):
+            method = getattr(cls, name)
+            if name.startswith("_") or not callable(method) or isinstance(method, property):
+                continue
+            setattr(cls, name, _recorded(name, method))
+        cls._bench_recorder = True  # type: ignore[attr-defined]
 
 
 def _recorded(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
-    def wrapper(self: LinkQueries, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         # AppTest runs the script in a thread of its own: the switch is process-wide (one page
         # runs at a time here); the nesting depth is per thread.
         calls = _RECORDER.calls if _RECORDER.active else None
         depth = getattr(_recording, "depth", 0)
         if calls is not None and depth == 0:
-            calls.append((name, args, kwargs))
+            calls.append((self, name, args, kwargs))
         _recording.depth = depth + 1
         try:
             return method(self, *args, **kwargs)
@@ -131,10 +136,10 @@ def recording() -> Iterator[list[Call]]:
         _RECORDER.active = False
 
 
-def replay(queries: LinkQueries, calls: list[Call]) -> float:
+def replay(calls: list[Call]) -> float:
     started = time.perf_counter()
-    for name, args, kwargs in calls:
-        getattr(queries, name)(*args, **kwargs)
+    for owner, name, args, kwargs in calls:
+        getattr(owner, name)(*args, **kwargs)
     return time.perf_counter() - started
 
 
@@ -191,9 +196,9 @@ class PageBench:
         _check(app)
         bucket = self.samples.setdefault(interaction, Samples())
         bucket.page.append(elapsed)
-        bucket.data.append(replay(self.queries, recorded))
+        bucket.data.append(replay(recorded))
         bucket.steps.append(label)
-        for name, _, _ in recorded:
+        for _, name, _, _ in recorded:
             bucket.calls[name] = bucket.calls.get(name, 0) + 1
         return app
 

@@ -17,16 +17,20 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from linkdesk.alerts import AlertRunner, AlertService, Dispatcher, build_channels
-from linkdesk.alerts.evaluate import Evaluator
+from linkdesk.alerts.rollup import StateChangeRollup
 from linkdesk.demo import DemoService, SandboxControls
 from linkdesk.health import HealthThresholds
 from linkdesk.metrics import Metrics
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.images import ImagePolicy
+from linkdesk.read.activity import ActivityReads
 from linkdesk.read.funnel import FunnelReads
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.links import LinkQueries
 from linkdesk.read.overview import OverviewReads
 from linkdesk.read.timeline import TimelineReads
 from linkdesk.read.webhooks import DeliveryReads
+from linkdesk.read.worker import WorkerProgress
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.connect import ConnectService
 from linkdesk.services.customer_links import CustomerLinkService, load_signing_key
@@ -39,7 +43,7 @@ from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.analytics import Analytics
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
-from linkdesk.store.queries import LinkQueries
+from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.sync_jobs import JobQueue
 from linkdesk.webhooks.receiver import WebhookReceiver
 from linkdesk.webhooks.verify import JwksCache, WebhookVerifier
@@ -58,7 +62,11 @@ class Services:
     settings: Settings
     store: Store
     client: MoneyKitClient
-    links: LinkQueries
+    totals: HealthTotals  # links per verdict, state and error, moved by every writer
+    links: LinkQueries  # the Links list
+    link_detail: LinkDetailReads
+    activity: ActivityReads  # sessions, audit, sync attempts, relinks in progress
+    worker_progress: WorkerProgress
     analytics: Analytics  # aggregates over history for the Overview and Activity
     overview: OverviewReads  # the Overview's numbers, shared by every session
     funnel: FunnelReads  # the Connect funnel
@@ -153,16 +161,19 @@ def build_services(
 
     audit = AuditLog(store, clock=clock)
     health = HealthThresholds.from_settings(settings)
-    # One read side for the pages and the services that change links, so that a staff action
-    # moves the link between the shared totals the pages show.
-    links = LinkQueries(store, clock=clock, thresholds=health)
+    # One set of shared totals for the pages and for the services that change links, so that a
+    # staff action or an applied webhook moves the link between the counts the pages show.
+    totals = HealthTotals(store, clock=clock, thresholds=health)
+    links = LinkQueries(store, clock=clock, thresholds=health, totals=totals)
+    activity = ActivityReads(store, clock=clock)
+    worker_progress = WorkerProgress(store, clock=clock)
     sessions = ConnectService(
         store=store,
         client=client,
         settings=settings,
         audit=audit,
         clock=clock,
-        links=links,
+        totals=totals,
         sleep=sleep,
     )
     jobs = JobQueue(store, clock=clock, thresholds=health)
@@ -204,10 +215,10 @@ def build_services(
         audit=audit,
         # Refusals tallied by this process, and the deliveries' retention, once per pass.
         before_pass=[webhooks.flush_refusals],
-        links=links,
+        totals=totals,
     )
     metrics = Metrics(
-        store=store, links=links, clock=clock, db_max_age=settings.metrics_db_max_age_seconds
+        store=store, totals=totals, clock=clock, db_max_age=settings.metrics_db_max_age_seconds
     )
     client.observers.append(metrics.on_moneykit_request)
     webhooks.delivery_observers.append(metrics.on_webhook_delivery)
@@ -281,12 +292,17 @@ def build_services(
         settings=settings,
         store=store,
         client=client,
+        totals=totals,
         links=links,
+        link_detail=LinkDetailReads(store, clock=clock, thresholds=health, activity=activity),
+        activity=activity,
+        worker_progress=worker_progress,
         analytics=analytics,
         overview=OverviewReads(
-            links=links,
+            totals=totals,
+            worker=worker_progress,
             analytics=analytics,
-            rollup=Evaluator(store, clock=clock, thresholds=health),
+            rollup=StateChangeRollup(store, clock=clock),
             clock=clock,
         ),
         funnel=FunnelReads(store, clock=clock),

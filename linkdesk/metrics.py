@@ -44,7 +44,7 @@ from linkdesk.store.shared import SharedResult
 
 if TYPE_CHECKING:
     from linkdesk.moneykit.client import RequestEvent
-    from linkdesk.store.queries import LinkQueries
+    from linkdesk.store.health_totals import HealthTotals
     from linkdesk.webhooks.receiver import ReceiveResult
 
 __all__ = [
@@ -148,12 +148,13 @@ class Metrics:
         self,
         *,
         store: Store,
-        links: LinkQueries,
+        totals: HealthTotals,
         clock: Callable[[], datetime],
         db_max_age: float = DB_GAUGES_MAX_AGE,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._store, self._links, self._clock = store, links, clock
+        self._store, self._clock = store, clock
+        self._totals = totals
         self._db_max_age = db_max_age
         r = self.registry
         self.moneykit_requests = Counter(
@@ -245,7 +246,7 @@ class Metrics:
             return None
 
     def _compute_db(self) -> _DbSnapshot:
-        summary = self._links.health_summary(max_age=self._db_max_age)
+        summary = self._totals.health_summary(max_age=self._db_max_age)
         links = {
             (health.value, state, error): n for (health, state, error), n in summary.groups.items()
         }

@@ -40,7 +40,7 @@ def kind_label(kind: str) -> str:
 
 def _panels(services: Services, link_ids: Sequence[str], actor: Actor) -> None:
     for link_id in link_ids:
-        detail = services.links.get_link(link_id)
+        detail = services.link_detail.get_link(link_id)
         if detail is not None:
             render_repair_panel(detail, actor)
 

@@ -11,7 +11,7 @@ from linkdesk.auth import Actor, Permission
 from linkdesk.bootstrap import Services
 from linkdesk.demo.sandbox import ScenarioInfo
 from linkdesk.errors import ServiceError
-from linkdesk.store.queries import Health
+from linkdesk.health import Health
 from ui.errors import guard
 from ui.render import plain
 
@@ -61,12 +61,12 @@ def live_panel(services: Services, actor: Actor) -> None:
     """What the sandbox is playing, and what Linkdesk sees of it, refreshed every 2 s."""
     with guard("the demo live panel"):
         _available, runs = services.demo.scenarios()
-        counts = services.links.health_summary(max_age=LIVE_SECONDS).counts
+        counts = services.totals.health_summary(max_age=LIVE_SECONDS).counts
         cols = st.columns(4)
         cols[0].metric("Healthy links", f"{counts[Health.HEALTHY]:,}")
         cols[1].metric("Need a relink", f"{counts[Health.NEEDS_RELINK]:,}")
         cols[2].metric("Wait (MoneyKit retries)", f"{counts[Health.WAIT]:,}")
-        status = services.links.worker_status(max_age=LIVE_SECONDS)
+        status = services.worker_progress.status(max_age=LIVE_SECONDS)
         cols[3].metric("Webhooks queued", status.webhooks_pending)
         if not runs:
             st.caption("No scenario has run since the last reset.")

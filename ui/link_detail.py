@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 import streamlit as st
 
 from linkdesk.auth import Actor, Permission
-from linkdesk.health import playbook_for
+from linkdesk.health import Health, playbook_for
 from linkdesk.moneykit.errors import MoneyKitError
+from linkdesk.read.activity import RelinkInProgress
+from linkdesk.read.link_detail import LinkDetail
 from linkdesk.services import StartedSession
 from linkdesk.services.errors import ServiceError
-from linkdesk.store.queries import Health, LinkDetail, RelinkInProgress
 from ui import connect_flow
 from ui.auth import require_actor
 from ui.errors import report
@@ -23,7 +24,7 @@ from ui.wiring import get_services, theme_is_dark
 
 def render_link_detail(link_id: str) -> None:
     services = get_services()
-    detail = services.links.get_link(link_id)
+    detail = services.link_detail.get_link(link_id)
     if detail is None:
         st.warning(f"No link with id {plain(link_id)} is in the store. It may not be synced yet.")
         return

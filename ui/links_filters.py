@@ -7,7 +7,9 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from linkdesk.store.queries import Health, LinkFilters, LinkSort
+from linkdesk.health import Health
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters
 from ui.render import ERROR_LABELS, error_label, health_label
 
 # Filter widgets mirror these query parameters.

@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from linkdesk.store.queries import LinkRow
+from linkdesk.read.link_rows import LinkRow
 from ui.render import ERROR_LABELS, framed_logo_data_uri, health_label
 
 # Up to twenty rows in view at once (the grid scrolls through the rest of a page).

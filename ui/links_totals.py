@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
-from linkdesk.store.queries import Health, HealthSummary, LinkQueries
+from linkdesk.health import Health
+from linkdesk.store.health_totals import HealthSummary, HealthTotals
 from ui.errors import guarded
 from ui.links_filters import show_auth_expired
 
@@ -27,12 +28,12 @@ def _is_old(summary: HealthSummary) -> bool:
 
 @st.fragment(run_every=1)
 @guarded("links.counting")
-def _follow_the_count(queries: LinkQueries, shown_at: datetime | None) -> None:
+def _follow_the_count(totals: HealthTotals, shown_at: datetime | None) -> None:
     """Beside totals that are not current: none yet while this process counts the links for the
     first time (seconds at a million links), or the count a previous process stored while this
     one counts again. The page reruns as soon as a newer count is ready; the rows below need no
     count and are current."""
-    latest = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE)
+    latest = totals.ready_health_summary(max_age=SUMMARY_MAX_AGE)
     if latest is not None and (shown_at is None or latest.computed_at > shown_at):
         st.rerun()
     if shown_at is None:
@@ -45,15 +46,15 @@ def _follow_the_count(queries: LinkQueries, shown_at: datetime | None) -> None:
         st.caption(f"⏳ Totals as counted at {shown_at:%Y-%m-%d %H:%M} UTC; counting again…")
 
 
-def render_totals(queries: LinkQueries) -> HealthSummary | None:
+def render_totals(totals: HealthTotals) -> HealthSummary | None:
     """The totals as shared now (None while the first count is under way). Ends the page with
     a hint when the store holds no link at all."""
-    summary = queries.ready_health_summary(max_age=SUMMARY_MAX_AGE, wait=FIRST_COUNT_WAIT)
+    summary = totals.ready_health_summary(max_age=SUMMARY_MAX_AGE, wait=FIRST_COUNT_WAIT)
     if summary is not None and summary.total == 0:
         # An empty store is cheap to count; a link created a moment ago must show up at once.
-        summary = queries.health_summary()
+        summary = totals.health_summary()
     if summary is None or _is_old(summary):
-        _follow_the_count(queries, summary.computed_at if summary is not None else None)
+        _follow_the_count(totals, summary.computed_at if summary is not None else None)
     if summary is None:
         return None
     counts = summary.counts

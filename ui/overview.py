@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
-from linkdesk.health import playbook_for
+from linkdesk.health import Health, playbook_for
 from linkdesk.read.overview import (
     BANKS_SHOWN,
     TROUBLE_WINDOW,
@@ -19,7 +19,6 @@ from linkdesk.read.overview import (
     OverviewSnapshot,
 )
 from linkdesk.store.analytics import BrokenLink
-from linkdesk.store.queries import Health
 from ui import charts
 from ui.render import HEALTH_LABELS, code_span, error_label, health_label, plain
 

@@ -18,7 +18,8 @@ import re
 from functools import lru_cache
 from urllib.parse import quote
 
-from linkdesk.store.queries import Health, LinkRow
+from linkdesk.health import Health
+from linkdesk.read.link_rows import LinkRow
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
 HEALTH_LABELS: dict[Health, str] = {

@@ -7,8 +7,8 @@ from streamlit.delta_generator import DeltaGenerator
 
 from linkdesk.auth import Actor, Permission
 from linkdesk.bootstrap import Services
+from linkdesk.read.links import LinkFilters
 from linkdesk.services.errors import ServiceError
-from linkdesk.store.queries import LinkFilters
 from ui.render import plain
 
 RESULT_KEY = "links.sync_now.result"

@@ -32,7 +32,7 @@ def worker_panel(services: Services, actor: Actor) -> None:
     """Sync and webhook lag, refreshed on its own without rerunning the page."""
     # Right after this session paused or resumed the worker, show the new state, not the shared one.
     fresh = st.session_state.pop("links.worker.changed", False)
-    status = services.links.worker_status(max_age=0.0 if fresh else WORKER_STATUS_MAX_AGE)
+    status = services.worker_progress.status(max_age=0.0 if fresh else WORKER_STATUS_MAX_AGE)
     now = status.now
     with st.container(border=True):
         cols = st.columns([1.2, 1, 1, 1, 1, 1.3])

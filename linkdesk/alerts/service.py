@@ -282,7 +282,7 @@ class AlertService:
         """Roll up new state changes, check every enabled rule, fire, remind and resolve."""
         rules = self.rules()
         try:
-            self._evaluator.roll_up()
+            self._evaluator.rollup.roll_up()
         except Exception:
             log.exception("alert rollup failed")
         findings: dict[tuple[str, str], Finding] = {}

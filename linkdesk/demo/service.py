@@ -36,6 +36,7 @@ from linkdesk.services.audit import AuditLog
 from linkdesk.services.discovery import DiscoveryService
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
+from linkdesk.store.health_totals import forget_stored_summary
 from linkdesk.store.models import (
     Account,
     ConnectEvent,
@@ -52,7 +53,6 @@ from linkdesk.store.models import (
     WebhookDelivery,
     WebhookEvent,
 )
-from linkdesk.store.queries import forget_stored_summary
 from linkdesk.store.repository import get_named_state, put_named_state
 
 __all__ = ["DemoModeOff", "DemoService", "DemoStatus", "ResetReport"]

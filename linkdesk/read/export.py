@@ -8,7 +8,8 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
 
 # The most rows one download holds; the page says so when a view has more.
 EXPORT_CAP = 50_000

@@ -1,6 +1,6 @@
 """What the Overview shows, computed once per refresh for every session that has it open.
 
-The totals are the shared health summary (:meth:`LinkQueries.health_summary`): staff actions and
+The totals are the shared health summary (:meth:`HealthTotals.health_summary`): staff actions and
 applied webhooks move it at once, and links per state and per error code are read from its
 groups rather than counted again. What happened recently comes from the alert rollup
 (``alert_bank_buckets``: banks whose links broke in the last minutes, against their own usual
@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from linkdesk.alerts.evaluate import BankRate, Evaluator
+from linkdesk.alerts.rollup import BankRate, StateChangeRollup
 from linkdesk.health import RELINK_ERRORS
+from linkdesk.read.worker import WorkerProgress, WorkerStatus
 from linkdesk.store.analytics import Analytics, BrokeToday, InstitutionErrors
-from linkdesk.store.queries import HealthSummary, LinkQueries, WorkerStatus
+from linkdesk.store.health_totals import HealthSummary, HealthTotals
 from linkdesk.store.shared import SharedResult
 
 __all__ = [
@@ -110,13 +111,14 @@ class OverviewReads:
     def __init__(
         self,
         *,
-        links: LinkQueries,
+        totals: HealthTotals,
+        worker: WorkerProgress,
         analytics: Analytics,
-        rollup: Evaluator,
+        rollup: StateChangeRollup,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._links = links
+        self._totals, self._worker = totals, worker
         self._analytics = analytics
         self._rollup = rollup
         self._clock = clock
@@ -127,8 +129,8 @@ class OverviewReads:
         the last staff action or applied webhook too)."""
         activity = self._activity.get(max_age)
         return OverviewSnapshot(
-            summary=self._links.health_summary(max_age=max_age),
-            worker=self._links.worker_status(max_age=max_age),
+            summary=self._totals.health_summary(max_age=max_age),
+            worker=self._worker.status(max_age=max_age),
             broke_today=activity.broke_today,
             banks=activity.banks,
             errors_by_bank=activity.errors_by_bank,

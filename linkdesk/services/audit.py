@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from linkdesk.auth import Actor, Permission, require
+from linkdesk.read.activity import ActivityReads, AuditRow
 from linkdesk.store.engine import Store
 from linkdesk.store.models import AuditEntry
-from linkdesk.store.queries import AuditRow, LinkQueries
 
 __all__ = ["AuditLog"]
 
@@ -123,7 +123,7 @@ class AuditLog:
         until: datetime | None = None,
     ) -> list[AuditRow]:
         """Newest first, filtered; ``action`` ending in ``.`` or ``*`` is a prefix."""
-        return LinkQueries(self._store).audit_entries(
+        return ActivityReads(self._store).audit_entries(
             limit,
             link_id=link_id,
             actor=actor,

@@ -16,12 +16,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from linkdesk.auth import Actor
+from linkdesk.read.activity import SessionRow, session_row
 from linkdesk.services.connect_base import ApplyOutcome, Outcome, StartedSession
 from linkdesk.services.connect_finish import LogApplier
 from linkdesk.services.connect_start import SessionStarter
 from linkdesk.services.connect_text import exit_message
 from linkdesk.store.models import ConnectEvent, ConnectSession
-from linkdesk.store.queries import SessionRow, session_row
 
 __all__ = [
     "ApplyOutcome",

@@ -25,7 +25,7 @@ from linkdesk.services.ingest import IngestResult, LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
-from linkdesk.store.queries import LinkQueries
+from linkdesk.store.health_totals import HealthTotals
 
 __all__ = ["ApplyOutcome", "ConnectBase", "Outcome", "StartedSession"]
 
@@ -68,7 +68,7 @@ class ConnectBase:
         audit: AuditLog,
         clock: Callable[[], datetime] | None = None,
         lease_ttl: timedelta | None = None,
-        links: LinkQueries | None = None,
+        totals: HealthTotals | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
@@ -78,9 +78,9 @@ class ConnectBase:
         self._audit = audit
         self._clock = clock or _utcnow
         self._lease_ttl = lease_ttl or timedelta(minutes=settings.relink_lease_minutes)
-        # The read side whose shared totals the pages show: a link this service changes is
-        # moved between its counts at once (see _ingest).
-        self._queries = links or LinkQueries(store)
+        # The shared totals the pages show: a link this service changes is moved between its
+        # counts at once (see _ingest).
+        self._totals = totals or HealthTotals(store)
         self._fetcher_lock = threading.Lock()
         self._fetcher_cache: InstitutionFetcher | None = None
         self._fetcher_since = self._clock()
@@ -91,7 +91,7 @@ class ConnectBase:
             client=client,
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
-            totals=self._queries,
+            totals=self._totals,
         )
         # After Done the agent waits for these reads: a rate-limited account read is skipped
         # (the sync worker reads the accounts soon after) instead of sleeping out Retry-After.
@@ -100,7 +100,7 @@ class ConnectBase:
             client=client.with_options(max_retries=0),
             customer_tag_prefix=settings.customer_tag_prefix,
             clock=self._clock,
-            totals=self._queries,
+            totals=self._totals,
         )
 
     def _fetcher(self) -> InstitutionFetcher:

@@ -23,8 +23,8 @@ from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.store.contacts import remember_moneykit_email
 from linkdesk.store.engine import Store
+from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import Institution
-from linkdesk.store.queries import LinkQueries
 from linkdesk.store.repository import (
     LinkUpsert,
     customer_from_tags,
@@ -54,9 +54,9 @@ class LinkIngestor:
         client: MoneyKitClient,
         customer_tag_prefix: str,
         clock: Callable[[], datetime],
-        totals: LinkQueries | None = None,
+        totals: HealthTotals | None = None,
     ) -> None:
-        """``totals``: the queries whose shared totals follow each link this ingestor writes
+        """``totals``: the shared totals that follow each link this ingestor writes
         (read just around the write, after MoneyKit's answers are in, so two writers of one
         link cannot both count its move)."""
         self._totals = totals

@@ -31,6 +31,8 @@ from linkdesk.auth import Actor, Permission, Role, as_actor, require
 from linkdesk.errors import ServiceError
 from linkdesk.health import Health
 from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, send_mail
+from linkdesk.read.link_rows import LinkRow
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.customer_links import CustomerLinkService
 from linkdesk.services.outreach_setup import OutreachSetup
@@ -54,7 +56,6 @@ from linkdesk.store.models import (
     OutreachCampaign,
     OutreachMessage,
 )
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkRow
 
 __all__ = [
     "MAX_CAMPAIGN_LINKS",

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from linkdesk.errors import ServiceError
 from linkdesk.health import Health
-from linkdesk.store.queries import LinkFilters
+from linkdesk.read.links import LinkFilters
 
 __all__ = [
     "DEFAULT_TEMPLATE",

@@ -38,8 +38,8 @@ from linkdesk.services.ingest import LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.services.ratelimit import RequestBudget
 from linkdesk.store.engine import Store
+from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import Link, WebhookDelivery
-from linkdesk.store.queries import LinkQueries
 from linkdesk.store.repository import apply_event_state, mark_link_deleted, record_read_state_as_of
 from linkdesk.store.sync_jobs import PRIORITY_WEBHOOK, JobQueue
 from linkdesk.store.webhook_queue import claim_events, close_events, pending_event
@@ -101,13 +101,13 @@ class WebhookApplier:
         budget: RequestBudget | None = None,
         audit: AuditLog | None = None,
         before_pass: Sequence[Callable[[], object]] = (),
-        links: LinkQueries | None = None,
+        totals: HealthTotals | None = None,
     ) -> None:
         """``before_pass``: housekeeping run at the start of every pass (the receiver's refusal
-        tallies and retention), each failure logged and left for the next pass. ``links``: the
-        queries whose shared totals follow each link this applier changes."""
+        tallies and retention), each failure logged and left for the next pass. ``totals``: the
+        shared totals that follow each link this applier changes."""
         self._store = store
-        self._links = links
+        self._totals = totals
         self._client = client
         self._jobs = jobs
         self._clock = clock or _utcnow
@@ -121,7 +121,7 @@ class WebhookApplier:
             client=client,
             customer_tag_prefix=customer_tag_prefix,
             clock=self._clock,
-            totals=links,
+            totals=totals,
         )
         self._fetcher: InstitutionFetcher | None = None
         self._fetcher_since = self._clock()
@@ -129,7 +129,7 @@ class WebhookApplier:
 
     def _writing(self, link_id: str) -> AbstractContextManager[Session]:
         """A write transaction on ``link_id`` that moves it between the shared totals."""
-        return self._links.writing(link_id) if self._links is not None else self._store.write()
+        return self._totals.writing(link_id) if self._totals is not None else self._store.write()
 
     def _institutions(self) -> InstitutionFetcher:
         # Kept across passes like the worker's: each call making its own fetcher read every

@@ -38,6 +38,7 @@ from linkdesk.auth import Actor, Permission, require
 from linkdesk.health import Health, HealthThresholds, assess_link
 from linkdesk.moneykit.client import MoneyKitClient
 from linkdesk.moneykit.errors import GoneError, MoneyKitError, NotFoundError, RateLimitError
+from linkdesk.read.worker import WorkerProgress, WorkerStatus
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.discovery import (
     NOT_FOUND_KEPT,
@@ -52,7 +53,6 @@ from linkdesk.services.webhook_apply import ApplyReport, WebhookApplier
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link, SyncAttempt, WorkerState
-from linkdesk.store.queries import LinkQueries, WorkerStatus
 from linkdesk.store.repository import mark_link_deleted, put_named_state
 from linkdesk.store.sync_jobs import (
     PRIORITY_NEW,
@@ -150,9 +150,7 @@ class SyncWorker:
         self._jobs = JobQueue(
             store, clock=self._clock, thresholds=HealthThresholds.from_settings(settings)
         )
-        self._queries = LinkQueries(
-            store, clock=self._clock, thresholds=HealthThresholds.from_settings(settings)
-        )
+        self._progress = WorkerProgress(store, clock=self._clock)
         self._ingestor = LinkIngestor(
             store=store,
             client=client,
@@ -215,7 +213,7 @@ class SyncWorker:
         return touched
 
     def status(self) -> WorkerStatus:
-        return self._queries.worker_status()
+        return self._progress.status()
 
     # -- one round ---------------------------------------------------------------------------
 

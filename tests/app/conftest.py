@@ -20,7 +20,7 @@ from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import build_services
 from linkdesk.settings import Settings
 from linkdesk.store.engine import Store, create_engine
-from linkdesk.store.queries import forget_stored_summary
+from linkdesk.store.health_totals import forget_stored_summary
 from linkdesk.store.shared import wait_for_refreshes
 from sandbox.app import create_app
 from ui.auth import ACTOR_KEY

@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services, build_services
+from linkdesk.read.links import LinkFilters
 from linkdesk.settings import Settings
 from linkdesk.store.models import CustomerLinkToken, Link, RelinkLease
-from linkdesk.store.queries import LinkFilters
 from tests.app.conftest import dashboard
 from ui.render import plain
 
@@ -70,7 +70,7 @@ def test_a_valid_link_names_only_the_customers_bank(repair: Repair) -> None:
     assert [button.label for button in app.button] == ["Reconnect my bank"]
     text = all_text(app)
     assert repair.link_id not in text and "priya" not in text
-    bank = repair.services.links.get_link(repair.link_id)
+    bank = repair.services.link_detail.get_link(repair.link_id)
     assert bank is not None and bank.row.institution_name
     assert f"Your bank ({plain(bank.row.institution_name)}) asked you to sign in again" in text
 

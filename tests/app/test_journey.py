@@ -16,8 +16,10 @@ from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
 
 from linkdesk.auth import Role
+from linkdesk.health import Health
+from linkdesk.read.link_rows import LinkRow
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkRow
 from linkdesk.store.repository import apply_event_state
 from tests.app.conftest import as_shown, dashboard
 from ui.wiring import get_services

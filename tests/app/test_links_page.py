@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from linkdesk.health import Health
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
+from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import Institution, Link
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries
 from tests.app.conftest import dashboard
 
 
@@ -26,7 +28,7 @@ def test_links_page_lists_discovered_links_with_logo_colour_and_flags(app_env: s
     app = dashboard(page="links").run()
     assert not app.exception
 
-    counts = queries(app_env).counts_by_health()
+    counts = queries(app_env).totals.counts_by_health()
     assert metric(app, "All links") == str(sum(counts.values()))
     assert metric(app, "Needs relink") == str(counts[Health.NEEDS_RELINK])
     assert counts[Health.NEEDS_RELINK] > 0
@@ -54,7 +56,7 @@ def test_while_the_first_count_runs_the_rows_are_drawn_and_the_totals_follow(
 ) -> None:
     # A process that has just started on a large store, with no recent count stored: the count
     # takes seconds, and the page must not wait for it.
-    monkeypatch.setattr(LinkQueries, "ready_health_summary", lambda *_a, **_k: None)
+    monkeypatch.setattr(HealthTotals, "ready_health_summary", lambda *_a, **_k: None)
     app = dashboard(page="links").run()
     assert not app.exception
     assert not [m for m in app.metric if m.label == "All links"]
@@ -72,10 +74,10 @@ def test_while_the_first_count_runs_the_rows_are_drawn_and_the_totals_follow(
 def test_totals_stored_by_an_earlier_process_are_shown_with_their_time_until_recounted(
     app_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    current = queries(app_env).health_summary()
+    current = queries(app_env).totals.health_summary()
     counted_at = datetime.now(UTC) - timedelta(minutes=20)
     stored = replace(current, counts=dict.fromkeys(Health, 1), computed_at=counted_at)
-    monkeypatch.setattr(LinkQueries, "ready_health_summary", lambda *_a, **_k: stored)
+    monkeypatch.setattr(HealthTotals, "ready_health_summary", lambda *_a, **_k: stored)
     app = dashboard(page="links").run()
     assert not app.exception
     assert metric(app, "All links") == str(len(Health))  # what was stored, said to be so

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from linkdesk.auth import Actor, Role
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
-from linkdesk.store.queries import LinkFilters, LinkQueries
 from tests.app.conftest import dashboard
 from ui.auth import ACTOR_KEY
 from ui.wiring import get_services

@@ -11,8 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from linkdesk.auth import Actor, Role
+from linkdesk.read.links import LinkFilters
 from linkdesk.store import Store
-from linkdesk.store.queries import LinkFilters
 from tests.app.conftest import dashboard
 from tests.app.test_customer_page import open_private_store
 from tests.smtp_inbox import Inbox, smtp_inbox

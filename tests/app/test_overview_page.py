@@ -14,9 +14,10 @@ from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
 
 from linkdesk.auth import Role
+from linkdesk.health import Health
 from linkdesk.store import Store, create_engine
+from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import Institution, Link, LinkStateChange
-from linkdesk.store.queries import Health, LinkQueries
 from tests.app.conftest import as_shown, dashboard
 from tests.app.test_customer_page import open_private_store
 from ui.wiring import get_services
@@ -71,7 +72,7 @@ def sql(database_url: str, statement: str) -> list[tuple[object, ...]]:
 def test_headline_numbers_match_the_store_and_link_to_the_filtered_list(app_env: str) -> None:
     app = overview()
     (expired,) = sql(app_env, "SELECT count(*) FROM links WHERE error_code = 'auth_expired'")[0]
-    counts = LinkQueries(Store(create_engine(app_env))).counts_by_health()
+    counts = HealthTotals(Store(create_engine(app_env))).counts_by_health()
     assert int(str(expired)) > 0
     assert metric(app, "Login expired") == str(expired)
     assert metric(app, "🔴 Needs relink") == str(counts[Health.NEEDS_RELINK])

@@ -25,9 +25,9 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import AuditEntry, ConnectSession, Link
-from linkdesk.store.queries import LinkFilters, LinkQueries
 from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, ROOT, Stack, open_signed_in
 
 pytestmark = pytest.mark.e2e

@@ -8,9 +8,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
+from linkdesk.health import Health
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import AuditEntry
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries
 from tests.e2e.conftest import AGENT, Stack, open_signed_in
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +64,7 @@ def test_customer_relink_link_repairs_the_link_once_and_is_audited(
     finally:
         customer.close()
 
-    detail = LinkQueries(store).get_link(link.link_id)
+    detail = LinkDetailReads(store).get_link(link.link_id)
     assert detail is not None and detail.row.health is Health.HEALTHY
     with store.read() as session:
         audit = session.execute(

@@ -16,9 +16,11 @@ import pytest
 from playwright.sync_api import FrameLocator, Page, expect
 from sqlalchemy import select
 
+from linkdesk.health import Health
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import AuditEntry, ConnectSession
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries
 from tests.e2e.conftest import AGENT, CLIENT_ID, CLIENT_SECRET, OUTPUT, Stack, open_signed_in
 
 pytestmark = pytest.mark.e2e
@@ -152,7 +154,7 @@ def test_relink_an_expired_link_makes_it_healthy(page: Page, stack: Stack) -> No
     )
     expect(health).to_contain_text("Healthy")
 
-    row = LinkQueries(store).get_link(link_id)
+    row = LinkDetailReads(store).get_link(link_id)
     assert row is not None
     assert row.row.state == "connected"
     assert row.row.health is Health.HEALTHY

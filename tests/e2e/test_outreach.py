@@ -14,9 +14,11 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Locator, Page, expect
 
 from linkdesk.bootstrap import build_services
+from linkdesk.health import Health
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.settings import Settings
 from linkdesk.store import Store, create_engine
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries
 from tests.e2e.conftest import (
     ADMIN,
     ADMIN_PASSWORD,
@@ -157,6 +159,6 @@ def test_outreach_from_a_filtered_view_to_a_finished_relink(
     stages = customer_stages(stack, customer_id)
     assert "finished" in stages.values()
     relinked = next(link_id for link_id, stage in stages.items() if stage == "finished")
-    detail = LinkQueries(store).get_link(relinked)
+    detail = LinkDetailReads(store).get_link(relinked)
     assert detail is not None and detail.row.health is Health.HEALTHY
     store.dispose()

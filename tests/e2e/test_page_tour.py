@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import CustomerLinkToken, RelinkLease
-from linkdesk.store.queries import LinkFilters, LinkQueries
 from tests.e2e.conftest import ADMIN, ADMIN_PASSWORD, OUTPUT, Stack, open_signed_in
 
 pytestmark = pytest.mark.e2e

@@ -17,9 +17,12 @@ import pytest
 from playwright.sync_api import Browser, FrameLocator, Locator, Page, ViewportSize, expect
 from sqlalchemy import func, select
 
+from linkdesk.health import Health
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import AuditEntry, ConnectSession, Link, RelinkLease, WebhookEvent
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkSort
 from tests.e2e.conftest import (
     ADMIN,
     ADMIN_PASSWORD,
@@ -230,7 +233,7 @@ def test_relink_from_a_filtered_list_shows_the_relinked_link_and_finishes_everyt
     relinks = audit_of(store, link_id, "connect.relink")
     assert [(entry.actor, entry.outcome) for entry in relinks] == [(AGENT, "success")]
     assert lease_of(store, link_id) is None
-    detail = LinkQueries(store).get_link(link_id)
+    detail = LinkDetailReads(store).get_link(link_id)
     assert detail is not None and detail.row.health is Health.HEALTHY
 
 
@@ -421,7 +424,7 @@ def test_needs_action_heading_goes_once_the_link_is_healthy(
     sandbox_post(stack, f"/links/{link.link_id}/reset")
     # The sandbox's webhook reaches the dashboard, whose worker applies it within seconds.
     deadline = time.monotonic() + 60
-    while link_health(queries, link.link_id) is not Health.NEEDS_RELINK:
+    while link_health(store, link.link_id) is not Health.NEEDS_RELINK:
         assert time.monotonic() < deadline, "the webhook of the reset never arrived"
         time.sleep(0.5)
     page = open_page(pages, browser)

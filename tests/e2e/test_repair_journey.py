@@ -19,8 +19,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from linkdesk.health import Health
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.link_rows import LinkRow
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
-from linkdesk.store.queries import Health, LinkFilters, LinkQueries, LinkRow
 from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, OUTPUT, ROOT, Stack, open_signed_in
 from tests.e2e.test_link_and_relink import CONNECT_FRAME, record_timing, sign_in
 
@@ -40,24 +43,24 @@ def sandbox_post(stack: Stack, path: str) -> None:
         client.post(path, headers={"Authorization": f"Bearer {token}"}).raise_for_status()
 
 
-def link_health(queries: LinkQueries, link_id: str) -> Health | None:
-    detail = queries.get_link(link_id)
+def link_health(store: Store, link_id: str) -> Health | None:
+    detail = LinkDetailReads(store).get_link(link_id)
     return detail.row.health if detail else None
 
 
-def break_a_healthy_link(stack: Stack, queries: LinkQueries) -> LinkRow:
-    healthy = queries.list_links(LinkFilters(health=Health.HEALTHY), limit=50).rows
+def break_a_healthy_link(stack: Stack, store: Store) -> LinkRow:
+    healthy = LinkQueries(store).list_links(LinkFilters(health=Health.HEALTHY), limit=50).rows
     link = next(row for row in reversed(healthy) if row.customer_id)
     sandbox_post(stack, f"/links/{link.link_id}/reset")
     # The webhook reaches the dashboard's receiver and its worker applies it within seconds.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if link_health(queries, link.link_id) is Health.NEEDS_RELINK:
+        if link_health(store, link.link_id) is Health.NEEDS_RELINK:
             return link
         time.sleep(0.5)
     # Should the webhook be lost, a sync reads the new state the way the worker would.
     subprocess.run([sys.executable, "-m", "linkdesk", "sync"], cwd=ROOT, env=stack.env, check=True)
-    assert link_health(queries, link.link_id) is Health.NEEDS_RELINK
+    assert link_health(store, link.link_id) is Health.NEEDS_RELINK
     return link
 
 
@@ -75,8 +78,7 @@ def keep_screenshot(page: Page, name: str) -> None:
 
 def test_from_the_overview_to_a_started_relink(page: Page, stack: Stack) -> None:
     store = Store(create_engine(stack.database_url))
-    queries = LinkQueries(store)
-    link = break_a_healthy_link(stack, queries)
+    link = break_a_healthy_link(stack, store)
     customer = str(link.customer_id)
 
     open_signed_in(page, stack, "/")
@@ -123,7 +125,7 @@ def test_from_the_overview_to_a_started_relink(page: Page, stack: Stack) -> None
     done.click()
     expect(repair.get_by_test_id("stAlertContentSuccess")).to_be_visible()
     step("overview_to_repaired")
-    assert link_health(queries, link.link_id) is Health.HEALTHY
+    assert link_health(store, link.link_id) is Health.HEALTHY
     store.engine.dispose()
 
 

@@ -19,9 +19,9 @@ from pydantic import SecretStr
 
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services, build_services
+from linkdesk.read.links import LinkFilters
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link, LinkStateChange, WebhookDelivery
-from linkdesk.store.queries import LinkFilters
 from linkdesk.webhooks.asgi import WEBHOOK_PATH
 from tests.integration.conftest import CLIENT_ID, CLIENT_SECRET, serving_receiver
 from tests.sandbox_process import free_port, running_sandbox

@@ -61,7 +61,7 @@ def test_sandbox_webhooks_are_verified_applied_and_survive_key_rotation(
     assert wait_for(lambda: accepted_for(services, link_id) >= 1), "no webhook accepted"
     report = services.webhook_apply.apply_pending()
     assert report.applied >= 1
-    row = services.links.get_link(link_id)
+    row = services.link_detail.get_link(link_id)
     assert row is not None
     assert (row.row.state, row.row.error_code, row.row.health) == (
         "error",
@@ -76,7 +76,7 @@ def test_sandbox_webhooks_are_verified_applied_and_survive_key_rotation(
     sandbox.control("POST", f"/links/{link_id}/state", json={"state": "connected"})
     assert wait_for(lambda: accepted_for(services, link_id) >= 2), "rotated key not accepted"
     services.webhook_apply.apply_pending()
-    row = services.links.get_link(link_id)
+    row = services.link_detail.get_link(link_id)
     assert row is not None and row.row.state == "connected"
     with services.store.read() as session:
         refused = session.scalar(

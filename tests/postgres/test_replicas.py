@@ -482,7 +482,7 @@ def test_two_replicas_starting_one_relink_at_once_exactly_one_wins(
             for thread in threads:
                 thread.join(timeout=30)
             assert sorted(results) == ["lease_held", "started"], (link_id, results)
-            lease = replicas[0].links.relink_in_progress(link_id)
+            lease = replicas[0].activity.relink_in_progress(link_id)
             assert lease is not None and lease.holder in {"agent-0", "agent-1"}
     finally:
         for services in replicas:
@@ -536,7 +536,7 @@ def test_two_replicas_taking_over_one_relink_at_once_exactly_one_wins(
                 thread.join(timeout=30)
             assert sorted(results)[1] == "refused" and results.count("refused") == 1, results
             (winner,) = [name for name in results if name != "refused"]
-            lease = replicas[1].links.relink_in_progress(link_id)
+            lease = replicas[1].activity.relink_in_progress(link_id)
             assert lease is not None and lease.holder == winner
             taken = replicas[0].audit.entries(action="connect.relink_take_over", link_id=link_id)
             assert [entry.actor for entry in taken] == [winner]

@@ -16,10 +16,12 @@ from starlette.testclient import TestClient
 from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services
 from linkdesk.read.export import links_csv
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkQueries
 from linkdesk.services.errors import LinkTampered
 from linkdesk.store.engine import Store, create_engine, migrate
 from linkdesk.store.models import Customer, Institution, Link, WebhookDelivery, WebhookEvent
-from linkdesk.store.queries import LinkQueries, LinkSort
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 from tests.unit.test_customer_links import tampered_variants
@@ -100,7 +102,7 @@ HOSTILE_NAMES = [
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_hostile_institution_names_are_escaped_in_the_card(hostile_store: Store, name: str) -> None:
     add_hostile(hostile_store, name=name)
-    detail = LinkQueries(hostile_store).get_link("mk_x")
+    detail = LinkDetailReads(hostile_store).get_link("mk_x")
     assert detail is not None
     card = institution_card_html(detail.row, dark=False)
     for dangerous in ("<script", "<img src=x", "<iframe", "style='background"):
@@ -121,7 +123,7 @@ HOSTILE_COLOURS = [
 @pytest.mark.parametrize("colour", HOSTILE_COLOURS)
 def test_hostile_colours_never_reach_css_or_svg(hostile_store: Store, colour: str) -> None:
     add_hostile(hostile_store, color=colour)
-    detail = LinkQueries(hostile_store).get_link("mk_x")
+    detail = LinkDetailReads(hostile_store).get_link("mk_x")
     assert detail is not None
     card = institution_card_html(detail.row, dark=False)
     assert colour not in card
@@ -143,7 +145,7 @@ HOSTILE_LOGOS = [
 @pytest.mark.parametrize("logo", HOSTILE_LOGOS)
 def test_hostile_logos_are_not_drawn(hostile_store: Store, logo: str) -> None:
     add_hostile(hostile_store, logo=logo)
-    detail = LinkQueries(hostile_store).get_link("mk_x")
+    detail = LinkDetailReads(hostile_store).get_link("mk_x")
     assert detail is not None
     assert institution_logo(detail.row, dark=False) is None
     assert "<img" not in institution_card_html(detail.row, dark=False)

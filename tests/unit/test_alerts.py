@@ -527,21 +527,21 @@ def test_the_running_relink_count_follows_the_store_without_counting_it(
         with services.store.read() as session:
             return session.get(AlertState, "needs_relink_count")
 
-    evaluator.roll_up()
-    assert evaluator.relink_count() == 0  # the first call counts, and keeps the count
+    evaluator.rollup.roll_up()
+    assert evaluator.rollup.relink_count() == 0  # the first call counts, and keeps the count
     first = kept()
     assert first is not None
     break_links(services, fake_moneykit, ids[:9], error="auth_expired")
     repair_links(services, fake_moneykit, ids[:2])
     break_links(services, fake_moneykit, ids[20:22], error="institution_error")  # not relink
     # Not rolled up yet: the count adds the changes since the kept position.
-    assert evaluator.relink_count() == stored_count() == 7
-    evaluator.roll_up()
-    assert evaluator.relink_count() == 7
+    assert evaluator.rollup.relink_count() == stored_count() == 7
+    evaluator.rollup.roll_up()
+    assert evaluator.rollup.relink_count() == 7
     now_kept = kept()
     assert now_kept is not None and now_kept.number == 7
     assert now_kept.updated_at == first.updated_at  # moved by the rollup, not recounted
     core_clock.advance(2 * 3600)
-    assert evaluator.relink_count() == 7
+    assert evaluator.rollup.relink_count() == 7
     recounted = kept()
     assert recounted is not None and recounted.updated_at > first.updated_at

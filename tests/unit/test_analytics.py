@@ -19,6 +19,8 @@ from linkdesk.bootstrap import Services
 from linkdesk.health import Health
 from linkdesk.read.export import links_csv
 from linkdesk.read.funnel import FunnelFilters, FunnelReads
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.read.timeline import TimelineReads
 from linkdesk.services.webhook_apply import NotReapplicable
 from linkdesk.store import Store
@@ -35,7 +37,6 @@ from linkdesk.store.models import (
     WebhookDelivery,
     WebhookEvent,
 )
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store.cursor import InvalidCursor, decode_cursor, encode_cursor
 from linkdesk.store.engine import Store
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
 
 
 @pytest.mark.parametrize(

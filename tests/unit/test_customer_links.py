@@ -56,13 +56,13 @@ def test_the_whole_journey(ready: Services, fake_moneykit: FakeMoneyKit):
 
     started = ready.customer_links.redeem_begin(made.token)
     assert (started.mode, started.link_id) == ("relink", "mk_expired")
-    progress = ready.links.relink_in_progress("mk_expired")
+    progress = ready.activity.relink_in_progress("mk_expired")
     assert progress is not None and "customer" in progress.holder
 
     fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
     outcome = ready.customer_links.redeem_finish(made.token, finish_log(started.session_id))
     assert outcome.outcome == "success"
-    (row,) = ready.links.customer_links("mk_expired")
+    (row,) = ready.activity.customer_links("mk_expired")
     assert (row.created_by, row.outcome, row.reason) == ("sam", "success", "customer emailed")
     assert row.used_at is not None and row.finished_at is not None
 
@@ -195,7 +195,7 @@ def test_staff_relinking_keeps_the_token_usable(ready: Services):
     ready.sessions.start_relink(link_id="mk_expired", actor=Actor("other", Role.SUPPORT))
     with pytest.raises(LeaseHeld):
         ready.customer_links.redeem_begin(made.token)
-    (row,) = ready.links.customer_links("mk_expired")
+    (row,) = ready.activity.customer_links("mk_expired")
     assert row.used_at is None
 
 
@@ -206,7 +206,7 @@ def test_a_link_that_recovered_meanwhile_uses_the_token_up(
     fake_moneykit.links["mk_expired"].update(state="connected", error_code=None)
     with pytest.raises(RelinkNotNeeded):
         ready.customer_links.redeem_begin(made.token)
-    (row,) = ready.links.customer_links("mk_expired")
+    (row,) = ready.activity.customer_links("mk_expired")
     assert row.outcome == "not_needed"
 
 
@@ -274,7 +274,7 @@ def test_a_forged_relink_success_is_recorded_as_unconfirmed(
     outcome = ready.customer_links.redeem_finish(made.token, finish_log(started.session_id))
     assert outcome.outcome == "unconfirmed"
     assert "mk_expired" not in outcome.message
-    (row,) = ready.links.customer_links("mk_expired")
+    (row,) = ready.activity.customer_links("mk_expired")
     assert row.outcome == "unconfirmed"
     finishes = [
         (e.outcome, e.detail)
@@ -333,7 +333,7 @@ def test_check_refuses_bad_links_at_once_and_uses_nothing_up(ready: Services, co
     made = ready.customer_links.create("mk_expired", SUPPORT)
     found = ready.customer_links.check(made.token)
     assert found.repair == "ready" and found.institution_name == "Bank A"
-    (row,) = ready.links.customer_links("mk_expired")
+    (row,) = ready.activity.customer_links("mk_expired")
     assert row.used_at is None  # opening the page (or a mail scanner) burns nothing
     with pytest.raises(LinkTampered):
         ready.customer_links.check(made.token[:-2] + "xx")

@@ -22,8 +22,8 @@ from linkdesk.demo import DemoModeOff, DemoRefused, SandboxControls
 from linkdesk.demo.history import DEMO_STAFF
 from linkdesk.demo.sandbox import refuse_real_moneykit
 from linkdesk.settings import Settings
+from linkdesk.store.health_totals import SUMMARY_STATE_NAME
 from linkdesk.store.models import ConnectEvent, ConnectSession, Link, LinkStateChange, SyncAttempt
-from linkdesk.store.queries import SUMMARY_STATE_NAME
 from linkdesk.store.repository import get_named_state
 from sandbox.app import create_app
 
@@ -185,7 +185,7 @@ def test_reset_builds_the_world_through_the_api_with_a_consistent_past(
 
 def test_reset_is_repeatable_and_keeps_the_audit_log(demo_services: Services) -> None:
     first = demo_services.demo.reset(ADMIN)
-    demo_services.links.health_summary()  # counted, and stored for other processes
+    demo_services.totals.health_summary()  # counted, and stored for other processes
     with demo_services.store.read() as session:
         assert get_named_state(session, SUMMARY_STATE_NAME) is not None
     demo_services.audit.record(actor=SUPPORT, action="note.add", outcome="success")

@@ -14,8 +14,8 @@ from linkdesk.health import (
     playbook_for,
 )
 from linkdesk.moneykit.models import Link as ApiLink
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store
-from linkdesk.store.queries import LinkFilters, LinkQueries
 from linkdesk.store.repository import upsert_link
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -150,7 +150,7 @@ def test_sql_filters_and_counts_agree_with_the_verdicts(memory_store: Store):
     expected: dict[Health, set[str]] = {h: set() for h in Health}
     for i, case in enumerate(CASES):
         expected[case[4]].add(f"l{i:02d}")
-    counts = queries.counts_by_health()
+    counts = queries.totals.counts_by_health()
     for health in Health:
         rows = queries.list_links(LinkFilters(health=health), limit=100).rows
         assert {r.link_id for r in rows} == expected[health], health

@@ -171,4 +171,4 @@ def test_the_circle_finder_finds_circles(
 def test_an_upward_import_is_seen() -> None:
     # The rule itself: services sit below the webhooks route, which applies through them.
     assert _layer("linkdesk.services.worker") < _layer("linkdesk.webhooks.receiver")
-    assert _layer("linkdesk.store.queries") < _layer("linkdesk.services.connect")
+    assert _layer("linkdesk.store.health_totals") < _layer("linkdesk.services.connect")

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from linkdesk.health import Health, HealthThresholds, assess
 from linkdesk.moneykit.models import Link as ApiLink
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.models import Base
 from linkdesk.store.plans import Plan, choose_plan, filter_share
-from linkdesk.store.queries import LinkFilters, LinkQueries, LinkSort
 from linkdesk.store.repository import upsert_link
 from tests.conftest import empty_all_tables, listed_order_key
 
@@ -83,7 +84,7 @@ def test_every_plan_gives_each_matching_link_once_in_order(
     filters = LinkFilters(
         health=health, error_code=error_code, state=state, include_deleted=include_deleted
     )
-    queries.health_summary()  # the counts the plans are chosen with, as the Links page has them
+    queries.totals.health_summary()  # the counts plans are chosen with
     assert _read_all(queries, filters, sort, page_size, plan) == _expected(rows, filters, sort)
     store.dispose()
 
@@ -141,7 +142,7 @@ def _read_all(
     seen: list[str] = []
     cursor: str | None = None
     # None: the plan the counts choose. Otherwise that plan, forced, wherever one is chosen.
-    forced = mock.patch("linkdesk.store.queries.choose_plan", return_value=plan) if plan else None
+    forced = mock.patch("linkdesk.read.links.choose_plan", return_value=plan) if plan else None
     with forced or contextlib.nullcontext():
         for _ in range(10_000):
             page = queries.list_links(filters, limit=page_size, after=cursor, sort=sort)
@@ -184,7 +185,7 @@ def test_every_filter_sort_and_plan_on_one_store_of_every_kind_of_link(module_da
     store = _store(module_database)
     rows = _seed(store, specs)
     queries = LinkQueries(store, clock=lambda: NOW, thresholds=LIMITS)
-    queries.health_summary()
+    queries.totals.health_summary()
     assert {r["health"] for r in rows} == set(Health)
     filter_sets = [LinkFilters(health=h, include_deleted=False) for h in Health] + [
         LinkFilters(health=Health.DELETED),

@@ -10,16 +10,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from linkdesk.health import HealthThresholds
+from linkdesk.health import Health, HealthThresholds
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
+from linkdesk.read.worker import WorkerProgress
 from linkdesk.store import Store
-from linkdesk.store.queries import (
+from linkdesk.store.health_totals import (
     SUMMARY_RECALL_MAX_AGE,
     SUMMARY_STATE_NAME,
-    Health,
     HealthSummary,
-    LinkFilters,
-    LinkQueries,
-    LinkSort,
+    HealthTotals,
 )
 from linkdesk.store.repository import put_named_state, upsert_link
 from linkdesk.store.shared import wait_for_refreshes
@@ -72,10 +72,14 @@ class Ticker:
         self.now += seconds
 
 
-def queries(store: Store, ticker: Ticker | None = None) -> LinkQueries:
+def queries(store: Store) -> LinkQueries:
+    return LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
+
+
+def totals(store: Store, ticker: Ticker | None = None) -> HealthTotals:
     if ticker is None:
-        return LinkQueries(store, clock=lambda: T0 + timedelta(hours=1))
-    return LinkQueries(
+        return HealthTotals(store, clock=lambda: T0 + timedelta(hours=1))
+    return HealthTotals(
         store, clock=lambda: T0 + timedelta(hours=1), monotonic=ticker, wall=ticker.wall
     )
 
@@ -98,17 +102,17 @@ def test_health_summary_counts_verdicts_and_error_codes_in_one_pass(store: Store
     add_link(store, "mk_002", state="error", error_code="auth_expired")
     add_link(store, "mk_003", state="error", error_code="auth_expired")
     add_link(store, "mk_004", state="error", error_code="institution_error")
-    summary = queries(store).health_summary()
+    summary = totals(store).health_summary()
 
     assert summary.total == 4
     assert summary.counts[Health.NEEDS_RELINK] == 2
     assert summary.counts[Health.WAIT] == 1
     assert summary.errors == {"auth_expired": 2, "institution_error": 1}
-    assert queries(store).counts_by_health() == summary.counts
+    assert totals(store).counts_by_health() == summary.counts
 
 
 def test_a_shared_summary_is_reused_within_max_age_and_recounted_at_zero(store: Store) -> None:
-    links = queries(store)
+    links = totals(store)
     add_link(store, "mk_001")
     assert links.health_summary(max_age=3600).total == 1
 
@@ -122,7 +126,7 @@ def test_a_shared_summary_is_reused_within_max_age_and_recounted_at_zero(store: 
 
 def test_a_stale_shared_summary_is_served_while_one_thread_recounts(store: Store) -> None:
     ticker = Ticker()
-    links = queries(store, ticker)
+    links = totals(store, ticker)
     add_link(store, "mk_001")
     assert links.health_summary(max_age=3600).total == 1
     add_link(store, "mk_002")
@@ -145,20 +149,20 @@ def _finish_refreshes() -> None:
 def test_a_new_process_shows_the_last_stored_summary_while_it_counts_again(store: Store) -> None:
     ticker = Ticker()
     add_link(store, "mk_001")
-    assert queries(store, ticker).health_summary(max_age=30).total == 1  # counted, and stored
+    assert totals(store, ticker).health_summary(max_age=30).total == 1  # counted, and stored
     add_link(store, "mk_002", state="error", error_code="auth_expired")
 
-    # A process that has just started (its own LinkQueries) answers from the stored row at once:
+    # A process that has just started (its own HealthTotals) answers from the stored row at once:
     # still one link, with its verdicts and error codes as they were counted ...
     ticker.advance(0.05)
-    restarted = queries(store, ticker)
+    restarted = totals(store, ticker)
     recalled = restarted.health_summary(max_age=0.01)
     assert (recalled.total, recalled.counts[Health.HEALTHY], recalled.errors) == (1, 1, {})
     # ... and, the row being older than the caller's max_age, counts again in the background.
     _finish_refreshes()
     assert restarted.health_summary(max_age=3600).errors == {"auth_expired": 1}
     # The new count is stored for the next process to start.
-    assert queries(store, ticker).health_summary(max_age=3600).total == 2
+    assert totals(store, ticker).health_summary(max_age=3600).total == 2
 
 
 def test_a_replica_takes_a_count_another_stored_within_max_age_instead_of_counting(
@@ -166,7 +170,7 @@ def test_a_replica_takes_a_count_another_stored_within_max_age_instead_of_counti
 ) -> None:
     ticker = Ticker()
     add_link(store, "mk_001")
-    first, second = queries(store, ticker), queries(store, ticker)
+    first, second = totals(store, ticker), totals(store, ticker)
     assert second.health_summary(max_age=0.2).total == 1
     ticker.advance(0.3)  # the second replica's count is now older than its max_age
     add_link(store, "mk_002")
@@ -183,14 +187,14 @@ def test_a_replica_takes_a_count_another_stored_within_max_age_instead_of_counti
 
 def test_a_stored_summary_too_old_or_from_other_thresholds_is_not_shown(store: Store) -> None:
     add_link(store, "mk_001")
-    counted = queries(store).health_summary()
+    counted = totals(store).health_summary()
     add_link(store, "mk_002")
     record = counted.to_record(HealthThresholds())
 
     def stored(value: dict[str, object]) -> int:
         with store.write() as session:
             put_named_state(session, SUMMARY_STATE_NAME, value, T0)
-        return queries(store).health_summary(max_age=30).total
+        return totals(store).health_summary(max_age=30).total
 
     assert stored(record | {"saved_at": time.time() - 60}) == 1  # a minute old: shown
     too_old = time.time() - SUMMARY_RECALL_MAX_AGE - 60
@@ -220,20 +224,20 @@ def test_a_failing_store_write_does_not_fail_the_count(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_link(store, "mk_001")
-    links = queries(store)
+    links = totals(store)
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr("linkdesk.store.queries.put_named_state", refuse)
+    monkeypatch.setattr("linkdesk.store.health_totals.put_named_state", refuse)
     assert links.health_summary(max_age=30).total == 1
 
 
 def test_worker_status_is_shared_too(store: Store) -> None:
-    links = queries(store)
-    first = links.worker_status(max_age=3600)
-    assert links.worker_status(max_age=3600) is first
-    assert links.worker_status() is not first
+    progress = WorkerProgress(store, clock=lambda: T0 + timedelta(hours=1))
+    first = progress.status(max_age=3600)
+    assert progress.status(max_age=3600) is first
+    assert progress.status() is not first
 
 
 def test_institution_names_are_ordered_by_name(store: Store) -> None:

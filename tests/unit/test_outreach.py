@@ -17,11 +17,11 @@ from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
 from linkdesk.errors import ServiceError
 from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, send_mail
+from linkdesk.read.links import LinkFilters
 from linkdesk.services.errors import LiveLinkExists
 from linkdesk.services.outreach import OutreachChanged, OutreachService
 from linkdesk.services.outreach_text import DEFAULT_TEMPLATE, TemplateInvalid, render_email
 from linkdesk.store.models import CustomerLinkToken, OutreachMessage
-from linkdesk.store.queries import LinkFilters
 from tests.smtp_inbox import Inbox, free_loopback_port, smtp_inbox
 from tests.unit.conftest import FakeClock, FakeMoneyKit
 

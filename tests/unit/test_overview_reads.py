@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import sqlalchemy as sa
+
 from linkdesk.bootstrap import Services
+from linkdesk.store.models import Link
 from tests.unit.conftest import FakeClock, FakeMoneyKit
 
 
@@ -30,9 +33,19 @@ def test_states_and_errors_come_from_the_summary_and_match_a_count(
     fill(fake_moneykit)
     resync(core_services)
     snapshot = core_services.overview.snapshot(max_age=0)
-    assert snapshot.by_state == core_services.links.counts_by_state()
-    errors = {code: n for code, n in core_services.links.counts_by_error().items() if code}
-    assert snapshot.by_error == errors == {"auth_expired": 3, "institution_error": 1}
+    with core_services.store.read() as session:
+        by_state = dict(
+            session.execute(sa.select(Link.state, sa.func.count()).group_by(Link.state)).all()
+        )
+        by_error = dict(
+            session.execute(
+                sa.select(Link.error_code, sa.func.count())
+                .where(Link.error_code.is_not(None))
+                .group_by(Link.error_code)
+            ).all()
+        )
+    assert snapshot.by_state == by_state
+    assert snapshot.by_error == by_error == {"auth_expired": 3, "institution_error": 1}
 
 
 def test_moves_over_the_last_hour_follow_the_state_changes(

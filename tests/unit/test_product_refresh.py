@@ -29,11 +29,11 @@ from linkdesk.health import (
 )
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.moneykit.models import LinkProductStatus
+from linkdesk.read.links import LinkFilters
 from linkdesk.services.ingest import LinkIngestor
 from linkdesk.services.institutions import InstitutionFetcher
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link
-from linkdesk.store.queries import LinkFilters
 from sandbox.app import create_app
 
 with warnings.catch_warnings():
@@ -251,5 +251,5 @@ def test_refreshes_are_stored_counted_and_keep_the_link_healthy(
     assert [(r.link_id, r.health, r.health_reason) for r in listed] == [
         (link_id, Health.HEALTHY, "product_refresh_failed")
     ]
-    detail = services.links.get_link(link_id)
+    detail = services.link_detail.get_link(link_id)
     assert detail is not None and detail.row.health_reason == "product_refresh_failed"

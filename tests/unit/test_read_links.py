@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from linkdesk.read.links import Matching, matching_links
+from linkdesk.health import Health
+from linkdesk.read.links import LinkFilters, LinkQueries, Matching, matching_links
 from linkdesk.store import Store
-from linkdesk.store.queries import Health, HealthSummary, LinkFilters, LinkQueries
+from linkdesk.store.health_totals import HealthSummary
 from linkdesk.store.repository import upsert_link
 from tests.unit.test_store import api_link
 

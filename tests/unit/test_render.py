@@ -7,7 +7,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from linkdesk.store.queries import Health, LinkRow
+from linkdesk.health import Health
+from linkdesk.read.link_rows import LinkRow
 from ui.links_table import table_rows
 from ui.render import NEUTRAL_SWATCH, framed_logo_data_uri, labelled_value_html
 

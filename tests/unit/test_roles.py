@@ -204,7 +204,7 @@ class TestLeaseRace:
             for t in threads:
                 t.join()
             assert len(won) == 1 and held == won
-            progress = ready.links.relink_in_progress("mk_expired")
+            progress = ready.activity.relink_in_progress("mk_expired")
             assert progress is not None and progress.holder == won[0]
             # End that session so the next round races for a free link again.
             session = ready.sessions.latest_pending_session(actor=won[0])
@@ -217,13 +217,13 @@ class TestLeaseRace:
                 "data": {"error": None},
             }
             ready.sessions.apply_log(session.session_id, [entry], actor=ADMIN)
-            assert ready.links.relink_in_progress("mk_expired") is None
+            assert ready.activity.relink_in_progress("mk_expired") is None
 
     def test_an_abandoned_lease_expires(self, ready: Services, core_clock):
         ready.sessions.start_relink(link_id="mk_expired", actor=Actor("gone", Role.SUPPORT))
-        detail = ready.links.get_link("mk_expired")
+        detail = ready.link_detail.get_link("mk_expired")
         assert detail is not None and detail.relink_in_progress is not None
         assert detail.relink_in_progress.holder == "gone"
         core_clock.advance(ready.settings.relink_lease_minutes * 60 + 1)
-        assert ready.links.relink_in_progress("mk_expired") is None
+        assert ready.activity.relink_in_progress("mk_expired") is None
         ready.sessions.start_relink(link_id="mk_expired", actor=Actor("next", Role.SUPPORT))

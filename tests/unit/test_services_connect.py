@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
+from linkdesk.health import Health
 from linkdesk.moneykit import APIConnectionError
 from linkdesk.services import (
     InvalidCustomerId,
@@ -27,7 +28,6 @@ from linkdesk.services import (
 from linkdesk.services.connect import ConnectService
 from linkdesk.settings import Settings
 from linkdesk.store.models import ConnectEvent, ConnectSession
-from linkdesk.store.queries import Health
 
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeMoneyKit
@@ -135,7 +135,7 @@ class TestStartLink:
         fake_moneykit.unreachable = True
         with pytest.raises(APIConnectionError):
             core_services.sessions.start_link(customer_external_id="cust_0042", actor=ACTOR)
-        (session,) = core_services.links.recent_sessions()
+        (session,) = core_services.activity.recent_sessions()
         assert session.outcome == "failed" and session.failure_message
         assert core_services.audit.entries()[0].outcome == "failed"
 
@@ -162,7 +162,7 @@ class TestApplySuccess:
         assert (outcome.new, outcome.outcome, outcome.link_id) == (3, "success", "mk_new")
         assert "mk_new" in (outcome.message or "")
         assert fake_moneykit.consumed == {"ext_tok_1"}
-        detail = core_services.links.get_link("mk_new")
+        detail = core_services.link_detail.get_link("mk_new")
         assert detail is not None
         assert detail.row.customer_id == "cust_0042"
         assert detail.row.health is Health.HEALTHY
@@ -468,7 +468,7 @@ class TestRelink:
         stored_links.links["mk_expired"].update(state="connected", error_code=None)
         with pytest.raises(RelinkNotNeeded):
             core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
-        detail = core_services.links.get_link("mk_expired")
+        detail = core_services.link_detail.get_link("mk_expired")
         assert detail is not None and detail.row.health is Health.HEALTHY
 
     def test_unknown_link(self, core_services: Services, stored_links):
@@ -501,7 +501,7 @@ class TestRelink:
         )
         assert (outcome.outcome, outcome.link_id) == ("success", "mk_expired")
         assert stored_links.calls["POST /link-session/exchange-token"] == 0
-        detail = core_services.links.get_link("mk_expired")
+        detail = core_services.link_detail.get_link("mk_expired")
         assert detail is not None and detail.row.health is Health.HEALTHY
         assert detail.state_changes[0].source == "relink"
         relink_audit = [a for a in core_services.audit.entries() if a.action == "connect.relink"]
@@ -534,7 +534,7 @@ class TestRelink:
         del stored_links.links["mk_expired"]
         with pytest.raises(LinkUnavailable):
             core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
-        detail = core_services.links.get_link("mk_expired")
+        detail = core_services.link_detail.get_link("mk_expired")
         assert detail is not None
         assert (detail.row.state, detail.row.error_code) == ("error", "auth_expired")
         (entry,) = core_services.audit.entries(action="connect.start_relink")
@@ -553,7 +553,7 @@ class TestRelink:
         assert "still needs a relink" in (outcome.message or "")
         (entry,) = core_services.audit.entries(action="connect.relink")
         assert entry.outcome == "unconfirmed" and "error/auth_expired" in (entry.detail or "")
-        detail = core_services.links.get_link("mk_expired")
+        detail = core_services.link_detail.get_link("mk_expired")
         assert detail is not None and detail.row.health is Health.NEEDS_RELINK
         # The reservation ends with the session: another agent may try at once.
         again = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
@@ -615,7 +615,7 @@ class TestReservation:
         started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         core_services.sessions.abandon_session(started.session_id, actor=ACTOR)
         assert session_outcome(core_services, started.session_id) == "exit"
-        assert core_services.links.relink_in_progress("mk_expired") is None
+        assert core_services.activity.relink_in_progress("mk_expired") is None
         # Idempotent: a second abandon writes nothing more.
         core_services.sessions.abandon_session(started.session_id, actor=ACTOR)
         assert len(core_services.audit.entries(action="connect.abandon")) == 1
@@ -632,7 +632,7 @@ class TestReservation:
         with pytest.raises(LeaseNotHeld):
             core_services.sessions.release_relink("mk_expired", actor=BOB)
         core_services.sessions.release_relink("mk_expired", actor=ACTOR, reason="wrong customer")
-        assert core_services.links.relink_in_progress("mk_expired") is None
+        assert core_services.activity.relink_in_progress("mk_expired") is None
         assert session_outcome(core_services, started.session_id) == "exit"
         (entry,) = core_services.audit.entries(action="connect.relink_release")
         assert (entry.actor, entry.reason) == (ACTOR.name, "wrong customer")
@@ -649,7 +649,7 @@ class TestReservation:
         again = core_services.sessions.resume_relink("mk_expired", actor=ACTOR)
         assert again.session_id != first.session_id
         assert session_outcome(core_services, first.session_id) == "exit"
-        lease = core_services.links.relink_in_progress("mk_expired")
+        lease = core_services.activity.relink_in_progress("mk_expired")
         assert lease is not None and (lease.holder, lease.session_id) == (
             ACTOR.name,
             again.session_id,
@@ -663,7 +663,7 @@ class TestReservation:
         stored_links.links["mk_expired"].update(state="connected", error_code=None)
         with pytest.raises(RelinkNotNeeded):
             core_services.sessions.resume_relink("mk_expired", actor=ACTOR)
-        assert core_services.links.relink_in_progress("mk_expired") is None
+        assert core_services.activity.relink_in_progress("mk_expired") is None
         assert session_outcome(core_services, first.session_id) == "exit"
 
     def test_an_admin_takes_over_with_a_reason(self, core_services: Services, stored_links):
@@ -684,7 +684,7 @@ class TestReservation:
         with pytest.raises(LeaseHeld):
             core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         started = core_services.sessions.start_relink(link_id="mk_expired", actor=ADMIN_ACTOR)
-        lease = core_services.links.relink_in_progress("mk_expired")
+        lease = core_services.activity.relink_in_progress("mk_expired")
         assert lease is not None and lease.session_id == started.session_id
 
     def test_a_late_success_of_a_taken_over_session_changes_nothing(
@@ -732,7 +732,7 @@ class TestTotalsFollowStaffActions:
     def test_a_relink_moves_the_link_between_the_shared_counts_at_once(
         self, core_services: Services, stored_links
     ):
-        before = core_services.links.health_summary(max_age=3600)
+        before = core_services.totals.health_summary(max_age=3600)
         assert before.errors.get("auth_expired") == 1
         started = core_services.sessions.start_relink(link_id="mk_expired", actor=ACTOR)
         stored_links.links["mk_expired"].update(state="connected", error_code=None)
@@ -741,18 +741,18 @@ class TestTotalsFollowStaffActions:
             sid, [log_entry(sid, 1, "relink_success", link_id="mk_expired")], actor=ACTOR
         )
         # Served from the shared value (no recount within the hour), already moved.
-        after = core_services.links.health_summary(max_age=3600)
+        after = core_services.totals.health_summary(max_age=3600)
         assert after.computed_at == before.computed_at
         assert after.errors.get("auth_expired", 0) == 0
         assert after.counts[Health.HEALTHY] == before.counts[Health.HEALTHY] + 1
         assert after.counts[Health.NEEDS_RELINK] == before.counts[Health.NEEDS_RELINK] - 1
-        assert after.groups == core_services.links.health_summary(max_age=0).groups  # a recount
+        assert after.groups == core_services.totals.health_summary(max_age=0).groups  # a recount
 
     def test_a_new_link_is_counted_at_once(self, core_services: Services, stored_links, started):
-        before = core_services.links.health_summary(max_age=3600)
+        before = core_services.totals.health_summary(max_age=3600)
         core_services.sessions.apply_log(
             started.session_id, success_log(started.session_id), actor=ACTOR
         )
-        after = core_services.links.health_summary(max_age=3600)
+        after = core_services.totals.health_summary(max_age=3600)
         assert after.total == before.total + 1
-        assert after.groups == core_services.links.health_summary(max_age=0).groups
+        assert after.groups == core_services.totals.health_summary(max_age=0).groups

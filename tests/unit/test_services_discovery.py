@@ -8,10 +8,11 @@ import pytest
 
 from linkdesk.__main__ import main as cli_main
 from linkdesk.bootstrap import Services, build_services
+from linkdesk.health import Health
 from linkdesk.moneykit import APIConnectionError
+from linkdesk.read.links import LinkFilters
 from linkdesk.services.discovery import DISCOVERY_SUSPECT, NOT_FOUND_KEPT
 from linkdesk.store.models import Link, LinkStateChange, SyncJob
-from linkdesk.store.queries import Health, LinkFilters
 from linkdesk.store.repository import get_named_state
 from linkdesk.store.sync_jobs import link_job_id
 
@@ -58,17 +59,17 @@ def test_first_sync_discovers_every_link_and_survives_a_failing_one(
 
     links = core_services.links
     assert {r.link_id for r in links.list_links(limit=100).rows} == {"mk_1", "mk_2", "mk_3", "mk_5"}
-    detail = links.get_link("mk_1")
+    detail = core_services.link_detail.get_link("mk_1")
     assert detail is not None
     assert detail.row.customer_id == "cust_0001"
     assert detail.row.tags == ["customer:cust_0001", "app:mobile"]
     assert detail.row.institution_color == "#112233"
     assert (detail.row.institution_avatar or "").startswith("data:image/svg+xml;base64,")
     assert len(detail.accounts) == 1
-    bank_b = links.get_link("mk_3")
+    bank_b = core_services.link_detail.get_link("mk_3")
     assert bank_b is not None and bank_b.row.institution_color is None  # hostile colour dropped
-    assert links.counts_by_health()[Health.NEEDS_RELINK] == 1
-    assert links.counts_by_health()[Health.WAIT] == 1
+    assert links.totals.counts_by_health()[Health.NEEDS_RELINK] == 1
+    assert links.totals.counts_by_health()[Health.WAIT] == 1
     assert [c.customer_id for c in links.list_customers()] == [
         "cust_0001",
         "cust_0002",
@@ -95,10 +96,10 @@ def test_second_sync_records_changes_marks_vanished_links_and_reuses_images(
     assert report.deleted == 1
     assert report.state_changes == 2  # mk_1 broke, mk_3 vanished
     assert sum(n for k, n in populated.calls.items() if "/assets/" in k) == images_before
-    gone = core_services.links.get_link("mk_3")
+    gone = core_services.link_detail.get_link("mk_3")
     assert gone is not None and gone.row.health is Health.DELETED
     assert gone.state_changes[0].to_state == "deleted"
-    broken = core_services.links.get_link("mk_1")
+    broken = core_services.link_detail.get_link("mk_1")
     assert broken is not None and broken.row.error_code == "auth_expired"
     assert [(c.from_state, c.to_error) for c in broken.state_changes][:1] == [
         ("connected", "auth_expired")
@@ -115,7 +116,7 @@ def test_unreachable_moneykit_raises_and_deletes_nothing(
     populated.unreachable = True
     with pytest.raises(APIConnectionError):
         core_services.discovery.sync_all()
-    assert core_services.links.counts_by_health()[Health.DELETED] == 0
+    assert core_services.totals.counts_by_health()[Health.DELETED] == 0
     assert core_services.audit.entries()[0].outcome == "failed"
 
 

@@ -21,18 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from linkdesk.__main__ import main as cli_main
+from linkdesk.health import Health, link_health
 from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
+from linkdesk.read.activity import ActivityReads
+from linkdesk.read.link_detail import LinkDetailReads
+from linkdesk.read.link_order import LinkSort
+from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine, downgrade, migrate
+from linkdesk.store.cursor import InvalidCursor
 from linkdesk.store.models import AuditEntry, Base, ConnectEvent, ConnectSession
-from linkdesk.store.queries import (
-    Health,
-    InvalidCursor,
-    LinkFilters,
-    LinkQueries,
-    LinkSort,
-    link_health,
-)
 from linkdesk.store.repository import (
     InstitutionData,
     mark_link_deleted,
@@ -224,14 +222,14 @@ def test_write_rolls_back_on_error(store: Store):
         session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
         session.flush()
         raise RuntimeError("boom")
-    assert LinkQueries(store).audit_entries() == []
+    assert ActivityReads(store).audit_entries() == []
 
 
 def test_in_store_is_shared_between_sessions(store: Store):
     with store.write() as session:
         session.add(AuditEntry(at=T0, actor="a", action="x", outcome="ok"))
     seen: list[int] = []
-    thread = threading.Thread(target=lambda: seen.append(len(LinkQueries(store).audit_entries())))
+    thread = threading.Thread(target=lambda: seen.append(len(ActivityReads(store).audit_entries())))
     thread.start()
     thread.join()
     assert seen == [1]
@@ -270,7 +268,7 @@ def test_upsert_link_records_state_changes_and_refuses_older_views(store: Store)
             fetched_at=T0 + timedelta(minutes=1),  # read before the last stored view
         )
     assert stale.skipped_as_older
-    detail = LinkQueries(store).get_link("l1")
+    detail = LinkDetailReads(store).get_link("l1")
     assert detail is not None
     assert (detail.row.state, detail.row.error_code) == ("error", "auth_expired")
     assert detail.row.health is Health.NEEDS_RELINK
@@ -323,7 +321,7 @@ def test_replace_accounts_and_mark_deleted(store: Store):
         assert mark_link_deleted(session, "l1", now=T0 + timedelta(1), source="sync")
         assert not mark_link_deleted(session, "l1", now=T0 + timedelta(2), source="sync")
         assert not mark_link_deleted(session, "nope", now=T0, source="sync")
-    detail = LinkQueries(store).get_link("l1")
+    detail = LinkDetailReads(store).get_link("l1")
     assert detail is not None
     assert [a.account_id for a in detail.accounts] == ["a1", "a2"]
     assert detail.row.health is Health.DELETED
@@ -370,7 +368,7 @@ def test_link_health_and_its_sql_twin_agree(store: Store, state, error_code, hea
     page = queries.list_links(LinkFilters(health=health))
     expected = {"l1", "other"} if health is Health.HEALTHY else {"l1"}
     assert {r.link_id for r in page.rows} == expected
-    counts = queries.counts_by_health()
+    counts = queries.totals.counts_by_health()
     assert set(counts) == set(Health)
     assert counts[health] == len(expected)
 
@@ -454,26 +452,24 @@ def test_default_sort_is_most_recently_updated_first(seeded: LinkQueries):
 
 
 def test_counts(seeded: LinkQueries):
-    assert seeded.counts_by_state() == {
-        "connected": 1,
-        "error": 3,
-        "awaiting_token_exchange": 1,
-        "deleted": 1,
-    }
-    health = seeded.counts_by_health()
-    assert health[Health.NEEDS_RELINK] == 2 and health[Health.HEALTHY] == 1
-    assert seeded.counts_by_error() == {"auth_expired": 2, "institution_error": 1}
+    summary = seeded.totals.health_summary()
+    by_state: dict[str, int] = {}
+    for (_health, state, _error), n in summary.groups.items():
+        by_state[state] = by_state.get(state, 0) + n
+    assert by_state == {"connected": 1, "error": 3, "awaiting_token_exchange": 1, "deleted": 1}
+    assert summary.counts[Health.NEEDS_RELINK] == 2 and summary.counts[Health.HEALTHY] == 1
+    assert summary.errors == {"auth_expired": 2, "institution_error": 1}
 
 
 def test_two_writers_storing_one_new_link_count_it_once(seeded: LinkQueries):
     # Connect's Done and the link's first webhook both store a new link, often at once: the
     # second writer must see the first one's row as its "before", however they overlap.
-    counted = seeded.health_summary(max_age=3600)
+    counted = seeded.totals.health_summary(max_age=3600)
     first_inside = threading.Event()
     let_first_write = threading.Event()
 
     def store_the_link(*, pause: bool) -> None:
-        with seeded.writing("mk_new") as session:
+        with seeded.totals.writing("mk_new") as session:
             if pause:
                 first_inside.set()
                 let_first_write.wait(timeout=10)
@@ -491,7 +487,7 @@ def test_two_writers_storing_one_new_link_count_it_once(seeded: LinkQueries):
     let_first_write.set()
     first.join(timeout=10)
     second.join(timeout=10)
-    shown = seeded.ready_health_summary(max_age=3600)
+    shown = seeded.totals.ready_health_summary(max_age=3600)
     assert shown is not None and shown.computed_at == counted.computed_at  # moved, not recounted
     assert shown.total == counted.total + 1
     assert shown.counts[Health.HEALTHY] == counted.counts[Health.HEALTHY] + 1
@@ -529,7 +525,7 @@ def test_pages_are_fetched_with_a_bounded_query(seeded: LinkQueries, store: Stor
     statements: list[tuple[str, Any]] = []
     # The shared counts a page plans with, as the Links page has them (else their computation
     # starts in the background during the test and its SELECT is recorded too).
-    seeded.health_summary()
+    seeded.totals.health_summary()
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         statements.append((statement, parameters))

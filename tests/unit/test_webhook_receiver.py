@@ -270,20 +270,20 @@ class TestApply:
     ):
         # A relink's webhook often lands before the agent's Done; the relink then moves nothing,
         # so the event must move the totals a page shows, without waiting for a recount.
-        counted = wired.links.health_summary(max_age=3600)
+        counted = wired.totals.health_summary(max_age=3600)
         assert counted.errors.get("auth_expired") == 1
         fake_moneykit.links["mk_1"].update(state="connected", error_code=None)
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now, state="connected")
         wired.webhooks.receive(body, headers)
         assert wired.webhook_apply.apply_pending().applied == 1
-        shown = wired.links.ready_health_summary(max_age=3600)
+        shown = wired.totals.ready_health_summary(max_age=3600)
         assert shown is not None and shown.computed_at == counted.computed_at  # not recounted
         assert shown.errors.get("auth_expired", 0) == 0
         assert shown.total == counted.total
         # The same link read again (the relink's own completion) leaves the totals as they are.
-        with wired.links.writing("mk_1"):
+        with wired.totals.writing("mk_1"):
             pass
-        assert wired.links.ready_health_summary(max_age=3600) == shown
+        assert wired.totals.ready_health_summary(max_age=3600) == shown
 
     def test_an_event_is_applied_once(self, wired, signer, core_clock, fake_moneykit):
         body, headers = signer.delivery(link_id="mk_1", iat=core_clock.now)

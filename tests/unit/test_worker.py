@@ -563,7 +563,7 @@ class TestStatusAndControls:
         assert status.links_synced_last_hour == 2
         assert status.last_discovery_at is not None and status.last_run_at is not None
         core_clock.advance(75)  # nobody has run it since
-        status = services.links.worker_status()
+        status = services.worker_progress.status()
         assert status.jobs_due == 1
         assert timedelta(seconds=75) <= status.lag <= timedelta(seconds=76)
 
@@ -575,7 +575,7 @@ class TestStatusAndControls:
         services.worker.run_once()
         status = services.worker.status()
         assert status.errors_last_hour == 1 and "500" in (status.last_error or "")
-        history = services.links.sync_attempts(link_id="mk_001")
+        history = services.activity.sync_attempts(link_id="mk_001")
         assert [h.outcome for h in history] == ["error"]
 
     def test_pause_stops_rounds_until_resumed(self, make_services, fake_moneykit):

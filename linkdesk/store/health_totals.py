@@ -1,0 +1,252 @@
+"""The shared totals: how many links have each verdict, state and error code.
+
+Counted once (in the background, for every session of the process, and remembered in the store
+for the next process: see linkdesk.store.shared), then moved link by link by the writers: a
+write that may change a link's group goes through :meth:`HealthTotals.writing`, which reads the
+link's group before and after inside the write transaction. So the numbers a staff action or a
+webhook changed are right on the next run of any page, without counting the table again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from linkdesk.health import Health, HealthThresholds, assess_link, health_case
+from linkdesk.store.engine import Store
+from linkdesk.store.models import Link
+from linkdesk.store.repository import delete_named_state, get_named_state, put_named_state
+from linkdesk.store.shared import SharedResult
+
+__all__ = [
+    "SUMMARY_RECALL_MAX_AGE",
+    "SUMMARY_STATE_NAME",
+    "HealthSummary",
+    "HealthTotals",
+    "forget_stored_summary",
+]
+
+# A process that has just started shows the last summary any process counted, when it is at
+# most this old, while it counts again (see linkdesk.store.shared); an older one is not shown.
+SUMMARY_RECALL_MAX_AGE = 3600.0
+SUMMARY_STATE_NAME = "health_summary"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSummary:
+    """How many links have each verdict and each error code, at ``computed_at``."""
+
+    counts: dict[Health, int]
+    errors: dict[str, int]  # links per error code (any state)
+    computed_at: datetime
+    # Links per (verdict, state, error code or ""): what the Links page plans its reads with.
+    groups: dict[tuple[Health, str, str], int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @classmethod
+    def from_groups(
+        cls, groups: dict[tuple[Health, str, str], int], computed_at: datetime
+    ) -> HealthSummary:
+        counts = dict.fromkeys(Health, 0)
+        errors: dict[str, int] = {}
+        for (health, _state, error_code), n in groups.items():
+            counts[health] += n
+            if error_code:
+                errors[error_code] = errors.get(error_code, 0) + n
+        return cls(counts=counts, errors=errors, computed_at=computed_at, groups=dict(groups))
+
+    def to_record(self, thresholds: HealthThresholds) -> dict[str, Any]:
+        """As JSON, with the thresholds that decided the verdicts (see :meth:`from_record`)."""
+        return {
+            "computed_at": self.computed_at.isoformat(),
+            "thresholds": _thresholds_record(thresholds),
+            "groups": [[h.value, state, error, n] for (h, state, error), n in self.groups.items()],
+        }
+
+    @classmethod
+    def from_record(cls, record: Any, thresholds: HealthThresholds) -> HealthSummary | None:
+        """The summary of :meth:`to_record`; None when it was counted with other thresholds
+        (another release's settings) or is not one (an older format, a hand-edited row)."""
+        try:
+            if record["thresholds"] != _thresholds_record(thresholds):
+                return None
+            computed_at = datetime.fromisoformat(record["computed_at"])
+            if computed_at.tzinfo is None:
+                return None
+            groups: dict[tuple[Health, str, str], int] = {}
+            for verdict, state, error, n in record["groups"]:
+                if not (isinstance(state, str) and isinstance(error, str)):
+                    return None
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    return None
+                groups[(Health(verdict), state, error)] = n
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls.from_groups(groups, computed_at)
+
+
+def _thresholds_record(thresholds: HealthThresholds) -> list[float]:
+    return [thresholds.stuck_after.total_seconds(), thresholds.stale_after.total_seconds()]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def forget_stored_summary(store: Store) -> None:
+    """Drop the stored health summary, so that the next process to start counts before it shows
+    one: after a bulk load or a restore, the stored counts describe a store that is gone."""
+    with store.write() as session:
+        delete_named_state(session, SUMMARY_STATE_NAME)
+
+
+class _StoredSummary:
+    """The last health summary any process counted: one ``worker_state`` row."""
+
+    def __init__(
+        self, store: Store, thresholds: HealthThresholds, wall: Callable[[], float] = time.time
+    ) -> None:
+        # ``wall``: seconds since the epoch, the one clock processes share for the row's age.
+        self._store, self._thresholds, self._wall = store, thresholds, wall
+
+    def load(self) -> tuple[HealthSummary, float] | None:
+        with self._store.read() as session:
+            record = get_named_state(session, SUMMARY_STATE_NAME)
+        summary = HealthSummary.from_record(record, self._thresholds) if record else None
+        saved_at = record.get("saved_at") if record else None
+        if summary is None or not isinstance(saved_at, int | float) or isinstance(saved_at, bool):
+            return None
+        # Its age in real time: the verdict clock (computed_at) may be set apart, as in tests.
+        return summary, self._wall() - saved_at
+
+    def save(self, value: HealthSummary) -> None:
+        record = value.to_record(self._thresholds) | {"saved_at": self._wall()}
+        with self._store.write() as session:
+            put_named_state(session, SUMMARY_STATE_NAME, record, _utcnow())
+
+
+class HealthTotals:
+    """The shared health summary of a process, and the write transaction that keeps it right.
+
+    ``clock`` and ``thresholds`` decide the time-dependent verdicts (stuck, stale); ``monotonic``
+    and ``wall`` measure how old a shared count is (in this process, and across processes
+    through the store); tests step them instead of sleeping.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        thresholds: HealthThresholds | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._clock = clock or _utcnow
+        self._thresholds = thresholds or HealthThresholds()
+        self._shared_summary = SharedResult(
+            self._compute_health_summary,
+            remembered=_StoredSummary(store, self._thresholds, wall),
+            recall_max_age=SUMMARY_RECALL_MAX_AGE,
+            monotonic=monotonic,
+        )
+
+    @property
+    def thresholds(self) -> HealthThresholds:
+        return self._thresholds
+
+    def counts_by_health(self, *, max_age: float = 0.0) -> dict[Health, int]:
+        """Links per verdict; see :meth:`health_summary` for ``max_age``."""
+        return dict(self.health_summary(max_age=max_age).counts)
+
+    def health_summary(self, *, max_age: float = 0.0) -> HealthSummary:
+        """Links per verdict and per error code, in one pass over the table.
+
+        ``max_age`` (seconds) accepts a summary that this process computed that recently for
+        any caller; a page passes it so that every session shares one count of a large table.
+        The default, 0, counts now.
+        """
+        return self._shared_summary.get(max_age)
+
+    def ready_health_summary(self, *, max_age: float, wait: float = 0.0) -> HealthSummary | None:
+        """:meth:`health_summary` without waiting for a count (beyond ``wait`` seconds): None
+        until this process has one, or a stored one (see linkdesk.store.shared), while one
+        background thread counts. A page draws its rows meanwhile instead of waiting seconds for
+        the totals of a large store on its first run."""
+        return self._shared_summary.get_if_ready(max_age, wait=wait)
+
+    def _group_in(self, session: Session, link: Link | None) -> tuple[Health, str, str] | None:
+        if link is None:
+            return None
+        verdict = assess_link(link, now=self._clock(), thresholds=self._thresholds)
+        return (verdict.health, link.state, link.error_code or "")
+
+    def _count_moved(
+        self, before: tuple[Health, str, str] | None, after: tuple[Health, str, str] | None
+    ) -> None:
+        """One link moved from group ``before`` to ``after`` (None: it was not stored, or is
+        gone): the shared totals (this process's and the stored ones) change at once, so the
+        numbers a staff action changed are right on the next run of any page, without counting
+        the table again."""
+        if before == after:
+            return
+
+        def move(summary: HealthSummary) -> HealthSummary:
+            groups = dict(summary.groups)
+            if before is not None and groups.get(before, 0) > 0:
+                groups[before] -= 1
+                if groups[before] == 0:
+                    del groups[before]
+            if after is not None:
+                groups[after] = groups.get(after, 0) + 1
+            return HealthSummary.from_groups(groups, summary.computed_at)
+
+        self._shared_summary.adjust(move)
+
+    @contextmanager
+    def writing(self, link_id: str) -> Iterator[Session]:
+        """A write transaction that may move ``link_id`` between the shared totals' groups (a
+        staff action, an applied webhook, a Connect completion). The link's group is read inside
+        the transaction before and after the caller's writes, and the totals follow once it has
+        committed (see :meth:`_count_moved`).
+
+        Two writers to one link take turns (SQLite's ``BEGIN IMMEDIATE``; a transaction-scoped
+        advisory lock on PostgreSQL, which also covers a link not stored yet), so whichever comes
+        second sees the first one's result as its "before": a new link that Connect's Done and
+        its webhook both store is counted once, whichever lands first and however they overlap.
+        """
+        with self._store.write() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                key = sa.func.hashtextextended(link_id, 0)
+                session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            before = self._group_in(session, session.get(Link, link_id, with_for_update=True))
+            yield session
+            session.flush()
+            # Re-read: the caller may have changed the row with a statement the ORM never saw.
+            after = self._group_in(session, session.get(Link, link_id, populate_existing=True))
+        self._count_moved(before, after)
+
+    def _compute_health_summary(self) -> HealthSummary:
+        now = self._clock()
+        groups: dict[tuple[Health, str, str], int] = {}
+        verdict = health_case(now, self._thresholds).label("verdict")
+        stmt = (
+            sa.select(verdict, Link.state, Link.error_code, sa.func.count())
+            .select_from(Link)
+            .group_by(verdict, Link.state, Link.error_code)
+        )
+        with self._store.read() as session:
+            for value, state, error_code, n in session.execute(stmt).all():
+                groups[(Health(value), state, error_code or "")] = int(n)
+        return HealthSummary.from_groups(groups, now)

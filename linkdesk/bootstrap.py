@@ -299,6 +299,7 @@ def build_services(
         worker_progress=worker_progress,
         analytics=analytics,
         overview=OverviewReads(
+            store=store,
             totals=totals,
             worker=worker_progress,
             analytics=analytics,

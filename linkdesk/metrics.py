@@ -35,7 +35,6 @@ from linkdesk.store.models import (
     Alert,
     AlertNotification,
     Institution,
-    Link,
     SyncJob,
     WebhookEvent,
     WorkerState,
@@ -252,18 +251,6 @@ class Metrics:
         }
         now = self._clock()
         with self._store.read() as session:
-            totals = dict(
-                session.execute(
-                    sa.select(Link.institution_id, sa.func.count()).group_by(Link.institution_id)
-                ).all()
-            )
-            errors = dict(
-                session.execute(
-                    sa.select(Link.institution_id, sa.func.count())
-                    .where(Link.state == "error")
-                    .group_by(Link.institution_id)
-                ).all()
-            )
             names = dict(
                 session.execute(sa.select(Institution.institution_id, Institution.name)).all()
             )
@@ -305,9 +292,10 @@ class Metrics:
         missing = suspect.get("missing")
         return _DbSnapshot(
             links=links,
+            # From the shared totals, moved by every writer: no count of the links per scrape.
             banks={
-                bank: (names.get(bank, bank), int(n), int(errors.get(bank, 0)))
-                for bank, n in totals.items()
+                bank: (names.get(bank, bank), counted.links, counted.in_error)
+                for bank, counted in summary.banks.items()
             },
             sync_lag=max((now - oldest_due).total_seconds(), 0.0) if oldest_due else 0.0,
             webhook_lag=max((now - oldest_webhook).total_seconds(), 0.0) if oldest_webhook else 0.0,

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import altair as alt
 
 from linkdesk.read.funnel import DayCount, ScreenStat
-from linkdesk.store.analytics import InstitutionErrors, TrendPoint
+from linkdesk.read.overview import InstitutionErrors
+from linkdesk.store.analytics import TrendPoint
 from linkdesk.validation import safe_hex_color
 from ui.render import NEUTRAL_SWATCH
 

@@ -1,12 +1,12 @@
 """What the Overview shows, computed once per refresh for every session that has it open.
 
 The totals are the shared health summary (:meth:`HealthTotals.health_summary`): staff actions and
-applied webhooks move it at once, and links per state and per error code are read from its
-groups rather than counted again. What happened recently comes from the alert rollup
-(``alert_bank_buckets``: banks whose links broke in the last minutes, against their own usual
-rate) and from the state changes of the last hour (found by id, so their cost follows the
-changes, not the links). "Broke today" and the errors by bank are indexed reads. None of it
-scans the links table on a page run.
+applied webhooks move it at once, and links per state, per error code and per bank (the errors
+by bank) are read from it rather than counted again. What happened recently comes from the
+alert rollup (``alert_bank_buckets``: banks whose links broke in the last minutes, against
+their own usual rate) and from the state changes of the last hour (found by id, so their cost
+follows the changes, not the links). "Broke today" is an indexed read. None of it scans the
+links table.
 """
 
 from __future__ import annotations
@@ -17,18 +17,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+
 from linkdesk.alerts.rollup import BankRate, StateChangeRollup
 from linkdesk.health import RELINK_ERRORS
 from linkdesk.read.worker import WorkerProgress, WorkerStatus
-from linkdesk.store.analytics import Analytics, BrokeToday, InstitutionErrors
+from linkdesk.store.analytics import Analytics, BrokeToday
+from linkdesk.store.engine import Store
 from linkdesk.store.health_totals import HealthSummary, HealthTotals
+from linkdesk.store.models import Institution
 from linkdesk.store.shared import SharedResult
+from linkdesk.validation import safe_hex_color
 
 __all__ = [
     "BANKS_SHOWN",
     "BROKE_TODAY_LIMIT",
     "TROUBLE_WINDOW",
     "HourChanges",
+    "InstitutionErrors",
     "OverviewReads",
     "OverviewSnapshot",
 ]
@@ -66,12 +72,23 @@ class HourChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class InstitutionErrors:
+    """A bank with links in state ``error``: how many, of how many links it has."""
+
+    institution_id: str
+    name: str
+    color: str | None
+    errors: int
+    links: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Activity:
     """The part of the snapshot read from history, shared for ``max_age`` seconds."""
 
     broke_today: BrokeToday
     banks: list[BankRate]
-    errors_by_bank: list[InstitutionErrors]
+    institutions: dict[str, tuple[str, str | None]]  # id → name, checked brand colour
     changes: HourChanges
 
 
@@ -111,6 +128,7 @@ class OverviewReads:
     def __init__(
         self,
         *,
+        store: Store,
         totals: HealthTotals,
         worker: WorkerProgress,
         analytics: Analytics,
@@ -118,6 +136,7 @@ class OverviewReads:
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._store = store
         self._totals, self._worker = totals, worker
         self._analytics = analytics
         self._rollup = rollup
@@ -128,12 +147,13 @@ class OverviewReads:
         """Everything the Overview shows, no older than ``max_age`` seconds (the totals: as of
         the last staff action or applied webhook too)."""
         activity = self._activity.get(max_age)
+        summary = self._totals.health_summary(max_age=max_age)
         return OverviewSnapshot(
-            summary=self._totals.health_summary(max_age=max_age),
+            summary=summary,
             worker=self._worker.status(max_age=max_age),
             broke_today=activity.broke_today,
             banks=activity.banks,
-            errors_by_bank=activity.errors_by_bank,
+            errors_by_bank=_errors_by_bank(summary, activity.institutions),
             changes=activity.changes,
             # Read on every refresh (one indexed minimum): the page sees at once when the
             # store cannot be read, instead of serving shared numbers until they age out.
@@ -160,6 +180,25 @@ class OverviewReads:
         return _Activity(
             broke_today=self._analytics.broke_today(BROKE_TODAY_LIMIT),
             banks=banks,
-            errors_by_bank=self._analytics.errors_by_institution(ERRORS_BY_BANK_SHOWN),
+            institutions=self._institutions(),
             changes=HourChanges(dict(moves), complete),
         )
+
+    def _institutions(self) -> dict[str, tuple[str, str | None]]:
+        stmt = sa.select(Institution.institution_id, Institution.name, Institution.color)
+        with self._store.read() as session:
+            rows = session.execute(stmt).all()
+        return {iid: (name, safe_hex_color(color)) for iid, name, color in rows}
+
+
+def _errors_by_bank(
+    summary: HealthSummary, institutions: Mapping[str, tuple[str, str | None]]
+) -> list[InstitutionErrors]:
+    """The banks with most links in state ``error``, worst first, from the shared totals."""
+    rows = []
+    for bank, counted in summary.banks.items():
+        if counted.in_error:
+            name, color = institutions.get(bank, (bank, None))
+            rows.append(InstitutionErrors(bank, name, color, counted.in_error, counted.links))
+    rows.sort(key=lambda row: (-row.errors, row.name, row.institution_id))
+    return rows[:ERRORS_BY_BANK_SHOWN]

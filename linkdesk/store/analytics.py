@@ -32,13 +32,11 @@ from linkdesk.store.models import (
     UTCDateTime,
     WebhookEvent,
 )
-from linkdesk.validation import safe_hex_color
 
 __all__ = [
     "Analytics",
     "BrokeToday",
     "BrokenLink",
-    "InstitutionErrors",
     "RelinkStats",
     "TrendPoint",
 ]
@@ -58,15 +56,6 @@ class TrendPoint:
     day: date
     auth_expired: int
     needs_relink: int
-
-
-@dataclass(frozen=True, slots=True)
-class InstitutionErrors:
-    institution_id: str
-    name: str
-    color: str | None
-    errors: int
-    links: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,35 +300,6 @@ class Analytics:
         return BrokeToday(
             links=found[:limit], total=int(total), customers=int(customers), since=start
         )
-
-    def errors_by_institution(self, limit: int = 10) -> list[InstitutionErrors]:
-        """The banks with most links in state ``error`` now, worst first."""
-        errors = count_if(Link.state == "error").label("errors")
-        stmt = (
-            sa.select(
-                Link.institution_id,
-                Institution.name,
-                Institution.color,
-                errors,
-                sa.func.count().label("links"),
-            )
-            .join(Institution, Institution.institution_id == Link.institution_id)
-            .group_by(Link.institution_id, Institution.name, Institution.color)
-            .having(errors > 0)
-            .order_by(errors.desc(), Institution.name)
-            .limit(bounded(limit))
-        )
-        with self._store.read() as session:
-            return [
-                InstitutionErrors(
-                    institution_id=iid,
-                    name=name,
-                    color=safe_hex_color(color),
-                    errors=int(n_errors),
-                    links=int(n_links),
-                )
-                for iid, name, color, n_errors, n_links in session.execute(stmt).all()
-            ]
 
     def relink_stats(self, days: int = 30) -> RelinkStats:
         """Relink sessions of the last ``days``: outcomes, and the median time to repair."""

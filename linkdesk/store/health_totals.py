@@ -1,4 +1,4 @@
-"""The shared totals: how many links have each verdict, state and error code.
+"""The shared totals: how many links have each verdict, state and error code, and each bank.
 
 Counted once (in the background, for every session of the process, and remembered in the store
 for the next process: see linkdesk.store.shared), then moved link by link by the writers: a
@@ -28,6 +28,7 @@ from linkdesk.store.shared import SharedResult
 __all__ = [
     "SUMMARY_RECALL_MAX_AGE",
     "SUMMARY_STATE_NAME",
+    "BankLinks",
     "HealthSummary",
     "HealthTotals",
     "forget_stored_summary",
@@ -40,14 +41,27 @@ SUMMARY_STATE_NAME = "health_summary"
 
 
 @dataclass(frozen=True, slots=True)
+class BankLinks:
+    links: int
+    in_error: int  # in state ``error``, whatever the code
+
+
+# Where a link counts: its verdict, state and error code (or ""), and its bank.
+_Place = tuple[Health, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSummary:
-    """How many links have each verdict and each error code, at ``computed_at``."""
+    """How many links have each verdict and each error code, and each bank, at ``computed_at``."""
 
     counts: dict[Health, int]
     errors: dict[str, int]  # links per error code (any state)
     computed_at: datetime
     # Links per (verdict, state, error code or ""): what the Links page plans its reads with.
     groups: dict[tuple[Health, str, str], int] = field(default_factory=dict)
+    # Links per bank (institution id → links, links in state error): the Overview's errors by
+    # bank and the bank gauges, without a count of the links table each time they are shown.
+    banks: dict[str, BankLinks] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -55,7 +69,10 @@ class HealthSummary:
 
     @classmethod
     def from_groups(
-        cls, groups: dict[tuple[Health, str, str], int], computed_at: datetime
+        cls,
+        groups: dict[tuple[Health, str, str], int],
+        computed_at: datetime,
+        banks: dict[str, BankLinks] | None = None,
     ) -> HealthSummary:
         counts = dict.fromkeys(Health, 0)
         errors: dict[str, int] = {}
@@ -63,7 +80,13 @@ class HealthSummary:
             counts[health] += n
             if error_code:
                 errors[error_code] = errors.get(error_code, 0) + n
-        return cls(counts=counts, errors=errors, computed_at=computed_at, groups=dict(groups))
+        return cls(
+            counts=counts,
+            errors=errors,
+            computed_at=computed_at,
+            groups=dict(groups),
+            banks=dict(banks or {}),
+        )
 
     def to_record(self, thresholds: HealthThresholds) -> dict[str, Any]:
         """As JSON, with the thresholds that decided the verdicts (see :meth:`from_record`)."""
@@ -71,6 +94,7 @@ class HealthSummary:
             "computed_at": self.computed_at.isoformat(),
             "thresholds": _thresholds_record(thresholds),
             "groups": [[h.value, state, error, n] for (h, state, error), n in self.groups.items()],
+            "banks": [[bank, n.links, n.in_error] for bank, n in self.banks.items()],
         }
 
     @classmethod
@@ -87,12 +111,22 @@ class HealthSummary:
             for verdict, state, error, n in record["groups"]:
                 if not (isinstance(state, str) and isinstance(error, str)):
                     return None
-                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                if not _count(n):
                     return None
                 groups[(Health(verdict), state, error)] = n
+            banks: dict[str, BankLinks] = {}
+            for bank, links, in_error in record["banks"]:
+                numbers = (links, in_error)
+                if not isinstance(bank, str) or not all(_count(n) for n in numbers):
+                    return None
+                banks[bank] = BankLinks(links, in_error)
         except (KeyError, TypeError, ValueError):
             return None
-        return cls.from_groups(groups, computed_at)
+        return cls.from_groups(groups, computed_at, banks)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _thresholds_record(thresholds: HealthThresholds) -> list[float]:
@@ -186,31 +220,38 @@ class HealthTotals:
         the totals of a large store on its first run."""
         return self._shared_summary.get_if_ready(max_age, wait=wait)
 
-    def _group_in(self, session: Session, link: Link | None) -> tuple[Health, str, str] | None:
+    def _place_of(self, link: Link | None) -> _Place | None:
         if link is None:
             return None
         verdict = assess_link(link, now=self._clock(), thresholds=self._thresholds)
-        return (verdict.health, link.state, link.error_code or "")
+        return (verdict.health, link.state, link.error_code or "", link.institution_id)
 
-    def _count_moved(
-        self, before: tuple[Health, str, str] | None, after: tuple[Health, str, str] | None
-    ) -> None:
-        """One link moved from group ``before`` to ``after`` (None: it was not stored, or is
-        gone): the shared totals (this process's and the stored ones) change at once, so the
-        numbers a staff action changed are right on the next run of any page, without counting
-        the table again."""
+    def _count_moved(self, before: _Place | None, after: _Place | None) -> None:
+        """One link moved from ``before`` to ``after`` (None: it was not stored, or is gone):
+        the shared totals (this process's and the stored ones) change at once, so the numbers a
+        staff action changed are right on the next run of any page, without counting the table
+        again."""
         if before == after:
             return
 
         def move(summary: HealthSummary) -> HealthSummary:
             groups = dict(summary.groups)
-            if before is not None and groups.get(before, 0) > 0:
-                groups[before] -= 1
-                if groups[before] == 0:
-                    del groups[before]
-            if after is not None:
-                groups[after] = groups.get(after, 0) + 1
-            return HealthSummary.from_groups(groups, summary.computed_at)
+            banks = dict(summary.banks)
+            for place, step in ((before, -1), (after, 1)):
+                if place is None:
+                    continue
+                group, bank = place[:3], place[3]
+                groups[group] = max(groups.get(group, 0) + step, 0)
+                if not groups[group]:
+                    del groups[group]
+                counted = banks.get(bank, BankLinks(0, 0))
+                in_error = int(place[1] == "error")
+                banks[bank] = BankLinks(
+                    max(counted.links + step, 0), max(counted.in_error + step * in_error, 0)
+                )
+                if not banks[bank].links:
+                    del banks[bank]
+            return HealthSummary.from_groups(groups, summary.computed_at, banks)
 
         self._shared_summary.adjust(move)
 
@@ -230,23 +271,28 @@ class HealthTotals:
             if session.get_bind().dialect.name == "postgresql":
                 key = sa.func.hashtextextended(link_id, 0)
                 session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            before = self._group_in(session, session.get(Link, link_id, with_for_update=True))
+            before = self._place_of(session.get(Link, link_id, with_for_update=True))
             yield session
             session.flush()
             # Re-read: the caller may have changed the row with a statement the ORM never saw.
-            after = self._group_in(session, session.get(Link, link_id, populate_existing=True))
+            after = self._place_of(session.get(Link, link_id, populate_existing=True))
         self._count_moved(before, after)
 
     def _compute_health_summary(self) -> HealthSummary:
+        """One pass over the links, grouped by verdict, state, error code and bank (a few
+        thousand groups at most: the banks are a few hundred)."""
         now = self._clock()
         groups: dict[tuple[Health, str, str], int] = {}
+        banks: dict[str, BankLinks] = {}
         verdict = health_case(now, self._thresholds).label("verdict")
-        stmt = (
-            sa.select(verdict, Link.state, Link.error_code, sa.func.count())
-            .select_from(Link)
-            .group_by(verdict, Link.state, Link.error_code)
-        )
+        columns = (verdict, Link.state, Link.error_code, Link.institution_id)
+        stmt = sa.select(*columns, sa.func.count()).select_from(Link).group_by(*columns)
         with self._store.read() as session:
-            for value, state, error_code, n in session.execute(stmt).all():
-                groups[(Health(value), state, error_code or "")] = int(n)
-        return HealthSummary.from_groups(groups, now)
+            rows = session.execute(stmt).all()
+        for value, state, error_code, bank, n in rows:
+            group = (Health(value), state, error_code or "")
+            groups[group] = groups.get(group, 0) + int(n)
+            counted = banks.get(bank, BankLinks(0, 0))
+            in_error = int(n) if state == "error" else 0
+            banks[bank] = BankLinks(counted.links + int(n), counted.in_error + in_error)
+        return HealthSummary.from_groups(groups, now, banks)

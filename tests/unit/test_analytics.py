@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from linkdesk.alerts.rollup import StateChangeRollup
 from linkdesk.auth import Actor, PermissionDenied, Role
 from linkdesk.bootstrap import Services
 from linkdesk.health import Health
@@ -21,10 +22,13 @@ from linkdesk.read.export import links_csv
 from linkdesk.read.funnel import FunnelFilters, FunnelReads
 from linkdesk.read.link_order import LinkSort
 from linkdesk.read.links import LinkFilters, LinkQueries
+from linkdesk.read.overview import OverviewReads
 from linkdesk.read.timeline import TimelineReads
+from linkdesk.read.worker import WorkerProgress
 from linkdesk.services.webhook_apply import NotReapplicable
 from linkdesk.store import Store
 from linkdesk.store.analytics import Analytics, TrendPoint
+from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import (
     AuditEntry,
     ConnectEvent,
@@ -197,12 +201,19 @@ class TestOverview:
         add_link(banks, "c1", institution_id="bank-c", state="error", error_code="system_error")
         add_link(banks, "c2", institution_id="bank-c")
         add_link(banks, "a1", institution_id="bank-a")  # healthy banks are left out
-        rows = Analytics(banks, clock=clock).errors_by_institution(10)
+        overview = OverviewReads(
+            store=banks,
+            totals=HealthTotals(banks, clock=clock),
+            worker=WorkerProgress(banks, clock=clock),
+            analytics=Analytics(banks, clock=clock),
+            rollup=StateChangeRollup(banks, clock=clock),
+            clock=clock,
+        )
+        rows = overview.snapshot(max_age=0).errors_by_bank
         assert [(r.institution_id, r.errors, r.links, r.color) for r in rows] == [
             ("bank-b", 3, 3, "#00bb00"),
             ("bank-c", 1, 2, None),
         ]
-        assert len(Analytics(banks, clock=clock).errors_by_institution(1)) == 1
 
     def test_relink_success_rate_and_median_time_to_repair(self, banks: Store) -> None:
         add_link(banks, "x", changes=[(NOW - timedelta(hours=10), "error", "auth_expired")])

@@ -18,9 +18,11 @@ from linkdesk.store import Store
 from linkdesk.store.health_totals import (
     SUMMARY_RECALL_MAX_AGE,
     SUMMARY_STATE_NAME,
+    BankLinks,
     HealthSummary,
     HealthTotals,
 )
+from linkdesk.store.models import Link
 from linkdesk.store.repository import put_named_state, upsert_link
 from linkdesk.store.shared import wait_for_refreshes
 from tests.unit.test_store import api_link
@@ -213,11 +215,75 @@ def test_a_summary_round_trips_through_its_record() -> None:
         (Health.NEEDS_RELINK, "error", "auth_expired"): 2,
         (Health.WAIT, "error", "institution_error"): 1,
     }
-    summary = HealthSummary.from_groups(groups, T0)
+    banks = {"bank-a": BankLinks(8, 3), "bank-b": BankLinks(2, 0)}
+    summary = HealthSummary.from_groups(groups, T0, banks)
     assert summary.counts[Health.NEEDS_RELINK] == 2
     assert summary.errors == {"auth_expired": 2, "institution_error": 1}
     limits = HealthThresholds()
-    assert HealthSummary.from_record(summary.to_record(limits), limits) == summary
+    record = summary.to_record(limits)
+    assert HealthSummary.from_record(record, limits) == summary
+    # A record of the release before banks were counted is not shown: the totals are counted.
+    assert (
+        HealthSummary.from_record({k: v for k, v in record.items() if k != "banks"}, limits) is None
+    )
+    assert HealthSummary.from_record(record | {"banks": [["bank-a", -1, 0]]}, limits) is None
+
+
+def _banks_counted(store: Store) -> dict[str, BankLinks]:
+    with store.read() as session:
+        rows = session.execute(
+            sa.select(Link.institution_id, Link.state, sa.func.count()).group_by(
+                Link.institution_id, Link.state
+            )
+        ).all()
+    banks: dict[str, BankLinks] = {}
+    for bank, state, n in rows:
+        counted = banks.get(bank, BankLinks(0, 0))
+        banks[bank] = BankLinks(
+            counted.links + n, counted.in_error + (n if state == "error" else 0)
+        )
+    return banks
+
+
+def test_links_per_bank_are_counted_and_moved_by_every_writer(store: Store) -> None:
+    add_link(store, "mk_001")
+    add_link(store, "mk_002", state="error", error_code="auth_expired")
+    add_link(store, "mk_003", institution=("bank-b", "Beta Bank"))
+    shared = totals(store)
+    assert (
+        shared.health_summary().banks
+        == _banks_counted(store)
+        == {
+            "bank-a": BankLinks(2, 1),
+            "bank-b": BankLinks(1, 0),
+        }
+    )
+
+    def write(link_id: str, bank: str, state: str, error_code: str | None) -> None:
+        with shared.writing(link_id) as session:
+            link = api_link(
+                link_id,
+                institution_id=bank,
+                institution_name=bank,
+                state=state,
+                error_code=error_code,
+            )
+            upsert_link(session, link, customer_id=None, now=T0, source="webhook")
+
+    write("mk_003", "bank-b", "error", "institution_error")  # bank-b: one more in error
+    write("mk_002", "bank-a", "connected", None)  # bank-a: one fewer
+    write("mk_004", "bank-c", "error", "auth_expired")  # a new link of a new bank
+    # Served from the shared totals (never counted again within an hour), and right.
+    moved = shared.health_summary(max_age=3600).banks
+    assert (
+        moved
+        == _banks_counted(store)
+        == {
+            "bank-a": BankLinks(2, 0),
+            "bank-b": BankLinks(1, 1),
+            "bank-c": BankLinks(1, 1),
+        }
+    )
 
 
 def test_a_failing_store_write_does_not_fail_the_count(

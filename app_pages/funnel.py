@@ -67,7 +67,7 @@ cols[4].metric(
 )
 
 st.subheader("Sessions by day", divider="gray")
-st.altair_chart(charts.sessions_by_day(funnel.by_day(filters)), width="stretch")
+charts.draw(charts.sessions_by_day(funnel.by_day(filters)))
 
 screens = funnel.screens(filters)
 st.subheader("Screens", divider="gray")
@@ -75,7 +75,7 @@ if screens:
     left, right = st.columns(2)
     with left:
         st.caption("Where sessions ended without success")
-        st.altair_chart(charts.drop_off_by_screen(screens), width="stretch")
+        charts.draw(charts.drop_off_by_screen(screens))
     with right:
         st.caption("Time spent per screen (until the next event)")
         st.dataframe(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from linkdesk.store.analytics import RelinkStats, TrendPoint
+from linkdesk.store.analytics import RelinkStats
 from ui import charts
 from ui import overview as sections
 from ui.auth import require_actor
@@ -30,11 +30,6 @@ STORE = services.settings.database_url  # cache key: one entry per store, never 
 @st.cache_data(ttl=60, show_spinner=False)
 def _relink_stats(store: str, days: int) -> RelinkStats:
     return services.analytics.relink_stats(days)
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _health_trend(store: str, days: int) -> list[TrendPoint]:
-    return services.analytics.health_trend(days)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -85,14 +80,14 @@ def _trend() -> None:
     days = st.segmented_control(
         "Period", [7, 30, 90], default=30, format_func=lambda d: f"{d} days", key="overview.days"
     )
-    with st.spinner("Replaying the state changes of the period…"):
-        trend = _health_trend(STORE, int(days or 30))
+    trend = services.overview.trend(int(days or 30))
     if any(point.auth_expired or point.needs_relink for point in trend):
-        st.altair_chart(charts.health_trend(trend), width="stretch")
+        charts.draw(charts.health_trend(trend))
     else:
         st.caption("No link needed a relink during this period.")
     st.caption(
-        "Counted from the recorded state changes: links in each condition at the end of each day."
+        "Links in each condition at the end of each day: today's count, less the recorded "
+        "state changes of each day after."
     )
 
 

@@ -236,7 +236,7 @@ def states_and_errors(snapshot: OverviewSnapshot) -> None:
         if not hurting:
             st.success("No link is in error.")
             return
-        st.altair_chart(charts.errors_by_institution(hurting), width="stretch")
+        charts.draw(charts.errors_by_institution(hurting))
         for row in hurting:
             links(
                 f"{plain(row.name)}: {row.errors} of {row.links} links in error",

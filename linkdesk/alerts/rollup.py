@@ -5,6 +5,8 @@ primary-key range) into ``alert_bank_buckets`` — per bank and five-minute buck
 entered an error state and links that came back — and moves a running count of the links
 needing relink. Its cost follows the changes, not the number of links, and each change is
 folded exactly once whichever process (the alert evaluator, the Overview) gets there first.
+The same changes are added to their day in ``state_change_days`` (how the links in
+``auth_expired`` and needing a relink moved that day), which the Overview's trend reads.
 The error-spike rule and the Overview's "banks in trouble" read the buckets; the needs-relink
 rule reads the running count; the Overview's "last hour" reads the recent changes themselves.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,11 +24,27 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from linkdesk.health import RELINK_ERRORS
+from linkdesk.store.aggregates import as_date
 from linkdesk.store.engine import Store
-from linkdesk.store.models import AlertBankBucket, AlertState, Institution, Link, LinkStateChange
+from linkdesk.store.models import (
+    AlertBankBucket,
+    AlertState,
+    Institution,
+    Link,
+    LinkStateChange,
+    StateChangeDay,
+)
 from linkdesk.store.repository import insert_if_absent
 
-__all__ = ["BUCKET", "BankRate", "StateChangeRollup", "bucket_of"]
+__all__ = [
+    "BUCKET",
+    "TREND_DAYS_KEPT",
+    "BankRate",
+    "DayMoves",
+    "StateChangeRollup",
+    "bucket_of",
+    "forget_rollup",
+]
 
 BUCKET = timedelta(minutes=5)
 ROLLUP_STATE = "spike_rollup"
@@ -40,6 +58,10 @@ ROLLUP_HORIZON = timedelta(days=7, hours=5)
 # large history catches up over a few evaluations instead of one long write.
 ROLLUP_CHUNK = 5000
 ROLLUP_CHUNKS_PER_RUN = 4
+# Days of moves kept for the Overview's trend (its longest period is 90 days), and the marker of
+# the one-time fill of those days from the history older than the rollup's position.
+TREND_DAYS_KEPT = 92
+TREND_FILLED_STATE = "trend_days_filled"
 # State changes read to tell how the links moved over a recent period (an hour of a large outage
 # fits; beyond it the moves are marked incomplete rather than read without end).
 MOVES_READ_LIMIT = 100_000
@@ -84,6 +106,59 @@ def _relink_delta(rows: Any) -> int:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DayMoves:
+    """How many links entered less how many left ``auth_expired`` and the relink errors."""
+
+    auth_expired: int = 0
+    needs_relink: int = 0
+
+
+def _auth_expired(state: str | None, error: str | None) -> bool:
+    return state == "error" and error == "auth_expired"
+
+
+def _day_moves(rows: Any, since: datetime) -> dict[date, DayMoves]:
+    """The changes at or after ``since``, added up per UTC day (days with no move left out)."""
+    days: dict[date, DayMoves] = {}
+    for row in rows:
+        if row.at is None or row.at < since:
+            continue
+        expired = int(_auth_expired(row.to_state, row.to_error)) - int(
+            _auth_expired(row.from_state, row.from_error)
+        )
+        relink = int(_needs_relink(row.to_state, row.to_error)) - int(
+            _needs_relink(row.from_state, row.from_error)
+        )
+        if expired or relink:
+            known = days.get(row.at.date(), DayMoves())
+            days[row.at.date()] = DayMoves(
+                known.auth_expired + expired, known.needs_relink + relink
+            )
+    return days
+
+
+def _first_day_kept(now: datetime) -> datetime:
+    return datetime.combine(now.date() - timedelta(days=TREND_DAYS_KEPT), time.min, now.tzinfo)
+
+
+def _add_days(session: Session, days: dict[date, DayMoves]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for day, moves in sorted(days.items()):
+        stmt = insert(StateChangeDay).values(
+            day=day, auth_expired=moves.auth_expired, needs_relink=moves.needs_relink
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["day"],
+            set_={
+                "auth_expired": StateChangeDay.auth_expired + stmt.excluded.auth_expired,
+                "needs_relink": StateChangeDay.needs_relink + stmt.excluded.needs_relink,
+            },
+        )
+        session.execute(stmt)
+
+
 def _upsert_bucket(
     session: Session, institution_id: str, start: datetime, broke: int, back: int
 ) -> None:
@@ -102,20 +177,107 @@ def _upsert_bucket(
     session.execute(stmt)
 
 
+def forget_rollup(session: Session) -> None:
+    """Drop what the rollup kept, and its position, so that its next run starts afresh from
+    the history then in the store (after a rebuilt demo world: the old one's moves would
+    otherwise be counted with the new one's)."""
+    session.execute(sa.delete(AlertBankBucket))
+    session.execute(sa.delete(StateChangeDay))
+    kept = [ROLLUP_STATE, RELINK_COUNT_STATE, TREND_FILLED_STATE]
+    session.execute(sa.delete(AlertState).where(AlertState.name.in_(kept)))
+
+
 class StateChangeRollup:
     def __init__(self, store: Store, *, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
 
     def roll_up(self) -> int:
-        """Fold new state changes into the per-bank buckets; returns how many were read."""
+        """Fold new state changes into the per-bank buckets and the days; returns how many
+        were read."""
         total = 0
         for _ in range(ROLLUP_CHUNKS_PER_RUN):
             read = self._roll_up_chunk()
             total += read
             if read < ROLLUP_CHUNK:
                 break
+        self._fill_days()
         return total
+
+    def _fill_days(self) -> None:
+        """Once per store: the days of the trend's period from the changes up to the rollup's
+        position (one aggregate over that range, in the database). Until then the chunks keep
+        no days; from then on they add theirs."""
+        with self._store.read() as session:
+            if session.get(AlertState, TREND_FILLED_STATE) is not None:
+                return
+        now = self._clock()
+        with self._store.write() as session:
+            # The rollup's row, locked: no chunk can move the position until this commits, so
+            # the changes are split between this fill (up to it) and the chunks (after it).
+            position = session.scalar(
+                sa.select(AlertState.number)
+                .where(AlertState.name == ROLLUP_STATE)
+                .with_for_update()
+            )
+            if position is None:
+                return  # no rollup yet: its first chunk sets the position, the next run fills
+            marker = {
+                "name": TREND_FILLED_STATE,
+                "number": int(position),
+                "position": 0,
+                "value": {},
+                "updated_at": now,
+            }
+            if not insert_if_absent(session, AlertState, marker, ["name"]):
+                return  # another process filled them
+            since = _first_day_kept(now)
+            first = self._first_id_since(session, since)
+            day = sa.func.date(LinkStateChange.at)
+            relink_errors = sorted(RELINK_ERRORS)
+
+            def entered_less_left(to_match: Any, from_match: Any) -> Any:
+                return sa.func.sum(
+                    sa.case((to_match, 1), else_=0) - sa.case((from_match, 1), else_=0)
+                )
+
+            in_error = LinkStateChange.to_state == "error"
+            was_error = LinkStateChange.from_state == "error"
+            stmt = (
+                sa.select(
+                    day,
+                    entered_less_left(
+                        sa.and_(in_error, LinkStateChange.to_error == "auth_expired"),
+                        sa.and_(was_error, LinkStateChange.from_error == "auth_expired"),
+                    ),
+                    entered_less_left(
+                        sa.and_(in_error, LinkStateChange.to_error.in_(relink_errors)),
+                        sa.and_(was_error, LinkStateChange.from_error.in_(relink_errors)),
+                    ),
+                )
+                .where(
+                    LinkStateChange.id >= first,
+                    LinkStateChange.id <= int(position),
+                    LinkStateChange.at >= since,
+                )
+                .group_by(day)
+            )
+            days = {
+                as_date(value): DayMoves(int(expired or 0), int(relink or 0))
+                for value, expired, relink in session.execute(stmt).all()
+                if value is not None and (expired or relink)
+            }
+            _add_days(session, days)
+
+    def day_moves(self, since: date) -> dict[date, DayMoves]:
+        """The moves of each day from ``since`` on (days without a move are absent)."""
+        with self._store.read() as session:
+            rows = session.execute(
+                sa.select(
+                    StateChangeDay.day, StateChangeDay.auth_expired, StateChangeDay.needs_relink
+                ).where(StateChangeDay.day >= since)
+            ).all()
+        return {as_date(day): DayMoves(int(a), int(r)) for day, a, r in rows}
 
     def _roll_up_chunk(self) -> int:
         now = self._clock()
@@ -171,8 +333,11 @@ class StateChangeRollup:
                         .values(number=0, updated_at=now)
                     )
                     session.execute(sa.delete(AlertBankBucket))
+                    session.execute(sa.delete(StateChangeDay))
                     session.execute(
-                        sa.delete(AlertState).where(AlertState.name == RELINK_COUNT_STATE)
+                        sa.delete(AlertState).where(
+                            AlertState.name.in_([RELINK_COUNT_STATE, TREND_FILLED_STATE])
+                        )
                     )
                 return 0
             last = int(rows[-1].id)
@@ -192,6 +357,12 @@ class StateChangeRollup:
                 .where(AlertState.name == RELINK_COUNT_STATE, AlertState.position == position)
                 .values(number=AlertState.number + _relink_delta(rows), position=last)
             )
+            days_since = _first_day_kept(now)
+            # Read after the compare-and-set, which waited for a fill of the days under way: a
+            # fill covers the changes up to the position it saw, these rows come after it.
+            if session.get(AlertState, TREND_FILLED_STATE) is not None:
+                _add_days(session, _day_moves(rows, days_since))
+            session.execute(sa.delete(StateChangeDay).where(StateChangeDay.day < days_since.date()))
             horizon = now - ROLLUP_HORIZON
             relevant = [
                 row

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from linkdesk.alerts.rollup import forget_rollup
 from linkdesk.auth import Actor, Permission, require
 from linkdesk.demo.history import HistoryReport, write_history
 from linkdesk.demo.sandbox import (
@@ -277,6 +278,7 @@ class DemoService:
         with self._store.write() as session:
             for table in _WIPED_TABLES:
                 session.execute(sa.delete(table))
+            forget_rollup(session)
         # The stored totals describe the old world: a dashboard starting now must not show them.
         forget_stored_summary(self._store)
         controls.set_rate_limits(False)

@@ -15,11 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from linkdesk.alerts.rollup import BankRate, StateChangeRollup
+from linkdesk.alerts.rollup import TREND_DAYS_KEPT, BankRate, StateChangeRollup
 from linkdesk.health import RELINK_ERRORS
 from linkdesk.read.worker import WorkerProgress, WorkerStatus
 from linkdesk.store.analytics import Analytics, BrokeToday
@@ -37,6 +37,7 @@ __all__ = [
     "InstitutionErrors",
     "OverviewReads",
     "OverviewSnapshot",
+    "TrendPoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ BANKS_SHOWN = 5
 CHANGE_PERIOD = timedelta(hours=1)
 BROKE_TODAY_LIMIT = 100
 ERRORS_BY_BANK_SHOWN = 10
+# The trend's "today" is the shared totals at most this old.
+TREND_TOTALS_MAX_AGE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,15 @@ class HourChanges:
 
     def needs_relink(self) -> int:
         return sum(self.error(code) for code in RELINK_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """How many links were in each condition at the end of ``day`` (UTC)."""
+
+    day: date
+    auth_expired: int
+    needs_relink: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +195,36 @@ class OverviewReads:
             institutions=self._institutions(),
             changes=HourChanges(dict(moves), complete),
         )
+
+    def trend(self, days: int) -> list[TrendPoint]:
+        """Links in ``auth_expired`` and needing a relink at the end of each of the last
+        ``days`` days (today: now). Today's numbers are the shared totals; each day before is
+        the next day's less the moves of the next day, which the rollup keeps per day: a few
+        rows, however long the history."""
+        days = max(1, min(int(days), TREND_DAYS_KEPT - 1))
+        try:
+            self._rollup.roll_up()  # nothing to do when the alert runs or a snapshot just did
+        except Exception:
+            log.warning("the trend rollup could not be brought up to date", exc_info=True)
+        summary = self._totals.health_summary(max_age=TREND_TOTALS_MAX_AGE)
+        expired = relink = 0
+        for (_, state, code), n in summary.groups.items():
+            if state == "error":
+                expired += n if code == "auth_expired" else 0
+                relink += n if code in RELINK_ERRORS else 0
+        today = self._clock().date()
+        moves = self._rollup.day_moves(today - timedelta(days=days - 2))
+        points: list[TrendPoint] = []
+        for back in range(days):
+            day = today - timedelta(days=back)
+            # A history that disagrees with the links (an import, a restore) never draws a
+            # negative count.
+            points.append(TrendPoint(day, max(expired, 0), max(relink, 0)))
+            moved = moves.get(day)
+            if moved is not None:
+                expired -= moved.auth_expired
+                relink -= moved.needs_relink
+        return points[::-1]
 
     def _institutions(self) -> dict[str, tuple[str, str | None]]:
         stmt = sa.select(Institution.institution_id, Institution.name, Institution.color)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
 
@@ -29,7 +29,6 @@ from linkdesk.store.models import (
     Institution,
     Link,
     LinkStateChange,
-    UTCDateTime,
     WebhookEvent,
 )
 
@@ -38,7 +37,6 @@ __all__ = [
     "BrokeToday",
     "BrokenLink",
     "RelinkStats",
-    "TrendPoint",
 ]
 
 
@@ -47,15 +45,6 @@ def _utcnow() -> datetime:
 
 
 # -- result rows -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TrendPoint:
-    """How many links were in each condition at the end of ``day`` (UTC)."""
-
-    day: date
-    auth_expired: int
-    needs_relink: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,67 +101,6 @@ class Analytics:
         self._thresholds = thresholds or HealthThresholds()
 
     # -- overview ----------------------------------------------------------------------------
-
-    def health_trend(self, days: int = 30) -> list[TrendPoint]:
-        """Links in ``auth_expired`` / needing a relink at the end of each of the last days.
-
-        Each state change opens an interval that lasts until the link's next change; a day counts
-        the intervals open at its end. The window function and the join run in the database.
-        """
-        days = max(1, min(int(days), 366))
-        today = self._clock().date()
-        first = today - timedelta(days=days - 1)
-        now = self._clock()
-        boundaries = [
-            (
-                first + timedelta(days=i),
-                datetime.combine(first + timedelta(days=i + 1), time.min, UTC),
-            )
-            for i in range(days)
-        ]
-        day_rows = sa.union_all(
-            *(
-                sa.select(
-                    sa.literal(i).label("i"),
-                    sa.literal(min(end, now), UTCDateTime()).label("day_end"),
-                )
-                for i, (_, end) in enumerate(boundaries)
-            )
-        ).subquery("days")
-        changes = sa.select(
-            LinkStateChange.at,
-            LinkStateChange.to_state,
-            LinkStateChange.to_error,
-            sa.func.lead(LinkStateChange.at)
-            .over(
-                partition_by=LinkStateChange.link_id,
-                order_by=(LinkStateChange.at, LinkStateChange.id),
-            )
-            .label("next_at"),
-        ).subquery("changes")
-        open_at_end = sa.and_(
-            changes.c.at <= day_rows.c.day_end,
-            sa.or_(changes.c.next_at.is_(None), changes.c.next_at > day_rows.c.day_end),
-        )
-        in_error = changes.c.to_state == "error"
-        stmt = (
-            sa.select(
-                day_rows.c.i,
-                count_if(sa.and_(in_error, changes.c.to_error == "auth_expired")),
-                count_if(sa.and_(in_error, changes.c.to_error.in_(sorted(RELINK_ERRORS)))),
-            )
-            .select_from(day_rows.outerjoin(changes, open_at_end))
-            .group_by(day_rows.c.i)
-            .order_by(day_rows.c.i)
-        )
-        with self._store.read() as session:
-            found = {int(i): (int(a), int(r)) for i, a, r in session.execute(stmt).all()}
-        return [
-            TrendPoint(
-                day=day, auth_expired=found.get(i, (0, 0))[0], needs_relink=found.get(i, (0, 0))[1]
-            )
-            for i, (day, _) in enumerate(boundaries)
-        ]
 
     def broke_today(self, limit: int = 20, *, since: datetime | None = None) -> BrokeToday:
         """Links that broke since the start of the day (UTC): newest first, with the why.

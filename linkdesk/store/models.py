@@ -6,12 +6,13 @@ the two so they cannot drift apart.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -691,6 +692,19 @@ class AlertBankBucket(Base):
     recovered: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_alert_bank_buckets_start", "bucket_start"),)
+
+
+class StateChangeDay(Base):
+    """Rollup for the Overview's trend: per UTC day, how the number of links in
+    ``auth_expired`` and needing a relink moved with that day's state changes (entered minus
+    left). Filled with the error-spike buckets from the same changes, so the trend of the last
+    90 days is the count now less the moves after each day: a few rows, never the history."""
+
+    __tablename__ = "state_change_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    auth_expired: Mapped[int] = mapped_column(Integer, default=0)
+    needs_relink: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AlertState(Base):

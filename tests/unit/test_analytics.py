@@ -22,14 +22,15 @@ from linkdesk.read.export import links_csv
 from linkdesk.read.funnel import FunnelFilters, FunnelReads
 from linkdesk.read.link_order import LinkSort
 from linkdesk.read.links import LinkFilters, LinkQueries
-from linkdesk.read.overview import OverviewReads
+from linkdesk.read.overview import OverviewReads, TrendPoint
 from linkdesk.read.timeline import TimelineReads
 from linkdesk.read.worker import WorkerProgress
 from linkdesk.services.webhook_apply import NotReapplicable
 from linkdesk.store import Store
-from linkdesk.store.analytics import Analytics, TrendPoint
+from linkdesk.store.analytics import Analytics
 from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import (
+    AlertState,
     AuditEntry,
     ConnectEvent,
     ConnectSession,
@@ -37,6 +38,7 @@ from linkdesk.store.models import (
     Institution,
     Link,
     LinkStateChange,
+    StateChangeDay,
     SyncAttempt,
     WebhookDelivery,
     WebhookEvent,
@@ -152,6 +154,18 @@ def banks(store: Store) -> Store:
     return store
 
 
+def overview_of(store: Store, totals: HealthTotals | None = None) -> OverviewReads:
+    """The Overview's reads as bootstrap builds them, over ``store`` at NOW."""
+    return OverviewReads(
+        store=store,
+        totals=totals or HealthTotals(store, clock=clock),
+        worker=WorkerProgress(store, clock=clock),
+        analytics=Analytics(store, clock=clock),
+        rollup=StateChangeRollup(store, clock=clock),
+        clock=clock,
+    )
+
+
 def day(n: int, hour: int = 9) -> datetime:
     """``n`` days before NOW's day, at ``hour`` UTC."""
     return (NOW - timedelta(days=n)).replace(hour=hour)
@@ -184,13 +198,54 @@ class TestOverview:
             error_code="institution_error",  # a wait error: not a relink
             changes=[(day(3), "error", "institution_error")],
         )
-        trend = Analytics(banks, clock=clock).health_trend(5)
-        assert trend == [
+        expected = [
             TrendPoint(day(4).date(), 0, 0),
             TrendPoint(day(3).date(), 1, 1),
             TrendPoint(day(2).date(), 1, 2),
             TrendPoint(day(1).date(), 0, 1),
             TrendPoint(day(0).date(), 0, 1),
+        ]
+        overview = overview_of(banks)
+        # The first run fills the days older than the rollup's start (day 10 here) in one
+        # aggregate; the rollup's chunks add the recent ones.
+        assert overview.trend(5) == expected
+        with banks.read() as session:
+            kept = dict(
+                session.execute(sa.select(StateChangeDay.day, StateChangeDay.needs_relink)).all()
+            )
+        assert kept == {day(3).date(): 1, day(2).date(): 1, day(1).date(): -1}
+        # Read again: nothing added twice.
+        assert overview_of(banks).trend(5) == expected
+        # A store whose rollup ran before days were kept fills them from the same history.
+        with banks.write() as session:
+            session.execute(sa.delete(StateChangeDay))
+            session.execute(sa.delete(AlertState).where(AlertState.name == "trend_days_filled"))
+        assert overview_of(banks).trend(5) == expected
+
+    def test_the_trend_follows_a_change_made_since(self, banks: Store) -> None:
+        add_link(banks, "a", changes=[(day(10), "connected", None)])
+        totals = HealthTotals(banks, clock=clock)
+        overview = overview_of(banks, totals)
+        assert overview.trend(3) == [TrendPoint(day(n).date(), 0, 0) for n in (2, 1, 0)]
+        with totals.writing("a") as session:  # as a webhook or a relink writes
+            link = session.get(Link, "a")
+            assert link is not None
+            link.state, link.error_code = "error", "auth_expired"
+            session.add(
+                LinkStateChange(
+                    link_id="a",
+                    at=NOW - timedelta(minutes=5),
+                    from_state="connected",
+                    from_error=None,
+                    to_state="error",
+                    to_error="auth_expired",
+                    source="webhook",
+                )
+            )
+        assert overview.trend(3) == [
+            TrendPoint(day(2).date(), 0, 0),
+            TrendPoint(day(1).date(), 0, 0),
+            TrendPoint(day(0).date(), 1, 1),
         ]
 
     def test_banks_in_error_worst_first_with_validated_colours(self, banks: Store) -> None:
@@ -201,15 +256,7 @@ class TestOverview:
         add_link(banks, "c1", institution_id="bank-c", state="error", error_code="system_error")
         add_link(banks, "c2", institution_id="bank-c")
         add_link(banks, "a1", institution_id="bank-a")  # healthy banks are left out
-        overview = OverviewReads(
-            store=banks,
-            totals=HealthTotals(banks, clock=clock),
-            worker=WorkerProgress(banks, clock=clock),
-            analytics=Analytics(banks, clock=clock),
-            rollup=StateChangeRollup(banks, clock=clock),
-            clock=clock,
-        )
-        rows = overview.snapshot(max_age=0).errors_by_bank
+        rows = overview_of(banks).snapshot(max_age=0).errors_by_bank
         assert [(r.institution_id, r.errors, r.links, r.color) for r in rows] == [
             ("bank-b", 3, 3, "#00bb00"),
             ("bank-c", 1, 2, None),

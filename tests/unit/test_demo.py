@@ -186,12 +186,16 @@ def test_reset_builds_the_world_through_the_api_with_a_consistent_past(
 def test_reset_is_repeatable_and_keeps_the_audit_log(demo_services: Services) -> None:
     first = demo_services.demo.reset(ADMIN)
     demo_services.totals.health_summary()  # counted, and stored for other processes
+    trend = demo_services.overview.trend(30)  # the rollup keeps the world's moves per day
+    assert any(point.needs_relink for point in trend)
     with demo_services.store.read() as session:
         assert get_named_state(session, SUMMARY_STATE_NAME) is not None
     demo_services.audit.record(actor=SUPPORT, action="note.add", outcome="success")
     second = demo_services.demo.reset(ADMIN)
     with demo_services.store.read() as session:  # the old world's totals are not shown again
         assert get_named_state(session, SUMMARY_STATE_NAME) is None
+    # The same world again, and the rollup begun afresh: the old world's moves are not added.
+    assert demo_services.overview.trend(30) == trend
     assert first.history.sessions == second.history.sessions
     assert first.history.state_changes == second.history.state_changes
     actions = [e.action for e in demo_services.audit.entries()]

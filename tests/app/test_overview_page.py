@@ -119,18 +119,16 @@ def test_the_period_changes_the_trend_window(app_env: str) -> None:
     app = overview()
     rows = chart_rows(trend_chart(app))
     assert len({row["day"] for row in rows}) == 30
-    # Each link's latest recorded change says what it is in now (a different query shape from
-    # the page's: NOT EXISTS instead of a window function).
+    # Today's point is the number of links in auth_expired now: the "Login expired" tile's.
     (today_expired,) = sql(
         app_env,
-        "SELECT count(*) FROM link_state_changes c WHERE c.to_state = 'error' "
-        "AND c.to_error = 'auth_expired' AND NOT EXISTS (SELECT 1 FROM link_state_changes n "
-        "WHERE n.link_id = c.link_id AND (n.at > c.at OR (n.at = c.at AND n.id > c.id)))",
+        "SELECT count(*) FROM links WHERE state = 'error' AND error_code = 'auth_expired'",
     )[0]
     last_day = max(str(row["day"]) for row in rows)
     assert [
         r["links"] for r in rows if str(r["day"]) == last_day and "auth" in str(r["series"])
     ] == [today_expired]
+    assert metric(app, "Login expired") == str(today_expired)
     app.button_group(key="overview.days").set_value(7).run()
     assert not app.exception
     assert len({row["day"] for row in chart_rows(trend_chart(app))}) == 7

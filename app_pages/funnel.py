@@ -15,6 +15,8 @@ from ui.wiring import get_services
 services = get_services()
 require_actor()
 funnel = services.funnel
+# Counted once for every session with the same filters, and again in the background after this.
+SHARED_MAX_AGE = 15.0
 
 st.title("Connect funnel")
 today = datetime.now(UTC).date()
@@ -29,7 +31,7 @@ until = datetime.combine(today + timedelta(days=1), time.min, UTC)
 if isinstance(period, tuple) and len(period) == 2:
     since = datetime.combine(period[0], time.min, UTC)
     until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
-banks = dict(funnel.session_institutions(since))
+banks = dict(funnel.banks_seen(since, max_age=SHARED_MAX_AGE))
 institution = filters_row[1].selectbox(
     "Bank",
     [None, *banks],
@@ -44,7 +46,8 @@ mode = filters_row[2].selectbox(
 )
 filters = FunnelFilters(since=since, until=until, institution_id=institution, mode=mode)
 
-summary = funnel.summary(filters)
+view = funnel.view(filters, max_age=SHARED_MAX_AGE)
+summary = view.summary
 if summary.started == 0:
     st.info(
         "No Connect session in this period. Sessions appear here once staff (or customers "
@@ -67,9 +70,9 @@ cols[4].metric(
 )
 
 st.subheader("Sessions by day", divider="gray")
-charts.draw(charts.sessions_by_day(funnel.by_day(filters)))
+charts.draw(charts.sessions_by_day(view.by_day))
 
-screens = funnel.screens(filters)
+screens = view.screens
 st.subheader("Screens", divider="gray")
 if screens:
     left, right = st.columns(2)
@@ -99,7 +102,7 @@ else:
     st.caption("No screen changes recorded for these sessions.")
 
 st.subheader("Exit errors by bank", divider="gray")
-exits = funnel.exit_errors(filters)
+exits = view.exit_errors
 if exits:
     st.dataframe(
         [

@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from linkdesk.store.aggregates import as_date, bounded, count_if, event_property, seconds_between
 from linkdesk.store.engine import Store
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link
+from linkdesk.store.shared import SharedResult
+
+_T = TypeVar("_T")
 
 # A Connect session with no success or exit after this long was left by the person.
 ABANDONED_AFTER = timedelta(minutes=30)
@@ -65,12 +71,68 @@ class ExitErrorRow:
     sessions: int
 
 
+@dataclass(frozen=True, slots=True)
+class FunnelView:
+    """Everything the funnel page shows for one choice of filters."""
+
+    summary: FunnelSummary
+    by_day: list[DayCount]
+    screens: list[ScreenStat]
+    exit_errors: list[ExitErrorRow]
+
+
+# Choices of filters whose results are kept for the sessions that ask again (the page's filters
+# are whole days, a bank and a mode: a handful are in use at once).
+_VIEWS_KEPT = 32
+
+
 class FunnelReads:
     """The funnel's aggregates, counted in SQL over the window's sessions."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._monotonic = monotonic
+        self._kept: OrderedDict[Hashable, SharedResult[Any]] = OrderedDict()
+        self._kept_lock = threading.Lock()
+
+    def _shared(self, key: Hashable, compute: Callable[[], _T], max_age: float) -> _T:
+        with self._kept_lock:
+            shared = self._kept.get(key)
+            if shared is None:
+                shared = SharedResult(compute, monotonic=self._monotonic)
+                self._kept[key] = shared
+                while len(self._kept) > _VIEWS_KEPT:
+                    self._kept.popitem(last=False)
+            self._kept.move_to_end(key)
+        value: _T = shared.get(max_age)
+        return value
+
+    def view(self, filters: FunnelFilters, *, max_age: float) -> FunnelView:
+        """:meth:`summary`, :meth:`by_day`, :meth:`screens` and :meth:`exit_errors` together,
+        counted once for every session that asks for the same filters within ``max_age``
+        seconds (an older view is served while one background thread counts it again). Each
+        of them reads every session of the period: seconds at a million links, which a rerun
+        (a sort, a click) must not pay again."""
+        return self._shared(("view", filters), lambda: self._count_view(filters), max_age)
+
+    def banks_seen(self, since: datetime, *, max_age: float) -> list[tuple[str, str]]:
+        """:meth:`session_institutions`, shared like :meth:`view`."""
+        return self._shared(("banks", since), lambda: self.session_institutions(since), max_age)
+
+    def _count_view(self, filters: FunnelFilters) -> FunnelView:
+        return FunnelView(
+            summary=self.summary(filters),
+            by_day=self.by_day(filters),
+            screens=self.screens(filters),
+            exit_errors=self.exit_errors(filters),
+        )
 
     def _scoped_sessions(self, filters: FunnelFilters) -> Any:
         """Sessions in the window with their institution: the link's, else the one picked."""

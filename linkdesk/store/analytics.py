@@ -31,6 +31,7 @@ from linkdesk.store.models import (
     LinkStateChange,
     WebhookEvent,
 )
+from linkdesk.store.plans import unindexed
 
 __all__ = [
     "Analytics",
@@ -172,7 +173,10 @@ class Analytics:
         )
         stuck_rows = (
             sa.select(*columns, stuck_since)
-            .join(Institution, Institution.institution_id == Link.institution_id)
+            # The bank joined by a column no index serves: SQLite's statistics see a state as a
+            # fifth of the links and would otherwise read every bank's links through the bank
+            # index (2.7 s at a million) instead of the few in Connect states through theirs.
+            .join(Institution, Institution.institution_id == unindexed(Link.institution_id))
             .where(stuck)
             .order_by(stuck_since.desc(), Link.link_id)
             .limit(limit)
@@ -258,7 +262,11 @@ class Analytics:
                     "seconds"
                 )
             )
-            .where(in_window, outcome == "success", ConnectSession.finished_at.is_not(None))
+            # The outcome hidden from its index, so the relinks are found through the mode's:
+            # the outcome index would read every successful session of the period.
+            .where(
+                in_window, unindexed(outcome) == "success", ConnectSession.finished_at.is_not(None)
+            )
             .subquery()
         )
         known = repairs.c.seconds.is_not(None)

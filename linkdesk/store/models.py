@@ -262,6 +262,11 @@ class ConnectSession(Base):
     __table_args__ = (
         Index("ix_connect_sessions_started", "started_at"),
         Index("ix_connect_sessions_link", "link_id", "started_at"),
+        # A customer's timeline: their sessions by customer (with the link index, each side of
+        # "this customer's, or one of their links'" is one index range instead of a scan).
+        Index("ix_connect_sessions_customer", "customer_id", "started_at"),
+        # The Overview's relinks of the last 30 days: the relink sessions only, not every one.
+        Index("ix_connect_sessions_mode_started", "mode", "started_at"),
         Index("ix_connect_sessions_actor_outcome", "started_by", "outcome", "started_at"),
     )
 
@@ -385,6 +390,8 @@ class WebhookEvent(Base):
 
     __table_args__ = (
         Index("ix_webhook_events_status_ts", "status", "webhook_timestamp", "id"),
+        # The Overview's webhook lag: the oldest pending event by receipt, one index seek.
+        Index("ix_webhook_events_status_received", "status", "received_at"),
         Index("ix_webhook_events_link", "link_id", "webhook_timestamp"),
     )
 

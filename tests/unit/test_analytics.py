@@ -386,6 +386,19 @@ class TestFunnel:
     def window(self, **kw: Any) -> FunnelFilters:
         return FunnelFilters(since=NOW - timedelta(days=30), until=NOW + timedelta(days=1), **kw)
 
+    def test_a_view_is_counted_once_for_every_session_within_its_age(self, sessions: Store) -> None:
+        ticks = [0.0]
+        funnel = FunnelReads(sessions, clock=clock, monotonic=lambda: ticks[0])
+        first = funnel.view(self.window(), max_age=15)
+        assert first.summary == funnel.summary(self.window())
+        assert first.by_day == funnel.by_day(self.window())
+        add_session(sessions, "late", outcome="success", finished_at=NOW)
+        ticks[0] = 10.0
+        assert funnel.view(self.window(), max_age=15) is first  # another session, same count
+        assert funnel.view(self.window(mode="link"), max_age=15) is not first  # other filters
+        recounted = funnel.view(self.window(), max_age=0)
+        assert recounted.summary.started == first.summary.started + 1
+
     def test_summary_counts_outcomes_and_abandoned_sessions(self, sessions: Store) -> None:
         summary = FunnelReads(sessions, clock=clock).summary(self.window())
         assert (summary.started, summary.completed, summary.exited, summary.pending) == (6, 1, 2, 3)

@@ -15,6 +15,7 @@ from linkdesk.store.analytics import RelinkStats
 from ui import charts
 from ui import overview as sections
 from ui.auth import require_actor
+from ui.counting import FIRST_COUNT_WAIT, follow_the_count
 from ui.errors import guarded
 from ui.wiring import get_services
 
@@ -92,7 +93,19 @@ def _trend() -> None:
 
 
 st.title("Overview")
+summary = services.totals.ready_health_summary(max_age=SHARED_MAX_AGE, wait=FIRST_COUNT_WAIT)
+if summary is None:
+    # The first count of a process that has just started (seconds at a million links): the
+    # page follows it instead of waiting for it.
+    follow_the_count(
+        services.totals,
+        None,
+        max_age=SHARED_MAX_AGE,
+        waiting="Counting the links for the Overview. This takes a few seconds after a start "
+        "with many links; the page fills in by itself.",
+    )
+    st.stop()
 _live()
-if services.totals.health_summary(max_age=SHARED_MAX_AGE).total:
+if summary.total:
     _relinks()
     _trend()

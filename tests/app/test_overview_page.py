@@ -240,3 +240,23 @@ def test_a_bank_breaking_now_is_in_trouble_and_the_numbers_say_how_they_moved(
     assert moved >= 7
     expired = next(m for m in app.metric if m.label == "Login expired")
     assert expired.delta == f"{moved:+,} in the last hour"
+
+
+def test_while_the_first_count_runs_the_page_says_so_and_fills_in_after(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that has just started on a large store, with no count stored: the Overview must
+    # not wait seconds for it.
+    monkeypatch.setattr(HealthTotals, "ready_health_summary", lambda *_a, **_k: None)
+    app = overview()
+    assert not app.exception
+    assert any("Counting the links for the Overview" in info.value for info in app.info)
+    assert not [m for m in app.metric if m.label == "Login expired"]
+    assert not charts(app)
+
+    monkeypatch.undo()  # the count is ready: the next run shows every number
+    app.run()
+    assert not app.exception
+    (expired,) = sql(app_env, "SELECT count(*) FROM links WHERE error_code = 'auth_expired'")[0]
+    assert metric(app, "Login expired") == f"{expired:,}"
+    assert not any("Counting the links" in info.value for info in app.info)

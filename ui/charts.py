@@ -82,6 +82,29 @@ def health_trend(points: Sequence[TrendPoint]) -> Chart:
     )
 
 
+def _bars(
+    values: list[dict[str, Any]], *, x: dict[str, Any], label: str, counts: Sequence[str],
+    **more: dict[str, Any],
+) -> Chart:  # fmt: skip
+    """Horizontal bars, longest first, one per ``label`` (names are long: "Saint Lawrence
+    Trust"; cutting them hides which one it is). The tooltip: the label and the ``counts``."""
+    return Chart(
+        pa.Table.from_pylist(values),
+        {
+            "mark": {"type": "bar"},
+            "encoding": {
+                "x": x,
+                "y": _field(label, "nominal", None, sort="-x", axis={"labelLimit": 260}),
+                "tooltip": [
+                    _field(label, "nominal", label),
+                    *(_field(name, "quantitative", name) for name in counts),
+                ],
+                **more,
+            },
+        },
+    )
+
+
 def errors_by_institution(rows: Sequence[InstitutionErrors]) -> Chart:
     values = [
         {
@@ -92,22 +115,12 @@ def errors_by_institution(rows: Sequence[InstitutionErrors]) -> Chart:
         }
         for row in rows
     ]
-    return Chart(
-        pa.Table.from_pylist(values),
-        {
-            "mark": {"type": "bar"},
-            "encoding": {
-                "x": _field("errors", "quantitative", "Links in error", axis={"tickMinStep": 1}),
-                # Bank names are long ("Saint Lawrence Trust"); cutting them hides which bank.
-                "y": _field("bank", "nominal", None, sort="-x", axis={"labelLimit": 260}),
-                "color": _field("colour", "nominal", scale=None, legend=None),
-                "tooltip": [
-                    _field("bank", "nominal", "bank"),
-                    _field("errors", "quantitative", "errors"),
-                    _field("links", "quantitative", "links"),
-                ],
-            },
-        },
+    return _bars(
+        values,
+        x=_field("errors", "quantitative", "Links in error", axis={"tickMinStep": 1}),
+        label="bank",
+        counts=("errors", "links"),
+        color=_field("colour", "nominal", scale=None, legend=None),
     )
 
 
@@ -132,22 +145,11 @@ def drop_off_by_screen(rows: Sequence[ScreenStat]) -> Chart:
     values = [
         {"screen": row.screen, "dropped": row.dropped, "reached": row.reached} for row in rows
     ]
-    return Chart(
-        pa.Table.from_pylist(values),
-        {
-            "mark": {"type": "bar"},
-            "encoding": {
-                "x": _field(
-                    "dropped", "quantitative", "Sessions that ended on this screen without success"
-                ),
-                "y": _field("screen", "nominal", None, sort="-x", axis={"labelLimit": 260}),
-                "tooltip": [
-                    _field("screen", "nominal", "screen"),
-                    _field("reached", "quantitative", "reached"),
-                    _field("dropped", "quantitative", "dropped"),
-                ],
-            },
-        },
+    return _bars(
+        values,
+        x=_field("dropped", "quantitative", "Sessions that ended on this screen without success"),
+        label="screen",
+        counts=("reached", "dropped"),
     )
 
 

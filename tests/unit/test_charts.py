@@ -41,3 +41,13 @@ def test_sessions_by_day_has_a_started_and_a_completed_series() -> None:
         "Started": 4,
         "Completed": 3,
     }
+
+
+def test_a_bar_chart_of_no_rows_is_still_a_chart() -> None:
+    chart = charts.drop_off_by_screen([])
+    assert chart.data.num_rows == 0
+    assert [tip["field"] for tip in chart.spec["encoding"]["tooltip"]] == [
+        "screen",
+        "reached",
+        "dropped",
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from linkdesk.store.analytics import RelinkStats
+from linkdesk.store.health_totals import RECOUNT_MAX_AGE
 from ui import charts
 from ui import overview as sections
 from ui.auth import require_actor
@@ -93,14 +94,14 @@ def _trend() -> None:
 
 
 st.title("Overview")
-summary = services.totals.ready_health_summary(max_age=SHARED_MAX_AGE, wait=FIRST_COUNT_WAIT)
+summary = services.totals.ready_health_summary(max_age=RECOUNT_MAX_AGE, wait=FIRST_COUNT_WAIT)
 if summary is None:
     # The first count of a process that has just started (seconds at a million links): the
     # page follows it instead of waiting for it.
     follow_the_count(
         services.totals,
         None,
-        max_age=SHARED_MAX_AGE,
+        max_age=RECOUNT_MAX_AGE,
         waiting="Counting the links for the Overview. This takes a few seconds after a start "
         "with many links; the page fills in by itself.",
     )

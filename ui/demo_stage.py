@@ -12,6 +12,7 @@ from linkdesk.bootstrap import Services
 from linkdesk.demo.sandbox import ScenarioInfo
 from linkdesk.errors import ServiceError
 from linkdesk.health import Health
+from linkdesk.store.health_totals import RECOUNT_MAX_AGE
 from ui.errors import guard
 from ui.render import plain
 
@@ -61,7 +62,8 @@ def live_panel(services: Services, actor: Actor) -> None:
     """What the sandbox is playing, and what Linkdesk sees of it, refreshed every 2 s."""
     with guard("the demo live panel"):
         _available, runs = services.demo.scenarios()
-        counts = services.totals.health_summary(max_age=LIVE_SECONDS).counts
+        # Moved at once by each applied webhook; never counted again every 2 s.
+        counts = services.totals.health_summary(max_age=RECOUNT_MAX_AGE).counts
         cols = st.columns(4)
         cols[0].metric("Healthy links", f"{counts[Health.HEALTHY]:,}")
         cols[1].metric("Need a relink", f"{counts[Health.NEEDS_RELINK]:,}")

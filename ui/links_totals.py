@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import streamlit as st
 
 from linkdesk.health import Health
-from linkdesk.store.health_totals import HealthSummary, HealthTotals
+from linkdesk.store.health_totals import RECOUNT_MAX_AGE, HealthSummary, HealthTotals
 from ui.counting import FIRST_COUNT_WAIT, follow_the_count
 from ui.links_filters import show_auth_expired
 
 # Counts of the whole table are shared by every session of the process and recomputed in the
 # background this often (seconds); the page itself then reads only one page of rows.
-SUMMARY_MAX_AGE = 30.0
+SUMMARY_MAX_AGE = RECOUNT_MAX_AGE
 
 
 def _is_old(summary: HealthSummary) -> bool:

@@ -24,7 +24,7 @@ from linkdesk.health import RELINK_ERRORS
 from linkdesk.read.worker import WorkerProgress, WorkerStatus
 from linkdesk.store.analytics import Analytics, BrokeToday
 from linkdesk.store.engine import Store
-from linkdesk.store.health_totals import HealthSummary, HealthTotals
+from linkdesk.store.health_totals import RECOUNT_MAX_AGE, HealthSummary, HealthTotals
 from linkdesk.store.models import Institution
 from linkdesk.store.shared import SharedResult
 from linkdesk.validation import safe_hex_color
@@ -53,8 +53,6 @@ BANKS_SHOWN = 5
 CHANGE_PERIOD = timedelta(hours=1)
 BROKE_TODAY_LIMIT = 100
 ERRORS_BY_BANK_SHOWN = 10
-# The trend's "today" is the shared totals at most this old.
-TREND_TOTALS_MAX_AGE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +157,8 @@ class OverviewReads:
         """Everything the Overview shows, no older than ``max_age`` seconds (the totals: as of
         the last staff action or applied webhook too)."""
         activity = self._activity.get(max_age)
-        summary = self._totals.health_summary(max_age=max_age)
+        # Moved by every writer at once; counted again only every RECOUNT_MAX_AGE.
+        summary = self._totals.health_summary(max_age=max(max_age, RECOUNT_MAX_AGE))
         return OverviewSnapshot(
             summary=summary,
             worker=self._worker.status(max_age=max_age),
@@ -206,7 +205,7 @@ class OverviewReads:
             self._rollup.roll_up()  # nothing to do when the alert runs or a snapshot just did
         except Exception:
             log.warning("the trend rollup could not be brought up to date", exc_info=True)
-        summary = self._totals.health_summary(max_age=TREND_TOTALS_MAX_AGE)
+        summary = self._totals.health_summary(max_age=RECOUNT_MAX_AGE)
         expired = relink = 0
         for (_, state, code), n in summary.groups.items():
             if state == "error":

@@ -26,6 +26,7 @@ from linkdesk.store.repository import delete_named_state, get_named_state, put_n
 from linkdesk.store.shared import SharedResult
 
 __all__ = [
+    "RECOUNT_MAX_AGE",
     "SUMMARY_RECALL_MAX_AGE",
     "SUMMARY_STATE_NAME",
     "BankLinks",
@@ -38,6 +39,11 @@ __all__ = [
 # most this old, while it counts again (see linkdesk.store.shared); an older one is not shown.
 SUMMARY_RECALL_MAX_AGE = 3600.0
 SUMMARY_STATE_NAME = "health_summary"
+# How old the shared totals may be before a page's run asks for them to be counted again (in the
+# background). Writers move them at once; a count catches what no writer reports: verdicts the
+# clock changes (stale, stuck) and the writes of other replicas. At a million links a count
+# takes seconds, so no page asks for one more often than this.
+RECOUNT_MAX_AGE = 30.0
 
 
 @dataclass(frozen=True, slots=True)

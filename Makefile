@@ -92,10 +92,13 @@ app: setup-dev
 e2e: setup-dev chromium
 	$(PY) -m pytest -q tests/e2e
 
-# The scale benchmarks (bench/links_page.py, bench/memory.py) use the PostgreSQL test server
-# and Debian's chromium too; seeded stores are kept in bench/.data/ between runs.
+# The scale benchmarks (bench/links_page.py, bench/memory.py, and bench/pages.py on the seeded
+# stores) use the PostgreSQL test server and Debian's chromium too; seeded stores are kept in
+# bench/.data/ between runs.
 bench: setup-dev postgres chromium
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@echo "== bench/pages.py at scale"
+	$(PY) bench/pages.py --sizes 10k,100k,1M --backends sqlite,postgresql --runs 20
 
 clean:
 	rm -rf $(VENV) $(FRONTEND)/node_modules $(OIDC_DIR)/node_modules $(FRONTEND)/dist var test-output

@@ -233,9 +233,11 @@ def test_a_worker_process_serves_its_own_metrics_port(tmp_path: Path) -> None:
                     answer = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
                 except httpx.HTTPError:
                     return None
+                # The listing, then the reads of the links it found: both counted by then.
                 listed = 'endpoint="/links",method="GET",status="200"'
-                return answer.text if listed in answer.text else None
+                read = 'linkdesk_moneykit_requests_total{endpoint="/links/{id}"'
+                return answer.text if listed in answer.text and read in answer.text else None
 
-            text = poll(scraped, "the worker's discovery in its metrics")
+            text = poll(scraped, "the worker's discovery and reads in its metrics")
             assert 'linkdesk_moneykit_requests_total{endpoint="/links/{id}"' in text
             assert httpx.get(url, timeout=5).status_code == 401

@@ -132,6 +132,10 @@ def _pages(link_id: str, customer: str) -> dict[str, Callable[[], AppTest]]:
         "webhooks": _page("webhooks"),
         "connect": _page("connect"),
         "demo": _page("demo"),
+        "alerts": _page("alerts"),
+        "outreach": _page("outreach", error="auth_expired"),
+        "outreach settings": _page("outreach_admin"),
+        "staff sessions": _page("staff_sessions"),
     }
 
 

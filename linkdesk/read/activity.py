@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from linkdesk.read import page_size
 from linkdesk.read.link_order import prefix_range
+from linkdesk.store.aggregates import bounded
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     AuditEntry,
@@ -137,14 +137,14 @@ def audit_row(a: AuditEntry) -> AuditRow:
 
 
 class ActivityReads:
-    """Newest first, at most :data:`linkdesk.read.MAX_PAGE_SIZE` rows a read."""
+    """Newest first, at most :data:`linkdesk.store.aggregates.MAX_LIMIT` rows a read."""
 
     def __init__(self, store: Store, *, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def recent_sessions(self, limit: int = 20, *, link_id: str | None = None) -> list[SessionRow]:
-        limit = page_size(limit)
+        limit = bounded(limit)
         events = (
             sa.select(sa.func.count())
             .where(ConnectEvent.session_id == ConnectSession.id)
@@ -172,7 +172,7 @@ class ActivityReads:
         until: datetime | None = None,
     ) -> list[AuditRow]:
         """Newest first. ``action`` ending in ``.`` or ``*`` matches a prefix (``connect.``)."""
-        limit = page_size(limit)
+        limit = bounded(limit)
         stmt = sa.select(AuditEntry)
         if link_id is not None:
             stmt = stmt.where(AuditEntry.link_id == link_id)
@@ -209,7 +209,7 @@ class ActivityReads:
             )
 
     def sync_attempts(self, limit: int = 50, *, link_id: str | None = None) -> list[SyncAttemptRow]:
-        limit = page_size(limit)
+        limit = bounded(limit)
         stmt = sa.select(SyncAttempt)
         if link_id is not None:
             stmt = stmt.where(SyncAttempt.link_id == link_id)
@@ -229,7 +229,7 @@ class ActivityReads:
             ]
 
     def customer_links(self, link_id: str, limit: int = 20) -> list[CustomerLinkRow]:
-        limit = page_size(limit)
+        limit = bounded(limit)
         stmt = (
             sa.select(CustomerLinkToken)
             .where(CustomerLinkToken.link_id == link_id)

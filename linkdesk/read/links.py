@@ -25,7 +25,6 @@ from linkdesk.health import (
     health_condition_at,
     link_health,
 )
-from linkdesk.read import MAX_PAGE_SIZE, page_size
 from linkdesk.read.link_order import (
     ASC,
     DESC,
@@ -47,6 +46,7 @@ from linkdesk.read.link_rows import (
     ListedInstitution,
     split_list_row,
 )
+from linkdesk.store.aggregates import bounded
 from linkdesk.store.engine import Store
 from linkdesk.store.health_totals import HealthSummary, HealthTotals
 from linkdesk.store.models import Institution, Link
@@ -63,7 +63,6 @@ from linkdesk.store.shared import SharedResult
 from linkdesk.validation import safe_hex_color, safe_logo_url
 
 __all__ = [
-    "MAX_PAGE_SIZE",
     "CustomerRow",
     "InstitutionRow",
     "LinkFilters",
@@ -225,7 +224,7 @@ class LinkQueries:
         """One page of links; pass the returned ``next_cursor`` as ``after`` for the next one."""
         filters = filters or LinkFilters()
         sort = LinkSort(sort)
-        limit = page_size(limit)
+        limit = bounded(limit)
         cursor = decode_link_cursor(after, sort) if after else None
         now = self._clock()
         if _read_by_group(filters, sort):
@@ -460,7 +459,7 @@ class LinkQueries:
             return {str(iid): str(name) for iid, name in session.execute(stmt).all()}
 
     def list_customers(self, prefix: str = "", limit: int = 50) -> list[CustomerRow]:
-        limit = page_size(limit)
+        limit = bounded(limit)
         needs_relink = sa.func.sum(sa.case((health_condition(Health.NEEDS_RELINK), 1), else_=0))
         stmt = (
             sa.select(Link.customer_id, sa.func.count(), needs_relink)

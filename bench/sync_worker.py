@@ -15,17 +15,15 @@ link is read about once a minute. Institutions are read once per worker and hour
 their own.) The limits are sliding one-minute windows, so a run of k whole minutes can hold at
 most k x 600 refreshes: that is the theoretical maximum the measured count is compared with.
 
-``--budget limits`` keeps the worker's request budget with the ``limits`` library (5.8.0, its
-moving windows in memory) instead of ``linkdesk.services.ratelimit.RequestBudget``: the issue's
-question whether a maintained library keeps the same share of MoneyKit's limit. Either way the
-script also prints what one ``try_acquire`` costs each implementation.
+The worker's request budget (``linkdesk.services.ratelimit.RequestBudget``) keeps its windows
+with the ``limits`` library; the script also prints what one ``try_acquire`` costs.
 
 Printed: refreshes per minute (a link read and its accounts stored), the fraction of the maximum,
 the worker's own request budget, requests by endpoint and status (429s are the limits biting),
 per-link refresh time p50/p95 (a job from claim to stored), the worker's rounds. Exits non-zero
 only when the bookkeeping is wrong (a read not recorded, a job left claimed, a link not stored).
 
-    .venv/bin/python bench/sync_worker.py [--links 1500] [--minutes 2] [--budget limits]
+    .venv/bin/python bench/sync_worker.py [--links 1500] [--minutes 2]
 """
 
 from __future__ import annotations
@@ -45,9 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import sqlalchemy as sa
-from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from pydantic import SecretStr
 
 from bench._common import (
@@ -78,62 +73,6 @@ def documented_limit(method: str, path: str) -> tuple[int, int]:
     raise LookupError(f"no rate limit for {method} {path}")
 
 
-class LimitsBudget(RequestBudget):
-    """The worker's request budget kept by the ``limits`` library's moving windows.
-
-    One window per endpoint for the app and one per endpoint and link, like RequestBudget; a
-    lock makes "test every window, then hit them all" one step, which ``limits`` does not offer
-    across two keys (without it a call could take the app slot and then be refused per link).
-    ``limits`` reads the wall clock itself, so this budget cannot follow an injected clock.
-    """
-
-    def __init__(self, windows: dict[str, Limit]) -> None:
-        super().__init__(windows)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._items = {
-            name: (
-                RateLimitItemPerMinute(limit.per_app),
-                RateLimitItemPerMinute(limit.per_link) if limit.per_link else None,
-            )
-            for name, limit in windows.items()
-        }
-        self._together = threading.Lock()
-
-    @classmethod
-    def like(cls, settings: Settings) -> LimitsBudget:
-        return cls(dict(RequestBudget.from_settings(settings).limits))
-
-    def _seconds_until_free(self, item: RateLimitItemPerMinute, *key: str) -> float:
-        reset_at = self._limiter.get_window_stats(item, *key).reset_time
-        return max(reset_at - time.time(), 0.001)
-
-    def try_acquire(self, endpoint: str, link_id: str | None = None) -> float:
-        app_item, link_item = self._items[endpoint]
-        windows: list[tuple[RateLimitItemPerMinute, tuple[str, ...]]] = [(app_item, (endpoint,))]
-        if link_item is not None and link_id is not None:
-            windows.append((link_item, (endpoint, link_id)))
-        with self._together:
-            for item, key in windows:
-                if not self._limiter.test(item, *key):
-                    return self._seconds_until_free(item, *key)
-            for item, key in windows:
-                self._limiter.hit(item, *key)
-        return 0.0
-
-    def room(self, endpoint: str) -> tuple[int, float]:
-        app_item, _ = self._items[endpoint]
-        remaining = self._limiter.get_window_stats(app_item, endpoint).remaining
-        if remaining > 0:
-            return remaining, 0.0
-        return 0, self._seconds_until_free(app_item, endpoint)
-
-    def used(self, endpoint: str, link_id: str | None = None) -> int:
-        app_item, link_item = self._items[endpoint]
-        item, key = (app_item, (endpoint,)) if link_id is None else (link_item, (endpoint, link_id))
-        assert item is not None
-        return item.amount - self._limiter.get_window_stats(item, *key).remaining
-
-
 def acquire_cost(budget: RequestBudget, calls: int = 20_000) -> float:
     """Microseconds of CPU per ``try_acquire`` for a fresh link each time (the worker's case),
     never refused: the windows are wide enough for every call."""
@@ -143,13 +82,11 @@ def acquire_cost(budget: RequestBudget, calls: int = 20_000) -> float:
     return (time.process_time() - started) / calls * 1e6
 
 
-def compare_acquire_cost() -> None:
+def print_acquire_cost() -> None:
     wide = {"link": Limit(per_app=10**9, per_link=15)}
-    ours = acquire_cost(RequestBudget(wide))
-    library = acquire_cost(LimitsBudget(wide))
     print(
-        f"try_acquire CPU (20,000 links, app + per-link window): RequestBudget {ours:.1f} us, "
-        f"limits {library:.1f} us ({library / ours:.1f}x)"
+        "try_acquire CPU (20,000 links, app + per-link window): "
+        f"{acquire_cost(RequestBudget(wide)):.1f} us"
     )
 
 
@@ -275,9 +212,8 @@ class Rounds:
 def measure(settings: Settings, args: argparse.Namespace) -> bool:
     counter = RequestCounter()
     http = httpx.Client(timeout=10, event_hooks={"response": [counter.hook]})
-    budget = LimitsBudget.like(settings) if args.budget == "limits" else None
     services = build_services(
-        settings, http_client=http, migrate_schema=False, worker_id="bench-sync", budget=budget
+        settings, http_client=http, migrate_schema=False, worker_id="bench-sync"
     )
     rounds = Rounds()
     stop = threading.Event()
@@ -448,22 +384,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, help="worker threads (default: settings)")
     parser.add_argument("--batch-size", type=int, help="jobs claimed per round (default: settings)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--budget",
-        choices=["ours", "limits"],
-        default="ours",
-        help="who keeps the worker's request budget (default: linkdesk's RequestBudget)",
-    )
     args = parser.parse_args()
     if not 1 <= args.minutes <= 60 or not 1 <= args.links <= 20_000:
         parser.error("--minutes must be 1..60 and --links 1..20000")
     print(machine_line())
     print(
         f"sync worker throughput: {args.links} links, every one connected, due every minute, "
-        f"{args.minutes} min measured, sandbox rate limits ON, budget kept by "
-        f"{'the limits library' if args.budget == 'limits' else 'RequestBudget'}"
+        f"{args.minutes} min measured, sandbox rate limits ON"
     )
-    compare_acquire_cost()
+    print_acquire_cost()
     with tempfile.TemporaryDirectory(prefix="linkdesk-bench-") as tmp_name:
         tmp = Path(tmp_name)
         sandbox_process = SandboxProcess(

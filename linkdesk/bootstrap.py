@@ -121,11 +121,13 @@ def build_services(
     compares one); by default the settings' limits in :class:`RequestBudget`.
     """
     settings = settings if settings is not None else Settings()
-    # Rate windows follow the injected clock (tests move time); the real one uses a monotonic
-    # clock, which wall-clock adjustments cannot disturb.
+    # Timers follow the injected clock (tests move time); the real ones use a monotonic clock,
+    # which wall-clock adjustments cannot disturb. The rate windows read the wall clock, as the
+    # library that keeps them does (services/ratelimit.py).
     monotonic: Callable[[], float] = (
         time.monotonic if clock is None else (lambda: clock().timestamp())  # type: ignore[misc]
     )
+    wall: Callable[[], float] = time.time if clock is None else monotonic
     clock = clock or _utcnow
     closers: list[Callable[[], None]] = []
 
@@ -178,7 +180,7 @@ def build_services(
     )
     jobs = JobQueue(store, clock=clock, thresholds=health)
     if budget is None:
-        budget = RequestBudget.from_settings(settings, monotonic=monotonic)
+        budget = RequestBudget.from_settings(settings, wall=wall)
     # Background reads must not sit in the client's retry sleeps: a 429 or 5xx comes straight
     # back and the job is rescheduled (Retry-After, backoff) while other links go ahead.
     background_client = client.with_options(max_retries=0)
@@ -284,7 +286,7 @@ def build_services(
         audit=audit,
         settings=settings,
         clock=clock,
-        monotonic=monotonic,
+        wall=wall,
         sleep=sleep or time.sleep,
     )
     analytics = Analytics(store, clock=clock, thresholds=health)
@@ -316,7 +318,9 @@ def build_services(
             settings=settings,
             audit=audit,
             clock=clock,
-            limiter=RateLimiter(settings.sync_links_per_minute, sleep=sleep or time.sleep),
+            limiter=RateLimiter(
+                settings.sync_links_per_minute, wall=wall, sleep=sleep or time.sleep
+            ),
         ),
         audit=audit,
         health=health,

@@ -150,7 +150,7 @@ class OutreachService(OutreachSetup, OutreachTracking):
         audit: AuditLog,
         settings: Settings,
         clock: Callable[[], datetime] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         mailer: Callable[[OutgoingMail], object] | None = None,
         runner: Callable[[Callable[[], None], str], threading.Thread | None] = _thread_runner,
@@ -167,7 +167,7 @@ class OutreachService(OutreachSetup, OutreachTracking):
         self._sender_id = sender_id or f"outreach-{uuid.uuid4().hex[:8]}"
         # Shared by every campaign this process sends, so two campaigns do not double the rate.
         self._limiter = RateLimiter(
-            settings.outreach_emails_per_minute, burst=1, monotonic=monotonic, sleep=sleep
+            settings.outreach_emails_per_minute, burst=1, wall=wall, sleep=sleep
         )
         self._threads: dict[str, threading.Thread] = {}
 

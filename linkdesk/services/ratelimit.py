@@ -1,103 +1,154 @@
-"""MoneyKit's request limits, kept by the worker: a token bucket and exact sliding windows.
+"""MoneyKit's request limits and our own send rates, kept as moving windows by ``limits``.
 
-Why not the ``limits`` library (5.8.0, whose moving windows keyed per link would otherwise do):
-its in-memory storage reads the wall clock itself (``time.time()``, eleven times in
-``limits/storage/memory.py``) and expires entries from a ``threading.Timer`` of its own. The
-windows here follow the worker's injected monotonic clock instead, which is what lets the
-worker's tests step time rather than sleep through a minute, and keeps a wall-clock step (NTP)
-from opening or closing a window. Each window holds at most its limit's calls; no more code.
-Measured (``bench/sync_worker.py --budget limits``, bench/RESULTS.md): both keep the worker at
-95 % of MoneyKit's limit; a ``try_acquire`` costs about 5 µs here and 40 µs with ``limits``.
+The library (pinned in requirements.txt) keeps each window: at most N calls in any W seconds,
+per key, in memory, forgetting old calls by itself. What is ours is how the windows are taken
+together: a call to MoneyKit counts against its endpoint's app-wide window and, for a link, that
+link's window, and must get a slot in both or in neither — the library tests and takes one key
+at a time, so a lock here makes "test every window, then take every one" a single step (without
+it a call could take the app's slot and then be refused for its link).
+
+The library reads the wall clock (``time.time()``); so does this module, through ``wall``, which
+must be the clock the library reads. Tests that step time point both at their clock
+(``tests/unit/conftest.py``). Measured (``bench/sync_worker.py``, bench/RESULTS.md): the worker
+keeps 95 % of MoneyKit's limit with no 429.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
 __all__ = ["Limit", "RateLimiter", "RequestBudget"]
 
-
-class RateLimiter:
-    """Allows ``per_minute`` acquisitions per minute, with bursts of up to ``burst``.
-
-    With ``burst == per_minute`` no 60-second window sees more than twice ``per_minute``, so
-    ``per_minute`` is set to half of MoneyKit's limit (e.g. 600/min per app for accounts).
-    """
-
-    def __init__(
-        self,
-        per_minute: float,
-        *,
-        burst: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if per_minute <= 0:
-            raise ValueError("per_minute must be positive")
-        self._rate = per_minute / 60.0
-        self._capacity = float(burst if burst is not None else per_minute)
-        self._tokens = self._capacity
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._updated = monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until one is available; returns the seconds waited."""
-        with self._lock:
-            now = self._monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-            self._updated = now
-            self._tokens -= 1.0
-            # A negative balance is a queue: this caller waits until its token has accrued.
-            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+# A window's slot frees the moment its oldest call is ``window`` seconds old; the library counts
+# a call of exactly that age as still inside, so a wait is rounded up past that moment.
+_PAST_THE_EDGE = 0.001
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most ``per_link`` calls per link and ``per_app`` calls overall in any ``window``."""
+    """At most ``per_link`` calls per link and ``per_app`` calls overall in any ``window`` (s)."""
 
     per_app: int
     per_link: int | None = None
-    window: float = 60.0
+    window: int = 60
 
 
-class RequestBudget:
-    """MoneyKit's per-link and per-app limits as exact sliding windows, shared across threads.
+class _Windows:
+    """Moving windows kept by the library, tested and taken together under one lock."""
 
-    Unlike :class:`RateLimiter` it never sleeps: :meth:`try_acquire` either takes a slot in every
-    window that applies and returns 0, or takes nothing and returns how many seconds until a slot
-    frees up, so the caller can reschedule that one link instead of stalling the whole worker.
-    A call is allowed at ``t`` only if fewer than ``limit`` calls happened in ``(t - window, t]``,
-    so no window of that length ever holds more than ``limit`` calls.
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._wall = wall
+        self._lock = threading.Lock()
+
+    def take(self, windows: Sequence[tuple[RateLimitItem, tuple[str, ...]]]) -> float:
+        """A slot in every window (0.0), or none and the seconds until all have room."""
+        with self._lock:
+            wait = max((self._wait(item, key) for item, key in windows), default=0.0)
+            if wait > 0:
+                return wait
+            for item, key in windows:
+                if not self._limiter.hit(item, *key):
+                    # Only at the window's very edge: the library's test counts a call exactly
+                    # ``window`` old as gone, its hit as still there. Slots already taken stay
+                    # taken (the budget errs on the safe side); the caller comes back a moment
+                    # later, past the edge.
+                    return _PAST_THE_EDGE
+            return 0.0
+
+    def _wait(self, item: RateLimitItem, key: tuple[str, ...]) -> float:
+        if self._limiter.test(item, *key):
+            return 0.0
+        reset_at = self._limiter.get_window_stats(item, *key).reset_time
+        return max(reset_at - self._wall(), 0.0) + _PAST_THE_EDGE
+
+    def room(self, item: RateLimitItem, key: tuple[str, ...]) -> tuple[int, float]:
+        with self._lock:
+            stats = self._limiter.get_window_stats(item, *key)
+            if stats.remaining > 0:
+                return stats.remaining, 0.0
+            return 0, max(stats.reset_time - self._wall(), 0.0) + _PAST_THE_EDGE
+
+    def used(self, item: RateLimitItem, key: tuple[str, ...]) -> int:
+        return item.amount - self._limiter.get_window_stats(item, *key).remaining
+
+
+class RateLimiter:
+    """Allows ``per_minute`` acquisitions in any minute, at most ``burst`` of them at once.
+
+    Two moving windows: ``per_minute`` per 60 s, and — when ``burst`` is smaller — ``burst`` per
+    the seconds those take at the full rate (e.g. 6 a minute, one at a time: one per 10 s).
     """
 
     def __init__(
         self,
-        limits: Mapping[str, Limit],
+        per_minute: int,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        burst: int | None = None,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        if burst is not None and burst <= 0:
+            raise ValueError("burst must be positive")
+        items: list[RateLimitItem] = [RateLimitItemPerSecond(per_minute, 60)]
+        if burst is not None and burst < per_minute:
+            # Whole seconds (the library's unit): the window is rounded down and holds the calls
+            # the full rate allows in it, never fewer than ``burst``; the minute's window keeps
+            # the total exact.
+            seconds = max(1, math.floor(60 * burst / per_minute))
+            items.append(RateLimitItemPerSecond(max(burst, per_minute * seconds // 60), seconds))
+        self._windows = _Windows(wall)
+        self._take = [(item, ("send",)) for item in items]
+        self._sleep = sleep
+
+    def acquire(self) -> float:
+        """Take a slot, sleeping until one is free; returns the seconds waited."""
+        waited = 0.0
+        while (wait := self._windows.take(self._take)) > 0:
+            self._sleep(wait)
+            waited += wait
+        return waited
+
+
+class RequestBudget:
+    """MoneyKit's per-link and per-app limits as moving windows, shared across threads.
+
+    Unlike :class:`RateLimiter` it never sleeps: :meth:`try_acquire` either takes a slot in every
+    window that applies and returns 0, or takes nothing and returns how many seconds until a slot
+    frees up, so the caller can reschedule that one link instead of stalling the whole worker.
+    No window of ``window`` seconds ever holds more than its limit's calls.
+    """
+
+    def __init__(
+        self, limits: Mapping[str, Limit], *, wall: Callable[[], float] = time.time
     ) -> None:
         for name, limit in limits.items():
             if limit.per_app <= 0 or (limit.per_link is not None and limit.per_link <= 0):
                 raise ValueError(f"limit {name!r} must be positive")
         self._limits = dict(limits)
-        self._monotonic = monotonic
-        self._calls: dict[tuple[str, str | None], deque[float]] = {}
-        self._lock = threading.Lock()
-        self._sweeps = 0
+        self._items = {
+            name: (
+                RateLimitItemPerSecond(limit.per_app, limit.window),
+                RateLimitItemPerSecond(limit.per_link, limit.window) if limit.per_link else None,
+            )
+            for name, limit in limits.items()
+        }
+        self._windows = _Windows(wall)
 
     @classmethod
     def from_settings(
-        cls, settings: Any, *, monotonic: Callable[[], float] = time.monotonic
+        cls, settings: Any, *, wall: Callable[[], float] = time.time
     ) -> RequestBudget:
         return cls(
             {
@@ -111,7 +162,7 @@ class RequestBudget:
                 ),
                 "list": Limit(settings.worker_list_pages_per_minute),
             },
-            monotonic=monotonic,
+            wall=wall,
         )
 
     @property
@@ -119,62 +170,24 @@ class RequestBudget:
         """The limit kept for each endpoint."""
         return dict(self._limits)
 
-    def _window(self, key: tuple[str, str | None], now: float, span: float) -> deque[float]:
-        calls = self._calls.setdefault(key, deque())
-        while calls and calls[0] <= now - span:
-            calls.popleft()
-        return calls
-
     def try_acquire(self, endpoint: str, link_id: str | None = None) -> float:
         """Take a slot for one call to ``endpoint`` (for ``link_id``); 0.0 or seconds to wait."""
-        limit = self._limits[endpoint]
-        with self._lock:
-            now = self._monotonic()
-            checks: list[tuple[tuple[str, str | None], int]] = [((endpoint, None), limit.per_app)]
-            if limit.per_link is not None and link_id is not None:
-                checks.append(((endpoint, link_id), limit.per_link))
-            wait = 0.0
-            windows = []
-            for key, allowed in checks:
-                calls = self._window(key, now, limit.window)
-                windows.append(calls)
-                if len(calls) >= allowed:
-                    # The slot frees when the call that fills the window leaves it.
-                    wait = max(wait, calls[len(calls) - allowed] + limit.window - now)
-            if wait > 0:
-                return wait
-            for calls in windows:
-                calls.append(now)
-            self._sweep(now)
-            return 0.0
+        app, per_link = self._items[endpoint]
+        windows: list[tuple[RateLimitItem, tuple[str, ...]]] = [(app, (endpoint,))]
+        if per_link is not None and link_id is not None:
+            windows.append((per_link, (endpoint, link_id)))
+        return self._windows.take(windows)
 
     def room(self, endpoint: str) -> tuple[int, float]:
         """How many calls to ``endpoint`` the app-wide window allows now, and, when none, the
         seconds until one is allowed again (per-link windows are not looked at)."""
-        limit = self._limits[endpoint]
-        with self._lock:
-            now = self._monotonic()
-            calls = self._window((endpoint, None), now, limit.window)
-            free = limit.per_app - len(calls)
-            if free > 0:
-                return free, 0.0
-            return 0, calls[len(calls) - limit.per_app] + limit.window - now
-
-    def _sweep(self, now: float) -> None:
-        # Per-link windows would otherwise pile up for every link ever read.
-        self._sweeps += 1
-        if self._sweeps % 1000:
-            return
-        for key in list(self._calls):
-            span = self._limits[key[0]].window
-            calls = self._calls[key]
-            while calls and calls[0] <= now - span:
-                calls.popleft()
-            if not calls and key[1] is not None:
-                del self._calls[key]
+        return self._windows.room(self._items[endpoint][0], (endpoint,))
 
     def used(self, endpoint: str, link_id: str | None = None) -> int:
         """Calls counted in the current window (for tests and the status panel)."""
-        with self._lock:
-            span = self._limits[endpoint].window
-            return len(self._window((endpoint, link_id), self._monotonic(), span))
+        app, per_link = self._items[endpoint]
+        if link_id is None:
+            return self._windows.used(app, (endpoint,))
+        if per_link is None:
+            raise ValueError(f"{endpoint!r} has no per-link limit")
+        return self._windows.used(per_link, (endpoint, link_id))

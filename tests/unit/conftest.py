@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import limits.storage.memory
 import pytest
 from pydantic import SecretStr
 
@@ -51,6 +53,17 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += timedelta(seconds=seconds)
+
+    def seconds(self) -> float:
+        """The time now as a POSIX timestamp, without moving it on (for background readers)."""
+        with self._lock:
+            return self.now.timestamp()
+
+
+def rate_windows_follow(monkeypatch: pytest.MonkeyPatch, seconds: Callable[[], float]) -> None:
+    """Make the ``limits`` library, which keeps the rate windows (services/ratelimit.py), read
+    the test's clock: it reads ``time.time()`` through its memory storage's module."""
+    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=seconds))
 
 
 def link_json(
@@ -252,8 +265,11 @@ def fake_moneykit() -> FakeMoneyKit:
 
 
 @pytest.fixture
-def core_clock() -> FakeClock:
-    return FakeClock()
+def core_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The services' clock; the rate windows follow it too, so tests step time past a limit."""
+    clock = FakeClock()
+    rate_windows_follow(monkeypatch, clock.seconds)
+    return clock
 
 
 @pytest.fixture

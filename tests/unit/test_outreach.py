@@ -53,7 +53,7 @@ def outreach_for(
         settings=settings,
         clock=clock,
         sleep=lambda _seconds: None,
-        monotonic=lambda: clock().timestamp(),
+        wall=lambda: clock().timestamp(),
     )
 
 

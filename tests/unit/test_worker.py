@@ -18,7 +18,7 @@ from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
 from linkdesk.store.models import Link, LinkStateChange, SyncAttempt, SyncJob, WorkerState
 from linkdesk.store.sync_jobs import DISCOVERY_JOB, PRIORITY_TRIGGERED, link_job_id
-from tests.unit.conftest import FakeClock, FakeMoneyKit
+from tests.unit.conftest import FakeClock, FakeMoneyKit, rate_windows_follow
 
 ADMIN = Actor("root", Role.ADMIN)
 
@@ -491,11 +491,12 @@ class TestRateLimits:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_request_budget_never_exceeds_any_limit(seed):
-    now = [0.0]
+def test_request_budget_never_exceeds_any_limit(seed, monkeypatch):
+    now = [1e9]
+    rate_windows_follow(monkeypatch, lambda: now[0])
     budget = RequestBudget(
         {"link": Limit(per_app=20, per_link=3), "list": Limit(per_app=5)},
-        monotonic=lambda: now[0],
+        wall=lambda: now[0],
     )
     rng = random.Random(seed)
     taken: dict[tuple[str, str | None], list[float]] = {}
@@ -520,30 +521,35 @@ def test_request_budget_never_exceeds_any_limit(seed):
     assert max(len(v) for k, v in taken.items() if k == ("link", None)) > 100
 
 
-def test_request_budget_says_how_long_to_wait():
-    now = [100.0]
-    budget = RequestBudget({"accounts": Limit(per_app=10, per_link=2)}, monotonic=lambda: now[0])
+def test_request_budget_says_how_long_to_wait(monkeypatch):
+    now = [1e9]
+    rate_windows_follow(monkeypatch, lambda: now[0])
+    budget = RequestBudget({"accounts": Limit(per_app=10, per_link=2)}, wall=lambda: now[0])
     assert budget.try_acquire("accounts", "x") == 0
     now[0] += 10
     assert budget.try_acquire("accounts", "x") == 0
     now[0] += 5
-    assert budget.try_acquire("accounts", "x") == pytest.approx(45.0)
+    wait = budget.try_acquire("accounts", "x")
+    assert wait == pytest.approx(45.0, abs=0.02)
     assert budget.try_acquire("accounts", "y") == 0  # other links are not held up
-    now[0] += 45
+    now[0] += wait - 0.02
+    assert budget.try_acquire("accounts", "x") > 0  # not a moment before
+    now[0] += 0.02
     assert budget.try_acquire("accounts", "x") == 0
 
 
-def test_request_budget_room_counts_free_app_slots_and_the_wait_for_the_next():
-    now = [100.0]
-    budget = RequestBudget({"link": Limit(per_app=3, per_link=1)}, monotonic=lambda: now[0])
+def test_request_budget_room_counts_free_app_slots_and_the_wait_for_the_next(monkeypatch):
+    now = [1e9]
+    rate_windows_follow(monkeypatch, lambda: now[0])
+    budget = RequestBudget({"link": Limit(per_app=3, per_link=1)}, wall=lambda: now[0])
     assert budget.room("link") == (3, 0.0)
     assert budget.try_acquire("link", "a") == 0
     now[0] += 10
     assert budget.try_acquire("link", "b") == 0
     assert budget.room("link") == (1, 0.0)
     assert budget.try_acquire("link", "c") == 0
-    assert budget.room("link") == (0, pytest.approx(50.0))
-    now[0] += 50
+    assert budget.room("link") == (0, pytest.approx(50.0, abs=0.02))
+    now[0] += 50.01
     assert budget.room("link") == (1, 0.0)  # "a" left the window
     # room() only looks: it takes nothing.
     assert budget.room("link") == (1, 0.0)

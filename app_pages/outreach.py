@@ -11,11 +11,11 @@ import streamlit as st
 
 from linkdesk.auth import Permission
 from linkdesk.errors import ServiceError
-from linkdesk.services.outreach import PlannedEmail
+from linkdesk.services.outreach import MAX_CAMPAIGN_LINKS
 from linkdesk.services.outreach_text import filters_from_params
 from ui.auth import require_actor
 from ui.links_filters import filters_in_url
-from ui.outreach import dashboard_origin
+from ui.outreach import dashboard_origin, plan_table
 from ui.outreach_campaign import render_campaign
 from ui.wiring import get_services
 
@@ -27,19 +27,6 @@ st.title("Email relink links to customers")
 if not actor.can(Permission.CUSTOMER_LINK):
     st.warning("Sending relink emails needs the support or admin role.")
     st.stop()
-
-
-def _listed(rows: list[PlannedEmail]) -> list[dict[str, object]]:
-    return [
-        {
-            "Customer": row.customer_id or "—",
-            "Bank": row.institution_name,
-            "Link": row.link_id,
-            "Address": row.email or "—",
-            "Why not emailed": row.reason or "",
-        }
-        for row in rows
-    ]
 
 
 campaign_id = st.query_params.get("campaign")
@@ -63,40 +50,39 @@ st.page_link(
     query_params=params,
 )
 cols = st.columns(4)
-cols[0].metric("To email", len(plan.to_send))
-cols[1].metric("Without an email address", len(plan.without_email))
-cols[2].metric("Relink link already live", len(plan.live_link))
-cols[3].metric("Do not need a relink", len(plan.not_needed))
+cols[0].metric("To email", plan.to_send.count)
+cols[1].metric("Without an email address", plan.without_email.count)
+cols[2].metric("Relink link already live", plan.live_link.count)
+cols[3].metric("Do not need a relink", plan.not_needed.count)
 if plan.truncated:
-    st.warning("More links match than one campaign covers; narrow the filters on Links.")
+    st.warning(
+        f"More links match than one campaign covers: these are the first {MAX_CAMPAIGN_LINKS:,} "
+        "by link id. Narrow the filters on Links for the others."
+    )
 if not plan.email_configured:
     st.error(
         "Email is not set up on this server: an administrator sets LINKDESK_SMTP_HOST and the "
         "other LINKDESK_SMTP_* settings."
     )
-if plan.without_email or plan.live_link:
-    unsent = len(plan.without_email) + len(plan.live_link)
+unsent = plan.without_email.count + plan.live_link.count
+if unsent:
     with st.expander(
-        f"Not emailed: {unsent} link{'' if unsent == 1 else 's'} (and why)",
-        expanded=bool(plan.without_email),
+        f"Not emailed: {unsent:,} link{'' if unsent == 1 else 's'} (and why)",
+        expanded=bool(plan.without_email.count),
     ):
-        st.dataframe(
-            _listed([*plan.without_email, *plan.live_link]),
-            key="outreach.listed",
-            hide_index=True,
-            width="stretch",
-        )
-        if plan.without_email and actor.can(Permission.SETTINGS):
+        plan_table([plan.without_email, plan.live_link], "outreach.listed")
+        if plan.without_email.count and actor.can(Permission.SETTINGS):
             st.page_link("app_pages/outreach_admin.py", label="Import email addresses", icon="📥")
-if not plan.to_send:
+count = plan.to_send.count
+if not count:
     st.info("Nobody in this view can be emailed a relink link.")
     st.stop()
 
-with st.expander(f"Links to email, one email each ({len(plan.to_send)})"):
-    st.dataframe(_listed(plan.to_send), key="outreach.to_send", hide_index=True, width="stretch")
+with st.expander(f"Links to email, one email each ({count:,})"):
+    plan_table([plan.to_send], "outreach.to_send")
 
 st.subheader("Preview", divider="blue")
-by_link = {row.link_id: row for row in plan.to_send}
+by_link = {row.link_id: row for row in plan.to_send.shown}
 chosen = st.selectbox(
     "Preview the email of",
     list(by_link),
@@ -120,7 +106,6 @@ with text_tab:
 html_tab.container(border=True, height=420).html(preview.html)
 st.caption("The preview's link does not work; each customer's email carries their own link.")
 
-count = len(plan.to_send)
 confirmed = st.checkbox(
     f"I checked the preview: send {count} relink email{'' if count == 1 else 's'}, "
     "each with its own single-use link",

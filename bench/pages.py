@@ -7,7 +7,7 @@ session, then reruns of that session (what a click or a filter change costs). Th
 whole script run on the server: queries, rendering to protobuf, widgets. Browser rendering and
 the network are not in it.
 
-    .venv/bin/python bench/pages.py [--links 2000] [--runs 40]
+    .venv/bin/python bench/pages.py [--links 2000] [--runs 40] [--pages overview,outreach]
 
 With ``--sizes`` (``10k,100k,1M``) the pages run instead on the stores ``bench/seed.py`` builds
 (links with nine months of history, on ``--backends sqlite,postgresql``), against the issue's
@@ -188,8 +188,20 @@ def _profile(make: Callable[[], AppTest]) -> str:
     return out.getvalue()
 
 
+def _page_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(_pages("", "")))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown pages: {', '.join(unknown)}")
+    return names
+
+
+def _chosen(pages: dict[str, Callable[[], AppTest]], names: list[str] | None) -> dict[str, Any]:
+    return pages if names is None else {name: pages[name] for name in names}
+
+
 def _bench_seeded(
-    size: int, backend: str, runs: int, profile: str | None
+    size: int, backend: str, runs: int, profile: str | None, names: list[str] | None
 ) -> tuple[bool, list[str]]:
     """Every page on a seeded store; (no page failed, the summary lines)."""
     store = seeded_store(size, backend)
@@ -207,7 +219,7 @@ def _bench_seeded(
     ]
     pages = _pages(link_id, customer)
     ok = True
-    for name, make in pages.items():
+    for name, make in _chosen(pages, names).items():
         measured = _measure(f"{label} {name}", make, runs, new_session_every=5)
         if measured is None:
             ok = False
@@ -237,6 +249,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=parse_sizes, default=None, help="seeded: 10k,100k,1M")
     parser.add_argument("--backends", type=parse_backends, default=["sqlite"])
     parser.add_argument("--profile", default=None, help="seeded: profile one rerun of PAGE")
+    parser.add_argument(
+        "--pages", type=_page_names, default=None, help="only these pages (comma-separated names)"
+    )
     args = parser.parse_args()
 
     print(machine_line())
@@ -250,7 +265,9 @@ def main() -> int:
                 ok, lines = True, list[str]()
                 for backend in args.backends:
                     for size in args.sizes:
-                        one_ok, one_lines = _bench_seeded(size, backend, args.runs, args.profile)
+                        one_ok, one_lines = _bench_seeded(
+                            size, backend, args.runs, args.profile, args.pages
+                        )
                         ok, lines = ok and one_ok, lines + one_lines
                 print("\n".join(["== targets: first view <= 1 s, rerun p95 <= 100 ms", *lines]))
             else:
@@ -258,7 +275,10 @@ def main() -> int:
                 print(f"build: {build_s:.1f} s for {args.links:,} links")
                 get_services.clear()
                 pages = _pages(link_id, customer)
-                ok = all(_measure(name, make, args.runs) for name, make in pages.items())
+                ok = all(
+                    _measure(name, make, args.runs)
+                    for name, make in _chosen(pages, args.pages).items()
+                )
         finally:
             sandbox.stop()
     return 0 if ok else 1

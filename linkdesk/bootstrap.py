@@ -287,6 +287,7 @@ def build_services(
         settings=settings,
         clock=clock,
         wall=wall,
+        monotonic=monotonic,
         sleep=sleep or time.sleep,
     )
     analytics = Analytics(store, clock=clock, thresholds=health)

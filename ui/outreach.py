@@ -1,4 +1,4 @@
-"""Outreach pieces shown on pages that are not outreach's own: a customer's relink emails on the
+"""Outreach pieces: the plan's tables on the Outreach page; a customer's relink emails on the
 customer timeline, and the outreach funnel on the Connect funnel page."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
+from linkdesk.read.outreach import OutreachGroup
 from linkdesk.services.outreach_tracking import Tracking
 from ui.wiring import get_services
 
@@ -91,3 +92,22 @@ def render_outreach_funnel(since: datetime, until: datetime, institution_id: str
         funnel.not_emailed,
         help="No address, a live relink link already, or the campaign was stopped",
     )
+
+
+def plan_table(groups: list[OutreachGroup], key: str) -> None:
+    """The links of an outreach plan's groups, as many as the plan lists, and how many more."""
+    rows = [row for group in groups for row in group.shown]
+    listed = [
+        {
+            "Customer": row.customer_id or "—",
+            "Bank": row.institution_name,
+            "Link": row.link_id,
+            "Address": row.email or "—",
+            "Why not emailed": row.reason or "",
+        }
+        for row in rows
+    ]
+    st.dataframe(listed, key=key, hide_index=True, width="stretch")
+    total = sum(group.count for group in groups)
+    if len(rows) < total:
+        st.caption(f"The first {len(rows):,} of {total:,} (by link id) are listed.")

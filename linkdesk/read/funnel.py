@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 
 from linkdesk.store.aggregates import as_date, bounded, count_if, event_property, seconds_between
 from linkdesk.store.engine import Store
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link
-from linkdesk.store.shared import SharedResult
-
-_T = TypeVar("_T")
+from linkdesk.store.shared import SharedResults
 
 # A Connect session with no success or exit after this long was left by the person.
 ABANDONED_AFTER = timedelta(minutes=30)
@@ -98,21 +94,7 @@ class FunnelReads:
     ) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._monotonic = monotonic
-        self._kept: OrderedDict[Hashable, SharedResult[Any]] = OrderedDict()
-        self._kept_lock = threading.Lock()
-
-    def _shared(self, key: Hashable, compute: Callable[[], _T], max_age: float) -> _T:
-        with self._kept_lock:
-            shared = self._kept.get(key)
-            if shared is None:
-                shared = SharedResult(compute, monotonic=self._monotonic)
-                self._kept[key] = shared
-                while len(self._kept) > _VIEWS_KEPT:
-                    self._kept.popitem(last=False)
-            self._kept.move_to_end(key)
-        value: _T = shared.get(max_age)
-        return value
+        self._shared = SharedResults(kept=_VIEWS_KEPT, monotonic=monotonic)
 
     def view(self, filters: FunnelFilters, *, max_age: float) -> FunnelView:
         """:meth:`summary`, :meth:`by_day`, :meth:`screens` and :meth:`exit_errors` together,
@@ -120,11 +102,11 @@ class FunnelReads:
         seconds (an older view is served while one background thread counts it again). Each
         of them reads every session of the period: seconds at a million links, which a rerun
         (a sort, a click) must not pay again."""
-        return self._shared(("view", filters), lambda: self._count_view(filters), max_age)
+        return self._shared.get(("view", filters), lambda: self._count_view(filters), max_age)
 
     def banks_seen(self, since: datetime, *, max_age: float) -> list[tuple[str, str]]:
         """:meth:`session_institutions`, shared like :meth:`view`."""
-        return self._shared(("banks", since), lambda: self.session_institutions(since), max_age)
+        return self._shared.get(("banks", since), lambda: self.session_institutions(since), max_age)
 
     def _count_view(self, filters: FunnelFilters) -> FunnelView:
         return FunnelView(

@@ -154,6 +154,15 @@ class LinkQueries:
             self._compute_institution_counts, monotonic=monotonic
         )
 
+    @property
+    def thresholds(self) -> HealthThresholds:
+        """The thresholds of the time-dependent verdicts."""
+        return self._thresholds
+
+    def conditions(self, filters: LinkFilters, now: datetime) -> list[ColumnElement[bool]]:
+        """The filters as SQL on ``links`` at ``now``, for other reads of the same view."""
+        return self._where(filters, now)
+
     def _where(
         self, filters: LinkFilters, now: datetime, *, listing: bool = False
     ) -> list[ColumnElement[bool]]:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -29,13 +29,17 @@ import sqlalchemy as sa
 
 from linkdesk.auth import Actor, Permission, Role, as_actor, require
 from linkdesk.errors import ServiceError
-from linkdesk.health import Health
 from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, send_mail
-from linkdesk.read.link_rows import LinkRow
 from linkdesk.read.links import LinkFilters, LinkQueries
+from linkdesk.read.outreach import (
+    MAX_CAMPAIGN_LINKS,
+    OutreachGroup,
+    OutreachReads,
+    PlannedEmail,
+)
 from linkdesk.services.audit import AuditLog
 from linkdesk.services.customer_links import CustomerLinkService
-from linkdesk.services.outreach_setup import OutreachSetup
+from linkdesk.services.outreach_setup import ImportReport, OutreachSetup
 from linkdesk.services.outreach_text import (
     RenderedEmail,
     describe_filters,
@@ -47,7 +51,6 @@ from linkdesk.services.outreach_tracking import (
 )
 from linkdesk.services.ratelimit import RateLimiter
 from linkdesk.settings import Settings
-from linkdesk.store.contacts import emails_of
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     CustomerLinkToken,
@@ -68,10 +71,15 @@ __all__ = [
 
 logger = logging.getLogger("linkdesk.outreach")
 
-# One campaign covers at most this many links; narrow the filters for more.
-MAX_CAMPAIGN_LINKS = 5000
+# The screen lists this many links of each group; the counts and a campaign cover every one.
+PLAN_ROWS_SHOWN = 200
+# The screen's plan is shared this many seconds by every session showing the same view (an
+# agent's clicks rerun the page); a campaign checks the count against the view read afresh, and
+# outreach's own changes are shown at once (OutreachReads.forget_views).
+PLAN_MAX_AGE = 10.0
 _CLAIM = timedelta(minutes=2)
-_CHUNK = 500
+# Bank names change rarely; the shared list is read again after this many seconds.
+_NAMES_MAX_AGE = 300.0
 
 
 class OutreachChanged(ServiceError):
@@ -84,33 +92,16 @@ class EmailNotConfigured(ServiceError):
 
 
 @dataclass(frozen=True, slots=True)
-class PlannedEmail:
-    """One link of the filtered view and what outreach will do with it."""
-
-    link_id: str
-    customer_id: str | None
-    institution_id: str
-    institution_name: str
-    email: str | None
-    email_source: str | None
-    # None: it will be emailed; else why not (no customer, no email, live link, not needed).
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class OutreachPlan:
+    """What a filtered view's outreach would do: each group's count and first rows."""
+
     description: str
-    to_send: list[PlannedEmail]
-    without_email: list[PlannedEmail]
-    live_link: list[PlannedEmail]
-    not_needed: list[PlannedEmail]
+    to_send: OutreachGroup
+    without_email: OutreachGroup
+    live_link: OutreachGroup
+    not_needed: OutreachGroup
     truncated: bool
     email_configured: bool
-
-    @property
-    def listed(self) -> list[PlannedEmail]:
-        """Every link that will not be emailed, with why."""
-        return [*self.without_email, *self.live_link, *self.not_needed]
 
 
 def _utcnow() -> datetime:
@@ -151,6 +142,7 @@ class OutreachService(OutreachSetup, OutreachTracking):
         settings: Settings,
         clock: Callable[[], datetime] | None = None,
         wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         mailer: Callable[[OutgoingMail], object] | None = None,
         runner: Callable[[Callable[[], None], str], threading.Thread | None] = _thread_runner,
@@ -162,6 +154,7 @@ class OutreachService(OutreachSetup, OutreachTracking):
         self._audit = audit
         self._settings = settings
         self._clock = clock or _utcnow
+        self._reads = OutreachReads(store, links, clock=self._clock, monotonic=monotonic)
         self._mailer = mailer
         self._runner = runner
         self._sender_id = sender_id or f"outreach-{uuid.uuid4().hex[:8]}"
@@ -186,83 +179,35 @@ class OutreachService(OutreachSetup, OutreachTracking):
             raise MailError("email is not set up (LINKDESK_SMTP_HOST is unset)")
         send_mail(smtp, mail)
 
+    def import_emails(self, data: str | bytes, actor: Actor | str) -> ImportReport:
+        report = super().import_emails(data, actor)
+        self._reads.forget_views()  # customers who had no address may be emailed now
+        return report
+
     # -- planning and preview --------------------------------------------------------------------
 
-    def _matching_links(self, filters: LinkFilters) -> tuple[list[LinkRow], bool]:
-        rows: list[LinkRow] = []
-        cursor: str | None = None
-        while True:
-            page = self._links.list_links(filters, limit=1000, after=cursor)
-            rows.extend(page.rows)
-            if page.next_cursor is None or len(rows) > MAX_CAMPAIGN_LINKS:
-                break
-            cursor = page.next_cursor
-        return rows[:MAX_CAMPAIGN_LINKS], len(rows) > MAX_CAMPAIGN_LINKS
-
-    def _live_links(self, link_ids: Iterable[str], now: datetime) -> dict[str, CustomerLinkToken]:
-        wanted = sorted(set(link_ids))
-        found: dict[str, CustomerLinkToken] = {}
-        with self._store.read() as session:
-            for start in range(0, len(wanted), _CHUNK):
-                for row in session.scalars(
-                    sa.select(CustomerLinkToken).where(
-                        CustomerLinkToken.link_id.in_(wanted[start : start + _CHUNK]),
-                        CustomerLinkToken.used_at.is_(None),
-                        CustomerLinkToken.expires_at > now,
-                    )
-                ):
-                    found[row.link_id] = row
-        return found
-
-    def plan(self, filters: LinkFilters, actor: Actor | str) -> OutreachPlan:
-        """Who the filtered view would email, and who not (with why)."""
+    def plan(
+        self, filters: LinkFilters, actor: Actor | str, *, shown: int | None = PLAN_ROWS_SHOWN
+    ) -> OutreachPlan:
+        """Who the filtered view would email, and who not (with why): every group's count and
+        its first ``shown`` links (``None``: every one)."""
         actor = as_actor(actor, self._settings.default_role)
         require(actor, Permission.CUSTOMER_LINK)
-        rows, truncated = self._matching_links(filters)
-        now = self._clock()
-        with self._store.read() as session:
-            emails = emails_of(session, [r.customer_id for r in rows if r.customer_id])
-            addresses = {cid: (row.email, row.source) for cid, row in emails.items()}
-        live = self._live_links([r.link_id for r in rows if r.health is Health.NEEDS_RELINK], now)
-        to_send: list[PlannedEmail] = []
-        without_email: list[PlannedEmail] = []
-        live_link: list[PlannedEmail] = []
-        not_needed: list[PlannedEmail] = []
-        for row in rows:
-            email, source = addresses.get(row.customer_id or "", (None, None))
-            planned = PlannedEmail(
-                link_id=row.link_id,
-                customer_id=row.customer_id,
-                institution_id=row.institution_id,
-                institution_name=row.institution_name,
-                email=email,
-                email_source=source,
-            )
-            if row.health is not Health.NEEDS_RELINK:
-                not_needed.append(_because(planned, f"does not need a relink ({row.health.value})"))
-            elif row.customer_id is None:
-                without_email.append(_because(planned, "no customer id on the link"))
-            elif email is None:
-                without_email.append(_because(planned, "no email address for this customer"))
-            elif row.link_id in live:
-                token = live[row.link_id]
-                live_link.append(
-                    _because(
-                        planned,
-                        f"a relink link sent by {token.created_by} is live until "
-                        f"{token.expires_at:%Y-%m-%d %H:%M} UTC",
-                    )
-                )
-            else:
-                to_send.append(planned)
-        institution_name = rows[0].institution_name if rows and filters.institution_id else None
+        if shown is None:
+            view = self._reads.view(filters, self._clock(), shown=None)
+        else:
+            view = self._reads.shared_view(filters, shown=shown, max_age=PLAN_MAX_AGE)
+        institution_name = None
+        if filters.institution_id:
+            names = self._links.institution_names(max_age=_NAMES_MAX_AGE)
+            institution_name = names.get(filters.institution_id)
         return OutreachPlan(
             description=describe_filters(filters, institution_name),
-            to_send=to_send,
-            without_email=without_email,
-            live_link=live_link,
-            not_needed=not_needed,
-            truncated=truncated,
+            to_send=view.to_send,
+            without_email=view.without_email,
+            live_link=view.live_link,
+            not_needed=view.not_needed,
+            truncated=view.truncated,
             email_configured=self.email_configured,
         )
 
@@ -317,13 +262,13 @@ class OutreachService(OutreachSetup, OutreachTracking):
         if not self.email_configured:
             raise EmailNotConfigured()
         base = _base_url(self._settings.public_url or base_url)
-        plan = self.plan(filters, actor)
-        if len(plan.to_send) != expected:
+        plan = self.plan(filters, actor, shown=None)
+        if plan.to_send.count != expected:
             raise OutreachChanged(
-                f"The view now has {len(plan.to_send)} customers to email instead of {expected}; "
+                f"The view now has {plan.to_send.count} customers to email instead of {expected}; "
                 "look at the preview again."
             )
-        if not plan.to_send:
+        if not plan.to_send.count:
             raise ServiceError("Nobody to email in this view.")
         campaign_id = uuid.uuid4().hex
         now = self._clock()
@@ -341,7 +286,7 @@ class OutreachService(OutreachSetup, OutreachTracking):
                 )
             )
             session.flush()
-            for planned in [*plan.to_send, *plan.without_email, *plan.live_link]:
+            for planned in [*plan.to_send.shown, *plan.without_email.shown, *plan.live_link.shown]:
                 session.add(
                     OutreachMessage(
                         campaign_id=campaign_id,
@@ -360,11 +305,12 @@ class OutreachService(OutreachSetup, OutreachTracking):
                 action="outreach.start",
                 outcome="started",
                 detail=(
-                    f"campaign {campaign_id[:8]} ({plan.description}): {len(plan.to_send)} to "
-                    f"email, {len(plan.without_email)} without an address, "
-                    f"{len(plan.live_link)} with a live relink link"
+                    f"campaign {campaign_id[:8]} ({plan.description}): {plan.to_send.count} to "
+                    f"email, {plan.without_email.count} without an address, "
+                    f"{plan.live_link.count} with a live relink link"
                 ),
             )
+        self._reads.forget_views()
         self._launch(campaign_id)
         return campaign_id
 
@@ -561,15 +507,3 @@ class OutreachService(OutreachSetup, OutreachTracking):
                 outcome="stopped",
                 detail=f"campaign {campaign_id[:8]}",
             )
-
-
-def _because(planned: PlannedEmail, reason: str) -> PlannedEmail:
-    return PlannedEmail(
-        planned.link_id,
-        planned.customer_id,
-        planned.institution_id,
-        planned.institution_name,
-        planned.email,
-        planned.email_source,
-        reason,
-    )

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Generic, Protocol, TypeGuard, TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 
 _T = TypeVar("_T")
 
@@ -217,6 +218,37 @@ class SharedResult(Generic[_T]):
                 self._refreshing = False
             with _running_lock:
                 _running.discard(threading.current_thread())
+
+
+class SharedResults:
+    """A :class:`SharedResult` per key (a screen's choice of filters), created on first use; the
+    ``kept`` most recently asked for are kept, so a few views in use at once are each computed
+    once per ``max_age`` for every session."""
+
+    def __init__(self, *, kept: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._kept_at_most = kept
+        self._monotonic = monotonic
+        self._kept: OrderedDict[Hashable, SharedResult[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], _T], max_age: float) -> _T:
+        """The value for ``key`` (see :meth:`SharedResult.get`); ``compute`` makes one."""
+        with self._lock:
+            shared = self._kept.get(key)
+            if shared is None:
+                shared = SharedResult(compute, monotonic=self._monotonic)
+                self._kept[key] = shared
+                while len(self._kept) > self._kept_at_most:
+                    self._kept.popitem(last=False)
+            self._kept.move_to_end(key)
+        value: _T = shared.get(max_age)
+        return value
+
+    def forget(self) -> None:
+        """Drop every value: the next ``get`` of any key computes one (after a change the
+        caller made itself and must see at once)."""
+        with self._lock:
+            self._kept.clear()
 
 
 def wait_for_refreshes(timeout: float = 30.0) -> None:

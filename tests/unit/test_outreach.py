@@ -19,9 +19,10 @@ from linkdesk.errors import ServiceError
 from linkdesk.mail import MailError, OutgoingMail, SmtpSettings, send_mail
 from linkdesk.read.links import LinkFilters
 from linkdesk.services.errors import LiveLinkExists
-from linkdesk.services.outreach import OutreachChanged, OutreachService
+from linkdesk.services.outreach import PLAN_MAX_AGE, OutreachChanged, OutreachService
 from linkdesk.services.outreach_text import DEFAULT_TEMPLATE, TemplateInvalid, render_email
-from linkdesk.store.models import CustomerLinkToken, OutreachMessage
+from linkdesk.store.models import CustomerEmail, CustomerLinkToken, OutreachMessage
+from linkdesk.store.shared import wait_for_refreshes
 from tests.smtp_inbox import Inbox, free_loopback_port, smtp_inbox
 from tests.unit.conftest import FakeClock, FakeMoneyKit
 
@@ -54,6 +55,7 @@ def outreach_for(
         clock=clock,
         sleep=lambda _seconds: None,
         wall=lambda: clock().timestamp(),
+        monotonic=clock.seconds,
     )
 
 
@@ -89,11 +91,11 @@ def test_each_customer_gets_their_own_working_single_use_link(
 ):
     outreach = outreach_for(world, core_clock, inbox.port)
     plan = outreach.plan(BANK_B, SUPPORT)
-    assert sorted(p.link_id for p in plan.to_send) == ["mk_1", "mk_2"]
-    assert [(p.link_id, p.reason) for p in plan.without_email] == [
+    assert sorted(p.link_id for p in plan.to_send.shown) == ["mk_1", "mk_2"]
+    assert [(p.link_id, p.reason) for p in plan.without_email.shown] == [
         ("mk_3", "no email address for this customer")
     ]
-    assert [p.link_id for p in plan.not_needed] == ["mk_ok"]
+    assert [p.link_id for p in plan.not_needed.shown] == ["mk_ok"]
 
     campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=2)
     outreach.wait(campaign, timeout=60)
@@ -154,6 +156,69 @@ def test_each_customer_gets_their_own_working_single_use_link(
     assert (funnel.emailed, funnel.opened, funnel.finished, funnel.not_emailed) == (2, 1, 1, 1)
 
 
+def test_the_screen_lists_the_first_rows_and_counts_and_sends_every_one(
+    world: Services, core_clock: FakeClock, inbox: Inbox
+):
+    outreach = outreach_for(world, core_clock, inbox.port)
+    plan = outreach.plan(BANK_B, SUPPORT, shown=1)
+    # Every group counted in full; only the first link of each, as Links lists them, is a row.
+    counts = [plan.to_send.count, plan.without_email.count, plan.not_needed.count]
+    assert counts == [2, 1, 1]
+    listed = [row.link_id for row in world.links.list_links(BANK_B).rows]
+    assert [p.link_id for p in plan.to_send.shown] == [
+        next(link for link in listed if link in ("mk_1", "mk_2"))
+    ]
+    assert not plan.to_send.complete and plan.without_email.complete
+    # The campaign covers the group, not the rows the screen listed.
+    campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=plan.to_send.count)
+    outreach.wait(campaign, timeout=60)
+    assert sorted(m.envelope_to[0] for m in inbox.messages) == ["ana@example.com", "bo@example.org"]
+    skipped = [m.link_id for m in outreach.messages(campaign, statuses=("skipped",))]
+    assert skipped == ["mk_3"]
+
+
+def test_a_view_larger_than_a_campaign_covers_its_first_links_as_links_lists_them(
+    world: Services, core_clock: FakeClock, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("linkdesk.read.outreach.MAX_CAMPAIGN_LINKS", 2)
+    outreach = outreach_for(world, core_clock, inbox.port)
+    plan = outreach.plan(BANK_B, SUPPORT)
+    assert plan.truncated
+    groups = [plan.to_send, plan.without_email, plan.live_link, plan.not_needed]
+    covered = {p.link_id for group in groups for p in group.shown}
+    assert sum(group.count for group in groups) == 2
+    assert covered == {row.link_id for row in world.links.list_links(BANK_B, limit=2).rows}
+    assert not outreach.plan(LinkFilters(institution_id="bank-b", search="mk_1"), SUPPORT).truncated
+
+
+def test_the_screen_shares_a_plan_for_seconds_but_shows_outreach_own_changes_at_once(
+    world: Services, core_clock: FakeClock, inbox: Inbox
+):
+    outreach = outreach_for(world, core_clock, inbox.port)
+    assert outreach.plan(BANK_B, SUPPORT).without_email.count == 1
+    # A change made elsewhere (an address stored directly) shows once the shared plan is old.
+    with world.store.write() as session:
+        session.add(
+            CustomerEmail(
+                customer_id="cust_0003",
+                email="cy@example.net",
+                source="import",
+                updated_at=core_clock(),
+                updated_by="test",
+            )
+        )
+    assert outreach.plan(BANK_B, SUPPORT).without_email.count == 1
+    assert outreach.plan(BANK_B, SUPPORT, shown=None).to_send.count == 3  # a campaign's read
+    core_clock.advance(PLAN_MAX_AGE + 1)
+    outreach.plan(BANK_B, SUPPORT)  # served while it is read again in the background
+    wait_for_refreshes()
+    assert outreach.plan(BANK_B, SUPPORT).to_send.count == 3
+    # Outreach's own change is shown on the next run: the campaign's links are live now.
+    campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=3)
+    outreach.wait(campaign, timeout=60)
+    assert outreach.plan(BANK_B, SUPPORT).to_send.count == 0
+
+
 def test_a_link_never_gets_a_second_live_link(world: Services, core_clock: FakeClock, inbox: Inbox):
     world.customer_links.create("mk_2", SUPPORT, reason="by phone")
     with pytest.raises(LiveLinkExists, match="already has a live customer relink link"):
@@ -161,8 +226,8 @@ def test_a_link_never_gets_a_second_live_link(world: Services, core_clock: FakeC
 
     outreach = outreach_for(world, core_clock, inbox.port)
     plan = outreach.plan(BANK_B, SUPPORT)
-    assert [p.link_id for p in plan.to_send] == ["mk_1"]
-    (live,) = plan.live_link
+    assert [p.link_id for p in plan.to_send.shown] == ["mk_1"]
+    (live,) = plan.live_link.shown
     assert live.link_id == "mk_2" and "sent by sam is live until" in (live.reason or "")
     campaign = outreach.start(BANK_B, SUPPORT, base_url=BASE, expected=1)
     outreach.wait(campaign, timeout=60)
@@ -228,7 +293,7 @@ def test_a_failed_delivery_is_recorded_and_its_link_retired(world: Services, cor
         tokens = session.scalars(sa.select(CustomerLinkToken)).all()
     assert len(tokens) == 2 and all(t.outcome == "not_sent" and t.used_at for t in tokens)
     # Nothing live is left behind: a second campaign may email them.
-    assert len(outreach.plan(BANK_B, SUPPORT).to_send) == 2
+    assert outreach.plan(BANK_B, SUPPORT).to_send.count == 2
 
 
 def test_an_interrupted_send_retires_the_undelivered_link_and_resumes(
@@ -312,7 +377,7 @@ def test_moneykit_customer_email_is_used_and_wins_over_an_import(
     core_services.discovery.sync_all()
     report = core_services.outreach.import_emails("cust_0009,other@example.com\n", ADMIN)
     assert report.kept_from_moneykit == ["cust_0009"]
-    (planned,) = core_services.outreach.plan(EXPIRED, SUPPORT).to_send
+    (planned,) = core_services.outreach.plan(EXPIRED, SUPPORT).to_send.shown
     assert (planned.email, planned.email_source) == ("from.mk@example.com", "moneykit")
 
 
@@ -328,7 +393,7 @@ def test_template_is_validated_and_editable(world: Services, core_clock: FakeClo
         "<p>{{logo}}<a href='{{link}}'>{{institution_name}}</a></p>",
         ADMIN,
     )
-    (planned, _) = outreach.plan(BANK_B, SUPPORT).to_send
+    (planned, _) = outreach.plan(BANK_B, SUPPORT).to_send.shown
     preview = outreach.preview(planned, BASE)
     assert preview.subject == "Reconnect Bank <B> & Sons now"
     assert preview.text == f"Go to {BASE}/repair?token=PREVIEW-NOT-A-WORKING-LINK"

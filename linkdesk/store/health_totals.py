@@ -19,7 +19,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from linkdesk.health import Health, HealthThresholds, assess_link, health_case
+from linkdesk.health import (
+    STUCK_STATES,
+    Health,
+    HealthThresholds,
+    assess_link,
+    health_case,
+    health_condition_at,
+    link_health,
+)
 from linkdesk.store.engine import Store
 from linkdesk.store.models import Link
 from linkdesk.store.repository import delete_named_state, get_named_state, put_named_state
@@ -40,10 +48,10 @@ __all__ = [
 SUMMARY_RECALL_MAX_AGE = 3600.0
 SUMMARY_STATE_NAME = "health_summary"
 # How old the shared totals may be before a page's run asks for them to be counted again (in the
-# background). Writers move them at once; a count catches what no writer reports: verdicts the
-# clock changes (stale, stuck) and the writes of other replicas. At a million links a count
-# takes seconds, so no page asks for one more often than this.
-RECOUNT_MAX_AGE = 30.0
+# background). Writers move them at once; a count catches what no writer of this process reports:
+# verdicts the clock changes (stale, stuck) and the writes of other processes (a worker process,
+# other replicas). A count takes about 0.2 s at a million links (see _compute_health_summary).
+RECOUNT_MAX_AGE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,20 +293,55 @@ class HealthTotals:
         self._count_moved(before, after)
 
     def _compute_health_summary(self) -> HealthSummary:
-        """One pass over the links, grouped by verdict, state, error code and bank (a few
-        thousand groups at most: the banks are a few hundred)."""
+        """Links per state, error code and bank, counted from an index alone; then the verdicts
+        the clock decides, for the few states that have them: how many connected links are
+        stale (an index range over the freshness time) and which links waiting in Connect are
+        stuck (a few thousand rows at most). Every other verdict follows from state and error
+        code. 0.2 s at a million links on SQLite, where a verdict per row took 3 s."""
         now = self._clock()
+        by_place = sa.select(Link.state, Link.error_code, Link.institution_id, sa.func.count())
+        by_place = by_place.group_by(Link.state, Link.error_code, Link.institution_id)
         groups: dict[tuple[Health, str, str], int] = {}
         banks: dict[str, BankLinks] = {}
-        verdict = health_case(now, self._thresholds).label("verdict")
-        columns = (verdict, Link.state, Link.error_code, Link.institution_id)
-        stmt = sa.select(*columns, sa.func.count()).select_from(Link).group_by(*columns)
+        connected: dict[str, int] = {}
         with self._store.read() as session:
-            rows = session.execute(stmt).all()
-        for value, state, error_code, bank, n in rows:
-            group = (Health(value), state, error_code or "")
-            groups[group] = groups.get(group, 0) + int(n)
-            counted = banks.get(bank, BankLinks(0, 0))
-            in_error = int(n) if state == "error" else 0
-            banks[bank] = BankLinks(counted.links + int(n), counted.in_error + in_error)
-        return HealthSummary.from_groups(groups, now, banks)
+            for state, error_code, bank, n in session.execute(by_place).all():
+                counted = banks.get(bank, BankLinks(0, 0))
+                in_error = int(n) if state == "error" else 0
+                banks[bank] = BankLinks(counted.links + int(n), counted.in_error + in_error)
+                if state == "connected":
+                    connected[error_code or ""] = connected.get(error_code or "", 0) + int(n)
+                elif state not in STUCK_STATES:
+                    group = (link_health(state, error_code), state, error_code or "")
+                    groups[group] = groups.get(group, 0) + int(n)
+            for group, n in self._clock_made(session, now, connected).items():
+                groups[group] = groups.get(group, 0) + n
+        return HealthSummary.from_groups({g: n for g, n in groups.items() if n}, now, banks)
+
+    def _clock_made(
+        self, session: Session, now: datetime, connected: dict[str, int]
+    ) -> dict[tuple[Health, str, str], int]:
+        """The verdict groups of connected links and of links waiting in Connect at ``now``."""
+        groups: dict[tuple[Health, str, str], int] = {}
+        verdict = health_case(now, self._thresholds)
+        if set(connected) <= {""}:
+            # The usual case (a connected link has no error code): one count of the stale.
+            stale_links = sa.select(sa.func.count()).select_from(Link)
+            stale_links = stale_links.where(
+                health_condition_at(Health.STALE, now, self._thresholds)
+            )
+            stale = int(session.execute(stale_links).scalar_one()) if connected else 0
+            groups[(Health.STALE, "connected", "")] = stale
+            groups[(Health.HEALTHY, "connected", "")] = connected.get("", 0) - stale
+            waiting = [STUCK_STATES]
+        else:
+            waiting = [STUCK_STATES, frozenset({"connected"})]
+        for states in waiting:
+            stmt = (
+                sa.select(verdict, Link.state, Link.error_code, sa.func.count())
+                .where(Link.state.in_(sorted(states)))
+                .group_by(verdict, Link.state, Link.error_code)
+            )
+            for value, state, error_code, n in session.execute(stmt).all():
+                groups[(Health(value), state, error_code or "")] = int(n)
+        return groups

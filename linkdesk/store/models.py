@@ -182,6 +182,9 @@ class Link(Base):
         # (NULL as ''), so the first page of each sort is read in index order, not sorted.
         Index("ix_links_customer_sort", text("coalesce(customer_id, '')"), "link_id"),
         Index("ix_links_state_error_sort", "state", text("coalesce(error_code, '')"), "link_id"),
+        # The shared totals count links by these three without reading a row
+        # (linkdesk.store.health_totals).
+        Index("ix_links_state_error_bank", "state", "error_code", "institution_id"),
         # The health filters "stale" and "healthy" compare this expression with a cutoff that
         # moves with the clock (linkdesk.health); a range over it finds the stale few directly,
         # and their update times are here too, so sorting them by update time reads no rows.

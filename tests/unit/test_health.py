@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +18,9 @@ from linkdesk.health import (
 from linkdesk.moneykit.models import Link as ApiLink
 from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store
+from linkdesk.store.health_totals import HealthTotals
+from linkdesk.store.models import Institution
+from linkdesk.store.models import Link as LinkRow
 from linkdesk.store.repository import upsert_link
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -181,3 +186,70 @@ def test_stale_and_stuck_pages_keep_keyset_pagination(memory_store: Store):
             break
         after = page.next_cursor
     assert sorted(seen) == [f"s{i}" for i in range(7)] and len(seen) == 7
+
+
+@pytest.mark.parametrize("connected_with_an_error", [False, True])
+def test_the_shared_totals_equal_a_verdict_per_link(
+    memory_store: Store, connected_with_an_error: bool
+):
+    # The totals count by state, error code and bank, and find the verdicts the clock decides
+    # by themselves: every group and bank must equal assessing each link one by one.
+    rng = random.Random(7)
+    states = [
+        ("connected", None),
+        ("connected", None),
+        ("connecting", None),
+        ("awaiting_token_exchange", None),
+        ("error", "auth_expired"),
+        ("error", "institution_error"),
+        ("error", "user_error"),
+        ("error", None),
+        ("deleted", None),
+        ("paused", None),
+    ]
+    if connected_with_an_error:
+        states.append(("connected", "auth_expired"))
+    expected_groups: Counter[tuple[Health, str, str]] = Counter()
+    expected_banks: Counter[tuple[str, bool]] = Counter()
+    with memory_store.write() as session:
+        for bank in ("bank-a", "bank-b"):
+            session.add(Institution(institution_id=bank, name=bank.title()))
+        session.flush()
+        for i in range(300):
+            state, error = rng.choice(states)
+            bank = rng.choice(["bank-a", "bank-b"])
+            created = NOW - timedelta(minutes=rng.choice([5, 50, 60 * 24 * 5]))
+            refreshed = rng.choice([None, NOW - timedelta(hours=1), NOW - timedelta(days=3)])
+            session.add(
+                LinkRow(
+                    link_id=f"t{i:03d}",
+                    institution_id=bank,
+                    state=state,
+                    error_code=error,
+                    created_at=rng.choice([created, None]),
+                    discovered_at=created,
+                    products_refreshed_at=refreshed,
+                )
+            )
+            verdict = assess(
+                state,
+                error,
+                now=NOW,
+                created_at=None,
+                discovered_at=created,
+                products_refreshed_at=refreshed,
+                thresholds=LIMITS,
+            )
+            expected_groups[(verdict.health, state, error or "")] += 1
+            expected_banks[(bank, state == "error")] += 1
+    # created_at None and set give the same verdict here (both measured from ``created``).
+    summary = HealthTotals(memory_store, clock=lambda: NOW, thresholds=LIMITS).health_summary()
+    assert summary.groups == dict(expected_groups)
+    assert {bank: (n.links, n.in_error) for bank, n in summary.banks.items()} == {
+        bank: (
+            expected_banks[(bank, False)] + expected_banks[(bank, True)],
+            expected_banks[(bank, True)],
+        )
+        for bank in ("bank-a", "bank-b")
+    }
+    assert summary.total == 300

@@ -126,7 +126,7 @@ def test_migration_creates_schema_matching_the_models(
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
                 assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            assert version == "0010"
+            assert version == "0011"
     finally:
         engine.dispose()
     migrate(url)  # a second run is a no-op

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from linkdesk.store.analytics import RelinkStats
+from linkdesk.read.overview_history import RelinkStats
 from linkdesk.store.health_totals import RECOUNT_MAX_AGE
 from ui import charts
 from ui import overview as sections
@@ -31,7 +31,7 @@ STORE = services.settings.database_url  # cache key: one entry per store, never 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _relink_stats(store: str, days: int) -> RelinkStats:
-    return services.analytics.relink_stats(days)
+    return services.overview_history.relink_stats(days)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

@@ -28,6 +28,7 @@ from linkdesk.read.funnel import FunnelReads
 from linkdesk.read.link_detail import LinkDetailReads
 from linkdesk.read.links import LinkQueries
 from linkdesk.read.overview import OverviewReads
+from linkdesk.read.overview_history import OverviewHistory
 from linkdesk.read.timeline import TimelineReads
 from linkdesk.read.webhooks import DeliveryReads
 from linkdesk.read.worker import WorkerProgress
@@ -41,7 +42,6 @@ from linkdesk.services.staff_auth import StaffAuth
 from linkdesk.services.webhook_apply import WebhookApplier
 from linkdesk.services.worker import SyncWorker
 from linkdesk.settings import Settings
-from linkdesk.store.analytics import Analytics
 from linkdesk.store.engine import Store, create_engine, migrate, sqlite_file_path
 from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.sync_jobs import JobQueue
@@ -67,7 +67,7 @@ class Services:
     link_detail: LinkDetailReads
     activity: ActivityReads  # sessions, audit, sync attempts, relinks in progress
     worker_progress: WorkerProgress
-    analytics: Analytics  # aggregates over history for the Overview and Activity
+    overview_history: OverviewHistory  # the Overview's reads over history
     overview: OverviewReads  # the Overview's numbers, shared by every session
     funnel: FunnelReads  # the Connect funnel
     timeline: TimelineReads  # one customer's history and open problems
@@ -290,7 +290,7 @@ def build_services(
         monotonic=monotonic,
         sleep=sleep or time.sleep,
     )
-    analytics = Analytics(store, clock=clock, thresholds=health)
+    overview_history = OverviewHistory(store, clock=clock, thresholds=health)
     return Services(
         settings=settings,
         store=store,
@@ -300,12 +300,12 @@ def build_services(
         link_detail=LinkDetailReads(store, clock=clock, thresholds=health, activity=activity),
         activity=activity,
         worker_progress=worker_progress,
-        analytics=analytics,
+        overview_history=overview_history,
         overview=OverviewReads(
             store=store,
             totals=totals,
             worker=worker_progress,
-            analytics=analytics,
+            history=overview_history,
             rollup=StateChangeRollup(store, clock=clock),
             clock=clock,
         ),

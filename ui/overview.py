@@ -18,7 +18,7 @@ from linkdesk.read.overview import (
     HourChanges,
     OverviewSnapshot,
 )
-from linkdesk.store.analytics import BrokenLink
+from linkdesk.read.overview_history import BrokenLink
 from ui import charts
 from ui.render import HEALTH_LABELS, code_span, error_label, health_label, plain
 

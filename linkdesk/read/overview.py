@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from linkdesk.alerts.rollup import TREND_DAYS_KEPT, BankRate, StateChangeRollup
 from linkdesk.health import RELINK_ERRORS
+from linkdesk.read.overview_history import BrokeToday, OverviewHistory
 from linkdesk.read.worker import WorkerProgress, WorkerStatus
-from linkdesk.store.analytics import Analytics, BrokeToday
 from linkdesk.store.engine import Store
 from linkdesk.store.health_totals import RECOUNT_MAX_AGE, HealthSummary, HealthTotals
 from linkdesk.store.models import Institution
@@ -141,14 +141,14 @@ class OverviewReads:
         store: Store,
         totals: HealthTotals,
         worker: WorkerProgress,
-        analytics: Analytics,
+        history: OverviewHistory,
         rollup: StateChangeRollup,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._totals, self._worker = totals, worker
-        self._analytics = analytics
+        self._history = history
         self._rollup = rollup
         self._clock = clock
         self._activity = SharedResult(self._compute_activity, monotonic=monotonic)
@@ -168,7 +168,7 @@ class OverviewReads:
             changes=activity.changes,
             # Read on every refresh (one indexed minimum): the page sees at once when the
             # store cannot be read, instead of serving shared numbers until they age out.
-            webhook_lag=self._analytics.webhook_lag(),
+            webhook_lag=self._history.webhook_lag(),
         )
 
     def _compute_activity(self) -> _Activity:
@@ -189,7 +189,7 @@ class OverviewReads:
         )[:BANKS_SHOWN]
         moves, complete = self._rollup.moves_since(self._clock() - CHANGE_PERIOD)
         return _Activity(
-            broke_today=self._analytics.broke_today(BROKE_TODAY_LIMIT),
+            broke_today=self._history.broke_today(BROKE_TODAY_LIMIT),
             banks=banks,
             institutions=self._institutions(),
             changes=HourChanges(dict(moves), complete),

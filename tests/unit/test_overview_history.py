@@ -23,11 +23,11 @@ from linkdesk.read.funnel import FunnelFilters, FunnelReads
 from linkdesk.read.link_order import LinkSort
 from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.read.overview import OverviewReads, TrendPoint
+from linkdesk.read.overview_history import OverviewHistory
 from linkdesk.read.timeline import TimelineReads
 from linkdesk.read.worker import WorkerProgress
 from linkdesk.services.webhook_apply import NotReapplicable
 from linkdesk.store import Store
-from linkdesk.store.analytics import Analytics
 from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import (
     AlertState,
@@ -160,7 +160,7 @@ def overview_of(store: Store, totals: HealthTotals | None = None) -> OverviewRea
         store=store,
         totals=totals or HealthTotals(store, clock=clock),
         worker=WorkerProgress(store, clock=clock),
-        analytics=Analytics(store, clock=clock),
+        history=OverviewHistory(store, clock=clock),
         rollup=StateChangeRollup(store, clock=clock),
         clock=clock,
     )
@@ -283,7 +283,7 @@ class TestOverview:
             banks, "old", mode="relink", outcome="exit", started_at=NOW - timedelta(days=40)
         )
         add_session(banks, "l1", mode="link", outcome="success", started_at=started)
-        stats = Analytics(banks, clock=clock).relink_stats(30)
+        stats = OverviewHistory(banks, clock=clock).relink_stats(30)
         assert (stats.started, stats.succeeded, stats.exited, stats.pending) == (5, 3, 1, 1)
         assert stats.success_rate == pytest.approx(3 / 4)
         assert stats.repaired == 3
@@ -302,16 +302,16 @@ class TestOverview:
                 started_at=NOW - timedelta(hours=5),
                 finished_at=NOW - timedelta(hours=5) + timedelta(hours=hours),
             )
-        stats = Analytics(banks, clock=clock).relink_stats(30)
+        stats = OverviewHistory(banks, clock=clock).relink_stats(30)
         assert stats.median_repair is not None
         assert abs(stats.median_repair - timedelta(hours=2)) < timedelta(seconds=1)
 
     def test_no_relinks_means_no_rate(self, banks: Store) -> None:
-        stats = Analytics(banks, clock=clock).relink_stats(30)
+        stats = OverviewHistory(banks, clock=clock).relink_stats(30)
         assert (stats.started, stats.success_rate, stats.median_repair) == (0, None, None)
 
     def test_webhook_lag_is_the_age_of_the_oldest_pending_event(self, banks: Store) -> None:
-        analytics = Analytics(banks, clock=clock)
+        analytics = OverviewHistory(banks, clock=clock)
         assert analytics.webhook_lag() == timedelta(0)
         with banks.write() as session:
             for key, minutes, status in (
@@ -755,7 +755,7 @@ class TestBrokeToday:
         return banks
 
     def test_links_that_moved_into_a_broken_verdict_today_newest_first(self, broken: Store) -> None:
-        result = Analytics(broken, clock=clock).broke_today()
+        result = OverviewHistory(broken, clock=clock).broke_today()
         assert [(row.link_id, row.health, row.reason) for row in result.links] == [
             ("stuck-now", Health.STUCK, "stuck_connecting"),
             ("no-accounts", Health.ATTENTION, "no_accounts"),
@@ -774,13 +774,13 @@ class TestBrokeToday:
         assert result.since == NOW.replace(hour=0)
 
     def test_the_limit_bounds_the_rows_not_the_totals(self, broken: Store) -> None:
-        result = Analytics(broken, clock=clock).broke_today(limit=2)
+        result = OverviewHistory(broken, clock=clock).broke_today(limit=2)
         assert [row.link_id for row in result.links] == ["stuck-now", "no-accounts"]
         assert result.total == 4
 
     def test_a_quiet_day_is_empty(self, banks: Store) -> None:
         add_link(banks, "fine", changes=[(day(5), "connected", None)])
-        result = Analytics(banks, clock=clock).broke_today()
+        result = OverviewHistory(banks, clock=clock).broke_today()
         assert (result.links, result.total, result.customers) == ([], 0, 0)
 
     def test_a_customers_links_to_act_on_leave_out_the_fine_ones(self, broken: Store) -> None:

@@ -1,6 +1,5 @@
-"""Aggregates for the Overview and Activity pages: counted in SQL, returned small. (The funnel,
-the customer timeline, the webhook deliveries and the CSV export have their own modules in
-:mod:`linkdesk.read`.)
+"""The Overview's reads over history: the links that broke today, the relinks of the last days
+and how far behind the webhook queue is. Counted in SQL, returned small.
 
 Every method here answers one screen's question with a bounded result: GROUP BY for counts, a
 LIMIT for lists (keyset cursors where a list is paged), so no page ever pulls a table into memory
@@ -34,9 +33,9 @@ from linkdesk.store.models import (
 from linkdesk.store.plans import unindexed
 
 __all__ = [
-    "Analytics",
     "BrokeToday",
     "BrokenLink",
+    "OverviewHistory",
     "RelinkStats",
 ]
 
@@ -87,7 +86,7 @@ class RelinkStats:
         return self.succeeded / finished if finished else None
 
 
-class Analytics:
+class OverviewHistory:
     """Read-only aggregates over the store."""
 
     def __init__(

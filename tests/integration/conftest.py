@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -71,8 +72,26 @@ def sandbox() -> Iterator[Sandbox]:
         pytest.fail(str(failure))
 
 
+class AheadClock:
+    """The real time, plus whatever a test has moved it on by (instead of sleeping through it)."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += timedelta(seconds=seconds)
+
+
 @pytest.fixture
-def services(sandbox: Sandbox, tmp_path: Path) -> Iterator[Services]:
+def ahead_clock() -> AheadClock:
+    return AheadClock()
+
+
+@pytest.fixture
+def services(sandbox: Sandbox, tmp_path: Path, ahead_clock: AheadClock) -> Iterator[Services]:
     sandbox.control("POST", "/reset")
     sandbox.control("DELETE", "/faults")
     settings = Settings(
@@ -86,7 +105,7 @@ def services(sandbox: Sandbox, tmp_path: Path) -> Iterator[Services]:
         jwks_min_refetch_seconds=1,
         moneykit_max_retries=0,
     )
-    built = build_services(settings, worker_id="integration")
+    built = build_services(settings, worker_id="integration", clock=ahead_clock)
     yield built
     built.close()
 

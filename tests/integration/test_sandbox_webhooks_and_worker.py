@@ -14,7 +14,7 @@ from linkdesk.bootstrap import Services
 from linkdesk.health import Health
 from linkdesk.store.models import Link, SyncJob, WebhookDelivery
 from linkdesk.store.sync_jobs import link_job_id
-from tests.integration.conftest import Sandbox
+from tests.integration.conftest import AheadClock, Sandbox
 
 ADMIN = Actor("integration-admin", Role.ADMIN)
 
@@ -50,7 +50,7 @@ def a_connected_link(services: Services) -> str:
 
 
 def test_sandbox_webhooks_are_verified_applied_and_survive_key_rotation(
-    sandbox: Sandbox, services: Services, receiver_url: str
+    sandbox: Sandbox, services: Services, receiver_url: str, ahead_clock: AheadClock
 ):
     first = services.worker.run_once()
     assert first.ok == 6 and first.errors == 0
@@ -72,7 +72,7 @@ def test_sandbox_webhooks_are_verified_applied_and_survive_key_rotation(
 
     # MoneyKit rotates keys; the next delivery is signed with a kid we have not seen.
     sandbox.control("POST", "/keys/rotate")
-    time.sleep(1.1)  # jwks_min_refetch_seconds=1 in these settings
+    ahead_clock.advance(1.1)  # past jwks_min_refetch_seconds=1 of these settings
     sandbox.control("POST", f"/links/{link_id}/state", json={"state": "connected"})
     assert wait_for(lambda: accepted_for(services, link_id) >= 2), "rotated key not accepted"
     services.webhook_apply.apply_pending()

@@ -188,11 +188,18 @@ def test_webhook_faults_drop_and_duplicate(
     )
 
     client.post("/_sandbox/webhooks/settings", json={"drop_rate": 1.0}).raise_for_status()
+    before = len(client.get("/_sandbox/webhooks").json()["deliveries"])
     client.post(f"/_sandbox/links/{link_id}/state", json={"state": "connected"}).raise_for_status()
-    time.sleep(0.3)
+    # Wait for the sandbox to have decided this delivery, not for a time to pass.
+    deadline = time.monotonic() + 10
+    deliveries = []
+    while time.monotonic() < deadline:
+        deliveries = client.get("/_sandbox/webhooks").json()["deliveries"]
+        if len(deliveries) > before:
+            break
+        time.sleep(0.02)
+    assert [r["outcome"] for r in deliveries[before:]] == ["dropped"]
     assert len(receiver.received) == 4
-    outcomes = [r["outcome"] for r in client.get("/_sandbox/webhooks").json()["deliveries"]]
-    assert outcomes[-1] == "dropped"
 
 
 def test_rate_limit_per_link_with_retry_after(api: TestClient, clock: FakeClock) -> None:

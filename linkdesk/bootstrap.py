@@ -277,6 +277,7 @@ def build_services(
         # Built on first use: refuses MoneyKit's own hosts before any request is sent.
         controls=lambda: SandboxControls(settings.moneykit_base_url, http_client=http_client),
         clock=clock,
+        totals=totals,
     )
     closers.append(demo.close)
     outreach = OutreachService(

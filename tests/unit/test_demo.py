@@ -191,9 +191,17 @@ def test_reset_is_repeatable_and_keeps_the_audit_log(demo_services: Services) ->
     with demo_services.store.read() as session:
         assert get_named_state(session, SUMMARY_STATE_NAME) is not None
     demo_services.audit.record(actor=SUPPORT, action="note.add", outcome="success")
+    old_world_counted = demo_services.totals.health_summary().computed_at
     second = demo_services.demo.reset(ADMIN)
-    with demo_services.store.read() as session:  # the old world's totals are not shown again
-        assert get_named_state(session, SUMMARY_STATE_NAME) is None
+    # The old world's totals are not shown again: the new world is counted as the reset ends,
+    # for this process and the stored summary alike.
+    with demo_services.store.read() as session:
+        stored = get_named_state(session, SUMMARY_STATE_NAME)
+        in_store = session.scalar(sa.select(sa.func.count()).select_from(Link))
+    assert stored is not None and stored["computed_at"] > old_world_counted.isoformat()
+    shared = demo_services.totals.health_summary(max_age=3600)
+    assert shared.computed_at > old_world_counted and shared.total == in_store
+    assert demo_services.demo.status().links_in_store == in_store
     # The same world again, and the rollup begun afresh: the old world's moves are not added.
     assert demo_services.overview.trend(30) == trend
     assert first.history.sessions == second.history.sessions

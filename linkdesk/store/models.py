@@ -263,7 +263,9 @@ class ConnectSession(Base):
     token_sha256: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
-        Index("ix_connect_sessions_started", "started_at"),
+        # By start time, with what the funnel counts (mode, outcome): its counts of a window
+        # read this index alone (linkdesk.read.funnel).
+        Index("ix_connect_sessions_started", "started_at", "mode", "outcome"),
         Index("ix_connect_sessions_link", "link_id", "started_at"),
         # A customer's timeline: their sessions by customer (with the link index, each side of
         # "this customer's, or one of their links'" is one index range instead of a scan).

@@ -7,6 +7,7 @@ inside the function, so importing this module has no side effects.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -360,6 +361,10 @@ def process_services() -> Services:
         # Another thread may have built them while this one waited for the lock.
         if _process_services is None:
             _process_services = build_services()
+            # Everything imported and built so far lives as long as the process: keep it out of
+            # the collector's full passes. Measured: a full pass over the ~217,000 objects of a
+            # dashboard process took 150 ms, now and then, in the middle of a page's run.
+            gc.freeze()
         return _process_services
 
 

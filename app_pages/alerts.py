@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from linkdesk.alerts.service import AlertRow
 from linkdesk.auth import Permission
 from linkdesk.errors import ServiceError
 from ui.alert_rules import render_rules
+from ui.alert_tables import TIME, alert_table, deliveries_table
 from ui.auth import require_actor
 from ui.wiring import get_services
 
 services = get_services()
 actor = require_actor()
 alerts = services.alerts
-TIME = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
 
 st.title("Alerts")
 firing = alerts.alerts(status="firing")
@@ -45,35 +44,6 @@ if not firing and not resolved:
     )
 
 
-def _table(rows: list[AlertRow], key: str) -> int | None:
-    """Alerts as a table (text only: titles carry bank names from outside); the chosen id."""
-    if not rows:
-        st.caption("None.")
-        return None
-    picked = st.dataframe(
-        [
-            {
-                "Id": a.id,
-                "Alert": a.title,
-                "Rule": a.rule_id,
-                "Started": a.started_at,
-                "Resolved": a.resolved_at,
-                "Acknowledged by": a.acknowledged_by or "",
-                "Silenced until": a.silenced_until,
-            }
-            for a in rows
-        ],
-        key=key,
-        hide_index=True,
-        width="stretch",
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config={"Started": TIME, "Resolved": TIME, "Silenced until": TIME},
-    )
-    chosen = picked.selection.rows if picked else []
-    return int(rows[chosen[0]].id) if chosen and chosen[0] < len(rows) else None
-
-
 tabs = st.tabs(["Firing", "Acknowledged", "Resolved", "History", "Deliveries", "Rules"])
 for tab, rows, key in (
     (tabs[0], open_now, "alerts.firing"),
@@ -81,7 +51,7 @@ for tab, rows, key in (
     (tabs[2], resolved, "alerts.resolved"),
 ):
     with tab:
-        chosen = _table(rows, key)
+        chosen = alert_table(rows, key)
         if chosen is not None:
             st.query_params["alert"] = str(chosen)  # shareable, like the links in messages
 with tabs[3]:
@@ -95,24 +65,7 @@ with tabs[3]:
         column_config={"At": TIME},
     )
 with tabs[4]:
-    st.caption("Notifications still being retried (with backoff) or given up after 8 attempts.")
-    st.dataframe(
-        [
-            {
-                "Alert": n.alert_id,
-                "Channel": n.channel,
-                "Message": n.kind,
-                "Status": n.status,
-                "Attempts": n.attempts,
-                "Next try": n.next_attempt_at if n.status == "pending" else None,
-                "Last error": n.last_error or "",
-            }
-            for n in failing
-        ],
-        hide_index=True,
-        width="stretch",
-        column_config={"Next try": TIME},
-    )
+    deliveries_table(failing)
 with tabs[5]:
     render_rules(services, actor)
 

@@ -116,15 +116,15 @@ class FunnelReads:
             exit_errors=self.exit_errors(filters),
         )
 
-    def _scoped_sessions(self, filters: FunnelFilters, *, institution: bool = True) -> Any:
+    def _scoped_sessions(self, filters: FunnelFilters, *, with_bank: bool = True) -> Any:
         """Sessions in the window with their institution: the link's, else the one picked.
 
-        ``institution=False``: without it, unless the filters name a bank. Working it out joins
+        ``with_bank=False``: without it, unless the filters name a bank. Working it out joins
         every session of the window to its link and its events (seconds at a million sessions);
         the counts that do not show banks are an index range over the start time without it.
         """
-        if not institution and not filters.institution_id:
-            stmt = sa.select(
+        if not with_bank and not filters.institution_id:
+            plain = sa.select(
                 ConnectSession.id,
                 ConnectSession.mode,
                 ConnectSession.started_at,
@@ -135,8 +135,8 @@ class FunnelReads:
                 ConnectSession.started_at < filters.until,
             )
             if filters.mode:
-                stmt = stmt.where(ConnectSession.mode == filters.mode)
-            return stmt.subquery("scoped")
+                plain = plain.where(ConnectSession.mode == filters.mode)
+            return plain.subquery("scoped")
         last_pick = (
             sa.select(ConnectEvent.session_id, sa.func.max(ConnectEvent.seq).label("seq"))
             .where(ConnectEvent.name == "select_institution")
@@ -173,7 +173,7 @@ class FunnelReads:
         return stmt.subquery("scoped")
 
     def summary(self, filters: FunnelFilters) -> FunnelSummary:
-        scoped = self._scoped_sessions(filters, institution=False)
+        scoped = self._scoped_sessions(filters, with_bank=False)
         outcome = scoped.c.outcome
         counts = sa.select(
             sa.func.count(),
@@ -211,7 +211,7 @@ class FunnelReads:
         )
 
     def by_day(self, filters: FunnelFilters) -> list[DayCount]:
-        scoped = self._scoped_sessions(filters, institution=False)
+        scoped = self._scoped_sessions(filters, with_bank=False)
         day = sa.func.date(scoped.c.started_at).label("day")
         stmt = (
             sa.select(day, sa.func.count(), count_if(scoped.c.outcome == "success"))

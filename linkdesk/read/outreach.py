@@ -69,6 +69,8 @@ class OutreachGroup:
 
 @dataclass(slots=True)
 class OutreachView:
+    """A view's links sorted into what outreach would do with each."""
+
     to_send: OutreachGroup = field(default_factory=OutreachGroup)
     without_email: OutreachGroup = field(default_factory=OutreachGroup)
     live_link: OutreachGroup = field(default_factory=OutreachGroup)
@@ -91,10 +93,13 @@ class OutreachReads:
         self._shared = SharedResults(kept=_VIEWS_KEPT, monotonic=monotonic)
 
     def shared_view(self, filters: LinkFilters, *, shown: int, max_age: float) -> OutreachView:
-        """:meth:`view` now, for every session that asks for the same view within ``max_age``
-        seconds (see linkdesk.store.shared)."""
+        """:meth:`view` for every session that asks for the same view within ``max_age``
+        seconds; an older one is read again before it is shown (an agent confirms a count)."""
         return self._shared.get(
-            (filters, shown), lambda: self.view(filters, self._clock(), shown=shown), max_age
+            (filters, shown),
+            lambda: self.view(filters, self._clock(), shown=shown),
+            max_age,
+            serve_stale=False,
         )
 
     def forget_views(self) -> None:

@@ -104,14 +104,21 @@ class SharedResult(Generic[_T]):
                 value = self._value
         return value
 
-    def get(self, max_age: float) -> _T:
+    def get(self, max_age: float, *, serve_stale: bool = True) -> _T:
+        """A value at most ``max_age`` seconds old. One older, but young enough (see
+        ``REFRESH_WINDOW``), is served while a background thread computes the next, unless
+        ``serve_stale`` is False (then the caller waits for the next)."""
         if max_age > 0:
             value, age = self._current()
             if value is None:
                 value, age = self._recall()
             if self._fresh(value, age, max_age):
                 return value
-            if value is not None and age <= max(max_age * REFRESH_WINDOW, self._recall_max_age):
+            if (
+                serve_stale
+                and value is not None
+                and age <= max(max_age * REFRESH_WINDOW, self._recall_max_age)
+            ):
                 with self._lock:
                     self._refresh_in_background(max_age)
                 return value
@@ -231,7 +238,14 @@ class SharedResults:
         self._kept: OrderedDict[Hashable, SharedResult[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, compute: Callable[[], _T], max_age: float) -> _T:
+    def get(
+        self,
+        key: Hashable,
+        compute: Callable[[], _T],
+        max_age: float,
+        *,
+        serve_stale: bool = True,
+    ) -> _T:
         """The value for ``key`` (see :meth:`SharedResult.get`); ``compute`` makes one."""
         with self._lock:
             shared = self._kept.get(key)
@@ -241,7 +255,7 @@ class SharedResults:
                 while len(self._kept) > self._kept_at_most:
                     self._kept.popitem(last=False)
             self._kept.move_to_end(key)
-        value: _T = shared.get(max_age)
+        value: _T = shared.get(max_age, serve_stale=serve_stale)
         return value
 
     def forget(self) -> None:

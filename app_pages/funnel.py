@@ -17,6 +17,8 @@ require_actor()
 funnel = services.funnel
 # Counted once for every session with the same filters, and again in the background after this.
 SHARED_MAX_AGE = 15.0
+# How long a first view waits for the banks its filter offers before it is drawn without them.
+BANKS_WAIT = 0.3
 
 st.title("Connect funnel")
 today = datetime.now(UTC).date()
@@ -31,13 +33,19 @@ until = datetime.combine(today + timedelta(days=1), time.min, UTC)
 if isinstance(period, tuple) and len(period) == 2:
     since = datetime.combine(period[0], time.min, UTC)
     until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
-banks = dict(funnel.banks_seen(since, max_age=SHARED_MAX_AGE))
+seen = funnel.banks_seen(since, max_age=SHARED_MAX_AGE, wait=BANKS_WAIT)
+banks = dict(seen or [])
+chosen = st.session_state.get("funnel.institution")
+if chosen and chosen not in banks:
+    banks[chosen] = chosen  # kept while the banks of the period are gathered
 institution = filters_row[1].selectbox(
     "Bank",
     [None, *banks],
     format_func=lambda value: "All banks" if value is None else banks.get(value, value),
     key="funnel.institution",
 )
+if seen is None:
+    filters_row[1].caption("Gathering the banks of this period: offered from the next refresh.")
 mode = filters_row[2].selectbox(
     "Mode",
     [None, "link", "relink"],

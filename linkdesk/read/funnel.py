@@ -104,9 +104,15 @@ class FunnelReads:
         (a sort, a click) must not pay again."""
         return self._shared.get(("view", filters), lambda: self._count_view(filters), max_age)
 
-    def banks_seen(self, since: datetime, *, max_age: float) -> list[tuple[str, str]]:
-        """:meth:`session_institutions`, shared like :meth:`view`."""
-        return self._shared.get(("banks", since), lambda: self.session_institutions(since), max_age)
+    def banks_seen(
+        self, since: datetime, *, max_age: float, wait: float = 0.0
+    ) -> list[tuple[str, str]] | None:
+        """:meth:`session_institutions`, shared like :meth:`view`; None while they are first
+        gathered (in the background, after ``wait`` seconds): at a million links that reads
+        every session of the period and its link, which a page's first view must not wait for."""
+        return self._shared.get_if_ready(
+            ("banks", since), lambda: self.session_institutions(since), max_age, wait=wait
+        )
 
     def _count_view(self, filters: FunnelFilters) -> FunnelView:
         return FunnelView(

@@ -247,6 +247,10 @@ class SharedResults:
         serve_stale: bool = True,
     ) -> _T:
         """The value for ``key`` (see :meth:`SharedResult.get`); ``compute`` makes one."""
+        value: _T = self._shared(key, compute).get(max_age, serve_stale=serve_stale)
+        return value
+
+    def _shared(self, key: Hashable, compute: Callable[[], _T]) -> SharedResult[_T]:
         with self._lock:
             shared = self._kept.get(key)
             if shared is None:
@@ -255,8 +259,15 @@ class SharedResults:
                 while len(self._kept) > self._kept_at_most:
                     self._kept.popitem(last=False)
             self._kept.move_to_end(key)
-        value: _T = shared.get(max_age, serve_stale=serve_stale)
-        return value
+        return shared
+
+    def get_if_ready(
+        self, key: Hashable, compute: Callable[[], _T], max_age: float, *, wait: float = 0.0
+    ) -> _T | None:
+        """The value for ``key`` without waiting for its first computation beyond ``wait``
+        seconds (see :meth:`SharedResult.get_if_ready`): None until there is one."""
+        shared = self._shared(key, compute)
+        return shared.get_if_ready(max_age, wait=wait)
 
     def forget(self) -> None:
         """Drop every value: the next ``get`` of any key computes one (after a change the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ from linkdesk.store.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from linkdesk.store.shared import wait_for_refreshes
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -398,6 +400,27 @@ class TestFunnel:
         assert funnel.view(self.window(mode="link"), max_age=15) is not first  # other filters
         recounted = funnel.view(self.window(), max_age=0)
         assert recounted.summary.started == first.summary.started + 1
+
+    def test_the_banks_offered_do_not_hold_up_a_first_view(
+        self, sessions: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        funnel = FunnelReads(sessions, clock=clock)
+        gathering = threading.Event()
+        gathered = funnel.session_institutions
+
+        def slow(since: datetime) -> list[tuple[str, str]]:
+            gathering.wait(10)  # a million sessions' worth of reading
+            return gathered(since)
+
+        monkeypatch.setattr(funnel, "session_institutions", slow)
+        since = NOW - timedelta(days=30)
+        assert funnel.banks_seen(since, max_age=15, wait=0.05) is None  # drawn without them
+        gathering.set()
+        wait_for_refreshes()
+        assert funnel.banks_seen(since, max_age=15) == [
+            ("bank-a", "Alpha Bank"),
+            ("bank-b", "Beta Bank"),
+        ]
 
     def test_summary_counts_outcomes_and_abandoned_sessions(self, sessions: Store) -> None:
         summary = FunnelReads(sessions, clock=clock).summary(self.window())

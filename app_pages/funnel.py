@@ -17,8 +17,11 @@ require_actor()
 funnel = services.funnel
 # Counted once for every session with the same filters, and again in the background after this.
 SHARED_MAX_AGE = 15.0
-# How long a first view waits for the banks its filter offers before it is drawn without them.
+# How long a first view waits for the banks its filter offers before it is drawn without them,
+# and how old they may be (banks seen in a period change slowly; gathering them reads every
+# session of the period).
 BANKS_WAIT = 0.3
+BANKS_MAX_AGE = 600.0
 
 st.title("Connect funnel")
 today = datetime.now(UTC).date()
@@ -33,7 +36,7 @@ until = datetime.combine(today + timedelta(days=1), time.min, UTC)
 if isinstance(period, tuple) and len(period) == 2:
     since = datetime.combine(period[0], time.min, UTC)
     until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
-seen = funnel.banks_seen(since, max_age=SHARED_MAX_AGE, wait=BANKS_WAIT)
+seen = funnel.banks_seen(since, max_age=BANKS_MAX_AGE, wait=BANKS_WAIT)
 banks = dict(seen or [])
 chosen = st.session_state.get("funnel.institution")
 if chosen and chosen not in banks:

@@ -20,6 +20,7 @@ bootstrap; the pages get the same object through `ui.wiring`.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -95,6 +96,9 @@ def _staff_routes() -> list[Route]:
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     services = process_services()
+    # Streamlit imports pandas the first time a page shows a table: half a second that would
+    # otherwise fall in the middle of the first page anyone opens after a start.
+    importlib.import_module("pandas")
     stop = threading.Event()
     worker: threading.Thread | None = None
     if services.settings.run_worker:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import io
 import os
 import pstats
@@ -212,6 +213,8 @@ def _bench_seeded(
     seeded.dispose()
     label = f"{backend} {size:,}"
     get_services.clear()
+    # As server.py's start does before it serves anyone (Streamlit's first table imports it).
+    importlib.import_module("pandas")
     cold = _timed_run(_page("overview")())  # services built, then the landing page
     lines = [
         f"{label}: first page of a new process (Overview) {cold * 1000:.0f} ms "

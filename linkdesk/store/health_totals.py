@@ -332,7 +332,9 @@ class HealthTotals:
             )
             stale = int(session.execute(stale_links).scalar_one()) if connected else 0
             groups[(Health.STALE, "connected", "")] = stale
-            groups[(Health.HEALTHY, "connected", "")] = connected.get("", 0) - stale
+            # Two statements: on PostgreSQL each sees its own moment, and a link that moved in
+            # between is set right by the next count; never below zero meanwhile.
+            groups[(Health.HEALTHY, "connected", "")] = max(connected.get("", 0) - stale, 0)
             waiting = [STUCK_STATES]
         else:
             waiting = [STUCK_STATES, frozenset({"connected"})]

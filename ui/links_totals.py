@@ -17,10 +17,14 @@ from ui.links_filters import show_auth_expired
 SUMMARY_MAX_AGE = RECOUNT_MAX_AGE
 
 
+# A count older than this is being redone in the background (one stored by an earlier process,
+# or nobody looked for minutes): the page says so and follows it. Not every recount: each one
+# would rerun the whole page under an agent's hands.
+OLD_COUNT = timedelta(seconds=60)
+
+
 def _is_old(summary: HealthSummary) -> bool:
-    # Past twice the age the page asks for, the count is being redone in the background (one
-    # stored by an earlier process, or nobody looked for minutes).
-    return datetime.now(UTC) - summary.computed_at > timedelta(seconds=2 * SUMMARY_MAX_AGE)
+    return datetime.now(UTC) - summary.computed_at > OLD_COUNT
 
 
 def render_totals(totals: HealthTotals) -> HealthSummary | None:
@@ -45,7 +49,7 @@ def render_totals(totals: HealthTotals) -> HealthSummary | None:
     metrics[0].metric(
         "All links",
         summary.total,
-        help=f"Counted at {summary.computed_at:%H:%M:%S} UTC, every 30 s or so",
+        help=f"Counted at {summary.computed_at:%H:%M:%S} UTC, every {SUMMARY_MAX_AGE:.0f} s or so",
     )
     metrics[1].metric("Healthy", counts[Health.HEALTHY])
     metrics[2].metric("Needs relink", counts[Health.NEEDS_RELINK])

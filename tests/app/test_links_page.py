@@ -89,6 +89,19 @@ def test_totals_stored_by_an_earlier_process_are_shown_with_their_time_until_rec
     assert not any("counting again" in c.value for c in app.caption)
 
 
+def test_a_count_a_few_recounts_old_is_shown_without_following_it(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recounts run every few seconds; following each would rerun the page under the agent's
+    # hands (a click on "Show them" lost to the rerun). Only a really old count is followed.
+    current = queries(app_env).totals.health_summary()
+    recent = replace(current, computed_at=datetime.now(UTC) - timedelta(seconds=30))
+    monkeypatch.setattr(HealthTotals, "ready_health_summary", lambda *_a, **_k: recent)
+    app = dashboard(page="links").run()
+    assert not app.exception
+    assert not any("counting again" in c.value for c in app.caption)
+
+
 def test_filtering_on_auth_expired_shows_only_expired_links(app_env: str) -> None:
     expected = queries(app_env).count_links(LinkFilters(error_code="auth_expired"))
     assert 0 < expected < 50

@@ -128,7 +128,7 @@ def settled_expired_count(page: Page, store: Store) -> int:
     """The expired-login count once the banner agrees with the store.
 
     A test before this one relinked a link, and MoneyKit's webhook about it is applied by the
-    worker a moment later; the shared totals follow at their next count (at most 30 s). This
+    worker a moment later; the shared totals follow at their next count (every 10 s). This
     test's own action must be counted on the next run, so it starts from settled totals: no
     webhook of an earlier test still queued, and the banner equal to the store.
     """

@@ -11,7 +11,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from linkdesk.store.aggregates import as_date, bounded, count_if, event_property, seconds_between
+from linkdesk.store.aggregates import (
+    as_date,
+    bounded,
+    count_if,
+    event_property,
+    outcome_counts,
+    seconds_between,
+)
 from linkdesk.store.engine import Store
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link
 from linkdesk.store.shared import SharedResults
@@ -181,13 +188,7 @@ class FunnelReads:
     def summary(self, filters: FunnelFilters) -> FunnelSummary:
         scoped = self._scoped_sessions(filters, with_bank=False)
         outcome = scoped.c.outcome
-        counts = sa.select(
-            sa.func.count(),
-            count_if(outcome == "success"),
-            count_if(outcome == "exit"),
-            count_if(outcome == "failed"),
-            count_if(outcome == "pending"),
-        ).select_from(scoped)
+        counts = sa.select(*outcome_counts(outcome)).select_from(scoped)
         # Abandoned: still pending long after it started, and no end ever logged. Asked of the
         # pending sessions alone (the test for a logged end is a lookup per session).
         ended = (

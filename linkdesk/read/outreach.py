@@ -11,8 +11,8 @@ every row afresh, so the count an agent confirmed is checked against the view as
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from linkdesk.health import Health, health_case
 from linkdesk.read.link_order import DESC, LinkSort, sort_keys
 from linkdesk.read.links import LinkFilters, LinkQueries
+from linkdesk.store.aggregates import as_aware
 from linkdesk.store.engine import Store
 from linkdesk.store.models import CustomerEmail, CustomerLinkToken, Institution, Link
 from linkdesk.store.shared import SharedResults
@@ -35,7 +36,6 @@ __all__ = [
 
 # One campaign covers at most this many links; narrow the filters for more.
 MAX_CAMPAIGN_LINKS = 5000
-_CHUNK = 500
 # Views (choices of filters) whose counts are kept at once.
 _VIEWS_KEPT = 16
 
@@ -110,7 +110,6 @@ class OutreachReads:
     def view(self, filters: LinkFilters, now: datetime, *, shown: int | None) -> OutreachView:
         """The view's links in their groups; ``shown`` rows of each (``None``: every one)."""
         view = OutreachView()
-        live: list[PlannedEmail] = []
         with self._store.read() as session:
             rows = session.execute(self._campaign(filters, now)).all()
         view.truncated = len(rows) > MAX_CAMPAIGN_LINKS
@@ -128,8 +127,7 @@ class OutreachReads:
                 email_source=row.email_source,
                 reason=reason,
             )
-            (live if group is view.live_link else group.shown).append(planned)
-        view.live_link.shown = self._with_live_link_reasons(live, now)
+            group.shown.append(planned)
         return view
 
     @staticmethod
@@ -140,20 +138,24 @@ class OutreachReads:
             return view.without_email, "no customer id on the link"
         if row.email is None:
             return view.without_email, "no email address for this customer"
-        if row.live:
-            return view.live_link, "a relink link is live"
+        if row.live_by is not None:
+            until = as_aware(row.live_until)
+            return view.live_link, (
+                f"a relink link sent by {row.live_by} is live until {until:%Y-%m-%d %H:%M} UTC"
+            )
         return view.to_send, None
 
     def _campaign(self, filters: LinkFilters, now: datetime) -> sa.Select[*tuple[Any, ...]]:
-        live = (
-            sa.exists()
-            .where(
-                CustomerLinkToken.link_id == Link.link_id,
-                CustomerLinkToken.used_at.is_(None),
-                CustomerLinkToken.expires_at > now,
+        def live_token(column: Any) -> Any:
+            # The link's live relink link, if any (at most one: services/customer_links.py).
+            return (
+                sa.select(column)
+                .where(CustomerLinkToken.link_id == Link.link_id, CustomerLinkToken.live_at(now))
+                .correlate(Link)
+                .limit(1)
+                .scalar_subquery()
             )
-            .correlate(Link)
-        )
+
         # The view's first links alone first, in the Links page's order (which its indexes
         # hold, so this reads a campaign's length of index at most), then only those joined:
         # the joins and the live-link test never see the rest.
@@ -177,7 +179,8 @@ class OutreachReads:
                 health_case(now, self._links.thresholds).label("health"),
                 CustomerEmail.email,
                 CustomerEmail.source.label("email_source"),
-                live.label("live"),
+                live_token(CustomerLinkToken.created_by).label("live_by"),
+                live_token(CustomerLinkToken.expires_at).label("live_until"),
             )
             .select_from(first)
             .join(Link, Link.link_id == first.c.link_id)
@@ -185,36 +188,3 @@ class OutreachReads:
             .outerjoin(CustomerEmail, CustomerEmail.customer_id == Link.customer_id)
             .order_by(first.c.updated_at.desc(), first.c.link_id.desc())
         )
-
-    def _with_live_link_reasons(
-        self, planned: list[PlannedEmail], now: datetime
-    ) -> list[PlannedEmail]:
-        tokens = self._live_links((p.link_id for p in planned), now)
-        said = []
-        for one in planned:
-            token = tokens.get(one.link_id)
-            if token is not None:
-                one = replace(
-                    one,
-                    reason=(
-                        f"a relink link sent by {token.created_by} is live until "
-                        f"{token.expires_at:%Y-%m-%d %H:%M} UTC"
-                    ),
-                )
-            said.append(one)
-        return said
-
-    def _live_links(self, link_ids: Iterable[str], now: datetime) -> dict[str, CustomerLinkToken]:
-        wanted = sorted(set(link_ids))
-        found: dict[str, CustomerLinkToken] = {}
-        with self._store.read() as session:
-            for start in range(0, len(wanted), _CHUNK):
-                for row in session.scalars(
-                    sa.select(CustomerLinkToken).where(
-                        CustomerLinkToken.link_id.in_(wanted[start : start + _CHUNK]),
-                        CustomerLinkToken.used_at.is_(None),
-                        CustomerLinkToken.expires_at > now,
-                    )
-                ):
-                    found[row.link_id] = row
-        return found

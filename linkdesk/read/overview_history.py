@@ -21,7 +21,7 @@ from linkdesk.health import (
     HealthThresholds,
     health_condition_at,
 )
-from linkdesk.store.aggregates import as_aware, bounded, count_if, seconds_between
+from linkdesk.store.aggregates import as_aware, bounded, outcome_counts, seconds_between
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     ConnectSession,
@@ -237,13 +237,7 @@ class OverviewHistory:
         since = self._clock() - timedelta(days=max(1, int(days)))
         in_window = sa.and_(ConnectSession.mode == "relink", ConnectSession.started_at >= since)
         outcome = ConnectSession.outcome
-        counts = sa.select(
-            sa.func.count(),
-            count_if(outcome == "success"),
-            count_if(outcome == "exit"),
-            count_if(outcome == "failed"),
-            count_if(outcome == "pending"),
-        ).where(in_window)
+        counts = sa.select(*outcome_counts(outcome)).where(in_window)
         broke_at = (
             sa.select(sa.func.max(LinkStateChange.at))
             .where(

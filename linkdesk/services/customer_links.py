@@ -267,11 +267,7 @@ class CustomerLinkService:
             )
             live = session.execute(
                 sa.select(CustomerLinkToken.created_by, CustomerLinkToken.expires_at)
-                .where(
-                    CustomerLinkToken.link_id == link_id,
-                    CustomerLinkToken.used_at.is_(None),
-                    CustomerLinkToken.expires_at > now,
-                )
+                .where(CustomerLinkToken.link_id == link_id, CustomerLinkToken.live_at(now))
                 .limit(1)
             ).first()
             if live is not None:

@@ -50,6 +50,18 @@ def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
 
+def outcome_counts(outcome: Any) -> tuple[ColumnElement[Any], ...]:
+    """Connect sessions counted: all of them, then those ended in success, exit, failure, and
+    those still pending (``outcome``: the sessions' outcome column)."""
+    return (
+        sa.func.count(),
+        count_if(outcome == "success"),
+        count_if(outcome == "exit"),
+        count_if(outcome == "failed"),
+        count_if(outcome == "pending"),
+    )
+
+
 def event_property(name: str) -> ColumnElement[Any]:
     """A property of a Connect event's payload, as text."""
     return ConnectEvent.payload[("properties", name)].as_string()

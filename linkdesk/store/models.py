@@ -23,11 +23,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     event,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
     "Account",
@@ -498,6 +500,11 @@ class CustomerLinkToken(Base):
     opened_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_customer_link_tokens_link", "link_id", "created_at"),)
+
+    @classmethod
+    def live_at(cls, now: datetime) -> ColumnElement[bool]:
+        """Tokens a customer could still use at ``now``: not used, not expired."""
+        return and_(cls.used_at.is_(None), cls.expires_at > now)
 
 
 class CustomerEmail(Base):

@@ -61,7 +61,8 @@ def running_sandbox(client_id: str, client_secret: str, *extra_args: str) -> Ite
     """
     env = {**os.environ, "MONEYKIT_CLIENT_ID": client_id, "MONEYKIT_CLIENT_SECRET": client_secret}
     with tempfile.TemporaryFile() as log:
-        # A port picked here can be taken before the child binds it; try a few.
+        # A port picked here can be taken before the child binds it (the sandbox binds two:
+        # its own and OAuth Bank's); try a few.
         for _attempt in range(3):
             port = free_port()
             url = f"http://localhost:{port}"
@@ -74,6 +75,8 @@ def running_sandbox(client_id: str, client_secret: str, *extra_args: str) -> Ite
                     "localhost",
                     "--port",
                     str(port),
+                    "--bank-port",
+                    str(free_port()),
                     "--log-level",
                     "warning",
                     *extra_args,

@@ -121,23 +121,37 @@ def running_stack(
     logs.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        sandbox = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandbox",
-                "--port",
-                str(sandbox_port),
-                "--demo-links",
-                str(demo_links),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=(logs / f"{name}sandbox.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        processes.append(sandbox)
-        wait_for(f"{sandbox_url}/_sandbox/health", sandbox)
+        sandbox_log = (logs / f"{name}sandbox.log").open("wb")
+        # A port chosen here can be taken before the child binds it (the sandbox binds two: its
+        # own and OAuth Bank's); a sandbox that exits while starting is started again on others.
+        for attempt in range(3):
+            sandbox = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sandbox",
+                    "--port",
+                    str(sandbox_port),
+                    "--bank-port",
+                    str(free_port()),
+                    "--demo-links",
+                    str(demo_links),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=sandbox_log,
+                stderr=subprocess.STDOUT,
+            )
+            processes.append(sandbox)
+            try:
+                wait_for(f"{sandbox_url}/_sandbox/health", sandbox)
+                break
+            except RuntimeError:
+                if sandbox.poll() is None or attempt == 2:
+                    raise
+            sandbox_port = free_port()
+            sandbox_url = f"http://localhost:{sandbox_port}"
+            env.update(MONEYKIT_BASE_URL=sandbox_url, MONEYKIT_CONNECT_HOST=sandbox_url)
         for command in setup:
             subprocess.run(
                 [sys.executable, "-m", "linkdesk", *command], cwd=ROOT, env=env, check=True

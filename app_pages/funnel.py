@@ -17,11 +17,6 @@ require_actor()
 funnel = services.funnel
 # Counted once for every session with the same filters, and again in the background after this.
 SHARED_MAX_AGE = 15.0
-# How long a first view waits for the banks its filter offers before it is drawn without them,
-# and how old they may be (banks seen in a period change slowly; gathering them reads every
-# session of the period).
-BANKS_WAIT = 0.3
-BANKS_MAX_AGE = 600.0
 
 st.title("Connect funnel")
 today = datetime.now(UTC).date()
@@ -31,31 +26,27 @@ period = filters_row[0].date_input(
     value=(today - timedelta(days=29), today),
     key="funnel.period",
 )
-since = datetime.combine(today - timedelta(days=29), time.min, UTC)
-until = datetime.combine(today + timedelta(days=1), time.min, UTC)
+first_day, last_day = today - timedelta(days=29), today
 if isinstance(period, tuple) and len(period) == 2:
-    since = datetime.combine(period[0], time.min, UTC)
-    until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
-seen = funnel.banks_seen(since, max_age=BANKS_MAX_AGE, wait=BANKS_WAIT)
-banks = dict(seen or [])
+    first_day, last_day = period
+seen = funnel.banks_seen(datetime.combine(first_day, time.min, UTC), max_age=SHARED_MAX_AGE)
+banks = dict(seen)
 chosen = st.session_state.get("funnel.institution")
 if chosen and chosen not in banks:
-    banks[chosen] = chosen  # kept while the banks of the period are gathered
+    banks[chosen] = chosen  # kept when the period chosen next has none of its sessions
 institution = filters_row[1].selectbox(
     "Bank",
     [None, *banks],
     format_func=lambda value: "All banks" if value is None else banks.get(value, value),
     key="funnel.institution",
 )
-if seen is None:
-    filters_row[1].caption("Gathering the banks of this period: offered from the next refresh.")
 mode = filters_row[2].selectbox(
     "Mode",
     [None, "link", "relink"],
     format_func=lambda value: "Link and relink" if value is None else value,
     key="funnel.mode",
 )
-filters = FunnelFilters(since=since, until=until, institution_id=institution, mode=mode)
+filters = FunnelFilters.days(first_day, last_day, institution_id=institution, mode=mode)
 
 view = funnel.view(filters, max_age=SHARED_MAX_AGE)
 summary = view.summary
@@ -64,7 +55,7 @@ if summary.started == 0:
         "No Connect session in this period. Sessions appear here once staff (or customers "
         "through a relink link) open MoneyKit Connect."
     )
-    render_outreach_funnel(since, until, institution)
+    render_outreach_funnel(filters.since, filters.until, institution)
     st.stop()
 
 rate = summary.completion_rate
@@ -127,4 +118,4 @@ if exits:
 else:
     st.caption("No session ended with an error in this period.")
 
-render_outreach_funnel(since, until, institution)
+render_outreach_funnel(filters.since, filters.until, institution)

@@ -51,7 +51,7 @@ from linkdesk.store.engine import create_engine, migrate  # noqa: E402
 
 DATA_DIR = REPO_ROOT / "bench" / ".data"
 # Bump when the generated data changes shape: cached stores of an older format are seeded again.
-SEED_FORMAT = 1
+SEED_FORMAT = 2
 # Health depends on the time (stale after 48 h without fresh data); a store older than this
 # would have drifted away from the intended mix.
 MAX_AGE = timedelta(hours=24)
@@ -193,7 +193,7 @@ STATE_CHANGE_COLUMNS = (
 )
 SESSION_COLUMNS = (
     "id", "mode", "customer_id", "link_id", "started_by", "started_at", "outcome",
-    "completion_claimed_at", "exchanged_at", "finished_at",
+    "completion_claimed_at", "exchanged_at", "finished_at", "institution_id",
 )  # fmt: skip
 WEBHOOK_COLUMNS = (
     "idempotency_key", "delivery_token", "event", "link_id", "webhook_timestamp", "payload",
@@ -362,7 +362,7 @@ class _Generator:
         )
         chunk = _Chunk(links, [], [], [], [], [], [])
         self._accounts(rng, chunk, link_ids, synced_text)
-        self._sessions(rng, chunk, link_ids, customers, created, pending)
+        self._sessions(rng, chunk, link_ids, customers, institutions, created, pending)
         self._state_changes(chunk, link_ids, created_text, changed_text, state_list, error_list)
         self._webhooks(rng, chunk, link_ids, created)
         self._attempts(rng, chunk, link_ids, created)
@@ -412,6 +412,7 @@ class _Generator:
         chunk: _Chunk,
         link_ids: list[str],
         customers: list[str],
+        institutions: list[str],
         created: np.ndarray,
         pending: np.ndarray,
     ) -> None:
@@ -419,10 +420,14 @@ class _Generator:
         started = _texts(created - _uniform_us(rng, 20 * _US, 300 * _US, n))
         finished = _nullable(_texts(created), ~pending)
         outcome = ["pending" if p else "success" for p in pending.tolist()]
+        ids = _hex_ids(rng, n, 12)
         chunk.sessions = [
-            ("cs_" + sid, "link", customer, link, "support@example.com", start, out, fin, fin, fin)
-            for sid, customer, link, start, out, fin in zip(
-                _hex_ids(rng, n, 12), customers, link_ids, started, outcome, finished, strict=True
+            (
+                *("cs_" + sid, "link", customer, link, "support@example.com", start, out),
+                *(fin, fin, fin, bank),
+            )
+            for sid, customer, link, start, out, fin, bank in zip(
+                ids, customers, link_ids, started, outcome, finished, institutions, strict=True
             )
         ]
 
@@ -549,6 +554,9 @@ class _SqliteLoader:
     def commit(self) -> None:
         self.connection.commit()
 
+    def execute(self, statement: str) -> None:
+        self.connection.exec_driver_sql(statement)
+
     def finish(self) -> None:
         self.connection.commit()
         for _, ddl in self.indexes:
@@ -602,6 +610,9 @@ class _PostgresLoader:
     def commit(self) -> None:
         self.connection.commit()
 
+    def execute(self, statement: str) -> None:
+        self.connection.execute(statement.encode())
+
     def finish(self) -> None:
         self.connection.commit()
         self.connection.execute("SET maintenance_work_mem = '512MB'")
@@ -612,6 +623,16 @@ class _PostgresLoader:
         self.connection.autocommit = True
         self.connection.execute("VACUUM ANALYZE")
         self.connection.close()
+
+
+_SESSION_DAYS_SQL = """
+INSERT INTO connect_session_days
+    (day, mode, institution_id, outcome, exit_error_id, shard, sessions)
+SELECT date(started_at), mode, coalesce(institution_id, ''), outcome, coalesce(exit_error_id, ''),
+       0, count(*)
+FROM connect_sessions
+GROUP BY date(started_at), mode, coalesce(institution_id, ''), outcome, coalesce(exit_error_id, '')
+"""
 
 
 def _load(loader: _SqliteLoader | _PostgresLoader, generator: _Generator) -> dict[str, int]:
@@ -634,6 +655,9 @@ def _load(loader: _SqliteLoader | _PostgresLoader, generator: _Generator) -> dic
         put("sync_attempts", ATTEMPT_COLUMNS, chunk.attempts)
         put("sync_jobs", JOB_COLUMNS, chunk.jobs)
         loader.commit()
+    # The funnel's rollup, which the sessions' writers keep in use: counted once from the load.
+    loader.execute(_SESSION_DAYS_SQL)
+    loader.commit()
     loader.finish()
     return counts
 

@@ -20,7 +20,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from linkdesk.health import RELINK_ERRORS
@@ -34,7 +33,7 @@ from linkdesk.store.models import (
     LinkStateChange,
     StateChangeDay,
 )
-from linkdesk.store.repository import insert_if_absent
+from linkdesk.store.repository import add_to_counters, insert_if_absent
 
 __all__ = [
     "BUCKET",
@@ -143,38 +142,16 @@ def _first_day_kept(now: datetime) -> datetime:
 
 
 def _add_days(session: Session, days: dict[date, DayMoves]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for day, moves in sorted(days.items()):
-        stmt = insert(StateChangeDay).values(
-            day=day, auth_expired=moves.auth_expired, needs_relink=moves.needs_relink
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["day"],
-            set_={
-                "auth_expired": StateChangeDay.auth_expired + stmt.excluded.auth_expired,
-                "needs_relink": StateChangeDay.needs_relink + stmt.excluded.needs_relink,
-            },
-        )
-        session.execute(stmt)
+        amounts = {"auth_expired": moves.auth_expired, "needs_relink": moves.needs_relink}
+        add_to_counters(session, StateChangeDay, {"day": day}, amounts)
 
 
 def _upsert_bucket(
     session: Session, institution_id: str, start: datetime, broke: int, back: int
 ) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(AlertBankBucket).values(
-        institution_id=institution_id, bucket_start=start, broke=broke, recovered=back
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["institution_id", "bucket_start"],
-        set_={
-            "broke": AlertBankBucket.broke + stmt.excluded.broke,
-            "recovered": AlertBankBucket.recovered + stmt.excluded.recovered,
-        },
-    )
-    session.execute(stmt)
+    key = {"institution_id": institution_id, "bucket_start": start}
+    add_to_counters(session, AlertBankBucket, key, {"broke": broke, "recovered": back})
 
 
 def forget_rollup(session: Session) -> None:

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 
 from linkdesk.health import RELINK_ERRORS
+from linkdesk.store.connect_repository import SessionBucket, count_sessions
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     ConnectEvent,
@@ -117,10 +120,14 @@ class _Writer:
         self._store = store
         self.pending: dict[type[Any], list[dict[str, Any]]] = {}
         self.counts: dict[type[Any], int] = {}
+        # The funnel's rollup moves with the sessions, in the transaction that inserts them.
+        self._session_buckets: Counter[SessionBucket] = Counter()
 
     def add(self, table: type[Any], row: dict[str, Any]) -> None:
         rows = self.pending.setdefault(table, [])
         rows.append(row)
+        if table is ConnectSession:
+            self._session_buckets[SessionBucket.of_row(SimpleNamespace(**row))] += 1
         if len(rows) >= _BATCH:
             self.flush()
 
@@ -133,6 +140,8 @@ class _Writer:
                 if rows:
                     session.execute(sa.insert(table), rows)
                     self.counts[table] = self.counts.get(table, 0) + len(rows)
+            count_sessions(session, self._session_buckets)
+            self._session_buckets.clear()
 
 
 class _HistoryBuilder:
@@ -263,6 +272,10 @@ class _HistoryBuilder:
                 ),
                 "exit_request_id": None,
                 "failure_message": None,
+                # The link's bank, or the one picked on the Finder screen.
+                "institution_id": (
+                    institution_id if link_id is not None or "Finder" in screens else None
+                ),
                 "completion_claimed_at": at if finished else None,
                 "exchanged_at": at if outcome == "success" and mode == "link" else None,
                 "finished_at": at if finished else None,

@@ -1,5 +1,10 @@
 """The Connect funnel screen: sessions started and how they ended, per day, per Connect screen
-(reached, dropped, time spent) and the errors people left with, for a window, a bank and a mode."""
+(reached, dropped, time spent) and the errors people left with, for a window, a bank and a mode.
+
+The counts by day, bank, outcome and exit error are sums over the rollup the sessions' writers
+keep (``connect_session_days``): a few rows per day, whatever the number of sessions. Only what
+needs a session's events reads the sessions of the window: the abandoned ones (pending, with no
+end logged) and the screens."""
 
 from __future__ import annotations
 
@@ -7,20 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as day_time
 from typing import Any
 
 import sqlalchemy as sa
 
-from linkdesk.store.aggregates import (
-    as_date,
-    bounded,
-    count_if,
-    event_property,
-    outcome_counts,
-    seconds_between,
-)
+from linkdesk.store.aggregates import as_date, bounded, count_if, event_property, seconds_between
 from linkdesk.store.engine import Store
-from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link
+from linkdesk.store.models import ConnectEvent, ConnectSession, ConnectSessionDay, Institution
 from linkdesk.store.shared import SharedResults
 
 # A Connect session with no success or exit after this long was left by the person.
@@ -30,10 +29,30 @@ _TERMINAL_TYPES = ("success", "relink_success", "exit")
 
 @dataclass(frozen=True, slots=True)
 class FunnelFilters:
+    """Sessions started from ``since`` to ``until``: whole UTC days (the rollup's), so both
+    are midnights."""
+
     since: datetime
     until: datetime
     institution_id: str | None = None
     mode: str | None = None  # link | relink
+
+    def __post_init__(self) -> None:
+        for bound in (self.since, self.until):
+            if bound.utcoffset() != timedelta(0) or bound.time() != day_time.min:
+                raise ValueError(f"funnel periods are whole UTC days; {bound} is not a midnight")
+
+    @classmethod
+    def days(
+        cls, first: date, last: date, *, institution_id: str | None = None, mode: str | None = None
+    ) -> FunnelFilters:
+        """The sessions started on ``first`` through ``last`` (UTC days)."""
+        return cls(
+            since=datetime.combine(first, day_time.min, UTC),
+            until=datetime.combine(last + timedelta(days=1), day_time.min, UTC),
+            institution_id=institution_id,
+            mode=mode,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +125,14 @@ class FunnelReads:
     def view(self, filters: FunnelFilters, *, max_age: float) -> FunnelView:
         """:meth:`summary`, :meth:`by_day`, :meth:`screens` and :meth:`exit_errors` together,
         counted once for every session that asks for the same filters within ``max_age``
-        seconds (an older view is served while one background thread counts it again). Each
-        of them reads every session of the period: seconds at a million links, which a rerun
-        (a sort, a click) must not pay again."""
+        seconds (an older view is served while one background thread counts it again): the
+        screens read every event of the period's sessions, which a rerun (a sort, a click)
+        must not pay again."""
         return self._shared.get(("view", filters), lambda: self._count_view(filters), max_age)
 
-    def banks_seen(
-        self, since: datetime, *, max_age: float, wait: float = 0.0
-    ) -> list[tuple[str, str]] | None:
-        """:meth:`session_institutions`, shared like :meth:`view`; None while they are first
-        gathered (in the background, after ``wait`` seconds): at a million links that reads
-        every session of the period and its link, which a page's first view must not wait for."""
-        return self._shared.get_if_ready(
-            ("banks", since), lambda: self.session_institutions(since), max_age, wait=wait
-        )
+    def banks_seen(self, since: datetime, *, max_age: float) -> list[tuple[str, str]]:
+        """:meth:`session_institutions`, shared like :meth:`view`."""
+        return self._shared.get(("banks", since), lambda: self.session_institutions(since), max_age)
 
     def _count_view(self, filters: FunnelFilters) -> FunnelView:
         return FunnelView(
@@ -129,68 +142,43 @@ class FunnelReads:
             exit_errors=self.exit_errors(filters),
         )
 
-    def _scoped_sessions(self, filters: FunnelFilters, *, with_bank: bool = True) -> Any:
-        """Sessions in the window with their institution: the link's, else the one picked.
-
-        ``with_bank=False``: without it, unless the filters name a bank. Working it out joins
-        every session of the window to its link and its events (seconds at a million sessions);
-        the counts that do not show banks are an index range over the start time without it.
-        """
-        if not with_bank and not filters.institution_id:
-            plain = sa.select(
-                ConnectSession.id,
-                ConnectSession.mode,
-                ConnectSession.started_at,
-                ConnectSession.outcome,
-                ConnectSession.exit_error_id,
-            ).where(
-                ConnectSession.started_at >= filters.since,
-                ConnectSession.started_at < filters.until,
-            )
-            if filters.mode:
-                plain = plain.where(ConnectSession.mode == filters.mode)
-            return plain.subquery("scoped")
-        last_pick = (
-            sa.select(ConnectEvent.session_id, sa.func.max(ConnectEvent.seq).label("seq"))
-            .where(ConnectEvent.name == "select_institution")
-            .group_by(ConnectEvent.session_id)
-            .subquery("last_pick")
-        )
-        picked = sa.orm.aliased(ConnectEvent, name="picked")
-        picked_institution = picked.payload[("properties", "institution_id")].as_string()
-        institution = sa.func.coalesce(Link.institution_id, picked_institution)
-        stmt = (
-            sa.select(
-                ConnectSession.id,
-                ConnectSession.mode,
-                ConnectSession.started_at,
-                ConnectSession.outcome,
-                ConnectSession.exit_error_id,
-                institution.label("institution_id"),
-            )
-            .outerjoin(Link, Link.link_id == ConnectSession.link_id)
-            .outerjoin(last_pick, last_pick.c.session_id == ConnectSession.id)
-            .outerjoin(
-                picked,
-                sa.and_(picked.session_id == last_pick.c.session_id, picked.seq == last_pick.c.seq),
-            )
-            .where(
-                ConnectSession.started_at >= filters.since,
-                ConnectSession.started_at < filters.until,
-            )
+    def _scoped_sessions(self, filters: FunnelFilters) -> Any:
+        """The window's sessions, one range of the start-time index (which holds the mode,
+        outcome and bank filtered on)."""
+        stmt = sa.select(
+            ConnectSession.id,
+            ConnectSession.started_at,
+            ConnectSession.outcome,
+        ).where(
+            ConnectSession.started_at >= filters.since,
+            ConnectSession.started_at < filters.until,
         )
         if filters.mode:
             stmt = stmt.where(ConnectSession.mode == filters.mode)
         if filters.institution_id:
-            stmt = stmt.where(institution == filters.institution_id)
+            stmt = stmt.where(ConnectSession.institution_id == filters.institution_id)
         return stmt.subquery("scoped")
 
+    def _days(self, filters: FunnelFilters, *columns: Any) -> Any:
+        """``columns`` over the rollup's rows of the window, bank and mode."""
+        stmt = sa.select(*columns).where(
+            ConnectSessionDay.day >= filters.since.date(),
+            ConnectSessionDay.day < filters.until.date(),
+        )
+        if filters.mode:
+            stmt = stmt.where(ConnectSessionDay.mode == filters.mode)
+        if filters.institution_id:
+            stmt = stmt.where(ConnectSessionDay.institution_id == filters.institution_id)
+        return stmt
+
     def summary(self, filters: FunnelFilters) -> FunnelSummary:
-        scoped = self._scoped_sessions(filters, with_bank=False)
-        outcome = scoped.c.outcome
-        counts = sa.select(*outcome_counts(outcome)).select_from(scoped)
+        sessions = sa.func.coalesce(sa.func.sum(ConnectSessionDay.sessions), 0)
+        counts = self._days(filters, ConnectSessionDay.outcome, sessions).group_by(
+            ConnectSessionDay.outcome
+        )
         # Abandoned: still pending long after it started, and no end ever logged. Asked of the
         # pending sessions alone (the test for a logged end is a lookup per session).
+        scoped = self._scoped_sessions(filters)
         ended = (
             sa.select(ConnectEvent.id)
             .where(ConnectEvent.session_id == scoped.c.id, ConnectEvent.type.in_(_TERMINAL_TYPES))
@@ -200,29 +188,35 @@ class FunnelReads:
             sa.select(sa.func.count())
             .select_from(scoped)
             .where(
-                outcome == "pending",
+                scoped.c.outcome == "pending",
                 scoped.c.started_at < self._clock() - ABANDONED_AFTER,
                 ~ended,
             )
         )
         with self._store.read() as session:
-            started, completed, exited, failed, pending = session.execute(counts).one()
+            by_outcome = {str(o): int(n) for o, n in session.execute(counts).all()}
             abandoned = session.execute(abandoned_sessions).scalar_one()
         return FunnelSummary(
-            started=int(started),
-            completed=int(completed),
-            exited=int(exited),
-            failed=int(failed),
-            pending=int(pending),
+            started=sum(by_outcome.values()),
+            completed=by_outcome.get("success", 0),
+            exited=by_outcome.get("exit", 0),
+            failed=by_outcome.get("failed", 0),
+            pending=by_outcome.get("pending", 0),
             abandoned=int(abandoned),
         )
 
     def by_day(self, filters: FunnelFilters) -> list[DayCount]:
-        scoped = self._scoped_sessions(filters, with_bank=False)
-        day = sa.func.date(scoped.c.started_at).label("day")
+        day = ConnectSessionDay.day
+        sessions = ConnectSessionDay.sessions
         stmt = (
-            sa.select(day, sa.func.count(), count_if(scoped.c.outcome == "success"))
+            self._days(
+                filters,
+                day,
+                sa.func.sum(sessions),
+                sa.func.sum(sa.case((ConnectSessionDay.outcome == "success", sessions), else_=0)),
+            )
             .group_by(day)
+            .having(sa.func.sum(sessions) != 0)
             .order_by(day)
         )
         with self._store.read() as session:
@@ -298,20 +292,22 @@ class FunnelReads:
             ]
 
     def exit_errors(self, filters: FunnelFilters, limit: int = 50) -> list[ExitErrorRow]:
-        scoped = self._scoped_sessions(filters)
-        n = sa.func.count().label("n")
+        institution_id = ConnectSessionDay.institution_id
+        error_id = ConnectSessionDay.exit_error_id
+        n = sa.func.sum(ConnectSessionDay.sessions).label("n")
         stmt = (
-            sa.select(scoped.c.institution_id, Institution.name, scoped.c.exit_error_id, n)
-            .outerjoin(Institution, Institution.institution_id == scoped.c.institution_id)
-            .where(scoped.c.outcome == "exit", scoped.c.exit_error_id.is_not(None))
-            .group_by(scoped.c.institution_id, Institution.name, scoped.c.exit_error_id)
-            .order_by(n.desc(), scoped.c.exit_error_id)
+            self._days(filters, institution_id, Institution.name, error_id, n)
+            .outerjoin(Institution, Institution.institution_id == institution_id)
+            .where(ConnectSessionDay.outcome == "exit", error_id != "")
+            .group_by(institution_id, Institution.name, error_id)
+            .having(n > 0)
+            .order_by(n.desc(), error_id)
             .limit(bounded(limit))
         )
         with self._store.read() as session:
             return [
                 ExitErrorRow(
-                    institution_id=iid,
+                    institution_id=iid or None,
                     institution_name=name or iid or "(no bank picked)",
                     error_id=str(error),
                     sessions=int(count),
@@ -321,17 +317,15 @@ class FunnelReads:
 
     def session_institutions(self, since: datetime) -> list[tuple[str, str]]:
         """(institution id, name) of banks seen in Connect sessions since ``since``, for filters."""
-        scoped = self._scoped_sessions(
-            FunnelFilters(since=since, until=self._clock() + timedelta(days=1))
-        )
+        institution_id = ConnectSessionDay.institution_id
+        name = sa.func.coalesce(Institution.name, institution_id)
         stmt = (
-            sa.select(
-                scoped.c.institution_id, sa.func.coalesce(Institution.name, scoped.c.institution_id)
-            )
-            .outerjoin(Institution, Institution.institution_id == scoped.c.institution_id)
-            .where(scoped.c.institution_id.is_not(None))
-            .distinct()
-            .order_by(sa.func.coalesce(Institution.name, scoped.c.institution_id))
+            sa.select(institution_id, name)
+            .outerjoin(Institution, Institution.institution_id == institution_id)
+            .where(ConnectSessionDay.day >= since.date(), institution_id != "")
+            .group_by(institution_id, Institution.name)
+            .having(sa.func.sum(ConnectSessionDay.sessions) > 0)
+            .order_by(name)
             .limit(500)
         )
         with self._store.read() as session:

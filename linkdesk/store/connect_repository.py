@@ -10,19 +10,31 @@ lease or the holder's own, and moved or released by statements conditional on it
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
-from linkdesk.store.repository import insert_if_absent
+from linkdesk.store.models import (
+    ConnectEvent,
+    ConnectSession,
+    ConnectSessionDay,
+    Institution,
+    Link,
+    RelinkLease,
+)
+from linkdesk.store.repository import add_to_counters, insert_if_absent
 
 __all__ = [
+    "SessionBucket",
     "claim_completion",
     "close_unfinished",
+    "count_sessions",
     "current_lease",
     "fail_interrupted",
     "finish_session",
@@ -90,6 +102,75 @@ def move_lease(
     return bool(won.rowcount)  # type: ignore[attr-defined]
 
 
+# -- the funnel's rollup ------------------------------------------------------------------------
+
+# Rows each bucket's count is spread over: sessions starting together each add to one of them.
+SESSION_DAY_SHARDS = 8
+PICKED_BANK_EVENT = "select_institution"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SessionBucket:
+    """Where a session is counted in ``connect_session_days``."""
+
+    day: date
+    mode: str
+    institution_id: str
+    outcome: str
+    exit_error_id: str
+
+    @classmethod
+    def of(
+        cls,
+        started_at: datetime,
+        mode: str,
+        institution_id: str | None,
+        outcome: str,
+        exit_error_id: str | None,
+    ) -> SessionBucket:
+        return cls(started_at.date(), mode, institution_id or "", outcome, exit_error_id or "")
+
+    @classmethod
+    def of_row(cls, row: Any) -> SessionBucket:
+        """The bucket of a ``ConnectSession`` (or a row with its columns)."""
+        return cls.of(row.started_at, row.mode, row.institution_id, row.outcome, row.exit_error_id)
+
+
+def count_sessions(session: Session, moves: Mapping[SessionBucket, int]) -> None:
+    """Add ``moves`` (bucket → sessions, negative to take away) to the rollup. The buckets are
+    written in order, so two transactions moving counts between the same buckets never wait on
+    each other in opposite orders."""
+    shard = random.randrange(SESSION_DAY_SHARDS)  # spreads writes; nothing secret
+    for bucket, sessions in sorted(moves.items()):
+        if sessions:
+            key = {
+                "day": bucket.day,
+                "mode": bucket.mode,
+                "institution_id": bucket.institution_id,
+                "outcome": bucket.outcome,
+                "exit_error_id": bucket.exit_error_id,
+                "shard": shard,
+            }
+            add_to_counters(session, ConnectSessionDay, key, {"sessions": sessions})
+
+
+def _moved(session: Session, before: SessionBucket, after: SessionBucket) -> None:
+    if before != after:
+        count_sessions(session, Counter({before: -1, after: 1}))
+
+
+def _locked(session: Session, session_id: str) -> ConnectSession | None:
+    """The session's row as stored now, locked until the transaction ends (PostgreSQL; SQLite's
+    writers run one at a time), so its bucket cannot move under this writer."""
+    return session.get(ConnectSession, session_id, with_for_update=True, populate_existing=True)
+
+
+def _link_bank(session: Session, link_id: str | None) -> str | None:
+    if link_id is None:
+        return None
+    return session.scalar(sa.select(Link.institution_id).where(Link.link_id == link_id))
+
+
 # -- sessions ----------------------------------------------------------------------------------
 
 
@@ -108,20 +189,41 @@ def record_session_start(
     """A session as it starts: pending, or failed at once when MoneyKit refused to open it
     (``failure_message``). Only a hash of its link-session token is kept."""
     failed = failure_message is not None
-    session.add(
-        ConnectSession(
-            id=session_id,
-            mode=mode,
-            customer_id=customer_id,
-            link_id=link_id,
-            started_by=started_by,
-            started_at=now,
-            outcome="failed" if failed else "pending",
-            failure_message=failure_message,
-            finished_at=now if failed else None,
-            token_sha256=token_sha256,
-        )
+    row = ConnectSession(
+        id=session_id,
+        mode=mode,
+        customer_id=customer_id,
+        link_id=link_id,
+        started_by=started_by,
+        started_at=now,
+        outcome="failed" if failed else "pending",
+        failure_message=failure_message,
+        finished_at=now if failed else None,
+        token_sha256=token_sha256,
+        institution_id=_link_bank(session, link_id),
     )
+    session.add(row)
+    count_sessions(session, {SessionBucket.of_row(row): 1})
+
+
+# What a session's row says after a conditional UPDATE that ended it: its bucket then.
+_BUCKET_COLUMNS = (
+    ConnectSession.started_at,
+    ConnectSession.mode,
+    ConnectSession.institution_id,
+    ConnectSession.outcome,
+    ConnectSession.exit_error_id,
+)
+
+
+def _ended_pending(session: Session, ended: Any) -> bool:
+    """Move the count of the session an UPDATE … RETURNING ended (if it did) from pending."""
+    row = ended.first()
+    if row is None:
+        return False
+    after = SessionBucket.of_row(row)
+    _moved(session, replace(after, outcome="pending", exit_error_id=""), after)
+    return True
 
 
 def close_unfinished(session: Session, session_id: str, *, now: datetime, message: str) -> bool:
@@ -135,8 +237,9 @@ def close_unfinished(session: Session, session_id: str, *, now: datetime, messag
             ConnectSession.completion_claimed_at.is_(None),
         )
         .values(outcome="exit", finished_at=now, exit_message=message)
+        .returning(*_BUCKET_COLUMNS)
     )
-    return bool(closed.rowcount)  # type: ignore[attr-defined]
+    return _ended_pending(session, closed)
 
 
 def claim_completion(session: Session, session_id: str, now: datetime) -> ConnectSession | None:
@@ -168,8 +271,9 @@ def fail_interrupted(
             ConnectSession.completion_claimed_at < claimed_before,
         )
         .values(outcome="failed", finished_at=now, failure_message=message)
+        .returning(*_BUCKET_COLUMNS)
     )
-    if not stopped.rowcount:  # type: ignore[attr-defined]
+    if not _ended_pending(session, stopped):
         return None
     return session.get(ConnectSession, session_id)
 
@@ -186,16 +290,20 @@ def finish_session(
     exit_fields: tuple[str | None, str | None, str | None] | None = None,
 ) -> None:
     """Record the end of a session this caller claimed; a relink's lease goes with it."""
+    session.refresh(row, with_for_update=True)
+    before = SessionBucket.of_row(row)
     row.outcome = outcome
     row.finished_at = now
     if link_id is not None:
         row.link_id = link_id
+        row.institution_id = _link_bank(session, link_id) or row.institution_id
     if exchanged:
         row.exchanged_at = now
     if failure_message is not None:
         row.failure_message = failure_message
     if exit_fields is not None:
         row.exit_error_id, row.exit_message, row.exit_request_id = exit_fields
+    _moved(session, before, SessionBucket.of_row(row))
     if row.mode == "relink" and row.link_id:
         release_lease(session, row.link_id, row.id)
 
@@ -212,8 +320,35 @@ def stored_seqs(session: Session, session_id: str) -> set[int]:
 
 
 def insert_event(session: Session, values: Mapping[str, Any]) -> int:
-    """Store one log entry unless its ``(session_id, seq)`` is stored; 1 when inserted."""
-    return int(insert_if_absent(session, ConnectEvent, dict(values), ["session_id", "seq"]))
+    """Store one log entry unless its ``(session_id, seq)`` is stored; 1 when inserted. A bank
+    picked in Connect becomes the session's bank, unless a later pick is stored or the session
+    has its link (whose bank it keeps)."""
+    if not insert_if_absent(session, ConnectEvent, dict(values), ["session_id", "seq"]):
+        return 0
+    if values.get("name") == PICKED_BANK_EVENT:
+        properties = (values.get("payload") or {}).get("properties") or {}
+        picked = properties.get("institution_id")
+        if isinstance(picked, str) and picked:
+            _note_picked_bank(session, values["session_id"], values["seq"], picked[:200])
+    return 1
+
+
+def _note_picked_bank(session: Session, session_id: str, seq: int, institution_id: str) -> None:
+    row = _locked(session, session_id)
+    if row is None or row.link_id is not None or row.institution_id == institution_id:
+        return
+    later_pick = session.scalar(
+        sa.select(ConnectEvent.id).where(
+            ConnectEvent.session_id == session_id,
+            ConnectEvent.name == PICKED_BANK_EVENT,
+            ConnectEvent.seq > seq,
+        )
+    )
+    if later_pick is not None:
+        return
+    before = SessionBucket.of_row(row)
+    row.institution_id = institution_id
+    _moved(session, before, SessionBucket.of_row(row))
 
 
 def institution_name(session: Session, link_id: str | None) -> str | None:

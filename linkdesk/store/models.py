@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -263,11 +264,15 @@ class ConnectSession(Base):
     finished_at: Mapped[datetime | None]
     # SHA-256 of the link-session token: enough to correlate, useless to an attacker.
     token_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The session's bank as soon as it is known: the link's for a relink (at start) and for a
+    # success (at the exchange), else the last one picked in Connect (its select_institution
+    # event). Kept with the session so that counting sessions by bank joins nothing.
+    institution_id: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
-        # By start time, with what the funnel counts (mode, outcome): its counts of a window
-        # read this index alone (linkdesk.read.funnel).
-        Index("ix_connect_sessions_started", "started_at", "mode", "outcome"),
+        # By start time, with what the funnel filters on (mode, outcome, bank): the sessions of
+        # a window it still reads (abandoned ones, screens) are this index's range alone.
+        Index("ix_connect_sessions_started", "started_at", "mode", "outcome", "institution_id"),
         Index("ix_connect_sessions_link", "link_id", "started_at"),
         # A customer's timeline: their sessions by customer (with the link index, each side of
         # "this customer's, or one of their links'" is one index range instead of a scan).
@@ -276,6 +281,24 @@ class ConnectSession(Base):
         Index("ix_connect_sessions_mode_started", "mode", "started_at"),
         Index("ix_connect_sessions_actor_outcome", "started_by", "outcome", "started_at"),
     )
+
+
+class ConnectSessionDay(Base):
+    """Rollup for the Connect funnel: sessions per UTC day of their start, mode, bank, outcome
+    and exit error. Every writer of a session moves its count here in the same transaction as
+    the change (``store.connect_repository``), so the funnel's counts read these rows, never the
+    sessions. No bank, no exit error: ''. A write adds to one of a few shards picked at random,
+    so sessions starting together do not queue on one row; a count is the sum of its shards."""
+
+    __tablename__ = "connect_session_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(10), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(10), primary_key=True)
+    exit_error_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    sessions: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ConnectEvent(Base):

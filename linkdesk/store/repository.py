@@ -11,7 +11,7 @@ which SQLite's compiler leaves out).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,6 +103,21 @@ def insert_if_absent(
         return True
     except sa.exc.IntegrityError:
         return False
+
+
+def add_to_counters(
+    session: Session, model: type[Any], key: Mapping[str, Any], amounts: Mapping[str, int]
+) -> None:
+    """Add ``amounts`` to the counters of the row of ``model`` whose primary key is ``key``,
+    creating the row with them: one statement, so two writers adding at once both count."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(model).values(**key, **amounts)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: getattr(model, name) + stmt.excluded[name] for name in amounts},
+    )
+    session.execute(stmt)
 
 
 def ensure_customer(session: Session, customer_id: str | None, now: datetime) -> None:

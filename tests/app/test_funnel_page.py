@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from linkdesk.auth import Role
 from linkdesk.store import Store
-from linkdesk.store.models import ConnectEvent, ConnectSession
 from tests.app.conftest import dashboard
 from tests.app.test_customer_page import open_private_store
+from tests.connect_sessions import store_session
 
 
 @pytest.fixture()
@@ -45,42 +45,23 @@ def add_session(
     exit_error: str | None = None,
     terminal: str | None = None,
 ) -> None:
-    with store.write() as session:
-        session.add(
-            ConnectSession(
-                id=session_id,
-                mode="link",
-                customer_id="cust_funnel",
-                started_by="dana",
-                started_at=started,
-                outcome=outcome,
-                exit_error_id=exit_error,
-                finished_at=started + timedelta(minutes=5) if outcome != "pending" else None,
-            )
-        )
-        session.flush()
-        for seq, (name, properties) in enumerate(events, start=1):
-            session.add(
-                ConnectEvent(
-                    session_id=session_id,
-                    seq=seq,
-                    type="event",
-                    name=name,
-                    payload={"name": name, "properties": properties},
-                    at=started + timedelta(seconds=10 * seq),
-                )
-            )
-        if terminal:
-            session.add(
-                ConnectEvent(
-                    session_id=session_id,
-                    seq=len(events) + 1,
-                    type=terminal,
-                    name=terminal,
-                    payload={},
-                    at=started + timedelta(seconds=10 * len(events) + 25),
-                )
-            )
+    entries = [
+        ("event", name, properties, started + timedelta(seconds=10 * seq))
+        for seq, (name, properties) in enumerate(events, start=1)
+    ]
+    if terminal:
+        at = started + timedelta(seconds=10 * len(events) + 25)
+        entries.append((terminal, terminal, {}, at))
+    store_session(
+        store,
+        session_id,
+        outcome=outcome,
+        started_at=started,
+        finished_at=started + timedelta(minutes=5) if outcome != "pending" else None,
+        customer_id="cust_funnel",
+        exit_error_id=exit_error,
+        events=entries,
+    )
 
 
 def add_sessions(store: Store) -> None:

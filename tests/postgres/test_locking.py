@@ -51,7 +51,7 @@ def test_replicas_migrating_at_once_take_turns(postgres_databases: PostgresDatab
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
         engine.dispose()
-        assert versions == [("0011",)]
+        assert versions == [("0012",)]
     finally:
         postgres_databases.drop(url)
 

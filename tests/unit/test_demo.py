@@ -26,6 +26,7 @@ from linkdesk.store.health_totals import SUMMARY_STATE_NAME
 from linkdesk.store.models import ConnectEvent, ConnectSession, Link, LinkStateChange, SyncAttempt
 from linkdesk.store.repository import get_named_state
 from sandbox.app import create_app
+from tests.connect_sessions import rollup_differences
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -177,6 +178,11 @@ def test_reset_builds_the_world_through_the_api_with_a_consistent_past(
     }
     assert {s.outcome for s in sessions} <= {"success", "exit", "pending"}
     assert all(s.link_id in links for s in sessions if s.link_id)
+    # Every demo session has its bank (the link's, or the one picked), counted in the funnel's
+    # rollup as the sessions are: the bulk writes move it too.
+    assert all(s.institution_id for s in sessions)
+    assert all(s.institution_id == links[s.link_id].institution_id for s in sessions if s.link_id)
+    assert rollup_differences(demo_services.store) == {}
 
     status = demo_services.demo.status()
     assert (status.world_links, status.world_built_by) == (WORLD_LINKS, ADMIN.name)
@@ -205,6 +211,7 @@ def test_reset_is_repeatable_and_keeps_the_audit_log(demo_services: Services) ->
     # The same world again, and the rollup begun afresh: the old world's moves are not added.
     assert demo_services.overview.trend(30) == trend
     assert first.history.sessions == second.history.sessions
+    assert rollup_differences(demo_services.store) == {}  # the old world's counts went with it
     assert first.history.state_changes == second.history.state_changes
     actions = [e.action for e in demo_services.audit.entries()]
     assert actions.count("demo.reset") == 2 and "note.add" in actions

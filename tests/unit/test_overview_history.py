@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,8 +32,6 @@ from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import (
     AlertState,
     AuditEntry,
-    ConnectEvent,
-    ConnectSession,
     Customer,
     Institution,
     Link,
@@ -44,7 +41,7 @@ from linkdesk.store.models import (
     WebhookDelivery,
     WebhookEvent,
 )
-from linkdesk.store.shared import wait_for_refreshes
+from tests.connect_sessions import store_session
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -116,32 +113,21 @@ def add_session(
     events: list[tuple[str, str, dict[str, Any], int]] = (),  # type: ignore[assignment]
 ) -> None:
     """``events``: (type, name, properties, seconds after the start)."""
-    with store.write() as session:
-        session.add(
-            ConnectSession(
-                id=session_id,
-                mode=mode,
-                outcome=outcome,
-                started_by="dana",
-                started_at=started_at,
-                finished_at=finished_at,
-                link_id=link_id,
-                customer_id=customer_id,
-                exit_error_id=exit_error_id,
-            )
-        )
-        session.flush()
-        for seq, (kind, name, properties, seconds) in enumerate(events, start=1):
-            session.add(
-                ConnectEvent(
-                    session_id=session_id,
-                    seq=seq,
-                    type=kind,
-                    name=name,
-                    payload={"name": name, "properties": properties},
-                    at=started_at + timedelta(seconds=seconds),
-                )
-            )
+    store_session(
+        store,
+        session_id,
+        mode=mode,
+        outcome=outcome,
+        started_at=started_at,
+        finished_at=finished_at,
+        link_id=link_id,
+        customer_id=customer_id,
+        exit_error_id=exit_error_id,
+        events=[
+            (kind, name, properties, started_at + timedelta(seconds=seconds))
+            for kind, name, properties, seconds in events
+        ],
+    )
 
 
 def screen(name: str, seconds: int) -> tuple[str, str, dict[str, Any], int]:
@@ -386,7 +372,16 @@ class TestFunnel:
         return banks
 
     def window(self, **kw: Any) -> FunnelFilters:
-        return FunnelFilters(since=NOW - timedelta(days=30), until=NOW + timedelta(days=1), **kw)
+        return FunnelFilters.days(NOW.date() - timedelta(days=30), NOW.date(), **kw)
+
+    def test_a_period_is_whole_days(self) -> None:
+        window = self.window()
+        assert (window.since, window.until) == (
+            datetime(2025, 2, 8, tzinfo=UTC),
+            datetime(2025, 3, 11, tzinfo=UTC),
+        )
+        with pytest.raises(ValueError, match="whole UTC days"):
+            FunnelFilters(since=NOW - timedelta(days=30), until=NOW)
 
     def test_a_view_is_counted_once_for_every_session_within_its_age(self, sessions: Store) -> None:
         ticks = [0.0]
@@ -401,26 +396,21 @@ class TestFunnel:
         recounted = funnel.view(self.window(), max_age=0)
         assert recounted.summary.started == first.summary.started + 1
 
-    def test_the_banks_offered_do_not_hold_up_a_first_view(
-        self, sessions: Store, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        funnel = FunnelReads(sessions, clock=clock)
-        gathering = threading.Event()
-        gathered = funnel.session_institutions
-
-        def slow(since: datetime) -> list[tuple[str, str]]:
-            gathering.wait(10)  # a million sessions' worth of reading
-            return gathered(since)
-
-        monkeypatch.setattr(funnel, "session_institutions", slow)
+    def test_the_banks_offered_are_shared_within_their_age(self, sessions: Store) -> None:
+        ticks = [0.0]
+        funnel = FunnelReads(sessions, clock=clock, monotonic=lambda: ticks[0])
         since = NOW - timedelta(days=30)
-        assert funnel.banks_seen(since, max_age=15, wait=0.05) is None  # drawn without them
-        gathering.set()
-        wait_for_refreshes()
-        assert funnel.banks_seen(since, max_age=15) == [
-            ("bank-a", "Alpha Bank"),
-            ("bank-b", "Beta Bank"),
-        ]
+        banks = [("bank-a", "Alpha Bank"), ("bank-b", "Beta Bank")]
+        assert funnel.banks_seen(since, max_age=15) == banks
+        add_session(
+            sessions,
+            "at-gamma",
+            outcome="exit",
+            events=[("event", "select_institution", {"institution_id": "bank-c"}, 5)],
+        )
+        ticks[0] = 10.0
+        assert funnel.banks_seen(since, max_age=15) == banks
+        assert funnel.banks_seen(since, max_age=0) == [*banks, ("bank-c", "Gamma Bank")]
 
     def test_summary_counts_outcomes_and_abandoned_sessions(self, sessions: Store) -> None:
         summary = FunnelReads(sessions, clock=clock).summary(self.window())

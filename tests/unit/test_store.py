@@ -126,7 +126,7 @@ def test_migration_creates_schema_matching_the_models(
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
                 assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            assert version == "0011"
+            assert version == "0012"
     finally:
         engine.dispose()
     migrate(url)  # a second run is a no-op
@@ -642,8 +642,9 @@ def test_keyset_pages_cover_every_row_exactly_once(
 
 
 def test_sqlite_version_supports_what_we_use():
-    # ON CONFLICT DO NOTHING (3.24) and RETURNING-free rowcounts are all the store relies on.
-    assert sqlite3.sqlite_version_info >= (3, 24)
+    # ON CONFLICT (3.24) and UPDATE … RETURNING (3.35: a session ended by a conditional UPDATE
+    # tells its funnel bucket) are what the store relies on.
+    assert sqlite3.sqlite_version_info >= (3, 35)
 
 
 def test_the_orm_refuses_to_change_or_remove_audit_entries(store: Store):

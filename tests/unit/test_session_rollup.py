@@ -1,0 +1,217 @@
+"""The funnel's rollup (``connect_session_days``) and each session's bank, kept by the writers of
+Connect sessions: equal to a count of the sessions after every kind of write, alone or at once,
+and filled from what is stored by the migration that adds them."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from linkdesk.store import Store, create_engine, migrate
+from linkdesk.store import connect_repository as repo
+from linkdesk.store.models import ConnectSession, ConnectSessionDay
+from tests.connect_sessions import rollup_differences, store_session
+from tests.unit.test_overview_history import add_bank, add_link
+
+T0 = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
+
+
+def pick(session_id: str, seq: int, bank: str) -> dict[str, object]:
+    return {
+        "session_id": session_id,
+        "seq": seq,
+        "type": "event",
+        "name": "select_institution",
+        "payload": {"name": "select_institution", "properties": {"institution_id": bank}},
+        "at": T0,
+        "recorded_at": T0,
+    }
+
+
+def start(store: Store, session_id: str, *, mode: str = "link", link_id: str | None = None) -> None:
+    with store.write() as session:
+        repo.record_session_start(
+            session,
+            session_id=session_id,
+            mode=mode,
+            customer_id=None,
+            link_id=link_id,
+            started_by="dana",
+            now=T0,
+            failure_message=None,
+            token_sha256=None,
+        )
+
+
+def bank_of(store: Store, session_id: str) -> str | None:
+    with store.read() as session:
+        row = session.get(ConnectSession, session_id)
+        assert row is not None
+        return row.institution_id
+
+
+def test_every_writer_moves_the_session_in_the_rollup(store: Store) -> None:
+    for bank in ("bank-a", "bank-b", "bank-c", "bank-d"):
+        add_bank(store, bank, bank.title())
+    add_link(store, "link-d", institution_id="bank-d")
+
+    start(store, "linking")
+    assert rollup_differences(store) == {}
+    with store.write() as session:  # picks logged out of order: the last one counts
+        repo.insert_event(session, pick("linking", 1, "bank-a"))
+        repo.insert_event(session, pick("linking", 3, "bank-b"))
+    with store.write() as session:
+        repo.insert_event(session, pick("linking", 2, "bank-c"))
+    assert bank_of(store, "linking") == "bank-b"
+    assert rollup_differences(store) == {}
+    with store.write() as session:  # the link made is at another bank: the link's bank counts
+        row = repo.claim_completion(session, "linking", T0)
+        assert row is not None
+        repo.finish_session(session, row, outcome="success", now=T0, link_id="link-d")
+    assert bank_of(store, "linking") == "bank-d"
+    assert rollup_differences(store) == {}
+
+    start(store, "relinking", mode="relink", link_id="link-d")
+    assert bank_of(store, "relinking") == "bank-d"
+    with store.write() as session:  # a relink keeps its link's bank whatever is picked
+        repo.insert_event(session, pick("relinking", 1, "bank-a"))
+        assert repo.close_unfinished(session, "relinking", now=T0, message="abandoned")
+        assert not repo.close_unfinished(session, "relinking", now=T0, message="again")
+    assert bank_of(store, "relinking") == "bank-d"
+    assert rollup_differences(store) == {}
+
+    start(store, "interrupted")
+    with store.write() as session:
+        assert repo.claim_completion(session, "interrupted", T0) is not None
+        failed = repo.fail_interrupted(
+            session,
+            "interrupted",
+            now=T0,
+            claimed_before=T0 + timedelta(minutes=5),
+            message="interrupted",
+        )
+        assert failed is not None and failed.outcome == "failed"
+    store_session(store, "refused-at-bank", started_at=T0, outcome="exit", exit_error_id="oops")
+    with store.write() as session:
+        repo.record_session_start(
+            session,
+            session_id="not-opened",
+            mode="link",
+            customer_id=None,
+            link_id=None,
+            started_by="dana",
+            now=T0 + timedelta(days=1),
+            failure_message="MoneyKit refused",
+            token_sha256=None,
+        )
+    assert rollup_differences(store) == {}
+
+    with store.read() as session:
+        counted = session.execute(
+            sa.select(
+                ConnectSessionDay.institution_id,
+                ConnectSessionDay.outcome,
+                ConnectSessionDay.exit_error_id,
+                sa.func.sum(ConnectSessionDay.sessions),
+            )
+            .group_by(
+                ConnectSessionDay.institution_id,
+                ConnectSessionDay.outcome,
+                ConnectSessionDay.exit_error_id,
+            )
+            .having(sa.func.sum(ConnectSessionDay.sessions) != 0)
+        ).all()
+    assert sorted(tuple(row) for row in counted) == [
+        ("", "exit", "oops", 1),
+        ("", "failed", "", 2),
+        ("bank-d", "exit", "", 1),
+        ("bank-d", "success", "", 1),
+    ]
+
+
+def test_sessions_written_at_once_are_all_counted(database_url: str) -> None:
+    """Writers at once on the same buckets: none waits for ever on another (their rows are
+    written in one order) and no count is lost."""
+    migrate(database_url)
+    store = Store(create_engine(database_url))
+    try:
+        add_bank(store, "bank-a", "Alpha")
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def write(worker: int) -> None:
+            try:
+                barrier.wait()
+                for n in range(8):
+                    session_id = f"w{worker}-{n}"
+                    start(store, session_id)
+                    with store.write() as session:
+                        repo.insert_event(session, pick(session_id, 1, "bank-a"))
+                        row = session.get(ConnectSession, session_id)
+                        assert row is not None
+                        outcome = "success" if n % 2 else "exit"
+                        repo.finish_session(session, row, outcome=outcome, now=T0)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(worker,)) for worker in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        assert rollup_differences(store) == {}
+        with store.read() as session:
+            total = session.scalar(sa.select(sa.func.sum(ConnectSessionDay.sessions)))
+        assert total == 32
+    finally:
+        store.dispose()
+
+
+def test_the_migration_fills_each_sessions_bank_and_the_rollup(empty_database_url: str) -> None:
+    url = empty_database_url
+    migrate(url, "0011")
+    engine = create_engine(url)
+    store = Store(engine)
+    try:
+        # Banks and links are the same at 0011; sessions and events are written as 0011 has them.
+        add_bank(store, "bank-l", "L")
+        add_link(store, "with-link", institution_id="bank-l")
+        with engine.begin() as conn:
+            for session_id, link_id, outcome, error in (
+                ("relinked", "with-link", "success", None),
+                ("picked-twice", None, "exit", "invalid_credentials"),
+                ("never-picked", None, "pending", None),
+            ):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO connect_sessions (id, mode, link_id, started_by, "
+                        "started_at, outcome, exit_error_id) VALUES (:id, 'link', :link, 'dana', "
+                        "'2025-03-10 09:00:00', :outcome, :error)"
+                    ),
+                    {"id": session_id, "link": link_id, "outcome": outcome, "error": error},
+                )
+            for seq, bank in ((1, "bank-x"), (2, "bank-y")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO connect_events (session_id, seq, type, name, payload, "
+                        "recorded_at) VALUES ('picked-twice', :seq, 'event', "
+                        "'select_institution', :payload, '2025-03-10 09:00:00')"
+                    ),
+                    {
+                        "seq": seq,
+                        "payload": '{"name": "select_institution", "properties": '
+                        f'{{"institution_id": "{bank}"}}}}',
+                    },
+                )
+        migrate(url)
+        assert bank_of(store, "relinked") == "bank-l"
+        assert bank_of(store, "picked-twice") == "bank-y"
+        assert bank_of(store, "never-picked") is None
+        assert rollup_differences(store) == {}
+        with store.read() as session:
+            assert session.scalar(sa.select(sa.func.sum(ConnectSessionDay.sessions))) == 3
+    finally:
+        engine.dispose()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import random
@@ -51,7 +52,10 @@ from linkdesk.store.engine import create_engine, migrate  # noqa: E402
 
 DATA_DIR = REPO_ROOT / "bench" / ".data"
 # Bump when the generated data changes shape: cached stores of an older format are seeded again.
-SEED_FORMAT = 2
+SEED_FORMAT = 3
+# The schema the generated rows are written for; the migrations after it run once they are loaded
+# and fill what they add from them (a new column, a rollup), as they would on an installation.
+LOAD_REVISION = "0011"
 # Health depends on the time (stale after 48 h without fresh data); a store older than this
 # would have drifted away from the intended mix.
 MAX_AGE = timedelta(hours=24)
@@ -193,8 +197,32 @@ STATE_CHANGE_COLUMNS = (
 )
 SESSION_COLUMNS = (
     "id", "mode", "customer_id", "link_id", "started_by", "started_at", "outcome",
-    "completion_claimed_at", "exchanged_at", "finished_at", "institution_id",
+    "completion_claimed_at", "exchanged_at", "finished_at",
 )  # fmt: skip
+EVENT_COLUMNS = ("session_id", "seq", "type", "name", "payload", "at", "recorded_at")
+# Connect's logged entries, as JSON text.
+_OPEN = json.dumps({"name": "open", "properties": {}})
+_SUCCESS = json.dumps({"name": "success", "properties": {}})
+_SCREEN = {
+    screen: json.dumps({"name": "change_screen", "properties": {"current_screen_name": screen}})
+    for screen in ("Finder", "OAuth", "Credentials")
+}
+
+
+@functools.cache
+def _picked(bank: str) -> str:
+    return json.dumps({"name": "select_institution", "properties": {"institution_id": bank}})
+
+
+def _login(bank: str) -> str:
+    """A bank's login screen: OAuth for one bank in three (by its number), else Credentials."""
+    return "OAuth" if int(bank[5:9]) % 3 == 0 else "Credentials"
+
+
+def _linked(bank: str, link_id: str) -> str:
+    return json.dumps({"institution": {"id": bank}, "link_id": link_id})
+
+
 WEBHOOK_COLUMNS = (
     "idempotency_key", "delivery_token", "event", "link_id", "webhook_timestamp", "payload",
     "received_at", "status", "applied_at",
@@ -212,6 +240,7 @@ class _Chunk:
     accounts: list[tuple[Any, ...]]
     state_changes: list[tuple[Any, ...]]
     sessions: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
     webhooks: list[tuple[Any, ...]]
     attempts: list[tuple[Any, ...]]
     jobs: list[tuple[Any, ...]]
@@ -360,7 +389,7 @@ class _Generator:
                 strict=True,
             )
         )
-        chunk = _Chunk(links, [], [], [], [], [], [])
+        chunk = _Chunk(links, [], [], [], [], [], [], [])
         self._accounts(rng, chunk, link_ids, synced_text)
         self._sessions(rng, chunk, link_ids, customers, institutions, created, pending)
         self._state_changes(chunk, link_ids, created_text, changed_text, state_list, error_list)
@@ -412,24 +441,43 @@ class _Generator:
         chunk: _Chunk,
         link_ids: list[str],
         customers: list[str],
-        institutions: list[str],
+        banks: list[str],
         created: np.ndarray,
         pending: np.ndarray,
     ) -> None:
         n = len(link_ids)
-        started = _texts(created - _uniform_us(rng, 20 * _US, 300 * _US, n))
+        begun = created - _uniform_us(rng, 20 * _US, 300 * _US, n)
+        started = _texts(begun)
         finished = _nullable(_texts(created), ~pending)
         outcome = ["pending" if p else "success" for p in pending.tolist()]
-        ids = _hex_ids(rng, n, 12)
+        ids = ["cs_" + sid for sid in _hex_ids(rng, n, 12)]
         chunk.sessions = [
-            (
-                *("cs_" + sid, "link", customer, link, "support@example.com", start, out),
-                *(fin, fin, fin, bank),
-            )
-            for sid, customer, link, start, out, fin, bank in zip(
-                ids, customers, link_ids, started, outcome, finished, institutions, strict=True
+            (sid, "link", customer, link, "support@example.com", start, out, fin, fin, fin)
+            for sid, customer, link, start, out, fin in zip(
+                ids, customers, link_ids, started, outcome, finished, strict=True
             )
         ]
+        # What Connect logged: the Finder, the bank picked, its login screen, then the success
+        # (a pending session stopped at the login). Each step a share of the session's length.
+        length = created - begun
+        steps = [_texts(begun + (length * share).astype(np.int64)) for share in (0.05, 0.3, 0.4)]
+        ended = _texts(created)
+        events = chunk.events
+        for index, sid in enumerate(ids):
+            finder, picked, login = steps[0][index], steps[1][index], steps[2][index]
+            bank = banks[index]
+            events += [
+                (sid, 1, "event", "open", _OPEN, started[index], started[index]),
+                (sid, 2, "event", "change_screen", _SCREEN["Finder"], finder, finder),
+                (sid, 3, "event", "select_institution", _picked(bank), picked, picked),
+                (sid, 4, "event", "change_screen", _SCREEN[_login(bank)], login, login),
+            ]
+            if not pending[index]:
+                at = ended[index]
+                events += [
+                    (sid, 5, "event", "success", _SUCCESS, at, at),
+                    (sid, 6, "success", "success", _linked(bank, link_ids[index]), at, at),
+                ]
 
     @staticmethod
     def _state_changes(
@@ -510,8 +558,8 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 # The tables the seed fills; their secondary indexes are dropped for the load and built again
 # afterwards (one sort per index instead of a million random B-tree inserts).
 BULK_TABLES = (
-    "customers", "links", "accounts", "link_state_changes", "connect_sessions", "webhook_events",
-    "sync_attempts", "sync_jobs",
+    "customers", "links", "accounts", "link_state_changes", "connect_sessions", "connect_events",
+    "webhook_events", "sync_attempts", "sync_jobs",
 )  # fmt: skip
 
 
@@ -553,9 +601,6 @@ class _SqliteLoader:
 
     def commit(self) -> None:
         self.connection.commit()
-
-    def execute(self, statement: str) -> None:
-        self.connection.exec_driver_sql(statement)
 
     def finish(self) -> None:
         self.connection.commit()
@@ -610,9 +655,6 @@ class _PostgresLoader:
     def commit(self) -> None:
         self.connection.commit()
 
-    def execute(self, statement: str) -> None:
-        self.connection.execute(statement.encode())
-
     def finish(self) -> None:
         self.connection.commit()
         self.connection.execute("SET maintenance_work_mem = '512MB'")
@@ -623,16 +665,6 @@ class _PostgresLoader:
         self.connection.autocommit = True
         self.connection.execute("VACUUM ANALYZE")
         self.connection.close()
-
-
-_SESSION_DAYS_SQL = """
-INSERT INTO connect_session_days
-    (day, mode, institution_id, outcome, exit_error_id, shard, sessions)
-SELECT date(started_at), mode, coalesce(institution_id, ''), outcome, coalesce(exit_error_id, ''),
-       0, count(*)
-FROM connect_sessions
-GROUP BY date(started_at), mode, coalesce(institution_id, ''), outcome, coalesce(exit_error_id, '')
-"""
 
 
 def _load(loader: _SqliteLoader | _PostgresLoader, generator: _Generator) -> dict[str, int]:
@@ -651,13 +683,11 @@ def _load(loader: _SqliteLoader | _PostgresLoader, generator: _Generator) -> dic
         put("accounts", ACCOUNT_COLUMNS, chunk.accounts)
         put("link_state_changes", STATE_CHANGE_COLUMNS, chunk.state_changes)
         put("connect_sessions", SESSION_COLUMNS, chunk.sessions)
+        put("connect_events", EVENT_COLUMNS, chunk.events)
         put("webhook_events", WEBHOOK_COLUMNS, chunk.webhooks)
         put("sync_attempts", ATTEMPT_COLUMNS, chunk.attempts)
         put("sync_jobs", JOB_COLUMNS, chunk.jobs)
         loader.commit()
-    # The funnel's rollup, which the sessions' writers keep in use: counted once from the load.
-    loader.execute(_SESSION_DAYS_SQL)
-    loader.commit()
     loader.finish()
     return counts
 
@@ -774,12 +804,15 @@ def seeded_store(
             leftover.unlink(missing_ok=True)
     else:
         _drop_and_create_postgres(url, pg_admin_url)
-    migrate(url)
+    migrate(url, LOAD_REVISION)
     generator = _Generator(size, now)
     loader: _SqliteLoader | _PostgresLoader = (
         _SqliteLoader(url) if backend == "sqlite" else _PostgresLoader(url)
     )
     rows = _load(loader, generator)
+    # The migrations after the load fill what they add from the rows, as on an installation.
+    migrate(url)
+    _analyze(url)
     seconds = time.perf_counter() - started
     marker = {
         "format": SEED_FORMAT,
@@ -801,11 +834,18 @@ def seeded_store(
 
 
 def _analyze(url: str) -> None:
+    """Statistics for the planner; on PostgreSQL also the visibility map a migration's updates
+    cleared (counts answered from indexes alone need it)."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            connection.exec_driver_sql("ANALYZE")
-            connection.commit()
+            if engine.dialect.name == "postgresql":
+                connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    "VACUUM ANALYZE"
+                )
+            else:
+                connection.exec_driver_sql("ANALYZE")
+                connection.commit()
     finally:
         engine.dispose()
 

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from linkdesk.store import Store
 from linkdesk.store import connect_repository as repo
-from linkdesk.store.models import ConnectSession, ConnectSessionDay
+from linkdesk.store.models import ConnectEvent, ConnectScreenDay, ConnectSession, ConnectSessionDay
 
 # (type, name, properties, at) of one logged Connect entry.
 LoggedEntry = tuple[str, str, dict[str, Any], datetime]
@@ -72,16 +74,17 @@ def store_session(
             )
 
 
-def rollup_differences(store: Store) -> dict[tuple[Any, ...], tuple[int, int]]:
-    """Buckets where the funnel's rollup disagrees with a count of the stored sessions:
-    (rollup, sessions) per (day, mode, bank, outcome, exit error). Empty when they agree."""
+def rollup_differences(store: Store) -> dict[tuple[Any, ...], tuple[Any, Any]]:
+    """Where the funnel's rollups disagree with the stored sessions and their entries:
+    (rollup, counted afresh) per ("sessions", day, mode, bank, outcome, exit error) and per
+    ("screen", day, mode, bank, screen). Empty when they agree."""
     day = sa.func.date(ConnectSession.started_at)
     bank = sa.func.coalesce(ConnectSession.institution_id, "")
     error = sa.func.coalesce(ConnectSession.exit_error_id, "")
-    counted = sa.select(
+    sessions_counted = sa.select(
         day, ConnectSession.mode, bank, ConnectSession.outcome, error, sa.func.count()
     ).group_by(day, ConnectSession.mode, bank, ConnectSession.outcome, error)
-    kept = sa.select(
+    sessions_kept = sa.select(
         ConnectSessionDay.day,
         ConnectSessionDay.mode,
         ConnectSessionDay.institution_id,
@@ -95,11 +98,80 @@ def rollup_differences(store: Store) -> dict[tuple[Any, ...], tuple[int, int]]:
         ConnectSessionDay.outcome,
         ConnectSessionDay.exit_error_id,
     )
+    screens_kept = sa.select(
+        ConnectScreenDay.day,
+        ConnectScreenDay.mode,
+        ConnectScreenDay.institution_id,
+        ConnectScreenDay.screen,
+        sa.func.sum(ConnectScreenDay.reached),
+        sa.func.sum(ConnectScreenDay.dropped),
+        sa.func.sum(ConnectScreenDay.milliseconds),
+        sa.func.sum(ConnectScreenDay.samples),
+    ).group_by(
+        ConnectScreenDay.day,
+        ConnectScreenDay.mode,
+        ConnectScreenDay.institution_id,
+        ConnectScreenDay.screen,
+    )
     with store.read() as session:
-        sessions = {(str(r[0]), *r[1:5]): int(r[5]) for r in session.execute(counted)}
-        rollup = {(str(r[0]), *r[1:5]): int(r[5]) for r in session.execute(kept)}
+        fresh: dict[tuple[Any, ...], Any] = {
+            ("sessions", str(r[0]), *r[1:5]): int(r[5]) for r in session.execute(sessions_counted)
+        }
+        fresh.update(_screens_counted_afresh(session))
+        kept: dict[tuple[Any, ...], Any] = {
+            ("sessions", str(r[0]), *r[1:5]): int(r[5]) for r in session.execute(sessions_kept)
+        }
+        kept.update(
+            {
+                ("screen", str(r[0]), *r[1:4]): tuple(int(n) for n in r[4:])
+                for r in session.execute(screens_kept)
+            }
+        )
+    zero = {"sessions": 0, "screen": (0, 0, 0, 0)}
     return {
-        key: (rollup.get(key, 0), sessions.get(key, 0))
-        for key in sessions.keys() | rollup.keys()
-        if rollup.get(key, 0) != sessions.get(key, 0)
+        key: (kept.get(key, zero[key[0]]), fresh.get(key, zero[key[0]]))
+        for key in kept.keys() | fresh.keys()
+        if kept.get(key, zero[key[0]]) != fresh.get(key, zero[key[0]])
     }
+
+
+def _screens_counted_afresh(session: Session) -> dict[tuple[Any, ...], tuple[int, int, int, int]]:
+    """Per (day, mode, bank, screen): sessions that showed it, whose last screen shown it was
+    without success, the milliseconds from each showing to the next entry, and those timed."""
+    rows = session.execute(
+        sa.select(
+            ConnectSession.id,
+            ConnectSession.started_at,
+            ConnectSession.mode,
+            ConnectSession.institution_id,
+            ConnectSession.outcome,
+            ConnectEvent.seq,
+            ConnectEvent.name,
+            ConnectEvent.payload,
+            ConnectEvent.at,
+        )
+        .join(ConnectEvent, ConnectEvent.session_id == ConnectSession.id)
+        .order_by(ConnectSession.id, ConnectEvent.seq)
+    ).all()
+    totals: dict[tuple[Any, ...], list[int]] = {}
+    for _, entries in itertools.groupby(rows, key=lambda row: row.id):
+        logged = list(entries)
+        first = logged[0]
+        where = ("screen", str(first.started_at.date()), first.mode, first.institution_id or "")
+        shown = [
+            (index, row.payload["properties"]["current_screen_name"])
+            for index, row in enumerate(logged)
+            if row.name == "change_screen"
+            and (row.payload.get("properties") or {}).get("current_screen_name")
+        ]
+        for screen in {screen for _, screen in shown}:
+            totals.setdefault((*where, screen), [0, 0, 0, 0])[0] += 1
+        for index, screen in shown:
+            counted = totals[(*where, screen)]
+            if index + 1 < len(logged) and logged[index].at and logged[index + 1].at:
+                spent = logged[index + 1].at - logged[index].at
+                counted[2] += spent // timedelta(milliseconds=1)
+                counted[3] += 1
+        if shown and first.outcome != "success":
+            totals[(*where, shown[-1][1])][1] += 1
+    return {key: (a, b, c, d) for key, (a, b, c, d) in totals.items()}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from linkdesk.health import RELINK_ERRORS
-from linkdesk.store.connect_repository import SessionBucket, count_sessions
 from linkdesk.store.engine import Store
+from linkdesk.store.funnel_rollup import SessionCounts, add_counts, screen_of
 from linkdesk.store.models import (
     ConnectEvent,
     ConnectSession,
@@ -120,16 +119,22 @@ class _Writer:
         self._store = store
         self.pending: dict[type[Any], list[dict[str, Any]]] = {}
         self.counts: dict[type[Any], int] = {}
-        # The funnel's rollup moves with the sessions, in the transaction that inserts them.
-        self._session_buckets: Counter[SessionBucket] = Counter()
+        # The funnel's rollups move with the sessions, in the transaction that inserts them.
+        self._sessions_counted: list[SessionCounts] = []
 
     def add(self, table: type[Any], row: dict[str, Any]) -> None:
         rows = self.pending.setdefault(table, [])
         rows.append(row)
-        if table is ConnectSession:
-            self._session_buckets[SessionBucket.of_row(SimpleNamespace(**row))] += 1
         if len(rows) >= _BATCH:
             self.flush()
+
+    def add_session(self, row: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """A Connect session with its logged entries, counted in the funnel's rollups."""
+        steps = [(e["seq"], e["name"], screen_of(e["name"], e["payload"]), e["at"]) for e in events]
+        self._sessions_counted.append(SessionCounts.of(SimpleNamespace(**row), steps))
+        self.pending.setdefault(ConnectSession, []).append(row)
+        for event in events:
+            self.add(ConnectEvent, event)
 
     def flush(self) -> None:
         # Parents before children: sessions before their events.
@@ -140,8 +145,8 @@ class _Writer:
                 if rows:
                     session.execute(sa.insert(table), rows)
                     self.counts[table] = self.counts.get(table, 0) + len(rows)
-            count_sessions(session, self._session_buckets)
-            self._session_buckets.clear()
+            add_counts(session, added=self._sessions_counted)
+            self._sessions_counted.clear()
 
 
 class _HistoryBuilder:
@@ -250,8 +255,7 @@ class _HistoryBuilder:
             events.append(("event", "exit", {"name": "exit", "properties": {}}, at))
             events.append(("exit", "exit", {"error": error} if error else {}, at))
         finished = outcome != "pending"
-        self._out.add(
-            ConnectSession,
+        self._out.add_session(
             {
                 "id": session_id,
                 "mode": mode,
@@ -281,10 +285,7 @@ class _HistoryBuilder:
                 "finished_at": at if finished else None,
                 "token_sha256": None,
             },
-        )
-        for seq, (kind_, event_name, payload, event_at) in enumerate(events, start=1):
-            self._out.add(
-                ConnectEvent,
+            [
                 {
                     "session_id": session_id,
                     "seq": seq,
@@ -293,8 +294,10 @@ class _HistoryBuilder:
                     "payload": payload,
                     "at": event_at,
                     "recorded_at": event_at,
-                },
-            )
+                }
+                for seq, (kind_, event_name, payload, event_at) in enumerate(events, start=1)
+            ],
+        )
         return at
 
     # -- links -------------------------------------------------------------------------------

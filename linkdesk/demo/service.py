@@ -41,6 +41,7 @@ from linkdesk.store.health_totals import RECOUNT_MAX_AGE, HealthTotals, forget_s
 from linkdesk.store.models import (
     Account,
     ConnectEvent,
+    ConnectScreenDay,
     ConnectSession,
     ConnectSessionDay,
     Customer,
@@ -68,6 +69,7 @@ _WIPED_TABLES = (
     OutreachMessage,
     OutreachCampaign,
     ConnectEvent,
+    ConnectScreenDay,
     ConnectSession,
     ConnectSessionDay,
     CustomerLinkToken,

@@ -1,10 +1,10 @@
 """The Connect funnel screen: sessions started and how they ended, per day, per Connect screen
 (reached, dropped, time spent) and the errors people left with, for a window, a bank and a mode.
 
-The counts by day, bank, outcome and exit error are sums over the rollup the sessions' writers
-keep (``connect_session_days``): a few rows per day, whatever the number of sessions. Only what
-needs a session's events reads the sessions of the window: the abandoned ones (pending, with no
-end logged) and the screens."""
+The counts by day, bank, outcome and exit error, and the screens, are sums over the rollups the
+sessions' writers keep (``store.funnel_rollup``): a few rows per day, whatever the number of
+sessions. Only the abandoned sessions (pending, with no end logged: a question of time passing)
+are asked of the window's sessions, through the start-time index."""
 
 from __future__ import annotations
 
@@ -17,9 +17,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from linkdesk.store.aggregates import as_date, bounded, count_if, event_property, seconds_between
+from linkdesk.store.aggregates import as_date, bounded
 from linkdesk.store.engine import Store
-from linkdesk.store.models import ConnectEvent, ConnectSession, ConnectSessionDay, Institution
+from linkdesk.store.models import (
+    ConnectEvent,
+    ConnectScreenDay,
+    ConnectSession,
+    ConnectSessionDay,
+    Institution,
+)
 from linkdesk.store.shared import SharedResults
 
 # A Connect session with no success or exit after this long was left by the person.
@@ -125,9 +131,7 @@ class FunnelReads:
     def view(self, filters: FunnelFilters, *, max_age: float) -> FunnelView:
         """:meth:`summary`, :meth:`by_day`, :meth:`screens` and :meth:`exit_errors` together,
         counted once for every session that asks for the same filters within ``max_age``
-        seconds (an older view is served while one background thread counts it again): the
-        screens read every event of the period's sessions, which a rerun (a sort, a click)
-        must not pay again."""
+        seconds (an older view is served while one background thread counts it again)."""
         return self._shared.get(("view", filters), lambda: self._count_view(filters), max_age)
 
     def banks_seen(self, since: datetime, *, max_age: float) -> list[tuple[str, str]]:
@@ -159,16 +163,20 @@ class FunnelReads:
             stmt = stmt.where(ConnectSession.institution_id == filters.institution_id)
         return stmt.subquery("scoped")
 
-    def _days(self, filters: FunnelFilters, *columns: Any) -> Any:
-        """``columns`` over the rollup's rows of the window, bank and mode."""
+    def _days(
+        self,
+        filters: FunnelFilters,
+        *columns: Any,
+        rollup: type[ConnectSessionDay] | type[ConnectScreenDay] = ConnectSessionDay,
+    ) -> Any:
+        """``columns`` over the ``rollup``'s rows of the window, bank and mode."""
         stmt = sa.select(*columns).where(
-            ConnectSessionDay.day >= filters.since.date(),
-            ConnectSessionDay.day < filters.until.date(),
+            rollup.day >= filters.since.date(), rollup.day < filters.until.date()
         )
         if filters.mode:
-            stmt = stmt.where(ConnectSessionDay.mode == filters.mode)
+            stmt = stmt.where(rollup.mode == filters.mode)
         if filters.institution_id:
-            stmt = stmt.where(ConnectSessionDay.institution_id == filters.institution_id)
+            stmt = stmt.where(rollup.institution_id == filters.institution_id)
         return stmt
 
     def summary(self, filters: FunnelFilters) -> FunnelSummary:
@@ -227,56 +235,20 @@ class FunnelReads:
 
     def screens(self, filters: FunnelFilters) -> list[ScreenStat]:
         """Per Connect screen: sessions that reached it, dropped there, and time spent on it."""
-        scoped = self._scoped_sessions(filters)
-        screen = event_property("current_screen_name")
-        shown = (
-            sa.select(
-                ConnectEvent.session_id,
-                ConnectEvent.seq,
-                screen.label("screen"),
-                ConnectEvent.at,
-                sa.func.lead(ConnectEvent.at)
-                .over(partition_by=ConnectEvent.session_id, order_by=ConnectEvent.seq)
-                .label("next_at"),
-                sa.func.max(ConnectEvent.seq)
-                .over(partition_by=ConnectEvent.session_id)
-                .label("last_seq"),
-                ConnectEvent.name,
-            )
-            .join(scoped, scoped.c.id == ConnectEvent.session_id)
-            .subquery("all_events")
-        )
-        # The last change_screen of each session is where it ended up.
-        screen_events = (
-            sa.select(
-                shown.c.session_id,
-                shown.c.seq,
-                shown.c.screen,
-                shown.c.at,
-                shown.c.next_at,
-                sa.func.max(shown.c.seq)
-                .over(partition_by=shown.c.session_id)
-                .label("last_screen_seq"),
-            )
-            .where(shown.c.name == "change_screen", shown.c.screen.is_not(None))
-            .subquery("screens")
-        )
-        seconds = seconds_between(self._store.dialect, screen_events.c.next_at, screen_events.c.at)
-        timed = sa.and_(screen_events.c.at.is_not(None), screen_events.c.next_at.is_not(None))
-        outcome = (
-            sa.select(scoped.c.outcome).where(scoped.c.id == screen_events.c.session_id)
-        ).scalar_subquery()
-        last_here = screen_events.c.seq == screen_events.c.last_screen_seq
+        reached = sa.func.sum(ConnectScreenDay.reached)
         stmt = (
-            sa.select(
-                screen_events.c.screen,
-                sa.func.count(sa.distinct(screen_events.c.session_id)),
-                count_if(sa.and_(last_here, outcome != "success")),
-                sa.func.avg(sa.case((timed, seconds), else_=None)),
-                count_if(timed),
+            self._days(
+                filters,
+                ConnectScreenDay.screen,
+                reached,
+                sa.func.sum(ConnectScreenDay.dropped),
+                sa.func.sum(ConnectScreenDay.milliseconds),
+                sa.func.sum(ConnectScreenDay.samples),
+                rollup=ConnectScreenDay,
             )
-            .group_by(screen_events.c.screen)
-            .order_by(sa.func.count(sa.distinct(screen_events.c.session_id)).desc())
+            .group_by(ConnectScreenDay.screen)
+            .having(reached > 0)
+            .order_by(reached.desc(), ConnectScreenDay.screen)
             .limit(100)
         )
         with self._store.read() as session:
@@ -285,10 +257,10 @@ class FunnelReads:
                     screen=str(name),
                     reached=int(reached),
                     dropped=int(dropped),
-                    avg_seconds=float(avg) if avg is not None else None,
+                    avg_seconds=int(milliseconds) / int(samples) / 1000 if samples else None,
                     samples=int(samples),
                 )
-                for name, reached, dropped, avg, samples in session.execute(stmt).all()
+                for name, reached, dropped, milliseconds, samples in session.execute(stmt).all()
             ]
 
     def exit_errors(self, filters: FunnelFilters, limit: int = 50) -> list[ExitErrorRow]:

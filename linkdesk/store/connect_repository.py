@@ -10,31 +10,29 @@ lease or the holder's own, and moved or released by statements conditional on it
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from linkdesk.store.models import (
-    ConnectEvent,
-    ConnectSession,
-    ConnectSessionDay,
-    Institution,
-    Link,
-    RelinkLease,
+from linkdesk.store.funnel_rollup import (
+    PICKED_BANK_EVENT,
+    SessionBucket,
+    SessionCounts,
+    add_counts,
+    logged_steps,
+    moved,
+    screen_of,
 )
-from linkdesk.store.repository import add_to_counters, insert_if_absent
+from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
+from linkdesk.store.repository import insert_if_absent
 
 __all__ = [
-    "SessionBucket",
     "claim_completion",
     "close_unfinished",
-    "count_sessions",
     "current_lease",
     "fail_interrupted",
     "finish_session",
@@ -102,66 +100,13 @@ def move_lease(
     return bool(won.rowcount)  # type: ignore[attr-defined]
 
 
-# -- the funnel's rollup ------------------------------------------------------------------------
-
-# Rows each bucket's count is spread over: sessions starting together each add to one of them.
-SESSION_DAY_SHARDS = 8
-PICKED_BANK_EVENT = "select_institution"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class SessionBucket:
-    """Where a session is counted in ``connect_session_days``."""
-
-    day: date
-    mode: str
-    institution_id: str
-    outcome: str
-    exit_error_id: str
-
-    @classmethod
-    def of(
-        cls,
-        started_at: datetime,
-        mode: str,
-        institution_id: str | None,
-        outcome: str,
-        exit_error_id: str | None,
-    ) -> SessionBucket:
-        return cls(started_at.date(), mode, institution_id or "", outcome, exit_error_id or "")
-
-    @classmethod
-    def of_row(cls, row: Any) -> SessionBucket:
-        """The bucket of a ``ConnectSession`` (or a row with its columns)."""
-        return cls.of(row.started_at, row.mode, row.institution_id, row.outcome, row.exit_error_id)
-
-
-def count_sessions(session: Session, moves: Mapping[SessionBucket, int]) -> None:
-    """Add ``moves`` (bucket → sessions, negative to take away) to the rollup. The buckets are
-    written in order, so two transactions moving counts between the same buckets never wait on
-    each other in opposite orders."""
-    shard = random.randrange(SESSION_DAY_SHARDS)  # spreads writes; nothing secret
-    for bucket, sessions in sorted(moves.items()):
-        if sessions:
-            key = {
-                "day": bucket.day,
-                "mode": bucket.mode,
-                "institution_id": bucket.institution_id,
-                "outcome": bucket.outcome,
-                "exit_error_id": bucket.exit_error_id,
-                "shard": shard,
-            }
-            add_to_counters(session, ConnectSessionDay, key, {"sessions": sessions})
-
-
-def _moved(session: Session, before: SessionBucket, after: SessionBucket) -> None:
-    if before != after:
-        count_sessions(session, Counter({before: -1, after: 1}))
+# -- the funnel's rollups ---------------------------------------------------------------------
 
 
 def _locked(session: Session, session_id: str) -> ConnectSession | None:
     """The session's row as stored now, locked until the transaction ends (PostgreSQL; SQLite's
     writers run one at a time), so its bucket cannot move under this writer."""
+    session.flush()  # what this transaction changed is kept by the reload
     return session.get(ConnectSession, session_id, with_for_update=True, populate_existing=True)
 
 
@@ -203,7 +148,7 @@ def record_session_start(
         institution_id=_link_bank(session, link_id),
     )
     session.add(row)
-    count_sessions(session, {SessionBucket.of_row(row): 1})
+    add_counts(session, added=[SessionCounts(SessionBucket.of_row(row))])
 
 
 # What a session's row says after a conditional UPDATE that ended it: its bucket then.
@@ -216,13 +161,16 @@ _BUCKET_COLUMNS = (
 )
 
 
-def _ended_pending(session: Session, ended: Any) -> bool:
-    """Move the count of the session an UPDATE … RETURNING ended (if it did) from pending."""
+def _ended_pending(session: Session, session_id: str, ended: Any) -> bool:
+    """Move the counts of the session an UPDATE … RETURNING ended (if it did) from pending."""
     row = ended.first()
     if row is None:
         return False
-    after = SessionBucket.of_row(row)
-    _moved(session, replace(after, outcome="pending", exit_error_id=""), after)
+    steps = logged_steps(session, session_id)
+    after = SessionCounts.of(row, steps)
+    pending = SimpleNamespace(**{**row._asdict(), "outcome": "pending", "exit_error_id": None})
+    before = SessionCounts.of(pending, steps)
+    moved(session, before, after)
     return True
 
 
@@ -239,7 +187,7 @@ def close_unfinished(session: Session, session_id: str, *, now: datetime, messag
         .values(outcome="exit", finished_at=now, exit_message=message)
         .returning(*_BUCKET_COLUMNS)
     )
-    return _ended_pending(session, closed)
+    return _ended_pending(session, session_id, closed)
 
 
 def claim_completion(session: Session, session_id: str, now: datetime) -> ConnectSession | None:
@@ -273,7 +221,7 @@ def fail_interrupted(
         .values(outcome="failed", finished_at=now, failure_message=message)
         .returning(*_BUCKET_COLUMNS)
     )
-    if not _ended_pending(session, stopped):
+    if not _ended_pending(session, session_id, stopped):
         return None
     return session.get(ConnectSession, session_id)
 
@@ -290,8 +238,10 @@ def finish_session(
     exit_fields: tuple[str | None, str | None, str | None] | None = None,
 ) -> None:
     """Record the end of a session this caller claimed; a relink's lease goes with it."""
+    session.flush()  # what this transaction changed is kept by the reload that locks the row
     session.refresh(row, with_for_update=True)
-    before = SessionBucket.of_row(row)
+    steps = logged_steps(session, row.id)
+    before = SessionCounts.of(row, steps)
     row.outcome = outcome
     row.finished_at = now
     if link_id is not None:
@@ -303,7 +253,7 @@ def finish_session(
         row.failure_message = failure_message
     if exit_fields is not None:
         row.exit_error_id, row.exit_message, row.exit_request_id = exit_fields
-    _moved(session, before, SessionBucket.of_row(row))
+    moved(session, before, SessionCounts.of(row, steps))
     if row.mode == "relink" and row.link_id:
         release_lease(session, row.link_id, row.id)
 
@@ -323,32 +273,27 @@ def insert_event(session: Session, values: Mapping[str, Any]) -> int:
     """Store one log entry unless its ``(session_id, seq)`` is stored; 1 when inserted. A bank
     picked in Connect becomes the session's bank, unless a later pick is stored or the session
     has its link (whose bank it keeps)."""
+    session_id, seq = values["session_id"], values["seq"]
+    row = _locked(session, session_id)
+    steps = logged_steps(session, session_id) if row is not None else []
     if not insert_if_absent(session, ConnectEvent, dict(values), ["session_id", "seq"]):
         return 0
-    if values.get("name") == PICKED_BANK_EVENT:
-        properties = (values.get("payload") or {}).get("properties") or {}
-        picked = properties.get("institution_id")
-        if isinstance(picked, str) and picked:
-            _note_picked_bank(session, values["session_id"], values["seq"], picked[:200])
+    if row is None:
+        return 1
+    before = SessionCounts.of(row, steps)
+    name, payload = values.get("name"), values.get("payload")
+    steps.append((seq, name, screen_of(name, payload), values.get("at")))
+    if name == PICKED_BANK_EVENT and row.link_id is None and isinstance(payload, dict):
+        properties = payload.get("properties")
+        picked = properties.get("institution_id") if isinstance(properties, dict) else None
+        if (
+            isinstance(picked, str)
+            and picked
+            and not any(later[1] == PICKED_BANK_EVENT and later[0] > seq for later in steps)
+        ):
+            row.institution_id = picked[:200]
+    moved(session, before, SessionCounts.of(row, steps))
     return 1
-
-
-def _note_picked_bank(session: Session, session_id: str, seq: int, institution_id: str) -> None:
-    row = _locked(session, session_id)
-    if row is None or row.link_id is not None or row.institution_id == institution_id:
-        return
-    later_pick = session.scalar(
-        sa.select(ConnectEvent.id).where(
-            ConnectEvent.session_id == session_id,
-            ConnectEvent.name == PICKED_BANK_EVENT,
-            ConnectEvent.seq > seq,
-        )
-    )
-    if later_pick is not None:
-        return
-    before = SessionBucket.of_row(row)
-    row.institution_id = institution_id
-    _moved(session, before, SessionBucket.of_row(row))
 
 
 def institution_name(session: Session, link_id: str | None) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -285,10 +286,9 @@ class ConnectSession(Base):
 
 class ConnectSessionDay(Base):
     """Rollup for the Connect funnel: sessions per UTC day of their start, mode, bank, outcome
-    and exit error. Every writer of a session moves its count here in the same transaction as
-    the change (``store.connect_repository``), so the funnel's counts read these rows, never the
-    sessions. No bank, no exit error: ''. A write adds to one of a few shards picked at random,
-    so sessions starting together do not queue on one row; a count is the sum of its shards."""
+    and exit error (no bank, no exit error: ''), kept by the sessions' writers in the same
+    transaction as each change (``store.funnel_rollup``), so the funnel's counts read these
+    rows, never the sessions. A count is the sum of its shards."""
 
     __tablename__ = "connect_session_days"
 
@@ -299,6 +299,25 @@ class ConnectSessionDay(Base):
     exit_error_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     sessions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConnectScreenDay(Base):
+    """Rollup for the Connect funnel's screens: per UTC day of the sessions' start, mode, bank
+    and screen, the sessions that reached it, those whose last screen it was without success,
+    and the time from showing it to the next logged entry (a sum, and the visits timed). Kept
+    like ``ConnectSessionDay``, so the screens read these rows, never the events."""
+
+    __tablename__ = "connect_screen_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(10), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    screen: Mapped[str] = mapped_column(String(100), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    reached: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+    milliseconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ConnectEvent(Base):

@@ -4,6 +4,7 @@ and filled from what is stored by the migration that adds them."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from linkdesk.store import Store, create_engine, migrate
 from linkdesk.store import connect_repository as repo
-from linkdesk.store.models import ConnectSession, ConnectSessionDay
+from linkdesk.store.models import ConnectScreenDay, ConnectSession, ConnectSessionDay
 from tests.connect_sessions import rollup_differences, store_session
 from tests.unit.test_overview_history import add_bank, add_link
 
@@ -27,6 +28,19 @@ def pick(session_id: str, seq: int, bank: str) -> dict[str, object]:
         "payload": {"name": "select_institution", "properties": {"institution_id": bank}},
         "at": T0,
         "recorded_at": T0,
+    }
+
+
+def shown(session_id: str, seq: int, screen: str, seconds: int) -> dict[str, object]:
+    at = T0 + timedelta(seconds=seconds)
+    return {
+        "session_id": session_id,
+        "seq": seq,
+        "type": "event",
+        "name": "change_screen",
+        "payload": {"name": "change_screen", "properties": {"current_screen_name": screen}},
+        "at": at,
+        "recorded_at": at,
     }
 
 
@@ -65,6 +79,14 @@ def test_every_writer_moves_the_session_in_the_rollup(store: Store) -> None:
     with store.write() as session:
         repo.insert_event(session, pick("linking", 2, "bank-c"))
     assert bank_of(store, "linking") == "bank-b"
+    assert rollup_differences(store) == {}
+    with store.write() as session:  # screens, the later one first: timed once both are in
+        repo.insert_event(session, shown("linking", 6, "Accounts", 50))
+        repo.insert_event(session, shown("linking", 4, "Finder", 5))
+    assert rollup_differences(store) == {}
+    with store.write() as session:
+        repo.insert_event(session, shown("linking", 5, "Credentials", 20))
+        repo.insert_event(session, shown("linking", 5, "Credentials", 20))  # sent twice
     assert rollup_differences(store) == {}
     with store.write() as session:  # the link made is at another bank: the link's bank counts
         row = repo.claim_completion(session, "linking", T0)
@@ -128,6 +150,25 @@ def test_every_writer_moves_the_session_in_the_rollup(store: Store) -> None:
         ("", "failed", "", 2),
         ("bank-d", "exit", "", 1),
         ("bank-d", "success", "", 1),
+    ]
+    with store.read() as session:
+        screens = session.execute(
+            sa.select(
+                ConnectScreenDay.institution_id,
+                ConnectScreenDay.screen,
+                sa.func.sum(ConnectScreenDay.reached),
+                sa.func.sum(ConnectScreenDay.dropped),
+                sa.func.sum(ConnectScreenDay.milliseconds),
+                sa.func.sum(ConnectScreenDay.samples),
+            )
+            .group_by(ConnectScreenDay.institution_id, ConnectScreenDay.screen)
+            .having(sa.func.sum(ConnectScreenDay.reached) != 0)
+        ).all()
+    # The linked session's screens moved to the link's bank with it; it succeeded: no drop.
+    assert sorted(tuple(row) for row in screens) == [
+        ("bank-d", "Accounts", 1, 0, 0, 0),
+        ("bank-d", "Credentials", 1, 0, 30_000, 1),
+        ("bank-d", "Finder", 1, 0, 15_000, 1),
     ]
 
 
@@ -193,17 +234,32 @@ def test_the_migration_fills_each_sessions_bank_and_the_rollup(empty_database_ur
                     ),
                     {"id": session_id, "link": link_id, "outcome": outcome, "error": error},
                 )
-            for seq, bank in ((1, "bank-x"), (2, "bank-y")):
+            for session_id, seq, name, properties, at in (
+                ("picked-twice", 1, "change_screen", {"current_screen_name": "Finder"}, "00"),
+                # Microseconds count (SQLite's date functions would round them to the second).
+                (
+                    "picked-twice",
+                    2,
+                    "select_institution",
+                    {"institution_id": "bank-x"},
+                    "04.999999",
+                ),
+                ("picked-twice", 3, "select_institution", {"institution_id": "bank-y"}, "09"),
+                ("picked-twice", 4, "change_screen", {"current_screen_name": "Login"}, "12"),
+                ("relinked", 1, "change_screen", {"current_screen_name": "Login"}, "00"),
+                ("relinked", 2, "success", {}, "30"),
+            ):
                 conn.execute(
                     sa.text(
-                        "INSERT INTO connect_events (session_id, seq, type, name, payload, "
-                        "recorded_at) VALUES ('picked-twice', :seq, 'event', "
-                        "'select_institution', :payload, '2025-03-10 09:00:00')"
+                        "INSERT INTO connect_events (session_id, seq, type, name, payload, at, "
+                        "recorded_at) VALUES (:session, :seq, 'event', :name, :payload, :at, :at)"
                     ),
                     {
+                        "session": session_id,
                         "seq": seq,
-                        "payload": '{"name": "select_institution", "properties": '
-                        f'{{"institution_id": "{bank}"}}}}',
+                        "name": name,
+                        "payload": json.dumps({"name": name, "properties": properties}),
+                        "at": f"2025-03-10 09:00:{at}",
                     },
                 )
         migrate(url)
@@ -213,5 +269,21 @@ def test_the_migration_fills_each_sessions_bank_and_the_rollup(empty_database_ur
         assert rollup_differences(store) == {}
         with store.read() as session:
             assert session.scalar(sa.select(sa.func.sum(ConnectSessionDay.sessions))) == 3
+            login = session.execute(
+                sa.select(
+                    ConnectScreenDay.institution_id,
+                    ConnectScreenDay.reached,
+                    ConnectScreenDay.dropped,
+                    ConnectScreenDay.milliseconds,
+                    ConnectScreenDay.samples,
+                )
+                .where(ConnectScreenDay.screen.in_(["Login", "Finder"]))
+                .order_by(ConnectScreenDay.screen, ConnectScreenDay.institution_id)
+            ).all()
+        assert [tuple(row) for row in login] == [
+            ("bank-y", 1, 0, 4_999, 1),
+            ("bank-l", 1, 0, 30_000, 1),
+            ("bank-y", 1, 1, 0, 0),
+        ]
     finally:
         engine.dispose()

@@ -1,14 +1,16 @@
-"""The Connect funnel's rollup: sessions per day, mode, bank, outcome and exit error.
+"""The Connect funnel's rollups: sessions per day, mode, bank, outcome and exit error; screens
+reached, dropped and timed per day, mode and bank.
 
 The funnel counted a window's sessions on each view; counted by bank, it joined every session of
 the window to its link and to its last select_institution event (1.5 s at a million links on
-SQLite). A session now carries its bank (``connect_sessions.institution_id``, set by its writers
-as soon as it is known) and its writers keep ``connect_session_days`` in step, so the funnel's
-counts read a few rows per day.
+SQLite), and its screens read every logged entry of the window's sessions. A session now carries
+its bank (``connect_sessions.institution_id``, set by its writers as soon as it is known) and its
+writers keep ``connect_session_days`` and ``connect_screen_days`` in step, so the funnel reads a
+few rows per day.
 
-This migration fills both from what is stored: the bank of a session with a link is the link's,
-else the last one picked in Connect; the rollup is then a count of the sessions by bucket (all in
-shard 0: a count is the sum of its shards, whichever they are).
+This migration fills them from what is stored: the bank of a session with a link is the link's,
+else the last one picked in Connect; the rollups are then counted from the sessions and their
+entries (all in shard 0: a count is the sum of its shards, whichever they are).
 
 Revision ID: 0012
 Revises: 0011
@@ -26,7 +28,56 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_SCREENS = """
+INSERT INTO connect_screen_days
+    (day, mode, institution_id, screen, shard, reached, dropped, milliseconds, samples)
+WITH logged AS (
+    SELECT session_id, seq, name, at, {screen} AS screen,
+           lead(at) OVER (PARTITION BY session_id ORDER BY seq) AS next_at
+    FROM connect_events
+), shown AS (
+    SELECT session_id, seq, screen, at, next_at,
+           max(seq) OVER (PARTITION BY session_id) AS last_seq
+    FROM logged
+    WHERE name = 'change_screen' AND screen IS NOT NULL
+), per_session AS (
+    SELECT date(s.started_at) AS day, s.mode, coalesce(s.institution_id, '') AS bank,
+           shown.screen,
+           max(CASE WHEN shown.seq = shown.last_seq AND s.outcome <> 'success'
+                    THEN 1 ELSE 0 END) AS dropped,
+           sum(CASE WHEN shown.next_at IS NOT NULL AND shown.at IS NOT NULL
+                    THEN {milliseconds} ELSE 0 END) AS milliseconds,
+           sum(CASE WHEN shown.next_at IS NOT NULL AND shown.at IS NOT NULL
+                    THEN 1 ELSE 0 END) AS samples
+    FROM shown JOIN connect_sessions s ON s.id = shown.session_id
+    GROUP BY s.id, date(s.started_at), s.mode, coalesce(s.institution_id, ''), shown.screen
+)
+SELECT day, mode, bank, screen, 0, count(*), sum(dropped), sum(milliseconds), sum(samples)
+FROM per_session
+GROUP BY day, mode, bank, screen
+"""
+_SQLITE = {
+    "picked": "json_extract(payload, '$.properties.institution_id')",
+    "screen": "substr(json_extract(payload, '$.properties.current_screen_name'), 1, 100)",
+    # Whole milliseconds, rounded down, from the stored text's whole seconds and microseconds
+    # apart (exact: SQLite's own date functions keep milliseconds, rounded).
+    "milliseconds": "CASE WHEN {us_next} - {us_at} >= 0 THEN ({us_next} - {us_at}) / 1000 "
+    "ELSE -((999 - ({us_next} - {us_at})) / 1000) END".format(
+        us_next="(CAST(strftime('%s', substr(shown.next_at, 1, 19)) AS INTEGER) * 1000000 "
+        "+ CAST(substr(shown.next_at, 21, 6) AS INTEGER))",
+        us_at="(CAST(strftime('%s', substr(shown.at, 1, 19)) AS INTEGER) * 1000000 "
+        "+ CAST(substr(shown.at, 21, 6) AS INTEGER))",
+    ),
+}
+_POSTGRESQL = {
+    "picked": "payload::jsonb #>> '{properties,institution_id}'",
+    "screen": "left(payload::jsonb #>> '{properties,current_screen_name}', 100)",
+    "milliseconds": "floor(extract(epoch FROM shown.next_at - shown.at) * 1000)::bigint",
+}
+
+
 def upgrade() -> None:
+    sql = _POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _SQLITE
     with op.batch_alter_table("connect_sessions") as batch:
         batch.add_column(sa.Column("institution_id", sa.String(200), nullable=True))
     op.execute(
@@ -37,13 +88,10 @@ def upgrade() -> None:
         WHERE link_id IS NOT NULL
         """
     )
-    picked = "json_extract(payload, '$.properties.institution_id')"
-    if op.get_bind().dialect.name == "postgresql":
-        picked = "payload::jsonb #>> '{properties,institution_id}'"
     op.execute(
         f"""
         UPDATE connect_sessions SET institution_id = (
-            SELECT {picked} FROM connect_events
+            SELECT {sql["picked"]} FROM connect_events
             WHERE connect_events.session_id = connect_sessions.id
               AND connect_events.name = 'select_institution'
             ORDER BY connect_events.seq DESC LIMIT 1
@@ -87,9 +135,26 @@ def upgrade() -> None:
                  coalesce(exit_error_id, '')
         """
     )
+    op.create_table(
+        "connect_screen_days",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("mode", sa.String(10), nullable=False),
+        sa.Column("institution_id", sa.String(200), nullable=False),
+        sa.Column("screen", sa.String(100), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
+        sa.Column("reached", sa.Integer(), nullable=False),
+        sa.Column("dropped", sa.Integer(), nullable=False),
+        sa.Column("milliseconds", sa.BigInteger(), nullable=False),
+        sa.Column("samples", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "day", "mode", "institution_id", "screen", "shard", name="pk_connect_screen_days"
+        ),
+    )
+    op.execute(_SCREENS.format(screen=sql["screen"], milliseconds=sql["milliseconds"]))
 
 
 def downgrade() -> None:
+    op.drop_table("connect_screen_days")
     op.drop_table("connect_session_days")
     op.drop_index("ix_connect_sessions_started", table_name="connect_sessions")
     op.create_index(

@@ -1,0 +1,229 @@
+"""What a Connect session adds to the funnel's rollups, and moving it there.
+
+Two tables, kept by the writers of sessions and their events (``store.connect_repository``, the
+demo history's bulk writes) in the same transaction as each change:
+
+* ``connect_session_days``: sessions per UTC day of their start, mode, bank, outcome and exit
+  error;
+* ``connect_screen_days``: per day, mode, bank and Connect screen, the sessions that reached it,
+  those whose last screen it was without a success, and the time until the next logged entry
+  (summed in whole milliseconds, each rounded down, with the number of timed visits).
+
+A writer works out what the session added before its change and what it adds after, from the
+session's row and its few logged entries (:class:`SessionCounts`), and adds the difference: the
+same whatever order the entries arrive in, or however late the session's bank is known. A write
+adds to one of a few shards picked at random, so sessions written together do not queue on one
+row; a count is the sum of its shards, so which shard a session was first counted in does not
+matter.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from linkdesk.store.models import ConnectEvent, ConnectScreenDay, ConnectSessionDay
+from linkdesk.store.repository import add_to_counters
+
+__all__ = [
+    "PICKED_BANK_EVENT",
+    "SCREEN_EVENT",
+    "LoggedStep",
+    "ScreenCounts",
+    "SessionBucket",
+    "SessionCounts",
+    "add_counts",
+    "logged_steps",
+    "moved",
+    "screen_counts",
+    "screen_of",
+]
+
+# Rows each count is spread over.
+SHARDS = 8
+PICKED_BANK_EVENT = "select_institution"
+SCREEN_EVENT = "change_screen"
+_SCREEN_NAME_MAX = 100
+_MILLISECOND = timedelta(milliseconds=1)
+
+# One logged entry as the screens count it: (seq, name, screen shown or None, when).
+LoggedStep = tuple[int, str | None, str | None, datetime | None]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SessionBucket:
+    """Where a session is counted in ``connect_session_days`` (no bank, no exit error: '')."""
+
+    day: date
+    mode: str
+    institution_id: str
+    outcome: str
+    exit_error_id: str
+
+    @classmethod
+    def of_row(cls, row: Any) -> SessionBucket:
+        """The bucket of a ``ConnectSession`` (or of a row with its columns)."""
+        return cls(
+            row.started_at.date(),
+            row.mode,
+            row.institution_id or "",
+            row.outcome,
+            row.exit_error_id or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenCounts:
+    reached: int = 0
+    dropped: int = 0
+    milliseconds: int = 0
+    samples: int = 0
+
+    def __add__(self, other: ScreenCounts) -> ScreenCounts:
+        return ScreenCounts(
+            self.reached + other.reached,
+            self.dropped + other.dropped,
+            self.milliseconds + other.milliseconds,
+            self.samples + other.samples,
+        )
+
+    def __neg__(self) -> ScreenCounts:
+        return ScreenCounts(-self.reached, -self.dropped, -self.milliseconds, -self.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    """What one session adds to the rollups."""
+
+    bucket: SessionBucket
+    screens: Mapping[str, ScreenCounts] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: Any, steps: Iterable[LoggedStep]) -> SessionCounts:
+        return cls(
+            SessionBucket.of_row(row), screen_counts(steps, succeeded=row.outcome == "success")
+        )
+
+
+def screen_of(name: str | None, payload: Any) -> str | None:
+    """The screen a logged entry shows: a change_screen's ``current_screen_name``."""
+    if name != SCREEN_EVENT or not isinstance(payload, dict):
+        return None
+    properties = payload.get("properties")
+    screen = properties.get("current_screen_name") if isinstance(properties, dict) else None
+    if screen is None or isinstance(screen, dict | list):
+        return None
+    return str(screen)[:_SCREEN_NAME_MAX] or None
+
+
+def screen_counts(steps: Iterable[LoggedStep], *, succeeded: bool) -> dict[str, ScreenCounts]:
+    """Per screen one session showed: reached once, dropped if it was the last screen shown and
+    the session did not succeed, and the time from showing it to the next logged entry."""
+    ordered = sorted(steps, key=lambda step: step[0])
+    counts: dict[str, ScreenCounts] = {}
+    last_screen: str | None = None
+    for index, (_seq, _name, screen, at) in enumerate(ordered):
+        if screen is None:
+            continue
+        following = ordered[index + 1][3] if index + 1 < len(ordered) else None
+        timed = at is not None and following is not None
+        spent = (following - at) // _MILLISECOND if timed else 0  # type: ignore[operator]
+        counts[screen] = counts.get(screen, ScreenCounts()) + ScreenCounts(
+            reached=0 if screen in counts else 1, milliseconds=spent, samples=int(timed)
+        )
+        last_screen = screen
+    if last_screen is not None and not succeeded:
+        counts[last_screen] = counts[last_screen] + ScreenCounts(dropped=1)
+    return counts
+
+
+def logged_steps(session: Session, session_id: str) -> list[LoggedStep]:
+    """The session's stored entries as the screens count them."""
+    rows = session.execute(
+        sa.select(ConnectEvent.seq, ConnectEvent.name, ConnectEvent.payload, ConnectEvent.at).where(
+            ConnectEvent.session_id == session_id
+        )
+    ).all()
+    return [(seq, name, screen_of(name, payload), at) for seq, name, payload, at in rows]
+
+
+def add_counts(
+    session: Session, added: Iterable[SessionCounts] = (), removed: Iterable[SessionCounts] = ()
+) -> None:
+    """Add what ``added`` sessions count and take away what ``removed`` ones did, as the
+    transaction of ``session`` commits (:func:`_write_counts`)."""
+    pending = session.info.setdefault(_PENDING, _PendingCounts())
+    for sign, group in ((1, added), (-1, removed)):
+        for counts in group:
+            bucket = counts.bucket
+            pending.sessions[bucket] += sign
+            for screen, counted in counts.screens.items():
+                key = (bucket.day, bucket.mode, bucket.institution_id, screen)
+                pending.screens[key] = pending.screens.get(key, ScreenCounts()) + (
+                    counted if sign > 0 else -counted
+                )
+
+
+_PENDING = "linkdesk.funnel_counts"
+
+
+@dataclass(slots=True)
+class _PendingCounts:
+    sessions: Counter[SessionBucket] = field(default_factory=Counter)
+    screens: dict[tuple[date, str, str, str], ScreenCounts] = field(default_factory=dict)
+
+
+@sa.event.listens_for(Session, "before_commit")
+def _write_counts(session: Session) -> None:
+    """A transaction's moves of the rollups, written last and in one order: a transaction holds
+    the rows it adds to for as short as it can, and two that add to the same rows never wait on
+    each other in opposite orders (however many sessions each moved, in whatever order)."""
+    pending: _PendingCounts | None = session.info.pop(_PENDING, None)
+    if pending is None:
+        return
+    shard = random.randrange(SHARDS)  # spreads writes; nothing secret
+    for bucket, moved_sessions in sorted(pending.sessions.items()):
+        if moved_sessions:
+            row = {
+                "day": bucket.day,
+                "mode": bucket.mode,
+                "institution_id": bucket.institution_id,
+                "outcome": bucket.outcome,
+                "exit_error_id": bucket.exit_error_id,
+                "shard": shard,
+            }
+            add_to_counters(session, ConnectSessionDay, row, {"sessions": moved_sessions})
+    for (day, mode, institution_id, screen), moved_screen in sorted(pending.screens.items()):
+        if moved_screen != ScreenCounts():
+            row = {
+                "day": day,
+                "mode": mode,
+                "institution_id": institution_id,
+                "screen": screen,
+                "shard": shard,
+            }
+            amounts = {
+                "reached": moved_screen.reached,
+                "dropped": moved_screen.dropped,
+                "milliseconds": moved_screen.milliseconds,
+                "samples": moved_screen.samples,
+            }
+            add_to_counters(session, ConnectScreenDay, row, amounts)
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _forget_counts(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def moved(session: Session, before: SessionCounts, after: SessionCounts) -> None:
+    """One session's counts, from what they were to what they are."""
+    if before != after:
+        add_counts(session, added=[after], removed=[before])

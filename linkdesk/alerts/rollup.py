@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from linkdesk.health import RELINK_ERRORS
 from linkdesk.store.aggregates import as_date
+from linkdesk.store.counters import add_to_counters
 from linkdesk.store.engine import Store
 from linkdesk.store.models import (
     AlertBankBucket,
@@ -33,7 +34,7 @@ from linkdesk.store.models import (
     LinkStateChange,
     StateChangeDay,
 )
-from linkdesk.store.repository import add_to_counters, insert_if_absent
+from linkdesk.store.repository import insert_if_absent
 
 __all__ = [
     "BUCKET",

@@ -47,6 +47,7 @@ from linkdesk.store.models import (
     Customer,
     CustomerLinkToken,
     Link,
+    LinkCount,
     LinkStateChange,
     OutreachCampaign,
     OutreachMessage,
@@ -80,6 +81,7 @@ _WIPED_TABLES = (
     SyncAttempt,
     LinkStateChange,
     Account,
+    LinkCount,
     Link,
     Customer,
 )

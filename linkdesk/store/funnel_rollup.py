@@ -19,8 +19,6 @@ matter.
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -29,8 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from linkdesk.store.counters import count_later
 from linkdesk.store.models import ConnectEvent, ConnectScreenDay, ConnectSessionDay
-from linkdesk.store.repository import add_to_counters
 
 __all__ = [
     "PICKED_BANK_EVENT",
@@ -46,8 +44,6 @@ __all__ = [
     "screen_of",
 ]
 
-# Rows each count is spread over.
-SHARDS = 8
 PICKED_BANK_EVENT = "select_institution"
 SCREEN_EVENT = "change_screen"
 _SCREEN_NAME_MAX = 100
@@ -93,9 +89,6 @@ class ScreenCounts:
             self.milliseconds + other.milliseconds,
             self.samples + other.samples,
         )
-
-    def __neg__(self) -> ScreenCounts:
-        return ScreenCounts(-self.reached, -self.dropped, -self.milliseconds, -self.samples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,69 +151,25 @@ def add_counts(
     session: Session, added: Iterable[SessionCounts] = (), removed: Iterable[SessionCounts] = ()
 ) -> None:
     """Add what ``added`` sessions count and take away what ``removed`` ones did, as the
-    transaction of ``session`` commits (:func:`_write_counts`)."""
-    pending = session.info.setdefault(_PENDING, _PendingCounts())
+    transaction of ``session`` commits (see ``store.counters``)."""
     for sign, group in ((1, added), (-1, removed)):
         for counts in group:
             bucket = counts.bucket
-            pending.sessions[bucket] += sign
-            for screen, counted in counts.screens.items():
-                key = (bucket.day, bucket.mode, bucket.institution_id, screen)
-                pending.screens[key] = pending.screens.get(key, ScreenCounts()) + (
-                    counted if sign > 0 else -counted
-                )
-
-
-_PENDING = "linkdesk.funnel_counts"
-
-
-@dataclass(slots=True)
-class _PendingCounts:
-    sessions: Counter[SessionBucket] = field(default_factory=Counter)
-    screens: dict[tuple[date, str, str, str], ScreenCounts] = field(default_factory=dict)
-
-
-@sa.event.listens_for(Session, "before_commit")
-def _write_counts(session: Session) -> None:
-    """A transaction's moves of the rollups, written last and in one order: a transaction holds
-    the rows it adds to for as short as it can, and two that add to the same rows never wait on
-    each other in opposite orders (however many sessions each moved, in whatever order)."""
-    pending: _PendingCounts | None = session.info.pop(_PENDING, None)
-    if pending is None:
-        return
-    shard = random.randrange(SHARDS)  # spreads writes; nothing secret
-    for bucket, moved_sessions in sorted(pending.sessions.items()):
-        if moved_sessions:
-            row = {
+            where = {
                 "day": bucket.day,
                 "mode": bucket.mode,
                 "institution_id": bucket.institution_id,
-                "outcome": bucket.outcome,
-                "exit_error_id": bucket.exit_error_id,
-                "shard": shard,
             }
-            add_to_counters(session, ConnectSessionDay, row, {"sessions": moved_sessions})
-    for (day, mode, institution_id, screen), moved_screen in sorted(pending.screens.items()):
-        if moved_screen != ScreenCounts():
-            row = {
-                "day": day,
-                "mode": mode,
-                "institution_id": institution_id,
-                "screen": screen,
-                "shard": shard,
-            }
-            amounts = {
-                "reached": moved_screen.reached,
-                "dropped": moved_screen.dropped,
-                "milliseconds": moved_screen.milliseconds,
-                "samples": moved_screen.samples,
-            }
-            add_to_counters(session, ConnectScreenDay, row, amounts)
-
-
-@sa.event.listens_for(Session, "after_rollback")
-def _forget_counts(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+            key = {**where, "outcome": bucket.outcome, "exit_error_id": bucket.exit_error_id}
+            count_later(session, ConnectSessionDay, key, {"sessions": sign})
+            for screen, counted in counts.screens.items():
+                amounts = {
+                    "reached": sign * counted.reached,
+                    "dropped": sign * counted.dropped,
+                    "milliseconds": sign * counted.milliseconds,
+                    "samples": sign * counted.samples,
+                }
+                count_later(session, ConnectScreenDay, {**where, "screen": screen}, amounts)
 
 
 def moved(session: Session, before: SessionCounts, after: SessionCounts) -> None:

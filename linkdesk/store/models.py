@@ -208,6 +208,20 @@ class Link(Base):
     )
 
 
+class LinkCount(Base):
+    """Rollup for the shared totals: links per state, error code ('' for none) and bank, kept
+    by the links' writers in the same transaction as each change (``store.counters``), so the
+    totals read these few rows, never the links. A count is the sum of its shards."""
+
+    __tablename__ = "link_counts"
+
+    state: Mapped[str] = mapped_column(String(40), primary_key=True)
+    error_code: Mapped[str] = mapped_column(String(60), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    links: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class LinkProduct(Base):
     """One product of a link (accounts, transactions, ...) as MoneyKit last reported it."""
 

@@ -11,7 +11,7 @@ which SQLite's compiler leaves out).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,12 +23,14 @@ from sqlalchemy.orm import Session
 from linkdesk.moneykit.models import REFRESH_FAILED
 from linkdesk.moneykit.models import Account as ApiAccount
 from linkdesk.moneykit.models import Link as ApiLink
+from linkdesk.store.counters import count_later
 from linkdesk.store.models import (
     Account,
     Base,
     Customer,
     Institution,
     Link,
+    LinkCount,
     LinkProduct,
     LinkStateChange,
     WorkerState,
@@ -45,6 +47,7 @@ __all__ = [
     "ensure_institution",
     "get_named_state",
     "insert_if_absent",
+    "link_moved",
     "mark_link_deleted",
     "put_named_state",
     "record_read_state_as_of",
@@ -103,21 +106,6 @@ def insert_if_absent(
         return True
     except sa.exc.IntegrityError:
         return False
-
-
-def add_to_counters(
-    session: Session, model: type[Any], key: Mapping[str, Any], amounts: Mapping[str, int]
-) -> None:
-    """Add ``amounts`` to the counters of the row of ``model`` whose primary key is ``key``,
-    creating the row with them: one statement, so two writers adding at once both count."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(model).values(**key, **amounts)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(key),
-        set_={name: getattr(model, name) + stmt.excluded[name] for name in amounts},
-    )
-    session.execute(stmt)
 
 
 def ensure_customer(session: Session, customer_id: str | None, now: datetime) -> None:
@@ -205,6 +193,23 @@ def _record_change(
     )
 
 
+def link_moved(
+    session: Session,
+    before: tuple[str, str | None, str] | None,
+    after: tuple[str, str | None, str] | None,
+) -> None:
+    """A link's (state, error code, bank) changed from ``before`` to ``after`` (None: not
+    stored): its count in ``link_counts`` moves with it, as the transaction commits. Every
+    writer of the links table calls it (a bulk load counts afresh instead)."""
+    if before == after:
+        return
+    for place, step in ((before, -1), (after, 1)):
+        if place is not None:
+            state, error_code, bank = place
+            key = {"state": state, "error_code": error_code or "", "institution_id": bank}
+            count_later(session, LinkCount, key, {"links": step})
+
+
 def upsert_link(
     session: Session,
     link: ApiLink,
@@ -251,6 +256,7 @@ def upsert_link(
             row = session.get(Link, link.link_id, with_for_update=True)
             assert row is not None
     if created:
+        link_moved(session, None, (link.state, error_code, link.institution_id))
         _record_change(
             session,
             link.link_id,
@@ -286,6 +292,11 @@ def upsert_link(
         or list(row.tags or []) != link.all_tags
         or (customer_id is not None and row.customer_id != customer_id)
         or row.products_refreshed_at != link.products_refreshed_at
+    )
+    link_moved(
+        session,
+        (row.state, row.error_code, row.institution_id),
+        (link.state, error_code, link.institution_id),
     )
     row.state = link.state
     row.error_code = error_code
@@ -328,6 +339,11 @@ def mark_link_deleted(session: Session, link_id: str, *, now: datetime, source: 
         at=now,
         source=source,
     )
+    link_moved(
+        session,
+        (row.state, row.error_code, row.institution_id),
+        ("deleted", None, row.institution_id),
+    )
     row.state = "deleted"
     row.error_code = None
     row.updated_at = now
@@ -368,6 +384,11 @@ def apply_event_state(
             to_error=error_code,
             at=now,
             source="webhook",
+        )
+        link_moved(
+            session,
+            (row.state, row.error_code, row.institution_id),
+            (state, error_code, row.institution_id),
         )
         row.state = state
         row.error_code = error_code

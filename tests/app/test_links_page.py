@@ -13,6 +13,7 @@ from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.store import Store, create_engine
 from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import Institution, Link
+from linkdesk.store.repository import link_moved
 from tests.app.conftest import dashboard
 
 
@@ -181,6 +182,7 @@ def test_hostile_institution_data_is_escaped_and_colours_validated(app_env: str)
                 updated_at=now,
             )
         )
+        link_moved(session, None, ("error", "auth_expired", "hostile-bank"))
     app = dashboard(page="links", link="mk_hostile_link").run()
     assert not app.exception
     card = next(element.proto.body for element in app.get("html"))

@@ -25,6 +25,7 @@ from linkdesk.store.models import (
     LinkStateChange,
     WebhookDelivery,
 )
+from linkdesk.store.repository import link_moved
 from tests.e2e.conftest import ADMIN, ADMIN_PASSWORD, Stack, open_signed_in, running_stack
 from tests.security.canary import Canary, running_canary
 
@@ -94,6 +95,7 @@ def seed(world: World) -> None:
                 discovered_at=now - timedelta(days=3),
             )
         )
+        link_moved(session, None, ("error", hostile(world.canary, "code")[:60], "ins_hostile"))
         session.flush()
         session.add(
             LinkStateChange(

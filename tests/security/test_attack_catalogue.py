@@ -22,6 +22,7 @@ from linkdesk.read.links import LinkQueries
 from linkdesk.services.errors import LinkTampered
 from linkdesk.store.engine import Store, create_engine, migrate
 from linkdesk.store.models import Customer, Institution, Link, WebhookDelivery, WebhookEvent
+from linkdesk.store.repository import link_moved
 from linkdesk.webhooks.asgi import WEBHOOK_PATH, webhook_route
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 from tests.unit.test_customer_links import tampered_variants
@@ -64,6 +65,7 @@ def add_hostile(
                 tags=[],
             )
         )
+        link_moved(session, None, ("error", "auth_expired", "ins_x"))
 
 
 # -- CSV export: formulas in outside values -------------------------------------------------

@@ -22,8 +22,13 @@ from linkdesk.store.health_totals import (
     HealthSummary,
     HealthTotals,
 )
-from linkdesk.store.models import Link
-from linkdesk.store.repository import put_named_state, upsert_link
+from linkdesk.store.models import Link, LinkCount
+from linkdesk.store.repository import (
+    apply_event_state,
+    mark_link_deleted,
+    put_named_state,
+    upsert_link,
+)
 from linkdesk.store.shared import wait_for_refreshes
 from tests.unit.test_store import api_link
 
@@ -284,6 +289,66 @@ def test_links_per_bank_are_counted_and_moved_by_every_writer(store: Store) -> N
             "bank-c": BankLinks(1, 1),
         }
     )
+
+
+def _link_counts_differ(store: Store) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(kept, counted afresh) where ``link_counts`` and the links table disagree."""
+    place = (Link.state, sa.func.coalesce(Link.error_code, ""), Link.institution_id)
+    kept_place = (LinkCount.state, LinkCount.error_code, LinkCount.institution_id)
+    with store.read() as session:
+        fresh = {
+            (a, b, c): int(n)
+            for a, b, c, n in session.execute(sa.select(*place, sa.func.count()).group_by(*place))
+        }
+        kept = {
+            (a, b, c): int(n)
+            for a, b, c, n in session.execute(
+                sa.select(*kept_place, sa.func.sum(LinkCount.links)).group_by(*kept_place)
+            )
+        }
+    return {
+        key: (kept.get(key, 0), fresh.get(key, 0))
+        for key in kept.keys() | fresh.keys()
+        if kept.get(key, 0) != fresh.get(key, 0)
+    }
+
+
+def test_every_writer_of_links_keeps_their_counts_and_another_process_sees_them(
+    store: Store,
+) -> None:
+    add_link(store, "mk_001")
+    add_link(store, "mk_002", state="error", error_code="auth_expired")
+    here, elsewhere = totals(store), totals(store)  # two processes on one store
+    assert elsewhere.health_summary().counts[Health.NEEDS_RELINK] == 1
+    with here.writing("mk_001") as session:  # a webhook's state, where MoneyKit is not asked
+        applied = apply_event_state(
+            session,
+            "mk_001",
+            state="error",
+            error_code="auth_expired",
+            as_of=T0 + timedelta(hours=1),
+            now=T0 + timedelta(hours=1),
+        )
+        assert applied
+    with here.writing("mk_002") as session:
+        assert mark_link_deleted(session, "mk_002", now=T0, source="sync")
+    add_link(store, "mk_003", institution=("bank-b", "Beta Bank"), minute=5)
+    with pytest.raises(RuntimeError), store.write() as session:  # rolled back: not counted
+        add_link_in(session, "mk_004")
+        raise RuntimeError("the transaction fails after the write")
+    assert _link_counts_differ(store) == {}
+    # The other process counts what this one wrote, on its next count: nothing cached.
+    moved = elsewhere.health_summary()
+    assert moved.counts[Health.NEEDS_RELINK] == 1
+    assert moved.groups[(Health.DELETED, "deleted", "")] == 1
+    assert moved.banks["bank-b"] == BankLinks(1, 0)
+    with store.read() as session:
+        assert session.get(Link, "mk_004") is None
+
+
+def add_link_in(session: sa.orm.Session, link_id: str) -> None:
+    link = api_link(link_id, institution_id="bank-a", institution_name="Alpha Bank")
+    upsert_link(session, link, customer_id=None, now=T0, source="sync")
 
 
 def test_a_failing_store_write_does_not_fail_the_count(

@@ -41,6 +41,7 @@ from linkdesk.store.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from linkdesk.store.repository import link_moved
 from tests.connect_sessions import store_session
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
@@ -82,6 +83,7 @@ def add_link(
                 updated_at=NOW,
             )
         )
+        link_moved(session, None, (state, error_code, institution_id))
         session.flush()
         previous: tuple[str | None, str | None] = (None, None)
         for at, to_state, to_error in changes:

@@ -12,7 +12,13 @@ import sqlalchemy as sa
 
 from linkdesk.store import Store, create_engine, migrate
 from linkdesk.store import connect_repository as repo
-from linkdesk.store.models import ConnectScreenDay, ConnectSession, ConnectSessionDay
+from linkdesk.store.models import (
+    ConnectScreenDay,
+    ConnectSession,
+    ConnectSessionDay,
+    Link,
+    LinkCount,
+)
 from tests.connect_sessions import rollup_differences, store_session
 from tests.unit.test_overview_history import add_bank, add_link
 
@@ -211,15 +217,32 @@ def test_sessions_written_at_once_are_all_counted(database_url: str) -> None:
         store.dispose()
 
 
-def test_the_migration_fills_each_sessions_bank_and_the_rollup(empty_database_url: str) -> None:
+def test_the_migration_fills_the_link_counts_each_sessions_bank_and_the_funnel_rollups(
+    empty_database_url: str,
+) -> None:
     url = empty_database_url
     migrate(url, "0011")
     engine = create_engine(url)
     store = Store(engine)
     try:
-        # Banks and links are the same at 0011; sessions and events are written as 0011 has them.
+        # Banks and links are the same at 0011 (without their counts, which 0011 does not
+        # have); sessions and events are written as 0011 has them.
         add_bank(store, "bank-l", "L")
-        add_link(store, "with-link", institution_id="bank-l")
+        with store.write() as session:
+            for link_id, state, error_code in (
+                ("with-link", "connected", None),
+                ("expired", "error", "auth_expired"),
+                ("expired-too", "error", "auth_expired"),
+            ):
+                session.add(
+                    Link(
+                        link_id=link_id,
+                        institution_id="bank-l",
+                        state=state,
+                        error_code=error_code,
+                        tags=[],
+                    )
+                )
         with engine.begin() as conn:
             for session_id, link_id, outcome, error in (
                 ("relinked", "with-link", "success", None),
@@ -263,6 +286,16 @@ def test_the_migration_fills_each_sessions_bank_and_the_rollup(empty_database_ur
                     },
                 )
         migrate(url)
+        with store.read() as session:
+            counted = session.execute(
+                sa.select(LinkCount.state, LinkCount.error_code, LinkCount.links).order_by(
+                    LinkCount.state
+                )
+            ).all()
+        assert [tuple(row) for row in counted] == [
+            ("connected", "", 1),
+            ("error", "auth_expired", 2),
+        ]
         assert bank_of(store, "relinked") == "bank-l"
         assert bank_of(store, "picked-twice") == "bank-y"
         assert bank_of(store, "never-picked") is None

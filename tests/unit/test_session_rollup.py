@@ -244,7 +244,7 @@ def test_the_migration_fills_the_link_counts_each_sessions_bank_and_the_funnel_r
                     )
                 )
         with engine.begin() as conn:
-            for session_id, link_id, outcome, error in (
+            for session_id, session_link, outcome, error in (
                 ("relinked", "with-link", "success", None),
                 ("picked-twice", None, "exit", "invalid_credentials"),
                 ("never-picked", None, "pending", None),
@@ -255,7 +255,7 @@ def test_the_migration_fills_the_link_counts_each_sessions_bank_and_the_funnel_r
                         "started_at, outcome, exit_error_id) VALUES (:id, 'link', :link, 'dana', "
                         "'2025-03-10 09:00:00', :outcome, :error)"
                     ),
-                    {"id": session_id, "link": link_id, "outcome": outcome, "error": error},
+                    {"id": session_id, "link": session_link, "outcome": outcome, "error": error},
                 )
             for session_id, seq, name, properties, at in (
                 ("picked-twice", 1, "change_screen", {"current_screen_name": "Finder"}, "00"),

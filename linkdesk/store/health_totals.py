@@ -1,10 +1,12 @@
 """The shared totals: how many links have each verdict, state and error code, and each bank.
 
-Counted once (in the background, for every session of the process, and remembered in the store
-for the next process: see linkdesk.store.shared), then moved link by link by the writers: a
-write that may change a link's group goes through :meth:`HealthTotals.writing`, which reads the
-link's group before and after inside the write transaction. So the numbers a staff action or a
-webhook changed are right on the next run of any page, without counting the table again.
+Counted from the rollup the links' writers keep (``link_counts``: links per state, error code
+and bank, moved in the transaction of each change) plus the verdicts the clock decides (stale,
+stuck), in the background for every session of the process, and remembered in the store for the
+next process (see linkdesk.store.shared). Between counts, a write of this process that may change
+a link's group goes through :meth:`HealthTotals.writing`, which reads the link's group before
+and after inside the write transaction and moves the shared totals at once: the numbers a staff
+action or a webhook changed are right on the next run of any page.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from linkdesk.store import Store
 from linkdesk.store.health_totals import HealthTotals
 from linkdesk.store.models import Institution
 from linkdesk.store.models import Link as LinkRow
-from linkdesk.store.repository import upsert_link
+from linkdesk.store.repository import link_moved, upsert_link
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 LIMITS = HealthThresholds(stuck_after=timedelta(minutes=30), stale_after=timedelta(hours=48))
@@ -231,6 +231,7 @@ def test_the_shared_totals_equal_a_verdict_per_link(
                     products_refreshed_at=refreshed,
                 )
             )
+            link_moved(session, None, (state, error, bank))
             verdict = assess(
                 state,
                 error,

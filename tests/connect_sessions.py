@@ -76,27 +76,31 @@ def store_session(
 
 def rollup_differences(store: Store) -> dict[tuple[Any, ...], tuple[Any, Any]]:
     """Where the funnel's rollups disagree with the stored sessions and their entries:
-    (rollup, counted afresh) per ("sessions", day, mode, bank, outcome, exit error) and per
-    ("screen", day, mode, bank, screen). Empty when they agree."""
+    (rollup, counted afresh) per ("sessions", day, mode, bank, outcome, exit error, whether an
+    end is logged) and per ("screen", day, mode, bank, screen). Empty when they agree."""
     day = sa.func.date(ConnectSession.started_at)
     bank = sa.func.coalesce(ConnectSession.institution_id, "")
     error = sa.func.coalesce(ConnectSession.exit_error_id, "")
-    sessions_counted = sa.select(
-        day, ConnectSession.mode, bank, ConnectSession.outcome, error, sa.func.count()
-    ).group_by(day, ConnectSession.mode, bank, ConnectSession.outcome, error)
-    sessions_kept = sa.select(
+    ended = (
+        sa.select(ConnectEvent.id)
+        .where(
+            ConnectEvent.session_id == ConnectSession.id,
+            ConnectEvent.type.in_(["success", "relink_success", "exit"]),
+        )
+        .exists()
+    )
+    where = (day, ConnectSession.mode, bank, ConnectSession.outcome, error, ended)
+    sessions_counted = sa.select(*where, sa.func.count()).group_by(*where)
+    kept_where = (
         ConnectSessionDay.day,
         ConnectSessionDay.mode,
         ConnectSessionDay.institution_id,
         ConnectSessionDay.outcome,
         ConnectSessionDay.exit_error_id,
-        sa.func.sum(ConnectSessionDay.sessions),
-    ).group_by(
-        ConnectSessionDay.day,
-        ConnectSessionDay.mode,
-        ConnectSessionDay.institution_id,
-        ConnectSessionDay.outcome,
-        ConnectSessionDay.exit_error_id,
+        ConnectSessionDay.end_logged,
+    )
+    sessions_kept = sa.select(*kept_where, sa.func.sum(ConnectSessionDay.sessions)).group_by(
+        *kept_where
     )
     screens_kept = sa.select(
         ConnectScreenDay.day,
@@ -115,11 +119,13 @@ def rollup_differences(store: Store) -> dict[tuple[Any, ...], tuple[Any, Any]]:
     )
     with store.read() as session:
         fresh: dict[tuple[Any, ...], Any] = {
-            ("sessions", str(r[0]), *r[1:5]): int(r[5]) for r in session.execute(sessions_counted)
+            ("sessions", str(r[0]), *r[1:5], bool(r[5])): int(r[6])
+            for r in session.execute(sessions_counted)
         }
         fresh.update(_screens_counted_afresh(session))
         kept: dict[tuple[Any, ...], Any] = {
-            ("sessions", str(r[0]), *r[1:5]): int(r[5]) for r in session.execute(sessions_kept)
+            ("sessions", str(r[0]), *r[1:5], bool(r[5])): int(r[6])
+            for r in session.execute(sessions_kept)
         }
         kept.update(
             {

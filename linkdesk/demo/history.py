@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from linkdesk.health import RELINK_ERRORS
 from linkdesk.store.engine import Store
-from linkdesk.store.funnel_rollup import SessionCounts, add_counts, screen_of
+from linkdesk.store.funnel_rollup import SessionCounts, add_counts, logged_step
 from linkdesk.store.models import (
     ConnectEvent,
     ConnectSession,
@@ -130,7 +130,7 @@ class _Writer:
 
     def add_session(self, row: dict[str, Any], events: list[dict[str, Any]]) -> None:
         """A Connect session with its logged entries, counted in the funnel's rollups."""
-        steps = [(e["seq"], e["name"], screen_of(e["name"], e["payload"]), e["at"]) for e in events]
+        steps = [logged_step(e["seq"], e["type"], e["name"], e["payload"], e["at"]) for e in events]
         self._sessions_counted.append(SessionCounts.of(SimpleNamespace(**row), steps))
         self.pending.setdefault(ConnectSession, []).append(row)
         for event in events:

@@ -3,8 +3,8 @@
 
 The counts by day, bank, outcome and exit error, and the screens, are sums over the rollups the
 sessions' writers keep (``store.funnel_rollup``): a few rows per day, whatever the number of
-sessions. Only the abandoned sessions (pending, with no end logged: a question of time passing)
-are asked of the window's sessions, through the start-time index."""
+sessions. Only the sessions of the last day or so are asked whether they were abandoned (pending
+for 30 minutes with no end logged: a question of time passing), through the start-time index."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from datetime import time as day_time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from linkdesk.store.aggregates import as_date, bounded
 from linkdesk.store.engine import Store
+from linkdesk.store.funnel_rollup import ENDING_TYPES
 from linkdesk.store.models import (
     ConnectEvent,
     ConnectScreenDay,
@@ -30,7 +32,6 @@ from linkdesk.store.shared import SharedResults
 
 # A Connect session with no success or exit after this long was left by the person.
 ABANDONED_AFTER = timedelta(minutes=30)
-_TERMINAL_TYPES = ("success", "relink_success", "exit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +147,22 @@ class FunnelReads:
             exit_errors=self.exit_errors(filters),
         )
 
-    def _scoped_sessions(self, filters: FunnelFilters) -> Any:
-        """The window's sessions, one range of the start-time index (which holds the mode,
-        outcome and bank filtered on)."""
+    def _scoped_sessions(
+        self,
+        filters: FunnelFilters,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Any:
+        """The window's sessions (or those started from ``since`` to ``until`` within it), one
+        range of the start-time index (which holds the mode, outcome and bank filtered on)."""
         stmt = sa.select(
             ConnectSession.id,
             ConnectSession.started_at,
             ConnectSession.outcome,
         ).where(
-            ConnectSession.started_at >= filters.since,
-            ConnectSession.started_at < filters.until,
+            ConnectSession.started_at >= max(filters.since, since or filters.since),
+            ConnectSession.started_at < min(filters.until, until or filters.until),
         )
         if filters.mode:
             stmt = stmt.where(ConnectSession.mode == filters.mode)
@@ -184,33 +191,44 @@ class FunnelReads:
         counts = self._days(filters, ConnectSessionDay.outcome, sessions).group_by(
             ConnectSessionDay.outcome
         )
-        # Abandoned: still pending long after it started, and no end ever logged. Asked of the
-        # pending sessions alone (the test for a logged end is a lookup per session).
-        scoped = self._scoped_sessions(filters)
-        ended = (
-            sa.select(ConnectEvent.id)
-            .where(ConnectEvent.session_id == scoped.c.id, ConnectEvent.type.in_(_TERMINAL_TYPES))
-            .exists()
-        )
-        abandoned_sessions = (
-            sa.select(sa.func.count())
-            .select_from(scoped)
-            .where(
-                scoped.c.outcome == "pending",
-                scoped.c.started_at < self._clock() - ABANDONED_AFTER,
-                ~ended,
-            )
-        )
         with self._store.read() as session:
             by_outcome = {str(o): int(n) for o, n in session.execute(counts).all()}
-            abandoned = session.execute(abandoned_sessions).scalar_one()
+            abandoned = self._abandoned(session, filters)
         return FunnelSummary(
             started=sum(by_outcome.values()),
             completed=by_outcome.get("success", 0),
             exited=by_outcome.get("exit", 0),
             failed=by_outcome.get("failed", 0),
             pending=by_outcome.get("pending", 0),
-            abandoned=int(abandoned),
+            abandoned=abandoned,
+        )
+
+    def _abandoned(self, session: Session, filters: FunnelFilters) -> int:
+        """Sessions still pending long after they started, with no end logged: from the rollup
+        for the days before the one :data:`ABANDONED_AFTER` ago (all their sessions are that
+        old), and from that day's sessions after it (the pending ones asked whether an end is
+        logged, a lookup each)."""
+        cutoff = self._clock() - ABANDONED_AFTER
+        recent_from = datetime.combine(cutoff.date(), day_time.min, UTC)
+        older = self._days(filters, sa.func.coalesce(sa.func.sum(ConnectSessionDay.sessions), 0))
+        older = older.where(
+            ConnectSessionDay.outcome == "pending",
+            ConnectSessionDay.end_logged.is_(False),
+            ConnectSessionDay.day < recent_from.date(),
+        )
+        recent = self._scoped_sessions(filters, since=recent_from, until=cutoff)
+        ended = (
+            sa.select(ConnectEvent.id)
+            .where(ConnectEvent.session_id == recent.c.id, ConnectEvent.type.in_(ENDING_TYPES))
+            .exists()
+        )
+        recent_count = (
+            sa.select(sa.func.count())
+            .select_from(recent)
+            .where(recent.c.outcome == "pending", ~ended)
+        )
+        return int(session.execute(older).scalar_one()) + int(
+            session.execute(recent_count).scalar_one()
         )
 
     def by_day(self, filters: FunnelFilters) -> list[DayCount]:

@@ -23,9 +23,9 @@ from linkdesk.store.funnel_rollup import (
     SessionBucket,
     SessionCounts,
     add_counts,
+    logged_step,
     logged_steps,
     moved,
-    screen_of,
 )
 from linkdesk.store.models import ConnectEvent, ConnectSession, Institution, Link, RelinkLease
 from linkdesk.store.repository import insert_if_absent
@@ -282,7 +282,7 @@ def insert_event(session: Session, values: Mapping[str, Any]) -> int:
         return 1
     before = SessionCounts.of(row, steps)
     name, payload = values.get("name"), values.get("payload")
-    steps.append((seq, name, screen_of(name, payload), values.get("at")))
+    steps.append(logged_step(seq, values["type"], name, payload, values.get("at")))
     if name == PICKED_BANK_EVENT and row.link_id is None and isinstance(payload, dict):
         properties = payload.get("properties")
         picked = properties.get("institution_id") if isinstance(properties, dict) else None

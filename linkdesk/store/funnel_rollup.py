@@ -31,6 +31,7 @@ from linkdesk.store.counters import count_later
 from linkdesk.store.models import ConnectEvent, ConnectScreenDay, ConnectSessionDay
 
 __all__ = [
+    "ENDING_TYPES",
     "PICKED_BANK_EVENT",
     "SCREEN_EVENT",
     "LoggedStep",
@@ -38,6 +39,7 @@ __all__ = [
     "SessionBucket",
     "SessionCounts",
     "add_counts",
+    "logged_step",
     "logged_steps",
     "moved",
     "screen_counts",
@@ -49,22 +51,29 @@ SCREEN_EVENT = "change_screen"
 _SCREEN_NAME_MAX = 100
 _MILLISECOND = timedelta(milliseconds=1)
 
-# One logged entry as the screens count it: (seq, name, screen shown or None, when).
-LoggedStep = tuple[int, str | None, str | None, datetime | None]
+# Entries that end a session in Connect (its success or exit, as the page's log has them).
+ENDING_TYPES = ("success", "relink_success", "exit")
+
+# One logged entry as the rollups count it: (seq, name, screen shown or None, when, whether it
+# ends the session).
+LoggedStep = tuple[int, str | None, str | None, datetime | None, bool]
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class SessionBucket:
-    """Where a session is counted in ``connect_session_days`` (no bank, no exit error: '')."""
+    """Where a session is counted in ``connect_session_days`` (no bank, no exit error: '').
+    ``end_logged``: Connect's success or exit is among its logged entries (a pending session
+    without one, long after it started, was abandoned)."""
 
     day: date
     mode: str
     institution_id: str
     outcome: str
     exit_error_id: str
+    end_logged: bool = False
 
     @classmethod
-    def of_row(cls, row: Any) -> SessionBucket:
+    def of_row(cls, row: Any, *, end_logged: bool = False) -> SessionBucket:
         """The bucket of a ``ConnectSession`` (or of a row with its columns)."""
         return cls(
             row.started_at.date(),
@@ -72,6 +81,7 @@ class SessionBucket:
             row.institution_id or "",
             row.outcome,
             row.exit_error_id or "",
+            end_logged,
         )
 
 
@@ -100,8 +110,10 @@ class SessionCounts:
 
     @classmethod
     def of(cls, row: Any, steps: Iterable[LoggedStep]) -> SessionCounts:
+        steps = list(steps)
         return cls(
-            SessionBucket.of_row(row), screen_counts(steps, succeeded=row.outcome == "success")
+            SessionBucket.of_row(row, end_logged=any(step[4] for step in steps)),
+            screen_counts(steps, succeeded=row.outcome == "success"),
         )
 
 
@@ -122,7 +134,7 @@ def screen_counts(steps: Iterable[LoggedStep], *, succeeded: bool) -> dict[str, 
     ordered = sorted(steps, key=lambda step: step[0])
     counts: dict[str, ScreenCounts] = {}
     last_screen: str | None = None
-    for index, (_seq, _name, screen, at) in enumerate(ordered):
+    for index, (_seq, _name, screen, at, _ends) in enumerate(ordered):
         if screen is None:
             continue
         following = ordered[index + 1][3] if index + 1 < len(ordered) else None
@@ -137,14 +149,25 @@ def screen_counts(steps: Iterable[LoggedStep], *, succeeded: bool) -> dict[str, 
     return counts
 
 
+def logged_step(
+    seq: int, entry_type: str, name: str | None, payload: Any, at: datetime | None
+) -> LoggedStep:
+    """A logged entry (a ``connect_events`` row's values) as the rollups count it."""
+    return (seq, name, screen_of(name, payload), at, entry_type in ENDING_TYPES)
+
+
 def logged_steps(session: Session, session_id: str) -> list[LoggedStep]:
-    """The session's stored entries as the screens count them."""
+    """The session's stored entries as the rollups count them."""
     rows = session.execute(
-        sa.select(ConnectEvent.seq, ConnectEvent.name, ConnectEvent.payload, ConnectEvent.at).where(
-            ConnectEvent.session_id == session_id
-        )
+        sa.select(
+            ConnectEvent.seq,
+            ConnectEvent.type,
+            ConnectEvent.name,
+            ConnectEvent.payload,
+            ConnectEvent.at,
+        ).where(ConnectEvent.session_id == session_id)
     ).all()
-    return [(seq, name, screen_of(name, payload), at) for seq, name, payload, at in rows]
+    return [logged_step(*row) for row in rows]
 
 
 def add_counts(
@@ -160,7 +183,12 @@ def add_counts(
                 "mode": bucket.mode,
                 "institution_id": bucket.institution_id,
             }
-            key = {**where, "outcome": bucket.outcome, "exit_error_id": bucket.exit_error_id}
+            key = {
+                **where,
+                "outcome": bucket.outcome,
+                "exit_error_id": bucket.exit_error_id,
+                "end_logged": bucket.end_logged,
+            }
             count_later(session, ConnectSessionDay, key, {"sessions": sign})
             for screen, counted in counts.screens.items():
                 amounts = {

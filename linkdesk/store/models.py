@@ -311,6 +311,8 @@ class ConnectSessionDay(Base):
     institution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(10), primary_key=True)
     exit_error_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # Connect's success or exit is logged (a pending session without it was abandoned).
+    end_logged: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     sessions: Mapped[int] = mapped_column(Integer, default=0)
 

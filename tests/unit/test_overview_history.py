@@ -419,6 +419,30 @@ class TestFunnel:
         assert (summary.started, summary.completed, summary.exited, summary.pending) == (6, 1, 2, 3)
         assert summary.abandoned == 1  # "left" only
 
+    def test_abandoned_sessions_of_past_days_and_of_the_last_half_hour(
+        self, sessions: Store
+    ) -> None:
+        # Just after midnight: yesterday's sessions are asked one by one (the latest are not yet
+        # 30 minutes old), older days' are counted in the rollup.
+        midnight = datetime.combine(NOW.date(), datetime.min.time(), UTC)
+        exit_logged = [("exit", "exit", {}, 9)]
+        for session_id, started, events in (
+            ("two-days-ago", midnight - timedelta(days=2), []),
+            ("two-days-ago-ended", midnight - timedelta(days=2), exit_logged),
+            ("last-night", midnight - timedelta(minutes=70), []),
+            ("last-night-ended", midnight - timedelta(minutes=70), exit_logged),
+            ("just-now", midnight - timedelta(minutes=20), []),
+        ):
+            add_session(sessions, session_id, started_at=started, events=events)
+        funnel = FunnelReads(sessions, clock=lambda: midnight + timedelta(minutes=10))
+        summary = funnel.summary(FunnelFilters.days(NOW.date() - timedelta(days=3), NOW.date()))
+        # The fixture's sessions of today start after this clock: none is abandoned yet.
+        assert summary.abandoned == 2  # two-days-ago, last-night
+        yesterday = FunnelFilters.days(
+            NOW.date() - timedelta(days=1), NOW.date() - timedelta(days=1)
+        )
+        assert funnel.summary(yesterday).abandoned == 1
+
     def test_institution_comes_from_the_link_or_from_the_bank_picked(self, sessions: Store) -> None:
         analytics = FunnelReads(sessions, clock=clock)
         assert analytics.summary(self.window(institution_id="bank-a")).started == 2

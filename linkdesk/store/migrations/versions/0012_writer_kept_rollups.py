@@ -117,6 +117,7 @@ def upgrade() -> None:
         sa.Column("institution_id", sa.String(200), nullable=False),
         sa.Column("outcome", sa.String(10), nullable=False),
         sa.Column("exit_error_id", sa.String(100), nullable=False),
+        sa.Column("end_logged", sa.Boolean(), nullable=False),
         sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("sessions", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
@@ -125,6 +126,7 @@ def upgrade() -> None:
             "institution_id",
             "outcome",
             "exit_error_id",
+            "end_logged",
             "shard",
             name="pk_connect_session_days",
         ),
@@ -132,12 +134,19 @@ def upgrade() -> None:
     op.execute(
         """
         INSERT INTO connect_session_days
-            (day, mode, institution_id, outcome, exit_error_id, shard, sessions)
-        SELECT date(started_at), mode, coalesce(institution_id, ''), outcome,
-               coalesce(exit_error_id, ''), 0, count(*)
-        FROM connect_sessions
-        GROUP BY date(started_at), mode, coalesce(institution_id, ''), outcome,
-                 coalesce(exit_error_id, '')
+            (day, mode, institution_id, outcome, exit_error_id, end_logged, shard, sessions)
+        SELECT day, mode, bank, outcome, error, end_logged, 0, count(*)
+        FROM (
+            SELECT date(started_at) AS day, mode, coalesce(institution_id, '') AS bank,
+                   outcome, coalesce(exit_error_id, '') AS error,
+                   CASE WHEN EXISTS (
+                       SELECT 1 FROM connect_events
+                       WHERE connect_events.session_id = connect_sessions.id
+                         AND connect_events.type IN ('success', 'relink_success', 'exit')
+                   ) THEN TRUE ELSE FALSE END AS end_logged
+            FROM connect_sessions
+        ) AS sessions
+        GROUP BY day, mode, bank, outcome, error, end_logged
         """
     )
     op.create_table(

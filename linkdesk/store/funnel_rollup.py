@@ -11,10 +11,9 @@ demo history's bulk writes) in the same transaction as each change:
 
 A writer works out what the session added before its change and what it adds after, from the
 session's row and its few logged entries (:class:`SessionCounts`), and adds the difference: the
-same whatever order the entries arrive in, or however late the session's bank is known. A write
-adds to one of a few shards picked at random, so sessions written together do not queue on one
-row; a count is the sum of its shards, so which shard a session was first counted in does not
-matter.
+same whatever order the entries arrive in, or however late the session's bank is known. The
+differences are written as the transaction commits, in one order and to a shard picked at random
+(``store.counters``).
 """
 
 from __future__ import annotations

@@ -186,8 +186,8 @@ class Link(Base):
         # (NULL as ''), so the first page of each sort is read in index order, not sorted.
         Index("ix_links_customer_sort", text("coalesce(customer_id, '')"), "link_id"),
         Index("ix_links_state_error_sort", "state", text("coalesce(error_code, '')"), "link_id"),
-        # The shared totals count links by these three without reading a row
-        # (linkdesk.store.health_totals).
+        # Links of a state, error code and bank counted without reading a row (the Links
+        # page's counts of those filters; the shared totals read link_counts instead).
         Index("ix_links_state_error_bank", "state", "error_code", "institution_id"),
         # The health filters "stale" and "healthy" compare this expression with a cutoff that
         # moves with the clock (linkdesk.health); a range over it finds the stale few directly,

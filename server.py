@@ -20,7 +20,6 @@ bootstrap; the pages get the same object through `ui.wiring`.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from linkdesk.bootstrap import process_services
+from linkdesk.bootstrap import prepare_to_serve, process_services
 from linkdesk.http_security import SecurityHeadersMiddleware
 from linkdesk.metrics import CONTENT_TYPE_LATEST, authorized
 from linkdesk.services.staff_auth import StaffAuth
@@ -96,9 +95,7 @@ def _staff_routes() -> list[Route]:
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     services = process_services()
-    # Streamlit imports pandas the first time a page shows a table: half a second that would
-    # otherwise fall in the middle of the first page anyone opens after a start.
-    importlib.import_module("pandas")
+    prepare_to_serve(services)
     stop = threading.Event()
     worker: threading.Thread | None = None
     if services.settings.run_worker:

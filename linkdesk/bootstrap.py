@@ -8,6 +8,7 @@ inside the function, so importing this module has no side effects.
 from __future__ import annotations
 
 import gc
+import importlib
 import threading
 import time
 from collections.abc import Callable
@@ -366,6 +367,14 @@ def process_services() -> Services:
             # dashboard process took 150 ms, now and then, in the middle of a page's run.
             gc.freeze()
         return _process_services
+
+
+def prepare_to_serve(services: Services) -> None:
+    """What a server does once its services are built, before it serves anyone: import what
+    the first page would otherwise import (Streamlit imports pandas the first time a page shows
+    a table: half a second) and start counting what the landing page shows."""
+    importlib.import_module("pandas")
+    services.overview.start_counting()
 
 
 def process_services_built() -> bool:

@@ -19,6 +19,20 @@ from linkdesk.store.models import ConnectEvent, ConnectScreenDay, ConnectSession
 LoggedEntry = tuple[str, str, dict[str, Any], datetime]
 
 
+def entry_values(session_id: str, seq: int, entry: LoggedEntry) -> dict[str, Any]:
+    """A ``connect_events`` row's values for one logged entry, as the log's apply writes them."""
+    kind, name, properties, at = entry
+    return {
+        "session_id": session_id,
+        "seq": seq,
+        "type": kind,
+        "name": name,
+        "payload": {"name": name, "properties": properties},
+        "at": at,
+        "recorded_at": at,
+    }
+
+
 def store_session(
     store: Store,
     session_id: str,
@@ -48,19 +62,8 @@ def store_session(
             token_sha256=None,
         )
         session.flush()
-        for seq, (kind, name, properties, at) in enumerate(events, start=1):
-            repo.insert_event(
-                session,
-                {
-                    "session_id": session_id,
-                    "seq": seq,
-                    "type": kind,
-                    "name": name,
-                    "payload": {"name": name, "properties": properties},
-                    "at": at,
-                    "recorded_at": at,
-                },
-            )
+        for seq, entry in enumerate(events, start=1):
+            repo.insert_event(session, entry_values(session_id, seq, entry))
         if outcome != "pending":
             row = session.get(ConnectSession, session_id)
             assert row is not None

@@ -171,6 +171,13 @@ class OverviewReads:
             webhook_lag=self._history.webhook_lag(),
         )
 
+    def start_counting(self) -> None:
+        """Start counting what the landing page shows (the shared totals, the activity) in the
+        background, so that the first person to open it after a start does not wait for it: at
+        a million links "Broke today" alone reads 0.2 s."""
+        self._totals.ready_health_summary(max_age=RECOUNT_MAX_AGE)
+        self._activity.get_if_ready(RECOUNT_MAX_AGE)
+
     def _compute_activity(self) -> _Activity:
         try:
             # Usually nothing to fold in (the workers' alert runs keep the rollup current); with

@@ -42,6 +42,7 @@ from linkdesk.store.models import (
     WebhookEvent,
 )
 from linkdesk.store.repository import link_moved
+from linkdesk.store.shared import wait_for_refreshes
 from tests.connect_sessions import store_session
 from tests.unit.conftest import FakeClock, FakeMoneyKit, WebhookSigner
 
@@ -162,6 +163,22 @@ def day(n: int, hour: int = 9) -> datetime:
 
 
 class TestOverview:
+    def test_a_server_starts_counting_the_landing_page_before_anyone_opens_it(
+        self, banks: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        add_link(banks, "a", state="error", error_code="auth_expired")
+        overview = overview_of(banks)
+        overview.start_counting()
+        wait_for_refreshes()
+
+        def not_again(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("counted again for the first page")
+
+        monkeypatch.setattr(overview._history, "broke_today", not_again)
+        monkeypatch.setattr(overview._totals, "_compute_health_summary", not_again)
+        snapshot = overview.snapshot(max_age=60)  # the first page: served what was counted
+        assert snapshot.summary.counts[Health.NEEDS_RELINK] == 1
+
     def test_the_trend_counts_links_in_each_condition_at_the_end_of_each_day(
         self, banks: Store
     ) -> None:
@@ -425,7 +442,7 @@ class TestFunnel:
         # Just after midnight: yesterday's sessions are asked one by one (the latest are not yet
         # 30 minutes old), older days' are counted in the rollup.
         midnight = datetime.combine(NOW.date(), datetime.min.time(), UTC)
-        exit_logged = [("exit", "exit", {}, 9)]
+        exit_logged: list[tuple[str, str, dict[str, Any], int]] = [("exit", "exit", {}, 9)]
         for session_id, started, events in (
             ("two-days-ago", midnight - timedelta(days=2), []),
             ("two-days-ago-ended", midnight - timedelta(days=2), exit_logged),

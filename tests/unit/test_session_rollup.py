@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,50 +20,26 @@ from linkdesk.store.models import (
     Link,
     LinkCount,
 )
-from tests.connect_sessions import rollup_differences, store_session
+from tests.connect_sessions import entry_values, rollup_differences, store_session
 from tests.unit.test_overview_history import add_bank, add_link
 
 T0 = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 
 
-def pick(session_id: str, seq: int, bank: str) -> dict[str, object]:
-    return {
-        "session_id": session_id,
-        "seq": seq,
-        "type": "event",
-        "name": "select_institution",
-        "payload": {"name": "select_institution", "properties": {"institution_id": bank}},
-        "at": T0,
-        "recorded_at": T0,
-    }
+def pick(session_id: str, seq: int, bank: str) -> dict[str, Any]:
+    entry = ("event", "select_institution", {"institution_id": bank}, T0)
+    return entry_values(session_id, seq, entry)
 
 
-def shown(session_id: str, seq: int, screen: str, seconds: int) -> dict[str, object]:
+def shown(session_id: str, seq: int, screen: str, seconds: int) -> dict[str, Any]:
     at = T0 + timedelta(seconds=seconds)
-    return {
-        "session_id": session_id,
-        "seq": seq,
-        "type": "event",
-        "name": "change_screen",
-        "payload": {"name": "change_screen", "properties": {"current_screen_name": screen}},
-        "at": at,
-        "recorded_at": at,
-    }
+    return entry_values(
+        session_id, seq, ("event", "change_screen", {"current_screen_name": screen}, at)
+    )
 
 
 def start(store: Store, session_id: str, *, mode: str = "link", link_id: str | None = None) -> None:
-    with store.write() as session:
-        repo.record_session_start(
-            session,
-            session_id=session_id,
-            mode=mode,
-            customer_id=None,
-            link_id=link_id,
-            started_by="dana",
-            now=T0,
-            failure_message=None,
-            token_sha256=None,
-        )
+    store_session(store, session_id, started_at=T0, mode=mode, link_id=link_id)
 
 
 def bank_of(store: Store, session_id: str) -> str | None:

@@ -49,7 +49,7 @@ from linkdesk.read.link_rows import (
 from linkdesk.store.aggregates import bounded
 from linkdesk.store.engine import Store
 from linkdesk.store.health_totals import HealthSummary, HealthTotals
-from linkdesk.store.models import Institution, Link
+from linkdesk.store.models import Institution, Link, LinkCount
 from linkdesk.store.plans import (
     Plan,
     choose_plan,
@@ -74,13 +74,12 @@ __all__ = [
     "matching_links",
 ]
 
-# Shares of links per verdict, state and error code older than this are recounted (in the
+# Shares of links per verdict, state, error code and bank older than this are recounted (in the
 # background) before a page's plan is chosen with them.
 _PLAN_COUNTS_MAX_AGE = 600.0
 # A bank-name search whose banks hold at least this share of the links is listed by reading the
 # links in the page's order (see LinkQueries._where).
 _WALK_IN_ORDER_SHARE = 0.01
-_INSTITUTION_COUNTS_MAX_AGE = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +148,6 @@ class LinkQueries:
         self._shared_institution_names = SharedResult(
             self._compute_institution_names, monotonic=monotonic
         )
-        # Only to choose a plan (see _where): minutes-old counts are good enough.
-        self._shared_institution_counts = SharedResult(
-            self._compute_institution_counts, monotonic=monotonic
-        )
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -201,18 +196,14 @@ class LinkQueries:
     def _share_of_links(self, institution_ids: list[str]) -> float:
         if not institution_ids:
             return 0.0
-        # Until the counts are known (a first computation reads every link) the index plan is
-        # used: never the slowest choice by much, and nobody waits for the counts.
-        counts = self._shared_institution_counts.get_if_ready(_INSTITUTION_COUNTS_MAX_AGE)
-        if counts is None:
+        # Links per bank are part of the shared totals (only to choose a plan: minutes-old
+        # counts are good enough). Until there are totals, the index plan is used: never the
+        # slowest choice by much, and nobody waits for a count.
+        summary = self.totals.ready_health_summary(max_age=_PLAN_COUNTS_MAX_AGE)
+        if summary is None or not summary.total:
             return 0.0
-        total = sum(counts.values())
-        return sum(counts.get(i, 0) for i in institution_ids) / total if total else 0.0
-
-    def _compute_institution_counts(self) -> dict[str, int]:
-        stmt = sa.select(Link.institution_id, sa.func.count()).group_by(Link.institution_id)
-        with self._store.read() as session:
-            return {str(iid): int(n) for iid, n in session.execute(stmt).all()}
+        banks = summary.banks
+        return sum(banks[i].links for i in institution_ids if i in banks) / summary.total
 
     def _institutions_named(self, text: str) -> list[str]:
         pattern = f"%{escape_like(text.lower())}%"
@@ -427,8 +418,8 @@ class LinkQueries:
 
     def list_institutions(self) -> list[InstitutionRow]:
         counts = (
-            sa.select(Link.institution_id, sa.func.count().label("n"))
-            .group_by(Link.institution_id)
+            sa.select(LinkCount.institution_id, sa.func.sum(LinkCount.links).label("n"))
+            .group_by(LinkCount.institution_id)
             .subquery()
         )
         stmt = (
@@ -456,8 +447,7 @@ class LinkQueries:
 
     def institution_names(self, *, max_age: float = 0.0) -> dict[str, str]:
         """Institution id → name, ordered by name (without the per-institution link counts of
-        :meth:`list_institutions`, which read the whole links table); ``max_age`` as for
-        :meth:`health_summary`."""
+        :meth:`list_institutions`); ``max_age`` as for :meth:`health_summary`."""
         return dict(self._shared_institution_names.get(max_age))
 
     def _compute_institution_names(self) -> dict[str, str]:

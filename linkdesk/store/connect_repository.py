@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from linkdesk.store.funnel_rollup import (
     PICKED_BANK_EVENT,
-    SessionBucket,
     SessionCounts,
     add_counts,
     logged_step,
@@ -148,7 +147,7 @@ def record_session_start(
         institution_id=_link_bank(session, link_id),
     )
     session.add(row)
-    add_counts(session, added=[SessionCounts(SessionBucket.of_row(row))])
+    add_counts(session, added=[SessionCounts.of(row, [])])
 
 
 # What a session's row says after a conditional UPDATE that ended it: its bucket then.

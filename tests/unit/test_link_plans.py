@@ -203,6 +203,29 @@ def test_every_filter_sort_and_plan_on_one_store_of_every_kind_of_link(module_da
     store.dispose()
 
 
+def test_a_banks_share_of_the_links_comes_from_the_shared_totals() -> None:
+    store = _store("sqlite://")
+    with store.write() as session:
+        for i, inst in enumerate([0, 0, 0, 1]):
+            link = ApiLink.model_validate(
+                {
+                    "link_id": f"mk_{i:03d}",
+                    "institution_id": f"inst_{inst}",
+                    "institution_name": NAMES[inst],
+                    "state": "connected",
+                    "link_tags": [],
+                }
+            )
+            upsert_link(session, link, customer_id=None, now=NOW, source="sync")
+    queries = LinkQueries(store, clock=lambda: NOW, thresholds=LIMITS)
+    # No totals yet: no share is assumed (the index plan), and nothing waits for a count.
+    assert queries._share_of_links(["inst_0"]) == 0.0
+    queries.totals.health_summary()
+    assert queries._share_of_links(["inst_0"]) == 0.75
+    assert queries._share_of_links(["inst_0", "inst_1", "inst_9"]) == 1.0
+    store.dispose()
+
+
 def test_a_common_filter_is_read_in_order_and_a_rare_one_collected():
     # A million links: 73 % healthy pages fill after ~70 rows read in order; 1.2 % stuck would
     # need ~4,000 in order against 12,000 collected; none pending: collect (finds none at once).

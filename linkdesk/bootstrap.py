@@ -166,7 +166,8 @@ def build_services(
     audit = AuditLog(store, clock=clock)
     health = HealthThresholds.from_settings(settings)
     # One set of shared totals for the pages and for the services that change links, so that a
-    # staff action or an applied webhook moves the link between the counts the pages show.
+    # staff action or an applied webhook moves the link between the counts the pages show, and
+    # a state the worker reads has them counted again within a second.
     totals = HealthTotals(store, clock=clock, thresholds=health)
     links = LinkQueries(store, clock=clock, thresholds=health, totals=totals)
     activity = ActivityReads(store, clock=clock)
@@ -261,6 +262,7 @@ def build_services(
         webhook_apply=webhook_apply,
         worker_id=worker_id,
         alerts=alert_runner if settings.alerts_enabled else None,
+        on_links_moved=totals.links_moved,
     )
     customer_links = CustomerLinkService(
         store=store,
@@ -325,6 +327,7 @@ def build_services(
             limiter=RateLimiter(
                 settings.sync_links_per_minute, wall=wall, sleep=sleep or time.sleep
             ),
+            on_links_moved=totals.links_moved,
         ),
         audit=audit,
         health=health,

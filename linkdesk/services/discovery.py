@@ -205,8 +205,11 @@ class DiscoveryService:
         clock: Callable[[], datetime] | None = None,
         concurrency: int | None = None,
         limiter: RateLimiter | None = None,
+        on_links_moved: Callable[[], None] | None = None,
     ) -> None:
+        """``on_links_moved``: see SyncWorker."""
         self._store = store
+        self._on_links_moved = on_links_moved or (lambda: None)
         self._settings = settings
         self._limiter = limiter
         self._client = client
@@ -239,6 +242,8 @@ class DiscoveryService:
                 # MoneyKit says this link was deleted (410): the one answer that deletes it.
                 with self._store.write() as session:
                     deleted = mark_link_deleted(session, link_id, now=self._clock(), source="sync")
+                if deleted:
+                    self._on_links_moved()
                 return _LinkOutcome(link_id, ok=True, deleted=deleted, state_changed=deleted)
             except NotFoundError:
                 # Not proof of deletion (see NOT_FOUND_KEPT): counted, the link is kept.
@@ -251,6 +256,8 @@ class DiscoveryService:
                 fetched_at=fetched_at,
                 created_at=created_at,
             )
+            if result.upsert.moved:
+                self._on_links_moved()
             if result.upsert.restored:
                 self._restore_job(link_id)
                 audit_restored(self._audit, result, actor="sync")

@@ -135,8 +135,12 @@ class SyncWorker:
         worker_id: str | None = None,
         concurrency: int | None = None,
         alerts: AlertRunner | None = None,
+        on_links_moved: Callable[[], None] | None = None,
     ) -> None:
+        """``on_links_moved``: called after a write that moved a link between the shared totals'
+        counts (HealthTotals.links_moved), so that the pages' totals follow within a second."""
         self._store = store
+        self._on_links_moved = on_links_moved or (lambda: None)
         self._client = client
         self._settings = settings
         self._audit = audit
@@ -459,7 +463,9 @@ class SyncWorker:
             link = self._client.get_link(link_id)
         except GoneError:
             with self._store.write() as session:
-                mark_link_deleted(session, link_id, now=self._clock(), source="sync")
+                deleted = mark_link_deleted(session, link_id, now=self._clock(), source="sync")
+            if deleted:
+                self._on_links_moved()
             return "deleted", None
         except NotFoundError:
             logger.warning("worker: MoneyKit answered 404 for link %s; kept", link_id)
@@ -474,6 +480,8 @@ class SyncWorker:
             fetched_at=fetched_at,
             read_accounts=read_accounts,
         )
+        if result.upsert.moved:
+            self._on_links_moved()
         if result.upsert.restored:
             audit_restored(self._audit, result, actor="sync")
         return ("deleted" if link.state == "deleted" else "ok"), result

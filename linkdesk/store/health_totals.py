@@ -6,11 +6,13 @@ stuck), in the background for every session of the process, and remembered in th
 next process (see linkdesk.store.shared). Between counts, a write of this process that may change
 a link's group goes through :meth:`HealthTotals.writing`, which reads the link's group before
 and after inside the write transaction and moves the shared totals at once: the numbers a staff
-action or a webhook changed are right on the next run of any page.
+action or a webhook changed are right on the next run of any page, and a count follows within a
+second for what other processes wrote meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +46,8 @@ __all__ = [
     "HealthTotals",
     "forget_stored_summary",
 ]
+
+log = logging.getLogger(__name__)
 
 # A process that has just started shows the last summary any process counted, when it is at
 # most this old, while it counts again (see linkdesk.store.shared); an older one is not shown.
@@ -211,6 +215,7 @@ class HealthTotals:
             recall_max_age=SUMMARY_RECALL_MAX_AGE,
             monotonic=monotonic,
         )
+        self._move_listeners: list[Callable[[], None]] = []
 
     @property
     def thresholds(self) -> HealthThresholds:
@@ -236,6 +241,13 @@ class HealthTotals:
         the totals of a large store on its first run."""
         return self._shared_summary.get_if_ready(max_age, wait=wait)
 
+    def when_links_move(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each write of this process that moved a link between the
+        totals' groups (its state, error or bank changed; a link was added), through
+        :meth:`writing` or :meth:`links_moved`: for other shared results drawn from the links,
+        which then count again without waiting to age out."""
+        self._move_listeners.append(listener)
+
     def _place_of(self, link: Link | None) -> _Place | None:
         if link is None:
             return None
@@ -245,8 +257,11 @@ class HealthTotals:
     def _count_moved(self, before: _Place | None, after: _Place | None) -> None:
         """One link moved from ``before`` to ``after`` (None: it was not stored, or is gone):
         the shared totals (this process's and the stored ones) change at once, so the numbers a
-        staff action changed are right on the next run of any page, without counting the table
-        again."""
+        staff action changed are right on the next run of any page. The totals moved may lack
+        what other processes (the worker, another replica) wrote since they were counted, so a
+        count from the rollup follows in the background within a second (``RECOUNT_SPACING``);
+        without it, a link repaired here after the worker broke another would show its kind as
+        gone until the next count, ``RECOUNT_MAX_AGE`` later."""
         if before == after:
             return
 
@@ -269,7 +284,23 @@ class HealthTotals:
                     del banks[bank]
             return HealthSummary.from_groups(groups, summary.computed_at, banks)
 
-        self._shared_summary.adjust(move)
+        self._shared_summary.adjust(move, recount=True)
+        self._tell_listeners()
+
+    def links_moved(self) -> None:
+        """Links moved in a write of this process that did not go through :meth:`writing` (the
+        sync worker's reads, discovery: where moving and storing the totals link by link would
+        cost a write each): the totals are counted again soon, from the rollup that write kept,
+        and so is what listens (see :meth:`when_links_move`)."""
+        self._shared_summary.recount_soon()
+        self._tell_listeners()
+
+    def _tell_listeners(self) -> None:
+        for listener in self._move_listeners:
+            try:
+                listener()
+            except Exception:  # the write has committed; only a shared result lags behind
+                log.warning("a listener to moved links failed", exc_info=True)
 
     @contextmanager
     def writing(self, link_id: str) -> Iterator[Session]:

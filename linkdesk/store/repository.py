@@ -168,6 +168,11 @@ class LinkUpsert:
     # Stored as deleted, and MoneyKit's read says it is not: the link is back, history kept.
     restored: bool = False
 
+    @property
+    def moved(self) -> bool:
+        """Whether the link now counts elsewhere in the totals (new, another state or error)."""
+        return self.created or self.state_changed or self.restored
+
 
 def _record_change(
     session: Session,

@@ -32,6 +32,14 @@ _running_lock = threading.Lock()
 # is while one background thread computes the next one.
 REFRESH_WINDOW = 10
 
+# A count asked for by a known change (``adjust(..., recount=True)``, ``recount_soon``) starts at
+# the earliest this many seconds after the last count began, by default: a stream of writes is
+# followed by about one count a second, not one per write.
+RECOUNT_SPACING = 1.0
+
+# Set while someone waits for the background computations: those waiting out their spacing start.
+_hurry = threading.Event()
+
 
 class Remembered(Protocol[_T]):
     """Where a shared value outlives the process (a row of the store)."""
@@ -61,10 +69,13 @@ class SharedResult(Generic[_T]):
         *,
         remembered: Remembered[_T] | None = None,
         recall_max_age: float = 0.0,
+        recount_spacing: float = RECOUNT_SPACING,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``monotonic``: the clock ages are measured with (tests step one instead of sleeping)."""
+        """``monotonic``: the clock ages are measured with (tests step one instead of sleeping);
+        ``recount_spacing``: see :meth:`recount_soon`."""
         self._monotonic = monotonic
+        self._recount_spacing = recount_spacing
         self._compute = compute
         self._remembered = remembered
         self._recall_max_age = recall_max_age
@@ -74,6 +85,8 @@ class SharedResult(Generic[_T]):
         self._value: _T | None = None
         self._at = 0.0
         self._refreshing = False
+        self._recount_after_refresh = False
+        self._started = float("-inf")  # when the last computation began (self._monotonic)
         # Changes made known with adjust() while a computation is under way (None: none is).
         self._changes_during: list[Callable[[_T], _T]] | None = None
         # The value came from a computation that changes overlapped (see _next_value).
@@ -137,6 +150,7 @@ class SharedResult(Generic[_T]):
                 return value  # another process computed it a moment ago
         with self._lock:
             self._changes_during = []
+            self._started = self._monotonic()
         try:
             computed = self._compute()
         finally:
@@ -156,12 +170,17 @@ class SharedResult(Generic[_T]):
         self._share(value)
         return value
 
-    def adjust(self, change: Callable[[_T], _T]) -> None:
+    def adjust(self, change: Callable[[_T], _T], *, recount: bool = False) -> None:
         """Apply a change the caller knows about (one link moved from one count to another) to
         the value served now and to the stored one, instead of waiting up to ``max_age`` for the
         next computation. A computation under way when the change is made gets it too: it most
         likely read the table before the change was written (if it read after, the next
-        computation, ``max_age`` later, sets the count right)."""
+        computation, ``max_age`` later, sets the count right).
+
+        ``recount``: the value may lack changes that callers elsewhere (other processes) made
+        since it was computed, and a change applied to it would then give a number that was never
+        true (one link of one kind left, shown as none) until the next computation; so one
+        follows soon (:meth:`recount_soon`), and the adjusted value is served meanwhile."""
         with self._lock:
             if self._changes_during is not None:
                 self._changes_during.append(change)
@@ -169,7 +188,27 @@ class SharedResult(Generic[_T]):
                 return
             self._value = change(self._value)
             value = self._value
+            if recount:
+                self._recount_soon()
         self._share(value)
+
+    def recount_soon(self) -> None:
+        """What the value is computed from has changed: compute it again in the background,
+        ``recount_spacing`` seconds after the last computation began at the earliest, so that
+        the next caller gets the change without waiting for the value to age out. Until then the
+        value is served as it is. Without a value, the next caller computes one anyway."""
+        with self._lock:
+            if self._value is None:
+                return
+            if self._refreshing and self._changes_during is not None:
+                # The computation under way may have read before the change: one more after it.
+                self._recount_after_refresh = True
+            self._recount_soon()
+
+    def _recount_soon(self) -> None:
+        # Called holding self._lock.
+        wait = self._started + self._recount_spacing - self._monotonic()
+        self._refresh_in_background(0.0, delay=min(max(wait, 0.0), self._recount_spacing))
 
     def _share(self, value: _T) -> None:
         if self._remembered is not None:
@@ -203,19 +242,25 @@ class SharedResult(Generic[_T]):
             self._computed.notify_all()
         return value
 
-    def _refresh_in_background(self, max_age: float) -> None:
-        # Called holding self._lock.
+    def _refresh_in_background(self, max_age: float, *, delay: float = 0.0) -> None:
+        # Called holding self._lock. A refresh already under way (or waiting out its delay)
+        # serves this caller too.
         if not self._refreshing:
             self._refreshing = True
             thread = threading.Thread(
-                target=self._refresh, args=(max_age,), name="linkdesk-shared-refresh", daemon=True
+                target=self._refresh,
+                args=(max_age, delay),
+                name="linkdesk-shared-refresh",
+                daemon=True,
             )
             with _running_lock:
                 _running.add(thread)
             thread.start()
 
-    def _refresh(self, max_age: float) -> None:
+    def _refresh(self, max_age: float, delay: float) -> None:
         try:
+            if delay > 0:
+                _hurry.wait(delay)
             with self._computing:
                 self._next_value(max_age)
         except Exception:  # a failed refresh leaves the last value served
@@ -223,6 +268,9 @@ class SharedResult(Generic[_T]):
         finally:
             with self._lock:
                 self._refreshing = False
+                if self._recount_after_refresh:
+                    self._recount_after_refresh = False
+                    self._recount_soon()
             with _running_lock:
                 _running.discard(threading.current_thread())
 
@@ -278,9 +326,18 @@ class SharedResults:
 
 def wait_for_refreshes(timeout: float = 30.0) -> None:
     """Wait (up to ``timeout`` seconds in all) for the background computations under way: before
-    the store they read is closed or emptied under them."""
+    the store they read is closed or emptied under them. Those waiting out their spacing start at
+    once."""
     deadline = time.monotonic() + timeout
-    with _running_lock:
-        threads = list(_running)
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    _hurry.set()
+    try:
+        while time.monotonic() < deadline:
+            # A refresh may start another as it ends (see SharedResult.recount_soon).
+            with _running_lock:
+                threads = list(_running)
+            if not threads:
+                return
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        _hurry.clear()

@@ -13,6 +13,7 @@ from linkdesk.auth import Actor, Role
 from linkdesk.bootstrap import Services
 from linkdesk.health import Health
 from linkdesk.store.models import Link, SyncJob, WebhookDelivery
+from linkdesk.store.shared import wait_for_refreshes
 from linkdesk.store.sync_jobs import link_job_id
 from tests.integration.conftest import AheadClock, Sandbox
 
@@ -126,3 +127,23 @@ def test_worker_reschedules_a_rate_limited_link_and_backs_off_on_5xx(
     status = services.worker.status()
     assert status.errors_last_hour >= 1 and "503" in (status.last_error or "")
     sandbox.control("DELETE", "/faults")
+
+
+def test_a_state_the_worker_reads_reaches_the_overview_before_its_numbers_age_out(
+    sandbox: Sandbox, services: Services
+):
+    # No webhook reaches us here: the worker's read is how the break is learned. The Overview's
+    # numbers are kept for an hour below, so only the worker's own notice can move them.
+    services.worker.run_once()
+    before = services.overview.snapshot(max_age=3600)
+    expired = before.summary.errors.get("auth_expired", 0)
+    link_id = a_connected_link(services)
+    assert sandbox.api("POST", f"/links/{link_id}/reset").is_success
+    services.worker.trigger_sync(ADMIN, link_id=link_id)
+    assert services.worker.run_once().claimed >= 1
+    assert services.link_detail.get_link(link_id).row.error_code == "auth_expired"  # type: ignore[union-attr]
+    wait_for_refreshes()  # the counts the read asked for start at once
+    after = services.overview.snapshot(max_age=3600)
+    assert after.summary.errors.get("auth_expired", 0) == expired + 1
+    assert link_id in [row.link_id for row in after.broke_today.links]
+    assert link_id not in [row.link_id for row in before.broke_today.links]

@@ -16,6 +16,7 @@ from linkdesk.read.links import LinkFilters, LinkQueries
 from linkdesk.read.worker import WorkerProgress
 from linkdesk.store import Store
 from linkdesk.store.health_totals import (
+    RECOUNT_MAX_AGE,
     SUMMARY_RECALL_MAX_AGE,
     SUMMARY_STATE_NAME,
     BankLinks,
@@ -344,6 +345,37 @@ def test_every_writer_of_links_keeps_their_counts_and_another_process_sees_them(
     assert moved.banks["bank-b"] == BankLinks(1, 0)
     with store.read() as session:
         assert session.get(Link, "mk_004") is None
+
+
+def test_a_move_made_here_after_a_write_elsewhere_is_set_right_by_a_count_soon(
+    store: Store,
+) -> None:
+    # The e2e repair journey's case: the worker (another process) breaks one link, then a staff
+    # member repairs another here. Moved from a count that never saw the first write, this
+    # process's totals would say no login has expired while one has, until the next count.
+    add_link(store, "mk_001", state="error", error_code="auth_expired")
+    add_link(store, "mk_002")
+    ticker = Ticker()
+    here, elsewhere = totals(store, ticker), totals(store, ticker)
+    assert here.health_summary().errors == {"auth_expired": 1}
+    with elsewhere.writing("mk_002") as session:
+        applied = apply_event_state(
+            session,
+            "mk_002",
+            state="error",
+            error_code="auth_expired",
+            as_of=T0 + timedelta(hours=1),
+            now=T0 + timedelta(hours=1),
+        )
+        assert applied
+    with here.writing("mk_001") as session:
+        repaired = api_link("mk_001", institution_name="Alpha Bank")
+        upsert_link(session, repaired, customer_id=None, now=T0, source="relink")
+    # Served at once as moved; a count from the rollup follows in the background.
+    wait_for_refreshes(10)
+    summary = here.health_summary(max_age=RECOUNT_MAX_AGE)  # the clock never moved: no age
+    assert summary.errors == {"auth_expired": 1}
+    assert summary.counts[Health.NEEDS_RELINK] == 1
 
 
 def add_link_in(session: sa.orm.Session, link_id: str) -> None:

@@ -157,6 +157,27 @@ def overview_of(store: Store, totals: HealthTotals | None = None) -> OverviewRea
     )
 
 
+def break_link(totals: HealthTotals, link_id: str, *, at: datetime) -> None:
+    """The link's bank login expires, written as an applied webhook writes it."""
+    with totals.writing(link_id) as session:
+        link = session.get(Link, link_id)
+        assert link is not None
+        before = (link.state, link.error_code, link.institution_id)
+        link.state, link.error_code = "error", "auth_expired"
+        link_moved(session, before, (link.state, link.error_code, link.institution_id))
+        session.add(
+            LinkStateChange(
+                link_id=link_id,
+                at=at,
+                from_state=before[0],
+                from_error=before[1],
+                to_state="error",
+                to_error="auth_expired",
+                source="webhook",
+            )
+        )
+
+
 def day(n: int, hour: int = 9) -> datetime:
     """``n`` days before NOW's day, at ``hour`` UTC."""
     return (NOW - timedelta(days=n)).replace(hour=hour)
@@ -234,26 +255,25 @@ class TestOverview:
         totals = HealthTotals(banks, clock=clock)
         overview = overview_of(banks, totals)
         assert overview.trend(3) == [TrendPoint(day(n).date(), 0, 0) for n in (2, 1, 0)]
-        with totals.writing("a") as session:  # as a webhook or a relink writes
-            link = session.get(Link, "a")
-            assert link is not None
-            link.state, link.error_code = "error", "auth_expired"
-            session.add(
-                LinkStateChange(
-                    link_id="a",
-                    at=NOW - timedelta(minutes=5),
-                    from_state="connected",
-                    from_error=None,
-                    to_state="error",
-                    to_error="auth_expired",
-                    source="webhook",
-                )
-            )
+        break_link(totals, "a", at=NOW - timedelta(minutes=5))
         assert overview.trend(3) == [
             TrendPoint(day(2).date(), 0, 0),
             TrendPoint(day(1).date(), 0, 0),
             TrendPoint(day(0).date(), 1, 1),
         ]
+
+    def test_a_link_broken_here_is_in_broke_today_on_the_next_refresh(self, banks: Store) -> None:
+        add_link(banks, "a", customer_id="cust_1", changes=[(day(10), "connected", None)])
+        totals = HealthTotals(banks, clock=clock)
+        overview = overview_of(banks, totals)
+        assert overview.snapshot(max_age=60).broke_today.total == 0
+        break_link(totals, "a", at=NOW - timedelta(minutes=1))
+        # The shared activity is a second old and may be served for a minute; the write asked
+        # for it to be read again (in the background, which this lets start at once).
+        wait_for_refreshes()
+        snapshot = overview.snapshot(max_age=60)
+        assert [row.link_id for row in snapshot.broke_today.links] == ["a"]
+        assert snapshot.summary.errors == {"auth_expired": 1}
 
     def test_banks_in_error_worst_first_with_validated_colours(self, banks: Store) -> None:
         for i in range(3):

@@ -147,3 +147,57 @@ def test_a_count_that_changes_overlapped_is_counted_again_once() -> None:
     count_with_a_change_meanwhile(use_and_let_it_recount)
     assert len(counts) == 4
     assert shared.get(30) == 21 and len(counts) == 4  # the second change kept, no recount
+
+
+def test_a_change_that_asks_for_it_is_followed_by_a_count_in_the_background() -> None:
+    # The value may lack what others wrote since it was counted: moved from it alone, it would
+    # give a number that was never true until the next count.
+    table = [10]
+    counts: list[int] = []
+
+    def compute() -> int:
+        counts.append(table[0])
+        return table[0]
+
+    now = [100.0]
+    shared = SharedResult(compute, monotonic=lambda: now[0])
+    assert shared.get(30) == 10
+    table[0] = 15 - 1  # another process added 5, then this one took 1 away
+    shared.adjust(lambda value: value - 1, recount=True)
+    # Served at once as moved: the count waits out its spacing (the clock never moves here).
+    assert shared.get(30) == 9 and counts == [10]
+    wait_for_refreshes(10)  # which lets it start at once
+    assert counts == [10, 14] and shared.get(30) == 14
+
+    shared.adjust(lambda value: value + 1)  # a change that does not ask for a count
+    wait_for_refreshes(10)
+    assert counts == [10, 14] and shared.get(30) == 15
+
+
+def test_a_change_during_a_background_count_is_followed_by_one_more() -> None:
+    # The count under way may have read before the change: one more count follows it.
+    table = [1]
+    counts: list[int] = []
+    counting = threading.Event()
+    release = threading.Event()
+
+    def compute() -> int:
+        seen = table[0]
+        counts.append(seen)
+        if len(counts) == 2:  # the count the first change asked for
+            counting.set()
+            release.wait(10)
+        return seen
+
+    now = [100.0]
+    shared = SharedResult(compute, monotonic=lambda: now[0])
+    assert shared.get(30) == 1
+    table[0] = 2
+    now[0] += 5  # the spacing is over: the count starts at once
+    shared.recount_soon()
+    assert counting.wait(10)
+    table[0] = 3  # written after that count read the table
+    shared.recount_soon()
+    release.set()
+    wait_for_refreshes(10)
+    assert counts == [1, 2, 3] and shared.get(30) == 3

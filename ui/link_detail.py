@@ -288,95 +288,118 @@ def _dashboard_origin() -> str:
 
 
 def _history(detail: LinkDetail, actor: Actor) -> None:
+    # Only the open tab is drawn (and its rows read): choosing one reruns the page, and the tab
+    # chosen stays open from one link to the next.
+    tabs = st.tabs(list(_HISTORY_TABS), on_change="rerun", key="link.history_tab")
+    for tab, draw in zip(tabs, _HISTORY_TABS.values(), strict=True):
+        with tab:
+            if tab.open is not False:
+                draw(detail, actor)
+
+
+def _state_history(detail: LinkDetail, _actor: Actor) -> None:
+    _table(
+        [
+            {
+                "When": change.at,
+                "From": f"{change.from_state or '—'} {change.from_error or ''}".strip(),
+                "To": f"{change.to_state} {change.to_error or ''}".strip(),
+                "Source": change.source,
+            }
+            for change in detail.state_changes
+        ],
+        empty="No state change recorded yet.",
+    )
+
+
+def _connect_sessions(detail: LinkDetail, _actor: Actor) -> None:
+    _table(
+        [
+            {
+                "Started": session.started_at,
+                "Mode": session.mode,
+                "By": session.started_by,
+                "Outcome": session.outcome,
+                "Error": session.exit_error_id or "",
+                "Events": session.event_count,
+            }
+            for session in detail.sessions
+        ],
+        empty="No Connect session for this link yet.",
+    )
+
+
+def _sync_attempts(detail: LinkDetail, _actor: Actor) -> None:
+    _table(
+        [
+            {
+                "When": attempt.at,
+                "Kind": attempt.kind,
+                "Outcome": attempt.outcome,
+                "Error": attempt.error or "",
+                "ms": attempt.duration_ms,
+            }
+            for attempt in detail.sync_attempts
+        ],
+        empty="The sync worker has not read this link yet.",
+    )
+
+
+def _webhooks(detail: LinkDetail, _actor: Actor) -> None:
+    _table(
+        [
+            {
+                "Received": delivery.received_at,
+                "Event": delivery.event or "",
+                "Verdict": delivery.verdict,
+                "Reason": delivery.reason,
+                "Attempt": delivery.attempt,
+            }
+            for delivery in get_services().deliveries.recent(20, link_id=detail.row.link_id)
+        ],
+        empty="No webhook received for this link yet.",
+    )
+
+
+def _audit_and_notes(detail: LinkDetail, actor: Actor) -> None:
     services = get_services()
     link_id = detail.row.link_id
-    tabs = st.tabs(
-        ["State history", "Connect sessions", "Sync attempts", "Webhooks", "Audit and notes"]
+    _table(
+        [
+            {
+                "When": entry.at,
+                "Who": entry.actor,
+                "Role": entry.role or "",
+                "Action": entry.action,
+                "Outcome": entry.outcome,
+                "Reason": entry.reason or "",
+                "Detail": entry.detail or "",
+            }
+            for entry in services.audit.entries(30, link_id=link_id)
+        ],
+        empty="No staff action on this link yet.",
     )
-    with tabs[0]:
-        _table(
-            [
-                {
-                    "When": change.at,
-                    "From": f"{change.from_state or '—'} {change.from_error or ''}".strip(),
-                    "To": f"{change.to_state} {change.to_error or ''}".strip(),
-                    "Source": change.source,
-                }
-                for change in detail.state_changes
-            ],
-            empty="No state change recorded yet.",
-        )
-    with tabs[1]:
-        _table(
-            [
-                {
-                    "Started": session.started_at,
-                    "Mode": session.mode,
-                    "By": session.started_by,
-                    "Outcome": session.outcome,
-                    "Error": session.exit_error_id or "",
-                    "Events": session.event_count,
-                }
-                for session in detail.sessions
-            ],
-            empty="No Connect session for this link yet.",
-        )
-    with tabs[2]:
-        _table(
-            [
-                {
-                    "When": attempt.at,
-                    "Kind": attempt.kind,
-                    "Outcome": attempt.outcome,
-                    "Error": attempt.error or "",
-                    "ms": attempt.duration_ms,
-                }
-                for attempt in detail.sync_attempts
-            ],
-            empty="The sync worker has not read this link yet.",
-        )
-    with tabs[3]:
-        _table(
-            [
-                {
-                    "Received": delivery.received_at,
-                    "Event": delivery.event or "",
-                    "Verdict": delivery.verdict,
-                    "Reason": delivery.reason,
-                    "Attempt": delivery.attempt,
-                }
-                for delivery in services.deliveries.recent(20, link_id=link_id)
-            ],
-            empty="No webhook received for this link yet.",
-        )
-    with tabs[4]:
-        _table(
-            [
-                {
-                    "When": entry.at,
-                    "Who": entry.actor,
-                    "Role": entry.role or "",
-                    "Action": entry.action,
-                    "Outcome": entry.outcome,
-                    "Reason": entry.reason or "",
-                    "Detail": entry.detail or "",
-                }
-                for entry in services.audit.entries(30, link_id=link_id)
-            ],
-            empty="No staff action on this link yet.",
-        )
-        if actor.can(Permission.NOTE):
-            with st.form(f"note-{link_id}", clear_on_submit=True):
-                note = st.text_area("Add a note", max_chars=2000)
-                if st.form_submit_button("Save note") and note.strip():
-                    services.audit.add_note(
-                        actor,
-                        link_id=link_id,
-                        text=note.strip(),
-                        customer_id=detail.row.customer_id,
-                    )
-                    st.toast("Note saved")
-                    st.rerun()
+    if actor.can(Permission.NOTE):
+        with st.form(f"note-{link_id}", clear_on_submit=True):
+            note = st.text_area("Add a note", max_chars=2000)
+            if st.form_submit_button("Save note") and note.strip():
+                services.audit.add_note(
+                    actor,
+                    link_id=link_id,
+                    text=note.strip(),
+                    customer_id=detail.row.customer_id,
+                )
+                st.toast("Note saved")
+                st.rerun()
+
+
+_HISTORY_TABS: dict[str, Callable[[LinkDetail, Actor], None]] = {
+    "State history": _state_history,
+    "Connect sessions": _connect_sessions,
+    "Sync attempts": _sync_attempts,
+    "Webhooks": _webhooks,
+    "Audit and notes": _audit_and_notes,
+}
 
 
 def _table(rows: Sequence[dict[str, Any]], *, empty: str) -> None:

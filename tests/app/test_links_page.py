@@ -190,3 +190,16 @@ def test_hostile_institution_data_is_escaped_and_colours_validated(app_env: str)
     assert "&lt;script&gt;" in card
     assert "evil.example" not in card
     assert "javascript:" not in card
+
+
+def test_a_links_history_draws_only_its_open_tab(app_env: str) -> None:
+    expired = queries(app_env).list_links(LinkFilters(error_code="auth_expired"), limit=1).rows[0]
+    app = dashboard(page="links", link=expired.link_id).run()
+    assert not app.exception
+    history = ["State history", "Connect sessions", "Sync attempts", "Webhooks", "Audit and notes"]
+    assert [tab.label for tab in app.tabs] == history
+    assert "Add a note" not in [area.label for area in app.text_area]  # its tab is closed
+    app.session_state["link.history_tab"] = "Audit and notes"  # as choosing the tab does
+    app.run()
+    assert not app.exception
+    assert "Add a note" in [area.label for area in app.text_area]

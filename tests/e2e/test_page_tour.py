@@ -170,6 +170,11 @@ def _link_detail(page: Page, data: Fixtures) -> None:
     expect(page.get_by_test_id("institution-card")).to_be_visible()
     expect(page.get_by_role("tab", name="State history")).to_be_visible()
     expect(page.get_by_role("button", name="Relink", exact=True)).to_be_visible()
+    # A history tab is drawn when it is chosen (the page reruns for it).
+    note = page.get_by_label("Add a note")
+    expect(note).to_have_count(0)
+    page.get_by_role("tab", name="Audit and notes").click()
+    expect(note).to_be_visible()
 
 
 def _customer(page: Page, data: Fixtures) -> None:

@@ -196,9 +196,10 @@ class SharedResult(Generic[_T]):
         """What the value is computed from has changed: compute it again in the background,
         ``recount_spacing`` seconds after the last computation began at the earliest, so that
         the next caller gets the change without waiting for the value to age out. Until then the
-        value is served as it is. Without a value, the next caller computes one anyway."""
+        value is served as it is. Without a value and with none being computed, the next caller
+        computes one anyway; a first computation under way is followed by another."""
         with self._lock:
-            if self._value is None:
+            if self._value is None and self._changes_during is None:
                 return
             if self._refreshing and self._changes_during is not None:
                 # The computation under way may have read before the change: one more after it.

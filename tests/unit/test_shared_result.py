@@ -201,3 +201,27 @@ def test_a_change_during_a_background_count_is_followed_by_one_more() -> None:
     release.set()
     wait_for_refreshes(10)
     assert counts == [1, 2, 3] and shared.get(30) == 3
+
+
+def test_a_change_during_the_first_count_is_followed_by_another() -> None:
+    # Nothing is served yet, but the count under way may have read before the change.
+    table = [1]
+    counting = threading.Event()
+    release = threading.Event()
+
+    def compute() -> int:
+        seen = table[0]
+        counting.set()
+        release.wait(10)
+        return seen
+
+    shared = SharedResult(compute, monotonic=lambda: 100.0)
+    first = threading.Thread(target=shared.get, args=(30,))
+    first.start()
+    assert counting.wait(10)
+    table[0] = 2  # written after the first count read the table
+    shared.recount_soon()
+    release.set()
+    first.join(10)
+    wait_for_refreshes(10)
+    assert shared.get(30) == 2
